@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# This machine has a CPU build of torch 2.13.0 on local disk; a GPU user overrides this,
+# e.g. `make install TORCH_SPEC='torch>=2.1'` with their CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+DEMO := data/demo
+RUNS := runs
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m jobs.prepare_demo --output $(DEMO)
+	$(BIN)/python -m jobs.train --input $(DEMO)/digits --output $(RUNS)/digits-mlp --epochs 200
+	$(BIN)/python -m jobs.train --input $(DEMO)/photos/train --eval-input $(DEMO)/photos/heldout \
+		--output $(RUNS)/photos-conv --epochs 50 --max-minutes 3 --batch-size 64
+	@echo "reports: $(RUNS)/digits-mlp/report.png $(RUNS)/photos-conv/report.png"
+
+test: $(STAMP)
+	$(BIN)/ruff check pipeline jobs tests
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline jobs tests
+
+clean:
+	rm -rf $(RUNS) $(DEMO)

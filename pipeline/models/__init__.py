@@ -1,0 +1,28 @@
+"""The one module that knows the model classes: build a VAE from its config."""
+
+from __future__ import annotations
+
+from pipeline.models.base import VAE, Posterior
+from pipeline.models.config import (
+    ConvConfig,
+    MLPConfig,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+    config_to_json,
+)
+from pipeline.models.conv import ConvVAE
+from pipeline.models.mlp import MLPVAE
+
+__all__ = [
+    "VAE", "Posterior", "ConvConfig", "MLPConfig", "ModelConfig", "build_model",
+    "config_from_dict", "config_to_dict", "config_to_json",
+]
+
+
+def build_model(config: ModelConfig) -> VAE:
+    if isinstance(config, MLPConfig):
+        return MLPVAE(config)
+    if isinstance(config, ConvConfig):
+        return ConvVAE(config)
+    raise TypeError(f"no model for config {type(config).__name__}")

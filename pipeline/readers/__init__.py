@@ -1,0 +1,70 @@
+"""Dataset formats -> batches of raw samples.
+
+    input URI (file, folder, glob; any fsspec URL)
+        -> list_sources(): sorted data files, one format
+        -> iter_batches(source): Batch(source, start_row, samples, passthrough columns)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline import storage
+from pipeline.errors import ConfigError, InputError
+from pipeline.readers.arrays import iter_npy, iter_npz
+from pipeline.readers.base import Batch
+from pipeline.readers.parquet import iter_parquet
+
+__all__ = ["Batch", "ReadOptions", "format_of", "iter_batches", "list_sources"]
+
+SUFFIXES = {".npy": "npy", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    batch_rows: int = 256
+    array_key: str | None = None   # .npz: which array holds the samples
+    column: str | None = None      # Parquet: which column holds the samples
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1:
+            raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
+
+
+def format_of(uri: str) -> str:
+    for suffix, fmt in SUFFIXES.items():
+        if uri.lower().endswith(suffix):
+            return fmt
+    raise InputError(uri, f"unknown format; expected one of {sorted(SUFFIXES)}")
+
+
+def list_sources(uri: str) -> list[str]:
+    """Data files under ``uri``, sorted; all of one format."""
+    try:
+        files = storage.expand(uri, tuple(SUFFIXES))
+    except FileNotFoundError as err:
+        raise InputError(uri, "no such file, folder or bucket") from err
+    except PermissionError as err:
+        raise InputError(uri, f"permission denied ({err})") from err
+    if not files:
+        raise InputError(uri, f"no data files ({', '.join(sorted(SUFFIXES))}) found")
+    formats = {format_of(f) for f in files}
+    if len(formats) > 1:
+        raise InputError(uri, f"mixed formats {sorted(formats)}; point at one kind of file")
+    return files
+
+
+def iter_batches(source: str, options: ReadOptions = ReadOptions()) -> Iterator[Batch]:
+    fmt = format_of(source)
+    try:
+        if fmt == "npy":
+            yield from iter_npy(source, options.batch_rows)
+        elif fmt == "npz":
+            yield from iter_npz(source, options.batch_rows, options.array_key)
+        else:
+            yield from iter_parquet(source, options.batch_rows, options.column)
+    except FileNotFoundError as err:
+        raise InputError(source, "file not found") from err
+    except PermissionError as err:
+        raise InputError(source, f"permission denied ({err})") from err

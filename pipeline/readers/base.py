@@ -1,0 +1,28 @@
+"""What a reader hands out: a batch of raw samples from one source file, in row order.
+
+Samples stay in their source dtype and shape (``uint8`` HxWxC images, float vectors, ...);
+``pipeline.samples`` converts them for the model and back, so a decode can restore exactly
+what came in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Batch:
+    source: str                    # URI of the file the rows came from
+    start_row: int                 # index of the first row within that file
+    samples: list[np.ndarray]      # one array per row, source dtype and shape
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # passthrough, per row
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def rows(self) -> range:
+        return range(self.start_row, self.start_row + len(self.samples))

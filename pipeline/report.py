@@ -1,0 +1,67 @@
+"""The training report's picture: loss curves and grids of originals above reconstructions."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on cluster nodes or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Grid:
+    title: str
+    originals: list[np.ndarray]        # source-shaped samples
+    reconstructions: list[np.ndarray]
+
+
+def _displayable(x: np.ndarray) -> np.ndarray | None:
+    """A source-shaped sample as an image in [0, 1], or None when it is not image-like."""
+    x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    if x.ndim == 1:
+        side = int(math.isqrt(x.size))
+        if side * side != x.size:
+            return None
+        x = x.reshape(side, side)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    return np.clip(x, 0.0, 1.0) if x.ndim in (2, 3) else None
+
+
+def render(history: list[dict[str, float]], grids: list[Grid]) -> bytes:
+    cols = max([len(g.originals) for g in grids] + [1])
+    fig = plt.figure(figsize=(max(8.0, cols * 1.1), 3.2 + 2.4 * len(grids)), dpi=100)
+    spec = fig.add_gridspec(1 + 2 * len(grids), cols, height_ratios=[3.0] + [1.0] * 2 * len(grids))
+    ax = fig.add_subplot(spec[0, :])
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (-ELBO with beta_t)")
+    ax.plot(epochs, [-h["val_elbo_nats"] for h in history], label="validation -ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per sample")
+    ax.legend(loc="upper left")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h["val_psnr_db"] for h in history], color="tab:green", label="val PSNR")
+    ax2.set_ylabel("validation PSNR (dB)", color="tab:green")
+    for g_i, grid in enumerate(grids):
+        for row, images in enumerate((grid.originals, grid.reconstructions)):
+            for c, img in enumerate(images):
+                a = fig.add_subplot(spec[1 + 2 * g_i + row, c])
+                shown = _displayable(img)
+                if shown is not None:
+                    a.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1,
+                             interpolation="nearest")
+                a.set_xticks([]), a.set_yticks([])
+                if c == 0:
+                    a.set_ylabel("original" if row == 0 else "decoded", fontsize=8)
+                if c == 0 and row == 0:
+                    a.set_title(grid.title, fontsize=9, loc="left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

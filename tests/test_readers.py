@@ -1,0 +1,124 @@
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.errors import InputError
+from pipeline.readers import ReadOptions, iter_batches, list_sources
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _collect(uri, batch_rows=3, **kw):
+    batches = list(iter_batches(uri, ReadOptions(batch_rows=batch_rows, **kw)))
+    return batches, [s for b in batches for s in b.samples]
+
+
+def test_npy_streams_rows_in_batches_exactly(tmp_path):
+    arr = np.random.default_rng(0).random((10, 4, 5)).astype(np.float32)
+    np.save(tmp_path / "a.npy", arr)
+    batches, samples = _collect(str(tmp_path / "a.npy"))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [b.start_row for b in batches] == [0, 3, 6, 9]
+    assert np.array_equal(np.stack(samples), arr)
+
+
+def test_truncated_npy_names_file_and_row(tmp_path):
+    arr = np.arange(100, dtype=np.int64).reshape(20, 5).astype(np.float64)
+    np.save(tmp_path / "t.npy", arr)
+    raw = (tmp_path / "t.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(raw[: len(raw) - 7 * 5 * 8])
+    with pytest.raises(InputError, match=r"t\.npy row 13: file is truncated") as err:
+        _collect(str(tmp_path / "t.npy"), batch_rows=4)
+    assert err.value.row == 13
+
+
+def test_object_npy_is_refused_without_unpickling(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="object arrays are refused"):
+        _collect(str(tmp_path / "o.npy"))
+
+
+def test_npz_passes_through_other_arrays(tmp_path, digits):
+    images, labels = digits
+    np.savez(tmp_path / "d.npz", image=images[:7], label=labels[:7], other=np.zeros(3))
+    batches, samples = _collect(str(tmp_path / "d.npz"))
+    assert np.array_equal(np.stack(samples), images[:7])
+    assert sum((b.columns["label"] for b in batches), []) == labels[:7].tolist()
+    assert "other" not in batches[0].columns  # different row count: not a column
+
+
+def test_npz_needs_to_know_which_array(tmp_path):
+    np.savez(tmp_path / "d.npz", a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    with pytest.raises(InputError, match="which array holds the samples"):
+        _collect(str(tmp_path / "d.npz"))
+    _, samples = _collect(str(tmp_path / "d.npz"), array_key="b")
+    assert len(samples) == 2
+
+
+def test_parquet_hf_image_struct_round_trips_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (6 + i, 5, 3), dtype=np.uint8) for i in range(5)]
+    table = pa.Table.from_pylist([{"image": {"bytes": _png(im), "path": f"{i}.png"},
+                                   "caption": f"c{i}"} for i, im in enumerate(imgs)])
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=2)
+    batches, samples = _collect(str(tmp_path / "p.parquet"), batch_rows=2)
+    assert all(np.array_equal(a, b) for a, b in zip(samples, imgs, strict=True))
+    assert sum((b.columns["caption"] for b in batches), []) == [f"c{i}" for i in range(5)]
+
+
+def test_parquet_plain_binary_and_tensor_columns(tmp_path):
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    pq.write_table(pa.table({"id": [7], "png": [_png(gray)]}), tmp_path / "b.parquet")
+    _, samples = _collect(str(tmp_path / "b.parquet"))
+    assert np.array_equal(samples[0], gray)
+    vecs = np.random.default_rng(1).random((4, 2, 3))
+    pq.write_table(pa.table({"x": vecs.tolist(), "y": list(range(4))}), tmp_path / "t.parquet")
+    batches, samples = _collect(str(tmp_path / "t.parquet"))
+    assert np.array_equal(np.stack(samples), vecs)
+    assert batches[0].columns["y"] == [0, 1, 2]
+
+
+def test_corrupt_image_bytes_name_file_and_row(tmp_path):
+    good = _png(np.zeros((4, 4), dtype=np.uint8))
+    pq.write_table(pa.table({"image": [good, good, good[:20], good]}), tmp_path / "c.parquet")
+    with pytest.raises(InputError, match=r"c\.parquet row 2: corrupt image bytes"):
+        _collect(str(tmp_path / "c.parquet"), batch_rows=2)
+
+
+def test_missing_column_is_named(tmp_path):
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "m.parquet")
+    with pytest.raises(InputError, match="no image-bytes or tensor column"):
+        _collect(str(tmp_path / "m.parquet"))
+    with pytest.raises(InputError, match="missing column 'img'"):
+        _collect(str(tmp_path / "m.parquet"), column="img")
+
+
+def test_list_sources_folder_glob_and_memory_url(tmp_path):
+    for name in ("b.npy", "a.npy", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert list_sources(str(tmp_path)) == [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    assert list_sources(str(tmp_path / "b*")) == [str(tmp_path / "b.npy")]
+    with pytest.raises(InputError, match="no such file"):
+        list_sources(str(tmp_path / "missing"))
+    import fsspec
+    with fsspec.open("memory://ds/x.npy", "wb") as f:
+        np.save(f, np.ones((2, 3)))
+    (src,) = list_sources("memory://ds")
+    assert src.startswith("memory://") and src.endswith("/ds/x.npy")
+    _, samples = _collect(src)
+    assert np.array_equal(np.stack(samples), np.ones((2, 3)))
+
+
+def test_mixed_formats_are_refused(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"")
+    (tmp_path / "b.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match="mixed formats"):
+        list_sources(str(tmp_path))

@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+
+from jobs import prepare_demo, train
+from jobs._cli import run_main
+from pipeline.checkpoint import load_checkpoint
+
+
+def test_train_mlp_on_digits_writes_checkpoint_report_and_png(tmp_path, digits_dir):
+    out = tmp_path / "ckpt"
+    rc = run_main(train.main, ["--input", digits_dir, "--output", str(out), "--epochs", "3",
+                               "--latent", "6"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    ckpt = load_checkpoint(str(out))
+    assert report["fingerprint"] == ckpt.fingerprint
+    assert ckpt.config.kind == "mlp" and ckpt.config.input_dim == 64
+    assert report["train_rows"] + report["val_rows"] == 1797
+    v = report["validation"]
+    assert len(v["kl_per_channel_nats"]) == 6 and 0 <= v["active_channels"] <= 6
+    assert np.isfinite(v["elbo_nats"]) and v["psnr_db"] > 5
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "train_args.json").read_text())["latent"] == 6
+
+
+def test_train_conv_on_photo_crops_with_held_out_set(tmp_path):
+    demo = tmp_path / "demo"
+    assert run_main(prepare_demo.main, ["--output", str(demo), "--crop", "32"]) == 0
+    out = tmp_path / "conv"
+    rc = run_main(train.main, ["--input", str(demo / "photos" / "train"), "--max-rows", "256",
+                               "--eval-input", str(demo / "photos" / "heldout"), "--output",
+                               str(out), "--epochs", "1", "--base-channels", "8", "--latent", "4"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["kind"] == "conv" and report["model"]["in_channels"] == 3
+    assert report["held_out"]["rows"] > 0 and np.isfinite(report["held_out"]["psnr_db"])
+    assert report["train_rows"] + report["val_rows"] == 256
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "/no/such/place", "--output", "x"], "/no/such/place: no such file"),
+    (["--input", "{digits}", "--output", "x", "--val-fraction", "1.5"], "val_fraction"),
+    (["--input", "{digits}", "--output", "x", "--latent", "-1"], "must be positive"),
+    (["--input", "{digits}", "--output", "x", "--device", "cuda:0"], "no CUDA GPU"),
+])
+def test_bad_arguments_give_one_clear_line(capsys, digits_dir, args, message):
+    import torch
+    if "cuda:0" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    rc = run_main(train.main, [a.replace("{digits}", digits_dir) for a in args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_unreadable_data_gives_one_clear_line(tmp_path, capsys):
+    (tmp_path / "bad.npy").write_bytes(b"this is not numpy")
+    rc = run_main(train.main, ["--input", str(tmp_path), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.npy: not a readable .npy array" in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--output", "x"])
+    assert exc.value.code == 2
+    assert "--input" in capsys.readouterr().err
