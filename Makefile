@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# constraints-dev.txt pins the dev/CI set (pip freeze of a working venv) so a fresh install
+# resolves at once; the package's own ranges in pyproject.toml stay wide for users.
 # This machine has a CPU build of torch 2.13.0 on local disk; a GPU user overrides this,
 # e.g. `make install TORCH_SPEC='torch>=2.1'` with their CUDA index.
 TORCH_SPEC ?= torch==2.13.0
@@ -11,11 +13,11 @@ RUNS := runs
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints-dev.txt "$(TORCH_SPEC)" -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

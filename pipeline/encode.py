@@ -1,0 +1,198 @@
+"""EncodeWorker: one shard in, one archive file out. A plain class; Ray makes it remote.
+
+    read (prefetch thread: fsspec, image decode, to model arrays)
+      -> group rows by shape -> encoder (inference_mode, on the worker's device) -> posterior mean
+      -> quantize (job-wide params) -> layout -> crc32 -> zstd -> Parquet row group
+      -> temporary name -> commit -> _done/<name>.json (written last)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline import storage
+from pipeline.checkpoint import load_checkpoint
+from pipeline.codec import Codec, CodecConfig, CodecParams, checksum, row_bytes, train_dictionary
+from pipeline.errors import InputError
+from pipeline.format import ArchiveMeta, ArchiveWriter
+from pipeline.models import config_to_dict
+from pipeline.plan import Shard, done_uri
+from pipeline.quantize import (
+    QuantizerConfig,
+    QuantizerParams,
+    calibrate,
+    quantize,
+    stats_from_latents,
+)
+from pipeline.readers import Batch, ReadOptions, iter_batches
+from pipeline.samples import SampleLayout, to_model
+from pipeline.worker_common import HashingWriter, ShardResult, device_info, pick_device, prefetch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    checkpoint: str
+    output: str
+    read: ReadOptions = ReadOptions()
+    device: str = "auto"
+    threads: int | None = None
+    key_column: str | None = None
+
+
+@dataclass(frozen=True)
+class JobParams:
+    quantizer: QuantizerParams
+    codec: CodecParams
+    job_fingerprint: str
+    input_uri: str
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One batch after the encoder: rows in source order."""
+
+    batch: Batch
+    keys: list[str]
+    layouts: list[SampleLayout]
+    latent_shapes: list[tuple[int, ...]]
+    means: list[np.ndarray]        # per row, (C, P)
+    logvars: list[np.ndarray]
+
+
+class EncodeWorker:
+    def __init__(self, spec: EncodeSpec) -> None:
+        self.spec = spec
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        self.device = pick_device(spec.device)
+        self.ckpt = load_checkpoint(spec.checkpoint, self.device)
+        self.model = self.ckpt.model
+
+    def info(self) -> dict:
+        return device_info(self.device)
+
+    # -- reading and the model ------------------------------------------------------------
+
+    def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
+        for batch in iter_batches(shard.source, self.spec.read):
+            pairs = [to_model(s, self.ckpt.config, shard.source, r)
+                     for r, s in zip(batch.rows, batch.samples, strict=True)]
+            yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _keys(self, shard: Shard, batch: Batch) -> list[str]:
+        col = self.spec.key_column
+        if col is None:
+            return [f"{shard.relpath}:{r}" for r in batch.rows]
+        if col not in batch.columns:
+            raise InputError(shard.source, f"missing key column {col!r}")
+        return [str(v) for v in batch.columns[col]]
+
+    @torch.inference_mode()
+    def _encode(self, shard: Shard) -> Iterator[Encoded]:
+        for batch, arrays, layouts in prefetch(lambda: self._prepared(shard)):
+            means: list[np.ndarray] = [np.empty(0)] * len(arrays)
+            logvars: list[np.ndarray] = [np.empty(0)] * len(arrays)
+            shapes: list[tuple[int, ...]] = [()] * len(arrays)
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, a in enumerate(arrays):
+                groups.setdefault(a.shape, []).append(i)
+            for shape, idx in groups.items():
+                x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
+                post = self.model.encode(x)
+                m = post.mean.float().cpu().numpy()
+                lv = post.logvar.float().cpu().numpy()
+                lshape = tuple(m.shape[1:])
+                for j, i in enumerate(idx):
+                    means[i] = m[j].reshape(lshape[0], -1)
+                    logvars[i] = lv[j].reshape(lshape[0], -1)
+                    shapes[i] = lshape
+            yield Encoded(batch, self._keys(shard, batch), layouts, shapes, means, logvars)
+
+    # -- calibration ----------------------------------------------------------------------
+
+    def calibrate(self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig,
+                  cconfig: CodecConfig) -> tuple[QuantizerParams, CodecParams]:
+        """Quantizer and codec parameters from the first ``max_rows`` rows of ``shards``."""
+        means, logvars = [], []
+        for shard in shards:
+            for enc in self._encode(shard):
+                means += [m.T for m in enc.means]      # (P, C): positions pool across rows
+                logvars += [v.T for v in enc.logvars]
+                if len(means) >= max_rows:
+                    break
+            if len(means) >= max_rows:
+                break
+        m = np.concatenate(means)[:, :, None]        # (sum P, C, 1)
+        lv = np.concatenate(logvars)[:, :, None]
+        qparams = calibrate(stats_from_latents(m, lv), qconfig)
+        samples = []
+        for a in means[:max_rows]:
+            codes, _ = quantize(np.ascontiguousarray(a.T)[None], qparams)
+            samples += row_bytes(codes, cconfig.layout)
+        cparams = CodecParams(level=cconfig.level, layout=cconfig.layout,
+                              dictionary=train_dictionary(samples, cconfig))
+        log.info("calibrated on %d rows: %d of %d channels active, dictionary %d bytes",
+                 len(means), sum(qparams.active), qparams.channels, len(cparams.dictionary))
+        return qparams, cparams
+
+    # -- one shard ------------------------------------------------------------------------
+
+    def process(self, shard: Shard, job: JobParams) -> ShardResult:
+        start = time.perf_counter()
+        out_uri = storage.join(self.spec.output, shard.name)
+        meta = ArchiveMeta(model_fingerprint=self.ckpt.fingerprint,
+                           model_config=config_to_dict(self.ckpt.config), quantizer=job.quantizer,
+                           codec=job.codec, source_uri=shard.source,
+                           job_fingerprint=job.job_fingerprint)
+        codec = Codec(job.codec)
+        rows = clipped = 0
+        seen: set[str] = set()
+        try:
+            with storage.atomic_write(out_uri) as raw:
+                f = HashingWriter(raw)
+                writer = ArchiveWriter(f, meta, out_uri)
+                for enc in self._encode(shard):
+                    for key, r in zip(enc.keys, enc.batch.rows, strict=True):
+                        if key in seen:
+                            raise InputError(shard.source, f"duplicate key {key!r}", row=r)
+                        seen.add(key)
+                    frames, crcs = [], []
+                    for m in enc.means:
+                        codes, n_clipped = quantize(m[None], job.quantizer)
+                        clipped += n_clipped
+                        (data,) = row_bytes(codes, job.codec.layout)
+                        crcs.append(checksum(data))
+                        frames += codec.compress([data])
+                    writer.write({
+                        "vz_key": enc.keys, "vz_codes": frames, "vz_crc32": crcs,
+                        "vz_shape": [list(lay.shape) for lay in enc.layouts],
+                        "vz_dtype": [lay.dtype for lay in enc.layouts],
+                        "vz_latent_shape": [list(s) for s in enc.latent_shapes],
+                    }, enc.batch.columns)
+                    rows += len(enc.batch)
+                if rows == 0:
+                    raise InputError(shard.source, "shard holds no rows")
+                writer.close()
+        except InputError as err:
+            log.warning("shard %s failed: %s", shard.name, err)
+            return ShardResult(shard.name, shard.source, ok=False, error=str(err),
+                               retryable=err.retryable, seconds=time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        record = {"job_fingerprint": job.job_fingerprint, "name": shard.name,
+                  "source": shard.source, "rows": rows, "bytes": f.bytes,
+                  "sha256": f.sha256.hexdigest(), "input_bytes": storage.size(shard.source),
+                  "clipped": clipped, "seconds": round(seconds, 3)}
+        storage.write_bytes(done_uri(self.spec.output, shard.name), json.dumps(record).encode())
+        log.info("shard %s: %d rows, %d bytes, %.2f s", shard.name, rows, f.bytes, seconds)
+        return ShardResult(shard.name, shard.source, ok=True, rows=rows,
+                           input_bytes=record["input_bytes"], output_bytes=f.bytes,
+                           clipped=clipped, seconds=seconds)

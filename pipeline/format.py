@@ -1,0 +1,131 @@
+"""The archive's one Parquet schema (version 1), specified in docs/FORMAT.md.
+
+    vz_key           string          stable sample key: "<source path>:<row>" or the source's id
+    vz_codes         binary          zstd frame of the row's quantized codes (codec metadata)
+    vz_crc32         uint32          CRC-32 of the uncompressed code bytes
+    vz_shape         list<int32>     the source sample's shape
+    vz_dtype         string          the source sample's dtype
+    vz_latent_shape  list<int32>     latent shape before dropping channels: (C,) or (C, h, w)
+    <passthrough>    as in the source (labels, captions, ids, ...)
+
+File metadata key ``vaezip`` holds JSON: format version, model fingerprint and config,
+quantizer and codec parameters, source URI and job fingerprint. Readers check the version
+before anything else and treat every field as untrusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.codec import CodecParams
+from pipeline.errors import ConfigError, InputError
+from pipeline.quantize import QuantizerParams
+
+FORMAT_VERSION = 1
+META_KEY = b"vaezip"
+PREFIX = "vz_"
+BASE_FIELDS = [
+    pa.field("vz_key", pa.string(), nullable=False),
+    pa.field("vz_codes", pa.binary(), nullable=False),
+    pa.field("vz_crc32", pa.uint32(), nullable=False),
+    pa.field("vz_shape", pa.list_(pa.int32()), nullable=False),
+    pa.field("vz_dtype", pa.string(), nullable=False),
+    pa.field("vz_latent_shape", pa.list_(pa.int32()), nullable=False),
+]
+BASE_NAMES = [f.name for f in BASE_FIELDS]
+
+
+@dataclass(frozen=True)
+class ArchiveMeta:
+    model_fingerprint: str
+    model_config: dict[str, Any]
+    quantizer: QuantizerParams
+    codec: CodecParams
+    source_uri: str
+    job_fingerprint: str
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format_version": self.format_version,
+            "model": {"fingerprint": self.model_fingerprint, "config": self.model_config},
+            "quantizer": self.quantizer.to_dict(), "codec": self.codec.to_dict(),
+            "source_uri": self.source_uri, "job_fingerprint": self.job_fingerprint,
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: bytes | str, uri: str) -> ArchiveMeta:
+        try:
+            data = json.loads(text)
+            version = data.get("format_version") if isinstance(data, dict) else None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(uri, f"archive metadata is not valid JSON ({err})") from err
+        if version != FORMAT_VERSION:
+            raise InputError(uri, f"unknown archive format version {version!r}; "
+                                  f"this vaezip reads version {FORMAT_VERSION}")
+        try:
+            return cls(model_fingerprint=str(data["model"]["fingerprint"]),
+                       model_config=dict(data["model"]["config"]),
+                       quantizer=QuantizerParams.from_dict(data["quantizer"]),
+                       codec=CodecParams.from_dict(data["codec"]),
+                       source_uri=str(data["source_uri"]),
+                       job_fingerprint=str(data["job_fingerprint"]))
+        except (KeyError, TypeError, ValueError, ConfigError) as err:
+            raise InputError(uri, f"bad archive metadata: {err}") from err
+
+
+def read_meta(uri: str) -> ArchiveMeta:
+    try:
+        with storage.open_read(uri) as f:
+            schema = pq.read_schema(f)
+    except FileNotFoundError as err:
+        raise InputError(uri, "archive file not found") from err
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(uri, f"not a readable Parquet archive ({err})") from err
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise InputError(uri, "not a vaezip archive (no 'vaezip' metadata)")
+    return ArchiveMeta.from_json(raw, uri)
+
+
+class ArchiveWriter:
+    """Streams row groups into one archive file; the schema is fixed by the first batch."""
+
+    def __init__(self, f: IO[bytes], meta: ArchiveMeta, uri: str) -> None:
+        self.f, self.meta, self.uri = f, meta, uri
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+
+    def write(self, base: dict[str, list], passthrough: dict[str, list]) -> None:
+        for name in passthrough:
+            if name.startswith(PREFIX):
+                raise InputError(self.uri, f"source column {name!r} uses the reserved prefix {PREFIX!r}")
+        if self.schema is None:
+            fields = list(BASE_FIELDS)
+            for name, values in passthrough.items():
+                fields.append(pa.field(name, pa.array(values).type))
+            self.schema = pa.schema(fields, metadata={META_KEY: self.meta.to_json().encode()})
+            compression = {f.name: "zstd" for f in fields}
+            compression["vz_codes"] = "none"  # already zstd frames
+            self.writer = pq.ParquetWriter(self.f, self.schema, compression=compression,
+                                           use_dictionary=["vz_dtype"], write_statistics=["vz_key"])
+        names = set(self.schema.names) - set(BASE_NAMES)
+        if set(passthrough) != names:
+            raise InputError(self.uri, f"passthrough columns changed from {sorted(names)} "
+                                       f"to {sorted(passthrough)}")
+        try:
+            table = pa.table({**base, **passthrough}, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise InputError(self.uri, f"passthrough values do not fit the first rows' types ({err})") from err
+        assert self.writer is not None
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

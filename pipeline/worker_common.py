@@ -1,0 +1,111 @@
+"""What the encode and decode workers share: device choice, a prefetching reader, results."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+import torch
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+_END = object()
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports for one shard: a bad shard is a value, not a crash."""
+
+    name: str
+    source: str
+    ok: bool
+    rows: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    clipped: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    error: str | None = None
+    retryable: bool = False
+    attempts: int = 1
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("a CUDA device was asked for, but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """Which accelerator this process was given (Ray sets CUDA_VISIBLE_DEVICES per actor)."""
+    return {"pid": os.getpid(), "device": str(device),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+
+
+def prefetch(make: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
+    """Run ``make()`` in a thread, ``depth`` items ahead, so reading overlaps the model.
+
+    Errors raised by the producer are re-raised in the consumer, in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in make():
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            q.put(err)
+
+    t = threading.Thread(target=produce, daemon=True, name="vaezip-prefetch")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and hashes them on the way through."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.sha256, self.bytes, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self.f.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.closed = True
