@@ -1,4 +1,4 @@
-"""Codes <-> bytes: zstd over a measured byte layout, with a checksum per row.
+r"""Codes <-> bytes: zstd over a measured byte layout, with a checksum per row.
 
     (N, C, P) integer codes --layout--> N byte strings --zstd (shared dictionary)--> N frames
                                             \--> crc32 of each row's uncompressed bytes

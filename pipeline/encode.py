@@ -105,7 +105,7 @@ class EncodeWorker:
             groups: dict[tuple[int, ...], list[int]] = {}
             for i, a in enumerate(arrays):
                 groups.setdefault(a.shape, []).append(i)
-            for shape, idx in groups.items():
+            for idx in groups.values():
                 x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
                 post = self.model.encode(x)
                 m = post.mean.float().cpu().numpy()

@@ -122,7 +122,8 @@ class ArchiveWriter:
         try:
             table = pa.table({**base, **passthrough}, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise InputError(self.uri, f"passthrough values do not fit the first rows' types ({err})") from err
+            raise InputError(self.uri, "passthrough values do not fit the first rows' types "
+                                       f"({err})") from err
         assert self.writer is not None
         self.writer.write_table(table)
 
