@@ -94,6 +94,13 @@ def read_meta(uri: str) -> ArchiveMeta:
     return ArchiveMeta.from_json(raw, uri)
 
 
+def num_rows(uri: str) -> int:
+    """Rows in an archive file, after checking that it is one (version first)."""
+    read_meta(uri)
+    with storage.open_read(uri) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
 class ArchiveWriter:
     """Streams row groups into one archive file; the schema is fixed by the first batch."""
 

@@ -1,0 +1,147 @@
+"""DecodeWorker: one archive file in, reconstructions out. The mirror image of EncodeWorker.
+
+    Parquet row groups -> check metadata (version, model fingerprint) -> zstd -> crc32 check
+      -> codes -> dequantize -> group rows by shape -> decoder (inference_mode) -> crop
+      -> source shape and dtype -> writer (.npy, Parquet with PNG bytes) -> commit -> _done
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import storage
+from pipeline.checkpoint import load_checkpoint
+from pipeline.codec import Codec, checksum, rows_to_codes
+from pipeline.errors import InputError
+from pipeline.format import BASE_NAMES, ArchiveMeta, num_rows, read_meta
+from pipeline.outputs import OUTPUT_FORMATS, open_output
+from pipeline.plan import Shard, done_uri
+from pipeline.quantize import dequantize
+from pipeline.samples import SampleLayout
+from pipeline.worker_common import HashingWriter, ShardResult, device_info, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    checkpoint: str
+    output: str
+    output_format: str = "npy"
+    batch_rows: int = 256
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InputError(self.output, f"output format must be one of {OUTPUT_FORMATS}")
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    keys: list[str]
+    samples: list[np.ndarray]
+    columns: dict[str, list]
+
+
+def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, frames: list[bytes],
+                 crcs: list[int], latent_shapes: list[list[int]]) -> list[np.ndarray]:
+    """Frames -> per-row dequantized latents of shape ``latent_shape``; checks every crc."""
+    q = meta.quantizer
+    active = sum(q.active)
+    out = []
+    for i, (frame, crc, lshape) in enumerate(zip(frames, crcs, latent_shapes, strict=True)):
+        try:
+            data = codec.decompress(frame)
+        except Exception as err:  # zstd raises its own error type for corrupt frames
+            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
+        if checksum(data) != crc:
+            raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
+        if not lshape or lshape[0] != q.channels:
+            raise InputError(uri, f"latent shape {lshape} does not fit the quantizer's "
+                                  f"{q.channels} channels", row=start + i)
+        positions = int(np.prod(lshape[1:], dtype=np.int64)) if len(lshape) > 1 else 1
+        if len(data) != active * positions * q.dtype.itemsize:
+            raise InputError(uri, "code length does not fit the latent shape", row=start + i)
+        codes = rows_to_codes([data], (active, positions), q.dtype, codec.params.layout)
+        out.append(dequantize(codes, q)[0].reshape(lshape))
+    return out
+
+
+class DecodeWorker:
+    def __init__(self, spec: DecodeSpec) -> None:
+        self.spec = spec
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        self.device = pick_device(spec.device)
+        self.ckpt = load_checkpoint(spec.checkpoint, self.device)
+        self.model = self.ckpt.model
+
+    def info(self) -> dict:
+        return device_info(self.device)
+
+    @torch.inference_mode()
+    def _decode(self, latents: list[np.ndarray], layouts: list[SampleLayout]) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.empty(0)] * len(latents)
+        groups: dict[tuple, list[int]] = {}
+        for i, (z, lay) in enumerate(zip(latents, layouts, strict=True)):
+            groups.setdefault((z.shape, lay.shape), []).append(i)
+        for (_, sample_shape), idx in groups.items():
+            z = torch.from_numpy(np.stack([latents[i] for i in idx])).to(self.device)
+            size = None if self.ckpt.config.kind == "mlp" else tuple(sample_shape[:2])
+            x = self.model.decode(z, size).float().clamp(0.0, 1.0).cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = layouts[i].restore(x[j])
+        return out
+
+    def batches(self, uri: str) -> Iterator[DecodedBatch]:
+        meta = read_meta(uri)
+        if meta.model_fingerprint != self.ckpt.fingerprint:
+            raise InputError(uri, f"archive was written with model {meta.model_fingerprint[:12]}..., "
+                                  f"the checkpoint is {self.ckpt.fingerprint[:12]}...; "
+                                  "decode with the checkpoint that encoded it")
+        codec = Codec(meta.codec)
+        with storage.open_read(uri) as f:
+            pf = pq.ParquetFile(f)
+            start = 0
+            for rb in pf.iter_batches(batch_size=self.spec.batch_rows):
+                cols = rb.to_pydict()
+                latents = decode_codes(meta, codec, uri, start, cols["vz_codes"], cols["vz_crc32"],
+                                       cols["vz_latent_shape"])
+                layouts = [SampleLayout(tuple(s), d)
+                           for s, d in zip(cols["vz_shape"], cols["vz_dtype"], strict=True)]
+                yield DecodedBatch(cols["vz_key"], self._decode(latents, layouts),
+                                   {k: v for k, v in cols.items() if k not in BASE_NAMES})
+                start += rb.num_rows
+
+    def process(self, shard: Shard) -> ShardResult:
+        start = time.perf_counter()
+        rows = 0
+        try:
+            rows_total = num_rows(shard.source)
+            out_uri = storage.join(self.spec.output, shard.name)
+            with storage.atomic_write(out_uri) as raw:
+                f = HashingWriter(raw)
+                with open_output(self.spec.output_format, f, out_uri, rows_total) as writer:
+                    for batch in self.batches(shard.source):
+                        writer.write(batch.keys, batch.samples, batch.columns)
+                        rows += len(batch.keys)
+        except InputError as err:
+            log.warning("shard %s failed: %s", shard.name, err)
+            return ShardResult(shard.name, shard.source, ok=False, error=str(err),
+                               seconds=time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        record = {"name": shard.name, "source": shard.source, "rows": rows, "bytes": f.bytes,
+                  "sha256": f.sha256.hexdigest(), "seconds": round(seconds, 3)}
+        storage.write_bytes(done_uri(self.spec.output, shard.name), json.dumps(record).encode())
+        return ShardResult(shard.name, shard.source, ok=True, rows=rows,
+                           input_bytes=storage.size(shard.source), output_bytes=f.bytes,
+                           seconds=seconds)
