@@ -16,6 +16,8 @@ The default came from measuring both (see BENCHMARKS.md / the issue's closing no
 
 from __future__ import annotations
 
+import base64
+import binascii
 import zlib
 from dataclasses import dataclass
 
@@ -25,7 +27,10 @@ import zstandard
 from pipeline.errors import ConfigError
 
 LAYOUTS = ("channel", "position")
-DICT_BYTES = 16 * 1024
+# A dictionary pays for itself only when it is small next to the data it serves; zstd's own
+# advice is about a hundredth of the sample. Capped at 16 KiB, floored at 256 bytes.
+DICT_MAX_BYTES = 16 * 1024
+DICT_MIN_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class CodecParams:
 
     def to_dict(self) -> dict:
         return {"name": "zstd", "level": self.level, "layout": self.layout,
-                "dictionary_hex": self.dictionary.hex()}
+                "dictionary_b64": base64.b64encode(self.dictionary).decode()}
 
     @classmethod
     def from_dict(cls, data: dict) -> CodecParams:
@@ -57,8 +62,8 @@ class CodecParams:
             if data["name"] != "zstd":
                 raise ValueError(f"unknown codec {data['name']!r}")
             params = cls(level=int(data["level"]), layout=str(data["layout"]),
-                         dictionary=bytes.fromhex(data.get("dictionary_hex", "")))
-        except (KeyError, TypeError, ValueError) as err:
+                         dictionary=base64.b64decode(data.get("dictionary_b64", ""), validate=True))
+        except (KeyError, TypeError, ValueError, binascii.Error) as err:
             raise ConfigError(f"bad codec parameters: {err}") from err
         if params.layout not in LAYOUTS:
             raise ConfigError(f"bad codec parameters: unknown layout {params.layout!r}")
@@ -90,7 +95,10 @@ def train_dictionary(samples: list[bytes], config: CodecConfig) -> bytes:
     if not config.dictionary or len(samples) < 8:
         return b""
     try:
-        d = zstandard.train_dictionary(DICT_BYTES, samples, level=config.level)
+        size = min(DICT_MAX_BYTES, sum(len(s) for s in samples) // 100)
+        if size < DICT_MIN_BYTES:
+            return b""
+        d = zstandard.train_dictionary(size, samples, level=config.level)
     except zstandard.ZstdError:
         return b""  # zstd refuses samples that are too small or too uniform to learn from
     return d.as_bytes()

@@ -39,6 +39,7 @@ class DecodeSpec:
     batch_rows: int = 256
     device: str = "auto"
     threads: int | None = None
+    job_fingerprint: str = ""
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -139,7 +140,8 @@ class DecodeWorker:
             return ShardResult(shard.name, shard.source, ok=False, error=str(err),
                                seconds=time.perf_counter() - start)
         seconds = time.perf_counter() - start
-        record = {"name": shard.name, "source": shard.source, "rows": rows, "bytes": f.bytes,
+        record = {"job_fingerprint": self.spec.job_fingerprint, "name": shard.name,
+                  "source": shard.source, "rows": rows, "bytes": f.bytes,
                   "sha256": f.sha256.hexdigest(), "seconds": round(seconds, 3)}
         storage.write_bytes(done_uri(self.spec.output, shard.name), json.dumps(record).encode())
         return ShardResult(shard.name, shard.source, ok=True, rows=rows,

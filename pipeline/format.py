@@ -117,11 +117,12 @@ class ArchiveWriter:
             fields = list(BASE_FIELDS)
             for name, values in passthrough.items():
                 fields.append(pa.field(name, pa.array(values).type))
-            self.schema = pa.schema(fields, metadata={META_KEY: self.meta.to_json().encode()})
+            self.schema = pa.schema(fields)
             compression = {f.name: "zstd" for f in fields}
             compression["vz_codes"] = "none"  # already zstd frames
             self.writer = pq.ParquetWriter(self.f, self.schema, compression=compression,
-                                           use_dictionary=["vz_dtype"], write_statistics=["vz_key"])
+                                           use_dictionary=["vz_dtype"], write_statistics=["vz_key"],
+                                           store_schema=False)
         names = set(self.schema.names) - set(BASE_NAMES)
         if set(passthrough) != names:
             raise InputError(self.uri, f"passthrough columns changed from {sorted(names)} "
@@ -136,4 +137,7 @@ class ArchiveWriter:
 
     def close(self) -> None:
         if self.writer is not None:
+            # Footer key-value metadata, written once (store_schema=False above keeps pyarrow
+            # from storing a second, base64 copy of it inside the serialized Arrow schema).
+            self.writer.add_key_value_metadata({META_KEY: self.meta.to_json().encode()})
             self.writer.close()

@@ -87,8 +87,11 @@ class Pool:
             num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0)
         self.spec = spec
         self.actors = [self._remote.remote(spec) for _ in range(self.shape.actors)]
-        log.info("pool: %d x %s (num_cpus=%d, num_gpus=%d)", self.shape.actors,
-                 worker_cls.__name__, self.shape.num_cpus, self.shape.num_gpus)
+        # Wait until every actor has loaded its model, so throughput excludes start-up.
+        self.infos = self.call_all("info")
+        log.info("pool: %d x %s (num_cpus=%d, num_gpus=%d) on %s", self.shape.actors,
+                 worker_cls.__name__, self.shape.num_cpus, self.shape.num_gpus,
+                 [i["device"] for i in self.infos])
 
     def call_one(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         try:

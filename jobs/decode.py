@@ -1,0 +1,76 @@
+"""Restore an archive: ``python -m jobs.decode --input ARCHIVE --checkpoint CKPT --output DIR``.
+
+Checks every file's format version and model fingerprint, and every row's checksum, then
+writes reconstructions in the source's shape and dtype as ``.npy`` (+ ``.keys.parquet``) or
+Parquet with PNG bytes. Re-running finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from jobs._cli import Parser, run_main
+from jobs._driver import dispatch
+from pipeline import storage
+from pipeline.checkpoint import read_checkpoint_meta
+from pipeline.decode import DecodeSpec, DecodeWorker
+from pipeline.errors import InputError
+from pipeline.manifest import write_manifest
+from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
+from pipeline.plan import SUFFIX, Shard, fingerprint, read_done
+from pipeline.runner import PoolConfig, run
+
+
+def archive_shards(uri: str, fmt: str) -> list[Shard]:
+    try:
+        files = storage.expand(uri, (SUFFIX,))
+    except FileNotFoundError as err:
+        raise InputError(uri, "no such archive") from err
+    if not files:
+        raise InputError(uri, f"no archive files (*{SUFFIX}) found")
+    return [Shard(index=i, source=f, relpath=storage.basename(f),
+                  name=storage.basename(f)[: -len(SUFFIX)] + SUFFIXES[fmt])
+            for i, f in enumerate(files)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = Parser(prog="python -m jobs.decode", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="archive folder written by jobs.encode")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded it")
+    p.add_argument("--output", required=True, help="folder for reconstructions")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default="npy",
+                   help="npy: one array per shard + keys; parquet: PNG bytes for images")
+    p.add_argument("--actors", type=int, help="worker actors (default: from the cluster)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
+    p.add_argument("--device", default="auto", help="auto (GPU actors when present), cpu")
+    p.add_argument("--batch-rows", type=int, default=256, help="rows per decoder batch")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--overwrite", action="store_true", help="redo every shard")
+    p.add_argument("--max-failed-shards", type=int, default=0)
+    args = p.parse_args(argv)
+
+    model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
+    shards = archive_shards(args.input, args.format)
+    job_fp = fingerprint(model_fp, args.input, args.format)
+    todo = [s for s in shards if args.overwrite
+            or (read_done(args.output, s.name) or {}).get("job_fingerprint") != job_fp]
+    spec = DecodeSpec(checkpoint=args.checkpoint, output=args.output, output_format=args.format,
+                      batch_rows=args.batch_rows, device="cpu" if args.device == "cpu" else "auto",
+                      threads=args.threads, job_fingerprint=job_fp)
+    pool_config = PoolConfig(actors=args.actors, threads_per_actor=args.threads,
+                             use_gpus=args.device != "cpu", address=args.address)
+    summary = run(DecodeWorker, spec, pool_config,
+                  lambda pool: dispatch(pool, args.output, todo, len(shards)))
+    print(summary.text("decoded"))
+    if not summary.failed:
+        write_manifest(args.output, shards, job_fp, {"kind": "decode", "archive": args.input})
+    return 0 if len(summary.failed) <= args.max_failed_shards else 1
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,130 @@
+"""Archive a dataset as VAE latent codes:
+``python -m jobs.encode --input DATA --checkpoint CKPT --output ARCHIVE``.
+
+Re-running the same command finishes only the shards that are missing; ``--overwrite`` redoes
+everything. The archive folder holds one ``.vz.parquet`` per input file, ``_done/`` completion
+records, ``job.json`` (the quantizer and codec parameters, reused on re-runs), ``manifest.json``
+once every shard is complete, and ``failures.json`` when some failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from jobs._cli import Parser, run_main
+from jobs._driver import dispatch
+from pipeline import storage
+from pipeline.checkpoint import read_checkpoint_meta
+from pipeline.codec import CodecConfig, CodecParams
+from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+from pipeline.errors import ConfigError
+from pipeline.manifest import write_manifest
+from pipeline.plan import fingerprint, is_complete, plan_shards
+from pipeline.quantize import QuantizerConfig, QuantizerParams
+from pipeline.readers import ReadOptions
+from pipeline.runner import PoolConfig, run
+
+log = logging.getLogger("jobs.encode")
+JOB = "job.json"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m jobs.encode", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
+    p.add_argument("--output", required=True, help="archive folder (path or URL)")
+    q = p.add_argument_group("quantizer and codec")
+    q.add_argument("--quantizer", choices=("posterior", "affine"), default="posterior",
+                   help="posterior: step follows each channel's posterior sigma, dead channels "
+                   "dropped; affine: 2**bits equal steps over the calibrated range")
+    q.add_argument("--bits", type=int, default=8, help="bits per code (most, for posterior)")
+    q.add_argument("--step-sigmas", type=float, default=1.0,
+                   help="posterior: quantizer step in units of the mean posterior sigma")
+    q.add_argument("--calibration-rows", type=int, default=2048,
+                   help="rows sampled to calibrate the quantizer and train the zstd dictionary")
+    q.add_argument("--zstd-level", type=int, default=CodecConfig().level)
+    q.add_argument("--layout", choices=("channel", "position"), default=CodecConfig().layout,
+                   help="byte order of a row's codes before zstd")
+    q.add_argument("--no-dictionary", action="store_true", help="compress rows without a shared "
+                   "zstd dictionary")
+    r = p.add_argument_group("running")
+    r.add_argument("--actors", type=int, help="worker actors (default: one per GPU, else one "
+                   "per --threads CPUs of the cluster)")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
+    r.add_argument("--device", default="auto", help="auto (GPU actors when the cluster has "
+                   "GPUs), cpu")
+    r.add_argument("--batch-rows", type=int, default=256, help="rows per encoder batch")
+    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--overwrite", action="store_true", help="redo every shard")
+    r.add_argument("--max-failed-shards", type=int, default=0,
+                   help="exit 0 even if up to this many shards failed")
+    d = p.add_argument_group("reading")
+    d.add_argument("--key-column", help="source column holding a stable id for each sample "
+                   "(default: <file>:<row>)")
+    d.add_argument("--array-key", help=".npz: the array that holds the samples")
+    d.add_argument("--column", help="Parquet: the column that holds the samples")
+    return p
+
+
+def load_job(output: str) -> dict | None:
+    try:
+        return json.loads(storage.read_bytes(storage.join(output, JOB)))
+    except FileNotFoundError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    qconfig = QuantizerConfig(mode=args.quantizer, bits=args.bits, step_sigmas=args.step_sigmas)
+    cconfig = CodecConfig(level=args.zstd_level, layout=args.layout,
+                          dictionary=not args.no_dictionary)
+    read = ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column)
+    model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
+    shards = plan_shards(args.input)
+    settings = {"model_fingerprint": model_fp, "input": args.input, "quantizer_config":
+                vars(qconfig), "codec_config": vars(cconfig), "key_column": args.key_column,
+                "array_key": args.array_key, "column": args.column}
+    previous = None if args.overwrite else load_job(args.output)
+    if previous is not None and previous.get("settings") != settings:
+        raise ConfigError(f"{args.output} already holds an archive of another job "
+                          f"(job.json settings differ); use another --output or --overwrite")
+    spec = EncodeSpec(checkpoint=args.checkpoint, output=args.output, read=read,
+                      device="cpu" if args.device == "cpu" else "auto", threads=args.threads,
+                      key_column=args.key_column)
+    pool_config = PoolConfig(actors=args.actors, threads_per_actor=args.threads,
+                             use_gpus=args.device != "cpu", address=args.address)
+
+    def body(pool):  # type: ignore[no-untyped-def]
+        if previous is not None:
+            qparams = QuantizerParams.from_dict(previous["quantizer"])
+            cparams = CodecParams.from_dict(previous["codec"])
+        else:
+            qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows,
+                                             qconfig, cconfig)
+        job_fp = fingerprint(settings, qparams.to_dict(), cparams.to_dict())
+        job = JobParams(quantizer=qparams, codec=cparams, job_fingerprint=job_fp,
+                        input_uri=args.input)
+        storage.write_bytes(storage.join(args.output, JOB), json.dumps({
+            "job_fingerprint": job_fp, "settings": settings, "quantizer": qparams.to_dict(),
+            "codec": cparams.to_dict()}, indent=2).encode())
+        todo = [s for s in shards if args.overwrite or not is_complete(args.output, s, job_fp)]
+        log.info("%d shards, %d to do", len(shards), len(todo))
+        return job_fp, dispatch(pool, args.output, todo, len(shards), job)
+
+    job_fp, summary = run(EncodeWorker, spec, pool_config, body)
+    print(summary.text("encoded"))
+    if not summary.failed:
+        m = write_manifest(args.output, shards, job_fp, {"kind": "encode"})
+        print(f"archive {args.output}: {m['rows']} rows in {m['bytes']:,} bytes; manifest written")
+    return 0 if len(summary.failed) <= args.max_failed_shards else 1
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,125 @@
+"""The format, as a third party reads it: FORMAT.md's decoder and DuckDB."""
+
+import base64
+import json
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.codec import Codec, CodecConfig, CodecParams, checksum, row_bytes, rows_to_codes
+from pipeline.decode import decode_codes
+from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+from pipeline.errors import InputError
+from pipeline.format import ArchiveMeta, read_meta
+from pipeline.plan import plan_shards
+from pipeline.quantize import QuantizerConfig, QuantizerParams, dequantize, quantize
+from tests.format_reader import read_archive_codes
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, digits_dir, trained_mlp):
+    """One archive written by the worker itself, without Ray."""
+    from pipeline.checkpoint import save_checkpoint
+    root = tmp_path_factory.mktemp("fmt")
+    save_checkpoint(trained_mlp[0], str(root / "ckpt"))
+    worker = EncodeWorker(EncodeSpec(checkpoint=str(root / "ckpt"), output=str(root / "arch")))
+    shards = plan_shards(digits_dir)
+    q, c = worker.calibrate(shards, 512, QuantizerConfig(), CodecConfig())
+    job = JobParams(q, c, "job", digits_dir)
+    for s in shards:
+        assert worker.process(s, job).ok
+    return root / "arch"
+
+
+def test_format_md_decoder_matches_vaezip(archive):
+    path = str(next(archive.glob("*.vz.parquet")))
+    meta = read_meta(path)
+    theirs = read_archive_codes(path)
+    table = pq.read_table(path).to_pydict()
+    ours = decode_codes(meta, Codec(meta.codec), path, 0, table["vz_codes"], table["vz_crc32"],
+                        table["vz_latent_shape"])
+    assert [r["key"] for r in theirs] == table["vz_key"]
+    for t, o in zip(theirs, ours, strict=True):
+        assert np.array_equal(t["latent"], o)
+
+
+def test_duckdb_queries_the_archive(archive, digits):
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT label, count(*) FROM read_parquet('{archive}/*.vz.parquet') "
+                       "GROUP BY label ORDER BY label").fetchall()
+    assert rows == [(d, int((digits[1] == d).sum())) for d in range(10)]
+
+
+def test_codes_round_trip_exactly_in_both_layouts():
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16):
+        codes = rng.integers(0, np.iinfo(dtype).max, (5, 3, 7), dtype=dtype)
+        for layout in ("channel", "position"):
+            rows = row_bytes(codes, layout)
+            codec = Codec(CodecParams(level=3, layout=layout))
+            back = [codec.decompress(f) for f in codec.compress(rows)]
+            assert back == rows
+            assert np.array_equal(rows_to_codes(back, (3, 7), np.dtype(dtype), layout), codes)
+
+
+def test_quantizer_error_is_within_half_a_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 4, 9)).astype(np.float32)
+    from pipeline.quantize import calibrate, stats_from_latents
+    params = calibrate(stats_from_latents(x, np.full_like(x, -2.0)), QuantizerConfig(mode="affine"))
+    codes, clipped = quantize(x, params)
+    assert clipped == 0
+    err = np.abs(dequantize(codes, params) - x)
+    assert (err <= np.asarray(params.step)[None, :, None] / 2 + 1e-6).all()
+
+
+def test_posterior_mode_drops_dead_channels_and_follows_sigma():
+    from pipeline.quantize import CalibrationStats, calibrate
+    stats = CalibrationStats(minimum=np.array([-3.0, -0.01, -3.0]), maximum=np.array([3.0, 0.01, 3.0]),
+                             mean_sigma=np.array([0.1, 1.0, 0.5]),
+                             kl_per_element=np.array([2.0, 0.001, 1.0]))
+    p = calibrate(stats, QuantizerConfig(mode="posterior", step_sigmas=1.0))
+    assert p.active == (True, False, True)
+    assert p.step[0] == pytest.approx(0.1) and p.step[2] == pytest.approx(0.5)
+    codes, clipped = quantize(np.array([[[2.5], [0.0], [9.0]]]), p)
+    assert codes.shape == (1, 2, 1) and clipped == 1       # 9.0 is outside the range
+    back = dequantize(codes, p)
+    assert back[0, 1, 0] == 0.0 and abs(back[0, 0, 0] - 2.5) <= 0.05 + 1e-9
+
+
+def test_flipped_code_byte_is_caught_by_the_checksum(archive):
+    path = str(next(archive.glob("*.vz.parquet")))
+    meta = read_meta(path)
+    table = pq.read_table(path).to_pydict()
+    codec = Codec(meta.codec)
+    raw = bytearray(codec.decompress(table["vz_codes"][3]))
+    raw[0] ^= 1
+    frames = list(table["vz_codes"])
+    frames[3] = Codec(meta.codec)._c.compress(bytes(raw))
+    with pytest.raises(InputError, match="row 3: checksum mismatch"):
+        decode_codes(meta, codec, path, 0, frames, table["vz_crc32"], table["vz_latent_shape"])
+    assert checksum(bytes(raw)) != table["vz_crc32"][3]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.update(format_version=2), "unknown archive format version 2"),
+    (lambda m: m["quantizer"].update(step=[0.0]), "bad archive metadata"),
+    (lambda m: m["codec"].update(name="lz4"), "bad archive metadata"),
+    (lambda m: m["codec"].update(dictionary_b64="!!"), "bad archive metadata"),
+])
+def test_untrusted_metadata_is_checked(archive, edit, match):
+    path = str(next(archive.glob("*.vz.parquet")))
+    data = json.loads(pq.read_schema(path).metadata[b"vaezip"])
+    edit(data)
+    with pytest.raises(InputError, match=match):
+        ArchiveMeta.from_json(json.dumps(data), path)
+
+
+def test_metadata_round_trips(archive):
+    meta = read_meta(str(next(archive.glob("*.vz.parquet"))))
+    again = ArchiveMeta.from_json(meta.to_json(), "x")
+    assert again == meta
+    assert isinstance(again.quantizer, QuantizerParams)
+    assert base64.b64decode(json.loads(meta.to_json())["codec"]["dictionary_b64"]) == meta.codec.dictionary

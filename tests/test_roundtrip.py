@@ -1,0 +1,159 @@
+"""Encode and decode through a real local Ray; exact round trips against the decoder itself."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+
+from jobs import decode as decode_job
+from jobs import encode as encode_job
+from jobs._cli import run_main
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models import ConvConfig, MLPConfig, build_model
+from pipeline.training import TrainSettings, train
+from tests.format_reader import read_archive_codes
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory, trained_mlp):
+    path = str(tmp_path_factory.mktemp("ckpt") / "digits")
+    save_checkpoint(trained_mlp[0], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from jobs import prepare_demo
+    out = tmp_path_factory.mktemp("demo")
+    assert run_main(prepare_demo.main, ["--output", str(out), "--crop", "32",
+                                        "--rows-per-shard", "300"]) == 0
+    return out / "photos"
+
+
+@pytest.fixture(scope="module")
+def photos_ckpt(tmp_path_factory, photos):
+    from pipeline.dataset import read_samples, stack_for_model
+    torch.manual_seed(0)
+    config = ConvConfig(in_channels=3, latent_channels=4, base_channels=8)
+    data, _ = stack_for_model(read_samples(str(photos / "train"), max_rows=300), config)
+    model = build_model(config)
+    train(model, data, TrainSettings(epochs=2, batch_size=32, warmup_steps=10), torch.device("cpu"))
+    path = str(tmp_path_factory.mktemp("ckpt") / "photos")
+    save_checkpoint(model, path)
+    return path
+
+
+def _encode(inp, ckpt, out, *extra):
+    return run_main(encode_job.main, ["--input", str(inp), "--checkpoint", ckpt, "--output",
+                                      str(out), "--calibration-rows", "512", *extra])
+
+
+def _decode(arch, ckpt, out, *extra):
+    return run_main(decode_job.main, ["--input", str(arch), "--checkpoint", ckpt, "--output",
+                                      str(out), *extra])
+
+
+def _direct_reconstructions(arch, ckpt_uri, batch_rows=256):
+    """What the decoder gives when called directly on the dequantized codes (FORMAT.md path)."""
+    ckpt = load_checkpoint(ckpt_uri)
+    out = {}
+    for name in sorted(os.listdir(arch)):
+        if not name.endswith(".vz.parquet"):
+            continue
+        rows = read_archive_codes(os.path.join(arch, name))
+        for i in range(0, len(rows), batch_rows):
+            chunk = rows[i: i + batch_rows]
+            groups = {}
+            for r in chunk:
+                groups.setdefault((r["latent"].shape, tuple(r["shape"])), []).append(r)
+            for (_, shape), rs in groups.items():
+                z = torch.from_numpy(np.stack([r["latent"] for r in rs]))
+                size = None if ckpt.config.kind == "mlp" else tuple(shape[:2])
+                with torch.inference_mode():
+                    x = ckpt.model.decode(z, size).clamp(0, 1).numpy()
+                for r, xi in zip(rs, x, strict=True):
+                    if xi.ndim == 3:
+                        xi = np.moveaxis(xi, 0, -1)
+                    out[r["key"]] = np.clip(np.rint(xi * 255), 0, 255).reshape(shape).astype(np.uint8)
+    return out
+
+
+def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, digits_ckpt, digits):
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    assert _decode(arch, digits_ckpt, rec) == 0
+    manifest = json.loads((arch / "manifest.json").read_text())
+    assert manifest["rows"] == 1797 and len(manifest["shards"]) == 4
+    direct = _direct_reconstructions(str(arch), digits_ckpt)
+    keys, labels, recs = [], [], []
+    for i in range(4):
+        recs.append(np.load(rec / f"digits-{i:05d}.npz.npy"))
+        side = pq.read_table(rec / f"digits-{i:05d}.npz.keys.parquet").to_pydict()
+        keys += side["key"]
+        labels += side["label"]
+    recs = np.concatenate(recs)
+    assert len(keys) == len(set(keys)) == 1797          # every key exactly once
+    assert labels == digits[1].tolist()                 # passthrough exactly, in order
+    for k, r in zip(keys, recs, strict=True):
+        assert np.array_equal(direct[k], r), k
+    psnr = 10 * np.log10(255**2 / ((recs.astype(float) - digits[0]) ** 2).mean(axis=(1, 2)))
+    assert psnr.mean() > 15
+
+
+def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
+    from pipeline.readers.parquet import decode_image
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert _encode(photos / "heldout", photos_ckpt, arch, "--quantizer", "affine") == 0
+    assert _decode(arch, photos_ckpt, rec, "--format", "parquet") == 0
+    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    src = pq.read_table(photos / "heldout").to_pydict()
+    out = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("heldout-*.parquet"))])
+    out = out.to_pydict()
+    assert out["photo"] == src["photo"] and out["top"] == src["top"]
+    assert len(out["key"]) == len(set(out["key"])) == len(src["photo"])
+    for key, img in zip(out["key"], out["image"], strict=True):
+        assert np.array_equal(decode_image(img["bytes"], "x", 0), direct[key])
+
+
+def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):
+    arch = tmp_path / "arch"
+    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    before = {p.name: p.read_bytes() for p in arch.glob("*.vz.parquet")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
+    (arch / "digits-00002.npz.vz.parquet").unlink()
+    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
+    redone = sorted(n for n in after if after[n] != mtimes.get(n))
+    assert redone == ["digits-00002.npz.vz.parquet"]
+    assert (arch / "digits-00002.npz.vz.parquet").read_bytes() == before["digits-00002.npz.vz.parquet"]
+
+
+def test_an_output_holding_another_jobs_archive_is_refused(tmp_path, digits_dir, digits_ckpt, capsys):
+    arch = tmp_path / "arch"
+    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    assert _encode(digits_dir, digits_ckpt, arch, "--bits", "6") == 2
+    assert "already holds an archive of another job" in capsys.readouterr().err
+
+
+def test_decode_refuses_another_checkpoint(tmp_path, digits_dir, digits_ckpt):
+    arch = tmp_path / "arch"
+    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    other = str(tmp_path / "other")
+    save_checkpoint(build_model(MLPConfig(input_dim=64, latent_dim=8, hidden_dims=(128,))), other)
+    assert _decode(arch, other, tmp_path / "rec") == 1
+    failures = json.loads((tmp_path / "rec" / "failures.json").read_text())
+    assert len(failures) == 4 and all("decode with the checkpoint" in f["error"] for f in failures)
