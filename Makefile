@@ -27,6 +27,18 @@ demo: $(STAMP)
 	$(BIN)/python -m jobs.train --input $(DEMO)/digits --output $(RUNS)/digits-mlp --epochs 200
 	$(BIN)/python -m jobs.train --input $(DEMO)/photos/train --eval-input $(DEMO)/photos/heldout \
 		--output $(RUNS)/photos-conv --epochs 50 --max-minutes 3 --batch-size 64
+	$(BIN)/python -m jobs.encode --input $(DEMO)/digits --checkpoint $(RUNS)/digits-mlp \
+		--output $(RUNS)/digits-archive
+	$(BIN)/python -m jobs.decode --input $(RUNS)/digits-archive --checkpoint $(RUNS)/digits-mlp \
+		--output $(RUNS)/digits-restored
+	$(BIN)/python -m jobs.verify --original $(DEMO)/digits --restored $(RUNS)/digits-restored \
+		--archive $(RUNS)/digits-archive
+	$(BIN)/python -m jobs.encode --input $(DEMO)/photos/heldout --checkpoint $(RUNS)/photos-conv \
+		--output $(RUNS)/photos-archive
+	$(BIN)/python -m jobs.decode --input $(RUNS)/photos-archive --checkpoint $(RUNS)/photos-conv \
+		--output $(RUNS)/photos-restored
+	$(BIN)/python -m jobs.verify --original $(DEMO)/photos/heldout --restored $(RUNS)/photos-restored \
+		--archive $(RUNS)/photos-archive
 	@echo "reports: $(RUNS)/digits-mlp/report.png $(RUNS)/photos-conv/report.png"
 
 test: $(STAMP)

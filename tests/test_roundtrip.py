@@ -112,6 +112,8 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
         assert np.array_equal(direct[k], r), k
     psnr = 10 * np.log10(255**2 / ((recs.astype(float) - digits[0]) ** 2).mean(axis=(1, 2)))
     assert psnr.mean() > 15
+    from jobs import verify
+    assert run_main(verify.main, ["--original", digits_dir, "--restored", str(rec)]) == 0
 
 
 def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
