@@ -11,7 +11,10 @@ in the archive's metadata (``docs/FORMAT.md``). Layouts:
   the same channel at neighbouring positions, which is where the redundancy is.
 - ``position``: for each position, all its channels (C-order of (P, C)).
 
-The default came from measuring both (see BENCHMARKS.md / the issue's closing note).
+The default came from measuring both on the demo conv VAE's codes of 137 held-out 64x64 photo
+crops (zstd level 3, shared dictionary): position 376 bytes/row, channel 415; at level 19,
+304 against 345. Compressing the whole column at once instead of row by row was 10-20%
+smaller still: the price of rows that decode alone.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ DICT_MIN_BYTES = 256
 @dataclass(frozen=True)
 class CodecConfig:
     level: int = 3
-    layout: str = "channel"
+    layout: str = "position"
     dictionary: bool = True
 
     def __post_init__(self) -> None:
