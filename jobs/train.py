@@ -28,6 +28,7 @@ from pipeline.readers import ReadOptions
 from pipeline.report import Grid, render
 from pipeline.samples import SampleLayout
 from pipeline.training import TrainSettings, evaluate, split, train
+from pipeline.worker_common import pick_device
 
 log = logging.getLogger("jobs.train")
 GRID_COLUMNS = 10
@@ -86,14 +87,6 @@ def model_config(args, samples: list[RawSample]) -> ModelConfig:  # type: ignore
     return ConvConfig(in_channels=shape["in_channels"], latent_channels=args.latent or 8,
                       downsample_factor=args.downsample_factor, base_channels=args.base_channels,
                       likelihood=args.likelihood)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible")
-    return torch.device(name)
 
 
 @torch.no_grad()
