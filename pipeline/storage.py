@@ -53,11 +53,6 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def isdir(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.isdir(path)
-
-
 def size(uri: str) -> int:
     fs, path = filesystem(uri)
     return int(fs.size(path))

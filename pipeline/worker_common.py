@@ -30,7 +30,6 @@ class ShardResult:
     output_bytes: int = 0
     clipped: int = 0
     seconds: float = 0.0
-    skipped: bool = False
     error: str | None = None
     retryable: bool = False
     attempts: int = 1
