@@ -1,8 +1,9 @@
 """Restore an archive: ``python -m jobs.decode --input ARCHIVE --checkpoint CKPT --output DIR``.
 
 Checks every file's format version and model fingerprint, and every row's checksum, then
-writes reconstructions in the source's shape and dtype as ``.npy`` (+ ``.keys.parquet``) or
-Parquet with PNG bytes. Re-running finishes only what is missing.
+writes reconstructions in the source's shape and dtype as ``.npy`` (+ ``.keys.parquet``),
+Parquet with PNG bytes, a folder of image files or WebDataset ``.tar`` shards, with every key
+and passthrough column. Re-running finishes only what is missing.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded it")
     p.add_argument("--output", required=True, help="folder for reconstructions")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="npy",
-                   help="npy: one array per shard + keys; parquet: PNG bytes for images")
+                   help="npy: one array per shard + .keys.parquet; parquet: key, PNG bytes and "
+                   "columns; images: one PNG per row at a path from its key, plus "
+                   "<shard>.index.parquet; webdataset: one .tar per shard (default: npy)")
     p.add_argument("--actors", type=int, help="worker actors (default: from the cluster)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
     p.add_argument("--device", default="auto", help="auto (GPU actors when present), cpu")

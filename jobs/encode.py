@@ -33,7 +33,8 @@ JOB = "job.json"
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m jobs.encode", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL")
+    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL "
+                   "of .npy/.npz, Parquet, WebDataset .tar or image files")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
     p.add_argument("--output", required=True, help="archive folder (path or URL)")
     q = p.add_argument_group("quantizer and codec")
@@ -65,7 +66,11 @@ def build_parser() -> Parser:
     d.add_argument("--key-column", help="source column holding a stable id for each sample "
                    "(default: <file>:<row>)")
     d.add_argument("--array-key", help=".npz: the array that holds the samples")
-    d.add_argument("--column", help="Parquet: the column that holds the samples")
+    d.add_argument("--column", help="Parquet: the column that holds the samples; WebDataset: "
+                   "the field (file extension) that does (default: the first image field, "
+                   "else npy)")
+    d.add_argument("--images-per-shard", type=int, default=1000, help="folders of image "
+                   "files: images per shard (one archive file each)")
     return p
 
 
@@ -83,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           dictionary=not args.no_dictionary)
     read = ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column)
     model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
-    shards = plan_shards(args.input)
-    settings = {"model_fingerprint": model_fp, "input": args.input, "quantizer_config":
+    shards = plan_shards(args.input, args.images_per_shard)
+    settings = {"model_fingerprint": model_fp, "input": args.input,
+                "images_per_shard": args.images_per_shard, "quantizer_config":
                 vars(qconfig), "codec_config": vars(cconfig), "key_column": args.key_column,
                 "array_key": args.array_key, "column": args.column}
     previous = None if args.overwrite else load_job(args.output)

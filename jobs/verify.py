@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError as err:
             raise InputError(stem + ".npy", "restored shard is missing") from err
         keys = keys.to_pylist()
-        originals = [s for b in iter_batches(shard.source, ReadOptions()) for s in b.samples]
-        expected = [f"{shard.relpath}:{i}" for i in range(len(originals))]
+        batches = list(iter_batches(shard.source, ReadOptions(), shard.members))
+        originals = [s for b in batches for s in b.samples]
+        expected = [k for b in batches for k in (b.ids or [f"{shard.relpath}:{r}" for r in b.rows])]
         if keys != expected:
             raise InputError(stem + ".keys.parquet", "keys differ from the original rows")
         for x, y in zip(originals, restored, strict=True):
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mse = np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2)
             psnr = 10 * np.log10(peak**2 / max(mse, 1e-12))
             psnrs.append(psnr)
-        input_bytes += storage.size(shard.source)
+        input_bytes += shard.input_bytes()
     line = f"verified {len(psnrs)} rows: mean PSNR {np.mean(psnrs):.2f} dB"
     if args.archive:
         manifest = json.loads(storage.read_bytes(storage.join(args.archive, "manifest.json")))

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline import storage
-from pipeline.checkpoint import load_checkpoint
 from pipeline.codec import Codec, checksum, rows_to_codes
 from pipeline.errors import InputError
 from pipeline.format import BASE_NAMES, ArchiveMeta, num_rows, read_meta
@@ -26,7 +25,7 @@ from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.plan import Shard, done_uri
 from pipeline.quantize import dequantize
 from pipeline.samples import SampleLayout
-from pipeline.worker_common import HashingWriter, ShardResult, device_info, pick_device
+from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +76,10 @@ def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, frames: 
     return out
 
 
-class DecodeWorker:
+class DecodeWorker(ModelWorker):
     def __init__(self, spec: DecodeSpec) -> None:
+        super().__init__(spec.checkpoint, spec.device, spec.threads)
         self.spec = spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        self.device = pick_device(spec.device)
-        self.ckpt = load_checkpoint(spec.checkpoint, self.device)
-        self.model = self.ckpt.model
-
-    def info(self) -> dict:
-        return device_info(self.device)
 
     @torch.inference_mode()
     def _decode(self, latents: list[np.ndarray], layouts: list[SampleLayout]) -> list[np.ndarray]:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from pipeline import storage
-from pipeline.checkpoint import load_checkpoint
 from pipeline.codec import Codec, CodecConfig, CodecParams, checksum, row_bytes, train_dictionary
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, ArchiveWriter
@@ -33,7 +32,7 @@ from pipeline.quantize import (
 )
 from pipeline.readers import Batch, ReadOptions, iter_batches
 from pipeline.samples import SampleLayout, to_model
-from pipeline.worker_common import HashingWriter, ShardResult, device_info, pick_device, prefetch
+from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +67,28 @@ class Encoded:
     logvars: list[np.ndarray]
 
 
-class EncodeWorker:
-    def __init__(self, spec: EncodeSpec) -> None:
-        self.spec = spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        self.device = pick_device(spec.device)
-        self.ckpt = load_checkpoint(spec.checkpoint, self.device)
-        self.model = self.ckpt.model
+def _where(shard: Shard, row: int) -> tuple[str, int | None]:
+    """The file and row an error should name: an image group's file has no rows."""
+    return (shard.members[row], None) if shard.members else (shard.source, row)
 
-    def info(self) -> dict:
-        return device_info(self.device)
+
+class EncodeWorker(ModelWorker):
+    def __init__(self, spec: EncodeSpec) -> None:
+        super().__init__(spec.checkpoint, spec.device, spec.threads)
+        self.spec = spec
 
     # -- reading and the model ------------------------------------------------------------
 
     def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
-        for batch in iter_batches(shard.source, self.spec.read):
-            pairs = [to_model(s, self.ckpt.config, shard.source, r)
+        for batch in iter_batches(shard.source, self.spec.read, shard.members):
+            pairs = [to_model(s, self.ckpt.config, *_where(shard, r))
                      for r, s in zip(batch.rows, batch.samples, strict=True)]
             yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.spec.key_column
         if col is None:
-            return [f"{shard.relpath}:{r}" for r in batch.rows]
+            return batch.ids or [f"{shard.relpath}:{r}" for r in batch.rows]
         if col not in batch.columns:
             raise InputError(shard.source, f"missing key column {col!r}")
         return [str(v) for v in batch.columns[col]]
@@ -163,7 +160,7 @@ class EncodeWorker:
                 for enc in self._encode(shard):
                     for key, r in zip(enc.keys, enc.batch.rows, strict=True):
                         if key in seen:
-                            raise InputError(shard.source, f"duplicate key {key!r}", row=r)
+                            raise InputError(*_where(shard, r), f"duplicate key {key!r}")
                         seen.add(key)
                     frames, crcs = [], []
                     for m in enc.means:
@@ -189,7 +186,7 @@ class EncodeWorker:
         seconds = time.perf_counter() - start
         record = {"job_fingerprint": job.job_fingerprint, "name": shard.name,
                   "source": shard.source, "rows": rows, "bytes": f.bytes,
-                  "sha256": f.sha256.hexdigest(), "input_bytes": storage.size(shard.source),
+                  "sha256": f.sha256.hexdigest(), "input_bytes": shard.input_bytes(),
                   "clipped": clipped, "seconds": round(seconds, 3)}
         storage.write_bytes(done_uri(self.spec.output, shard.name), json.dumps(record).encode())
         log.info("shard %s: %d rows, %d bytes, %.2f s", shard.name, rows, f.bytes, seconds)

@@ -4,11 +4,20 @@
   ``.keys.parquet`` beside it holding ``key`` and the passthrough columns in the same order.
 - ``parquet``: ``key``, ``image`` as the Hugging Face ``{bytes: PNG, path}`` struct for uint8
   images (or ``data`` as nested lists otherwise), and the passthrough columns.
+- ``images``: one PNG per row (``.npy`` for non-image samples) at a path taken from its key
+  (``cats/001.jpg`` -> ``cats/001.png``, ``digits.npz:17`` -> ``digits.npz/17.png``), and a
+  ``<shard>.index.parquet`` with ``key``, ``file`` and the passthrough columns.
+- ``webdataset``: one ``.tar`` per shard; sample ``<key>`` holds ``<key>.png`` (or ``.npy``),
+  ``<key>.key`` (the archive key as text) and ``<key>.<column>`` per passthrough column. Dots
+  and ``%`` in a key are escaped as ``%2E`` and ``%25``, since WebDataset splits at the first dot.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import posixpath
+import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -20,9 +29,11 @@ from PIL import Image
 
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.readers.images import IMAGE_SUFFIXES
 
-OUTPUT_FORMATS = ("npy", "parquet")
-SUFFIXES = {"npy": ".npy", "parquet": ".parquet"}
+OUTPUT_FORMATS = ("npy", "parquet", "images", "webdataset")
+SUFFIXES = {"npy": ".npy", "parquet": ".parquet", "images": ".index.parquet",
+            "webdataset": ".tar"}
 
 
 def is_image(x: np.ndarray) -> bool:
@@ -33,6 +44,28 @@ def png(x: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def npy(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sample_file(x: np.ndarray) -> tuple[str, bytes]:
+    """A restored sample as a file: (extension, bytes)."""
+    return ("png", png(x)) if is_image(x) else ("npy", npy(x))
+
+
+def path_of(key: str) -> str:
+    """A relative file path (without extension) for a key; never absolute, never ``..``."""
+    stem, ext = posixpath.splitext(key)
+    base = stem if ext.lower() in IMAGE_SUFFIXES else key.replace(":", "/")
+    return "/".join(p if p not in ("", ".", "..") else "_" for p in base.split("/"))
+
+
+def tar_key(key: str) -> str:
+    return path_of(key.replace("%", "%25").replace(".", "%2E"))
 
 
 class NpyWriter:
@@ -87,8 +120,80 @@ class ParquetImageWriter:
             self.writer.close()
 
 
+class ImageFolderWriter:
+    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+        self.f, self.uri = f, uri
+        self.root = posixpath.dirname(uri)
+        self.writer: pq.ParquetWriter | None = None
+        self.files: dict[str, str] = {}
+
+    def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
+        files = []
+        for key, x in zip(keys, samples, strict=True):
+            ext, data = sample_file(x)
+            name = f"{path_of(key)}.{ext}"
+            if name in self.files:
+                raise InputError(self.uri, f"keys {self.files[name]!r} and {key!r} would both "
+                                           f"be written to {name}; use --format parquet")
+            self.files[name] = key
+            storage.write_bytes(storage.join(self.root, name), data)
+            files.append(name)
+        table = pa.table({"key": keys, "file": files, **columns})
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.f, table.schema, compression="zstd")
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _field_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool | int | float):
+        return str(value).encode()
+    return json.dumps(value).encode()
+
+
+class WebDatasetWriter:
+    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+        self.uri = uri
+        self.tar = tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT)
+        self.seen: dict[str, str] = {}
+
+    def _add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)  # fixed owner, mode and time: same rows, same bytes
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
+        for i, (key, x) in enumerate(zip(keys, samples, strict=True)):
+            k = tar_key(key)
+            if k in self.seen:
+                raise InputError(self.uri, f"keys {self.seen[k]!r} and {key!r} map to the same "
+                                           f"WebDataset key {k!r}")
+            self.seen[k] = key
+            ext, data = sample_file(x)
+            self._add(f"{k}.{ext}", data)
+            self._add(f"{k}.key", key.encode())
+            for name, values in columns.items():
+                if values[i] is not None:
+                    self._add(f"{k}.{name.replace('/', '_')}", _field_bytes(values[i]))
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+Writer = NpyWriter | ParquetImageWriter | ImageFolderWriter | WebDatasetWriter
+WRITERS = {"npy": NpyWriter, "parquet": ParquetImageWriter, "images": ImageFolderWriter,
+           "webdataset": WebDatasetWriter}
+
+
 @contextmanager
-def open_output(fmt: str, f: IO[bytes], uri: str, rows: int) -> Iterator[NpyWriter | ParquetImageWriter]:
-    writer = NpyWriter(f, uri, rows) if fmt == "npy" else ParquetImageWriter(f, uri, rows)
+def open_output(fmt: str, f: IO[bytes], uri: str, rows: int) -> Iterator[Writer]:
+    writer = WRITERS[fmt](f, uri, rows)
     yield writer
     writer.close()

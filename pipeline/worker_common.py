@@ -12,6 +12,7 @@ from typing import IO, Any, TypeVar
 
 import torch
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
@@ -48,6 +49,20 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return {"pid": os.getpid(), "device": str(device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+
+
+class ModelWorker:
+    """What every worker starts with: its threads, its device, and the checkpoint on it."""
+
+    def __init__(self, checkpoint: str, device: str, threads: int | None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        self.ckpt = load_checkpoint(checkpoint, self.device)
+        self.model = self.ckpt.model
+
+    def info(self) -> dict[str, Any]:
+        return device_info(self.device)
 
 
 def prefetch(make: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:

@@ -122,3 +122,86 @@ def test_mixed_formats_are_refused(tmp_path):
     (tmp_path / "b.parquet").write_bytes(b"")
     with pytest.raises(InputError, match="mixed formats"):
         list_sources(str(tmp_path))
+
+
+def _image_folder(root, n=7):
+    rng = np.random.default_rng(1)
+    imgs = {}
+    for i in range(n):
+        rel = f"{'cats' if i % 2 else 'dogs'}/{i:03d}.png"
+        imgs[rel] = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_png(imgs[rel]))
+    return imgs
+
+
+def test_image_folder_groups_into_shards_with_paths_as_keys(tmp_path):
+    from pipeline.plan import plan_shards
+    imgs = _image_folder(tmp_path)
+    shards = plan_shards(str(tmp_path), images_per_shard=3)
+    assert [s.name for s in shards] == [f"images-{i:05d}.vz.parquet" for i in range(3)]
+    assert [len(s.members) for s in shards] == [3, 3, 1]
+    assert plan_shards(str(tmp_path), images_per_shard=3) == shards      # deterministic
+    got = {}
+    for s in shards:
+        for b in iter_batches(s.source, ReadOptions(batch_rows=2), s.members):
+            assert b.ids == b.columns["path"]
+            got.update(zip(b.ids, b.samples, strict=True))
+    assert sorted(got) == sorted(imgs)
+    assert all(np.array_equal(got[k], imgs[k]) for k in imgs)
+
+
+def test_corrupt_image_file_is_named(tmp_path):
+    from pipeline.plan import plan_shards
+    _image_folder(tmp_path, n=3)
+    (tmp_path / "dogs" / "002.png").write_bytes(b"\x89PNG not really")
+    (shard,) = plan_shards(str(tmp_path))
+    with pytest.raises(InputError, match=r"dogs/002\.png: corrupt image bytes"):
+        list(iter_batches(shard.source, ReadOptions(), shard.members))
+
+
+def _tar(path, samples):
+    import tarfile
+    with tarfile.open(path, "w") as tar:
+        for name, data in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_samples_fields_and_keys(tmp_path):
+    rng = np.random.default_rng(2)
+    imgs = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
+    members = []
+    for i, img in enumerate(imgs):
+        members += [(f"part/{i:04d}.png", _png(img)),
+                    (f"part/{i:04d}.cls", str(i % 3).encode()),
+                    (f"part/{i:04d}.txt", f"caption {i}".encode()),
+                    (f"part/{i:04d}.seg.bin", bytes([i]))]
+    _tar(tmp_path / "shard-0.tar", members)
+    batches, samples = _collect(str(tmp_path / "shard-0.tar"), batch_rows=2)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(samples, imgs, strict=True))
+    ids = [k for b in batches for k in b.ids]
+    assert ids == [f"part/{i:04d}" for i in range(5)]
+    cols = {k: [v for b in batches for v in b.columns[k]] for k in batches[0].columns}
+    assert cols == {"cls": [0, 1, 2, 0, 1], "txt": [f"caption {i}" for i in range(5)],
+                    "seg.bin": [bytes([i]) for i in range(5)]}
+
+
+def test_webdataset_npy_field_and_errors(tmp_path):
+    buf = io.BytesIO()
+    np.save(buf, np.arange(6, dtype=np.float32).reshape(2, 3))
+    _tar(tmp_path / "a.tar", [("k0.npy", buf.getvalue()), ("k1.cls", b"1")])
+    with pytest.raises(InputError, match=r"a\.tar row 1: sample 'k1' has no image field"):
+        _collect(str(tmp_path / "a.tar"))
+    data = (tmp_path / "a.tar").read_bytes()
+    (tmp_path / "b.tar").write_bytes(data[:700])
+    with pytest.raises(InputError, match=r"b\.tar: truncated or corrupt tar"):
+        _collect(str(tmp_path / "b.tar"))
+    _tar(tmp_path / "c.tar", [("k0.npy", buf.getvalue())])
+    _, samples = _collect(str(tmp_path / "c.tar"))
+    assert np.array_equal(samples[0], np.arange(6, dtype=np.float32).reshape(2, 3))
+    _tar(tmp_path / "d.tar", [("k0.cls", b"x"), ("k0.npy", buf.getvalue())])
+    with pytest.raises(InputError, match=r"d\.tar row 0: field \.cls is not an integer"):
+        _collect(str(tmp_path / "d.tar"))

@@ -159,3 +159,94 @@ def test_decode_refuses_another_checkpoint(tmp_path, digits_dir, digits_ckpt):
     assert _decode(arch, other, tmp_path / "rec") == 1
     failures = json.loads((tmp_path / "rec" / "failures.json").read_text())
     assert len(failures) == 4 and all("decode with the checkpoint" in f["error"] for f in failures)
+
+
+@pytest.fixture(scope="module")
+def crops(photos):
+    from pipeline.readers import iter_batches, list_sources
+    out = []
+    for src in list_sources(str(photos / "heldout")):
+        for b in iter_batches(src):
+            out += [(f"{p}/{t:03d}_{le:03d}", x) for p, t, le, x in
+                    zip(b.columns["photo"], b.columns["top"], b.columns["left"], b.samples,
+                        strict=True)]
+    return out[::10][:60]
+
+
+def _png_bytes(x):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
+    import tarfile
+
+    from pipeline.readers.images import decode_image
+    src = tmp_path / "src"
+    for name, x in crops:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / f"{name}.png").write_bytes(_png_bytes(x))
+    arch = tmp_path / "arch"
+    assert _encode(src, photos_ckpt, arch, "--images-per-shard", "25") == 0
+    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == \
+        [f"images-{i:05d}.vz.parquet" for i in range(3)]
+    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    assert sorted(direct) == sorted(f"{n}.png" for n, _ in crops)   # keys: the source paths
+
+    rec = tmp_path / "rec"
+    assert _decode(arch, photos_ckpt, rec, "--format", "images") == 0
+    index = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("*.index.parquet"))])
+    index = index.to_pydict()
+    assert sorted(index["key"]) == sorted(direct) and index["path"] == index["key"]
+    for key, file in zip(index["key"], index["file"], strict=True):
+        assert file == key                                          # cats/001.png -> same path
+        assert np.array_equal(decode_image((rec / file).read_bytes(), file, None), direct[key])
+
+    wds = tmp_path / "wds"
+    assert _decode(arch, photos_ckpt, wds, "--format", "webdataset") == 0
+    seen = {}
+    for shard in sorted(wds.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+        for name, data in files.items():
+            stem, field = name.split(".", 1)
+            if field == "key":
+                key = data.decode()
+                assert files[f"{stem}.path"].decode() == key
+                seen[key] = decode_image(files[f"{stem}.png"], name, None)
+    assert sorted(seen) == sorted(direct)
+    assert all(np.array_equal(seen[k], direct[k]) for k in direct)
+
+
+def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckpt):
+    import io
+    import tarfile
+
+    from pipeline.readers import ReadOptions, iter_batches
+    src = tmp_path / "src"
+    src.mkdir()
+    for part in range(2):
+        with tarfile.open(src / f"part-{part}.tar", "w") as tar:
+            for i, (name, x) in enumerate(crops[part * 30: part * 30 + 30]):
+                key = f"s{part}_{i:04d}"
+                for field, data in (("png", _png_bytes(x)), ("cls", str(i % 7).encode()),
+                                    ("txt", name.encode())):
+                    info = tarfile.TarInfo(f"{key}.{field}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    arch, out = tmp_path / "arch", tmp_path / "out"
+    assert _encode(src, photos_ckpt, arch) == 0
+    assert _decode(arch, photos_ckpt, out, "--format", "webdataset") == 0
+    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    got = [b for p in sorted(out.glob("*.tar")) for b in iter_batches(str(p), ReadOptions())]
+    keys = [k for b in got for k in b.ids]
+    assert keys == [f"s{p}_{i:04d}" for p in range(2) for i in range(30)]
+    assert [c for b in got for c in b.columns["cls"]] == [i % 7 for _ in range(2) for i in range(30)]
+    assert [t for b in got for t in b.columns["txt"]] == [n for n, _ in crops]
+    assert [k for b in got for k in b.columns["key"]] == keys
+    assert all(np.array_equal(x, direct[k])
+               for b in got for k, x in zip(b.ids, b.samples, strict=True))

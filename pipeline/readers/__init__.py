@@ -2,11 +2,15 @@
 
     input URI (file, folder, glob; any fsspec URL)
         -> list_sources(): sorted data files, one format
-        -> iter_batches(source): Batch(source, start_row, samples, passthrough columns)
+        -> iter_batches(source): Batch(source, start_row, samples, passthrough columns, ids)
+
+Formats: ``.npy``/``.npz`` arrays, Parquet (image bytes or tensors), WebDataset ``.tar`` and
+image files. Image files are read as groups (``members``) under a root folder.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,18 +18,21 @@ from pipeline import storage
 from pipeline.errors import ConfigError, InputError
 from pipeline.readers.arrays import iter_npy, iter_npz
 from pipeline.readers.base import Batch
+from pipeline.readers.images import IMAGE_SUFFIXES, iter_images
 from pipeline.readers.parquet import iter_parquet
+from pipeline.readers.webdataset import iter_webdataset
 
 __all__ = ["Batch", "ReadOptions", "format_of", "iter_batches", "list_sources"]
 
-SUFFIXES = {".npy": "npy", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {".npy": "npy", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet",
+            ".tar": "webdataset", **{s: "images" for s in IMAGE_SUFFIXES}}
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     batch_rows: int = 256
     array_key: str | None = None   # .npz: which array holds the samples
-    column: str | None = None      # Parquet: which column holds the samples
+    column: str | None = None      # Parquet column / WebDataset field holding the samples
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -55,16 +62,23 @@ def list_sources(uri: str) -> list[str]:
     return files
 
 
-def iter_batches(source: str, options: ReadOptions = ReadOptions()) -> Iterator[Batch]:
-    fmt = format_of(source)
+def iter_batches(source: str, options: ReadOptions = ReadOptions(),
+                 members: tuple[str, ...] = ()) -> Iterator[Batch]:
+    """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
+    fmt = "images" if members else format_of(source)
     try:
-        if fmt == "npy":
+        if fmt == "images":  # one image file alone is a group of one under its folder
+            root = source if members else posixpath.dirname(source)
+            yield from iter_images(members or (source,), root, options.batch_rows)
+        elif fmt == "webdataset":
+            yield from iter_webdataset(source, options.batch_rows, options.column)
+        elif fmt == "npy":
             yield from iter_npy(source, options.batch_rows)
         elif fmt == "npz":
             yield from iter_npz(source, options.batch_rows, options.array_key)
         else:
             yield from iter_parquet(source, options.batch_rows, options.column)
     except FileNotFoundError as err:
-        raise InputError(source, "file not found") from err
+        raise InputError(err.filename or source, "file not found") from err
     except PermissionError as err:
-        raise InputError(source, f"permission denied ({err})") from err
+        raise InputError(err.filename or source, f"permission denied ({err})") from err

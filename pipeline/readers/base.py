@@ -19,6 +19,7 @@ class Batch:
     start_row: int                 # index of the first row within that file
     samples: list[np.ndarray]      # one array per row, source dtype and shape
     columns: dict[str, list[Any]] = field(default_factory=dict)  # passthrough, per row
+    ids: list[str] | None = None   # the source's own id per row, where it has one
 
     def __len__(self) -> int:
         return len(self.samples)

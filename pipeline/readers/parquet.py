@@ -8,35 +8,17 @@ column of one of those types is taken. Rows are read a batch at a time with
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
 
 from pipeline import storage
 from pipeline.errors import InputError
 from pipeline.readers.base import Batch
-
-# Image modes decoded as they are; others are converted to the nearest of these.
-_KEEP_MODES = {"L": "L", "RGB": "RGB", "P": "RGB", "RGBA": "RGB", "LA": "L", "CMYK": "RGB",
-               "YCbCr": "RGB", "1": "L"}
-
-
-def decode_image(data: bytes, uri: str, row: int) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W) or (H, W, 3)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            mode = _KEEP_MODES.get(img.mode)
-            if mode is None:
-                raise InputError(uri, f"unsupported image mode {img.mode!r}", row=row)
-            return np.asarray(img.convert(mode) if img.mode != mode else img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(uri, f"corrupt image bytes ({err})", row=row) from err
+from pipeline.readers.images import decode_image
 
 
 def _is_image_type(t: pa.DataType) -> bool:
