@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pipeline import demo_data
+from pipeline.checkpoint import save_checkpoint
 from pipeline.models import MLPConfig, build_model
 from pipeline.training import TrainSettings, train
 
@@ -30,3 +31,10 @@ def trained_mlp(digits):
     model = build_model(MLPConfig(input_dim=64, latent_dim=8, hidden_dims=(128,)))
     train(model, data, TrainSettings(epochs=40, warmup_steps=100), torch.device("cpu"))
     return model, data
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory, trained_mlp):
+    path = str(tmp_path_factory.mktemp("ckpt") / "digits")
+    save_checkpoint(trained_mlp[0], path)
+    return path

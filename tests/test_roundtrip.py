@@ -1,7 +1,6 @@
 """Encode and decode through a real local Ray; exact round trips against the decoder itself."""
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,13 +9,11 @@ import pytest
 import ray
 import torch
 
-from jobs import decode as decode_job
-from jobs import encode as encode_job
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from pipeline.models import ConvConfig, MLPConfig, build_model
 from pipeline.training import TrainSettings, train
-from tests.format_reader import read_archive_codes
+from tests.helpers import decode, direct_reconstructions, encode
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,13 +23,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def digits_ckpt(tmp_path_factory, trained_mlp):
-    path = str(tmp_path_factory.mktemp("ckpt") / "digits")
-    save_checkpoint(trained_mlp[0], path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -57,48 +47,13 @@ def photos_ckpt(tmp_path_factory, photos):
     return path
 
 
-def _encode(inp, ckpt, out, *extra):
-    return run_main(encode_job.main, ["--input", str(inp), "--checkpoint", ckpt, "--output",
-                                      str(out), "--calibration-rows", "512", *extra])
-
-
-def _decode(arch, ckpt, out, *extra):
-    return run_main(decode_job.main, ["--input", str(arch), "--checkpoint", ckpt, "--output",
-                                      str(out), *extra])
-
-
-def _direct_reconstructions(arch, ckpt_uri, batch_rows=256):
-    """What the decoder gives when called directly on the dequantized codes (FORMAT.md path)."""
-    ckpt = load_checkpoint(ckpt_uri)
-    out = {}
-    for name in sorted(os.listdir(arch)):
-        if not name.endswith(".vz.parquet"):
-            continue
-        rows = read_archive_codes(os.path.join(arch, name))
-        for i in range(0, len(rows), batch_rows):
-            chunk = rows[i: i + batch_rows]
-            groups = {}
-            for r in chunk:
-                groups.setdefault((r["latent"].shape, tuple(r["shape"])), []).append(r)
-            for (_, shape), rs in groups.items():
-                z = torch.from_numpy(np.stack([r["latent"] for r in rs]))
-                size = None if ckpt.config.kind == "mlp" else tuple(shape[:2])
-                with torch.inference_mode():
-                    x = ckpt.model.decode(z, size).clamp(0, 1).numpy()
-                for r, xi in zip(rs, x, strict=True):
-                    if xi.ndim == 3:
-                        xi = np.moveaxis(xi, 0, -1)
-                    out[r["key"]] = np.clip(np.rint(xi * 255), 0, 255).reshape(shape).astype(np.uint8)
-    return out
-
-
 def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, digits_ckpt, digits):
     arch, rec = tmp_path / "arch", tmp_path / "rec"
-    assert _encode(digits_dir, digits_ckpt, arch) == 0
-    assert _decode(arch, digits_ckpt, rec) == 0
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    assert decode(arch, digits_ckpt, rec) == 0
     manifest = json.loads((arch / "manifest.json").read_text())
     assert manifest["rows"] == 1797 and len(manifest["shards"]) == 4
-    direct = _direct_reconstructions(str(arch), digits_ckpt)
+    direct = direct_reconstructions(str(arch), digits_ckpt)
     keys, labels, recs = [], [], []
     for i in range(4):
         recs.append(np.load(rec / f"digits-{i:05d}.npz.npy"))
@@ -119,9 +74,9 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
 def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
     from pipeline.readers.parquet import decode_image
     arch, rec = tmp_path / "arch", tmp_path / "rec"
-    assert _encode(photos / "heldout", photos_ckpt, arch, "--quantizer", "affine") == 0
-    assert _decode(arch, photos_ckpt, rec, "--format", "parquet") == 0
-    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    assert encode(photos / "heldout", photos_ckpt, arch, "--quantizer", "affine") == 0
+    assert decode(arch, photos_ckpt, rec, "--format", "parquet") == 0
+    direct = direct_reconstructions(str(arch), photos_ckpt)
     src = pq.read_table(photos / "heldout").to_pydict()
     out = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("heldout-*.parquet"))])
     out = out.to_pydict()
@@ -133,11 +88,11 @@ def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
 
 def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):
     arch = tmp_path / "arch"
-    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    assert encode(digits_dir, digits_ckpt, arch) == 0
     before = {p.name: p.read_bytes() for p in arch.glob("*.vz.parquet")}
     mtimes = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
     (arch / "digits-00002.npz.vz.parquet").unlink()
-    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    assert encode(digits_dir, digits_ckpt, arch) == 0
     after = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
     redone = sorted(n for n in after if after[n] != mtimes.get(n))
     assert redone == ["digits-00002.npz.vz.parquet"]
@@ -146,17 +101,17 @@ def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):
 
 def test_an_output_holding_another_jobs_archive_is_refused(tmp_path, digits_dir, digits_ckpt, capsys):
     arch = tmp_path / "arch"
-    assert _encode(digits_dir, digits_ckpt, arch) == 0
-    assert _encode(digits_dir, digits_ckpt, arch, "--bits", "6") == 2
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    assert encode(digits_dir, digits_ckpt, arch, "--bits", "6") == 2
     assert "already holds an archive of another job" in capsys.readouterr().err
 
 
 def test_decode_refuses_another_checkpoint(tmp_path, digits_dir, digits_ckpt):
     arch = tmp_path / "arch"
-    assert _encode(digits_dir, digits_ckpt, arch) == 0
+    assert encode(digits_dir, digits_ckpt, arch) == 0
     other = str(tmp_path / "other")
     save_checkpoint(build_model(MLPConfig(input_dim=64, latent_dim=8, hidden_dims=(128,))), other)
-    assert _decode(arch, other, tmp_path / "rec") == 1
+    assert decode(arch, other, tmp_path / "rec") == 1
     failures = json.loads((tmp_path / "rec" / "failures.json").read_text())
     assert len(failures) == 4 and all("decode with the checkpoint" in f["error"] for f in failures)
 
@@ -191,14 +146,14 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / f"{name}.png").write_bytes(_png_bytes(x))
     arch = tmp_path / "arch"
-    assert _encode(src, photos_ckpt, arch, "--images-per-shard", "25") == 0
+    assert encode(src, photos_ckpt, arch, "--images-per-shard", "25") == 0
     assert sorted(p.name for p in arch.glob("*.vz.parquet")) == \
         [f"images-{i:05d}.vz.parquet" for i in range(3)]
-    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    direct = direct_reconstructions(str(arch), photos_ckpt)
     assert sorted(direct) == sorted(f"{n}.png" for n, _ in crops)   # keys: the source paths
 
     rec = tmp_path / "rec"
-    assert _decode(arch, photos_ckpt, rec, "--format", "images") == 0
+    assert decode(arch, photos_ckpt, rec, "--format", "images") == 0
     index = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("*.index.parquet"))])
     index = index.to_pydict()
     assert sorted(index["key"]) == sorted(direct) and index["path"] == index["key"]
@@ -207,7 +162,7 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
         assert np.array_equal(decode_image((rec / file).read_bytes(), file, None), direct[key])
 
     wds = tmp_path / "wds"
-    assert _decode(arch, photos_ckpt, wds, "--format", "webdataset") == 0
+    assert decode(arch, photos_ckpt, wds, "--format", "webdataset") == 0
     seen = {}
     for shard in sorted(wds.glob("*.tar")):
         with tarfile.open(shard) as tar:
@@ -239,9 +194,9 @@ def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckp
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     arch, out = tmp_path / "arch", tmp_path / "out"
-    assert _encode(src, photos_ckpt, arch) == 0
-    assert _decode(arch, photos_ckpt, out, "--format", "webdataset") == 0
-    direct = _direct_reconstructions(str(arch), photos_ckpt)
+    assert encode(src, photos_ckpt, arch) == 0
+    assert decode(arch, photos_ckpt, out, "--format", "webdataset") == 0
+    direct = direct_reconstructions(str(arch), photos_ckpt)
     got = [b for p in sorted(out.glob("*.tar")) for b in iter_batches(str(p), ReadOptions())]
     keys = [k for b in got for k in b.ids]
     assert keys == [f"s{p}_{i:04d}" for p in range(2) for i in range(30)]

@@ -1,0 +1,47 @@
+"""Shared by the tests that run the jobs: the job entry points and the reference decoder."""
+
+import os
+
+import numpy as np
+import torch
+
+from jobs import decode as decode_job
+from jobs import encode as encode_job
+from jobs._cli import run_main
+from pipeline.checkpoint import load_checkpoint
+from tests.format_reader import read_archive_codes
+
+
+def encode(inp, ckpt, out, *extra):
+    return run_main(encode_job.main, ["--input", str(inp), "--checkpoint", ckpt, "--output",
+                                      str(out), "--calibration-rows", "512", *extra])
+
+
+def decode(arch, ckpt, out, *extra):
+    return run_main(decode_job.main, ["--input", str(arch), "--checkpoint", ckpt, "--output",
+                                      str(out), *extra])
+
+
+def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
+    """What the decoder gives when called directly on the dequantized codes (FORMAT.md path)."""
+    ckpt = load_checkpoint(ckpt_uri, torch.device(device))
+    out = {}
+    for name in sorted(os.listdir(arch)):
+        if not name.endswith(".vz.parquet"):
+            continue
+        rows = read_archive_codes(os.path.join(arch, name))
+        for i in range(0, len(rows), batch_rows):
+            chunk = rows[i: i + batch_rows]
+            groups = {}
+            for r in chunk:
+                groups.setdefault((r["latent"].shape, tuple(r["shape"])), []).append(r)
+            for (_, shape), rs in groups.items():
+                z = torch.from_numpy(np.stack([r["latent"] for r in rs])).to(device)
+                size = None if ckpt.config.kind == "mlp" else tuple(shape[:2])
+                with torch.inference_mode():
+                    x = ckpt.model.decode(z, size).float().clamp(0, 1).cpu().numpy()
+                for r, xi in zip(rs, x, strict=True):
+                    if xi.ndim == 3:
+                        xi = np.moveaxis(xi, 0, -1)
+                    out[r["key"]] = np.clip(np.rint(xi * 255), 0, 255).reshape(shape).astype(np.uint8)
+    return out
