@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 
@@ -9,7 +10,7 @@ from tqdm import tqdm
 
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
-from pipeline.runner import Pool
+from pipeline.runner import Pool, PoolConfig
 from pipeline.worker_common import ShardResult
 
 
@@ -61,3 +62,26 @@ def dispatch(pool: Pool, output: str, todo: list[Shard], total: int, *args: obje
                              "attempts": r.attempts} for r in failed])
     return Summary(shards=total, skipped=total - len(todo), done=done, failed=failed,
                    seconds=time.perf_counter() - start)
+
+
+def add_running_args(p: argparse.ArgumentParser) -> None:
+    """The options of a job that runs on the worker pool (jobs.encode, jobs.decode)."""
+    r = p.add_argument_group("running")
+    r.add_argument("--actors", type=int, help="worker actors (default: one per GPU, else one "
+                   "per --threads CPUs of the cluster)")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
+    r.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                   help="auto: GPU actors when the cluster has GPUs; cpu: never a GPU")
+    r.add_argument("--batch-rows", type=int, default=256, help="rows per model batch")
+    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--overwrite", action="store_true", help="redo every shard")
+    r.add_argument("--max-failed-shards", type=int, default=0,
+                   help="exit 0 even if up to this many shards failed")
+    r.add_argument("--max-attempts", type=int, default=3, help="tries per shard for failures "
+                   "that can pass (a worker died, a storage error); corrupt input is not retried")
+
+
+def pool_config(args: argparse.Namespace) -> PoolConfig:
+    return PoolConfig(actors=args.actors, threads_per_actor=args.threads,
+                      use_gpus=args.device != "cpu", max_attempts=args.max_attempts,
+                      address=args.address)

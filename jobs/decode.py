@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main
-from jobs._driver import dispatch
+from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import read_checkpoint_meta
 from pipeline.decode import DecodeSpec, DecodeWorker
@@ -20,7 +20,7 @@ from pipeline.errors import InputError
 from pipeline.manifest import write_manifest
 from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
 from pipeline.plan import SUFFIX, Shard, fingerprint, read_done
-from pipeline.runner import PoolConfig, run
+from pipeline.runner import run
 
 
 def archive_shards(uri: str, fmt: str) -> list[Shard]:
@@ -44,13 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="npy: one array per shard + .keys.parquet; parquet: key, PNG bytes and "
                    "columns; images: one PNG per row at a path from its key, plus "
                    "<shard>.index.parquet; webdataset: one .tar per shard (default: npy)")
-    p.add_argument("--actors", type=int, help="worker actors (default: from the cluster)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
-    p.add_argument("--device", default="auto", help="auto (GPU actors when present), cpu")
-    p.add_argument("--batch-rows", type=int, default=256, help="rows per decoder batch")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--overwrite", action="store_true", help="redo every shard")
-    p.add_argument("--max-failed-shards", type=int, default=0)
+    add_running_args(p)
     args = p.parse_args(argv)
 
     model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
@@ -59,11 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [s for s in shards if args.overwrite
             or (read_done(args.output, s.name) or {}).get("job_fingerprint") != job_fp]
     spec = DecodeSpec(checkpoint=args.checkpoint, output=args.output, output_format=args.format,
-                      batch_rows=args.batch_rows, device="cpu" if args.device == "cpu" else "auto",
+                      batch_rows=args.batch_rows, device=args.device,
                       threads=args.threads, job_fingerprint=job_fp)
-    pool_config = PoolConfig(actors=args.actors, threads_per_actor=args.threads,
-                             use_gpus=args.device != "cpu", address=args.address)
-    summary = run(DecodeWorker, spec, pool_config,
+    summary = run(DecodeWorker, spec, pool_config(args),
                   lambda pool: dispatch(pool, args.output, todo, len(shards)))
     print(summary.text("decoded"))
     if not summary.failed:

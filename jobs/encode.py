@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main
-from jobs._driver import dispatch
+from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import read_checkpoint_meta
 from pipeline.codec import CodecConfig, CodecParams
@@ -25,7 +25,7 @@ from pipeline.manifest import write_manifest
 from pipeline.plan import fingerprint, is_complete, plan_shards
 from pipeline.quantize import QuantizerConfig, QuantizerParams
 from pipeline.readers import ReadOptions
-from pipeline.runner import PoolConfig, run
+from pipeline.runner import run
 
 log = logging.getLogger("jobs.encode")
 JOB = "job.json"
@@ -51,17 +51,7 @@ def build_parser() -> Parser:
                    help="byte order of a row's codes before zstd")
     q.add_argument("--no-dictionary", action="store_true", help="compress rows without a shared "
                    "zstd dictionary")
-    r = p.add_argument_group("running")
-    r.add_argument("--actors", type=int, help="worker actors (default: one per GPU, else one "
-                   "per --threads CPUs of the cluster)")
-    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
-    r.add_argument("--device", default="auto", help="auto (GPU actors when the cluster has "
-                   "GPUs), cpu")
-    r.add_argument("--batch-rows", type=int, default=256, help="rows per encoder batch")
-    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--overwrite", action="store_true", help="redo every shard")
-    r.add_argument("--max-failed-shards", type=int, default=0,
-                   help="exit 0 even if up to this many shards failed")
+    add_running_args(p)
     d = p.add_argument_group("reading")
     d.add_argument("--key-column", help="source column holding a stable id for each sample "
                    "(default: <file>:<row>)")
@@ -98,10 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"{args.output} already holds an archive of another job "
                           f"(job.json settings differ); use another --output or --overwrite")
     spec = EncodeSpec(checkpoint=args.checkpoint, output=args.output, read=read,
-                      device="cpu" if args.device == "cpu" else "auto", threads=args.threads,
+                      device=args.device, threads=args.threads,
                       key_column=args.key_column)
-    pool_config = PoolConfig(actors=args.actors, threads_per_actor=args.threads,
-                             use_gpus=args.device != "cpu", address=args.address)
 
     def body(pool):  # type: ignore[no-untyped-def]
         if previous is not None:
@@ -120,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%d shards, %d to do", len(shards), len(todo))
         return job_fp, dispatch(pool, args.output, todo, len(shards), job)
 
-    job_fp, summary = run(EncodeWorker, spec, pool_config, body)
+    job_fp, summary = run(EncodeWorker, spec, pool_config(args), body)
     print(summary.text("encoded"))
     if not summary.failed:
         m = write_manifest(args.output, shards, job_fp, {"kind": "encode"})

@@ -13,7 +13,7 @@ that needs a CPU would otherwise wait forever.
 from __future__ import annotations
 
 import logging
-from collections import deque
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +34,8 @@ class PoolConfig:
     threads_per_actor: int = 1        # CPU threads (and Ray CPUs) per actor
     use_gpus: bool = True             # one GPU per actor when the cluster has GPUs
     max_attempts: int = 3             # per shard, for failures that can pass
+    retry_backoff_s: float = 0.5      # wait before a retry, doubled per attempt
+    start_timeout_s: float = 300.0    # give up when no actor can start for this long
     address: str | None = None        # Ray address; None: RAY_ADDRESS or a local Ray
 
     def __post_init__(self) -> None:
@@ -104,45 +106,110 @@ class Pool:
     def call_all(self, method: str, *args: Any) -> list[Any]:
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
+    def _replace(self, dead: Any) -> None:
+        """Drop a dead actor and start another; it takes work once it has loaded its model."""
+        if dead in self.actors:
+            self.actors.remove(dead)
+        fresh = self._remote.remote(self.spec)
+        self.actors.append(fresh)
+        self._starting[fresh.info.remote()] = fresh
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.config.retry_backoff_s * 2 ** (attempt - 1), 60.0)
+
     def map(self, shards: list[Shard], *args: Any,
             method: str = "process") -> Iterator[ShardResult]:
-        todo: deque[tuple[Shard, int]] = deque((s, 1) for s in shards)
+        """Run ``method(shard, *args)`` for every shard on whichever actor is free.
+
+        A shard whose actor died, or whose failure can pass, goes back in the queue after a
+        backoff (``retry_backoff_s`` doubling per attempt), at most ``max_attempts`` times; a
+        failure that cannot pass (corrupt input) is reported at once. A dead actor is
+        replaced, but shards only go to actors that have started, so a replacement that the
+        shrunken cluster cannot place never holds up the job.
+        """
+        todo: list[tuple[float, Shard, int]] = [(0.0, s, 1) for s in shards]  # (not before, ...)
         idle = list(self.actors)
         running: dict[Any, tuple[Any, Shard, int]] = {}
+        self._starting: dict[Any, Any] = {}
+        stalled_since: float | None = None
+
+        def retry(shard: Shard, attempt: int, error: str) -> ShardResult | None:
+            if attempt < self.config.max_attempts:
+                todo.append((time.monotonic() + self._backoff(attempt), shard, attempt + 1))
+                return None
+            return ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
+                               retryable=True, error=f"failed {attempt} times; last: {error}")
+
         while todo or running:
-            while idle and todo:
+            now = time.monotonic()
+            todo.sort(key=lambda t: t[0])
+            while idle and todo and todo[0][0] <= now:
+                _, shard, attempt = todo.pop(0)
                 actor = idle.pop()
-                shard, attempt = todo.popleft()
                 running[getattr(actor, method).remote(shard, *args)] = (actor, shard, attempt)
-            (ref,), _ = ray.wait(list(running), num_returns=1)
+            waiting = list(running) + list(self._starting)
+            if not running and not idle:
+                stalled_since = stalled_since or now
+                if now - stalled_since > self.config.start_timeout_s:
+                    for _, shard, attempt in todo:
+                        yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
+                                          error="no worker actor could start in "
+                                          f"{self.config.start_timeout_s:.0f} s (cluster lost "
+                                          "nodes or lacks resources)")
+                    return
+            else:
+                stalled_since = None
+            timeout = max(0.0, todo[0][0] - now) if todo and idle else 1.0 if todo else None
+            if not waiting:          # only shards waiting out their backoff
+                time.sleep(timeout or 0.0)
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
+            if not ready:
+                continue
+            (ref,) = ready
+            if ref in self._starting:
+                actor = self._starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(actor)
+                except (RayActorError, RayTaskError) as err:
+                    log.warning("a replacement actor failed to start: %s", err)
+                    if actor in self.actors:
+                        self.actors.remove(actor)
+                    if not self.actors:
+                        for _, shard, attempt in todo:
+                            yield ShardResult(shard.name, shard.source, ok=False,
+                                              attempts=attempt, error=f"no worker left: {err}")
+                        todo.clear()
+                continue
             actor, shard, attempt = running.pop(ref)
             try:
                 result: ShardResult = ray.get(ref)
             except RayActorError as err:
-                # The process died (killed, OOM, node lost): replace it and try the shard again.
+                # The process died (killed, OOM, node lost): replace it, retry the shard.
                 log.warning("actor died on shard %s (attempt %d): %s", shard.name, attempt, err)
-                fresh = self._remote.remote(self.spec)
-                self.actors.append(fresh)
-                idle.append(fresh)
-                if attempt < self.config.max_attempts:
-                    todo.append((shard, attempt + 1))
-                else:
-                    yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
-                                      error=f"worker died {attempt} times: {err}")
+                self._replace(actor)
+                failed = retry(shard, attempt, f"the worker died ({err})")
+                if failed:
+                    yield failed
                 continue
             except RayTaskError as err:
                 cause = err.as_instanceof_cause()
                 idle.append(actor)
-                if attempt < self.config.max_attempts and getattr(cause, "retryable", True):
-                    log.warning("shard %s failed (attempt %d), retrying: %s", shard.name, attempt, cause)
-                    todo.append((shard, attempt + 1))
+                if getattr(cause, "retryable", True):
+                    log.warning("shard %s failed (attempt %d): %s", shard.name, attempt, cause)
+                    failed = retry(shard, attempt, str(cause))
+                    if failed:
+                        yield failed
                 else:
                     yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
-                                      error=f"{type(cause).__name__}: {cause}")
+                                      error=str(cause))
                 continue
             idle.append(actor)
-            if not result.ok and result.retryable and attempt < self.config.max_attempts:
-                todo.append((shard, attempt + 1))
+            if not result.ok and result.retryable:
+                failed = retry(shard, attempt, result.error or "failed")
+                if failed:
+                    yield failed
                 continue
             yield replace(result, attempts=attempt)
 

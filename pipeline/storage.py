@@ -6,7 +6,11 @@ naturally.
 
 Writes are atomic: a file is written under a temporary name beside its final one and then
 renamed, so nobody sees a half-written file under its final name. On object stores (S3, GCS)
-a single PUT is already all-or-nothing, so we write the final key directly.
+an object appears only when its upload completes (one PUT, or a multipart upload completed on
+close), so we write the final key directly and abort the upload on an error.
+
+Object-store listings are not cached: workers in other processes write the files a driver
+lists next.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs"}
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(uri)
+    protocol, _ = fsspec.core.split_protocol(uri)
+    options = {"use_listings_cache": False} if protocol in _OBJECT_STORES else {}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
 
@@ -95,8 +101,17 @@ def atomic_write(uri: str) -> Iterator[IO[bytes]]:
     """Open ``uri`` for writing so it appears whole or not at all."""
     fs, path = filesystem(uri)
     if is_object_store(fs):
-        with fs.open(path, "wb") as f:
+        # An object appears when its upload completes on close. On an error, abort the upload
+        # (``discard``) and mark the file closed without closing it: ``close`` would upload
+        # whatever had been written so far under the final name.
+        f = fs.open(path, "wb")
+        try:
             yield f
+        except BaseException:
+            f.discard()
+            f.closed = True
+            raise
+        f.close()
         return
     fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
     tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
