@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import time
 
 from tqdm import tqdm
 
+from pipeline import storage
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
 from pipeline.runner import Pool, PoolConfig
 from pipeline.worker_common import ShardResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,8 @@ def dispatch(pool: Pool, output: str, todo: list[Shard], total: int, *args: obje
             bar.update(1)
     write_failures(output, [{"shard": r.name, "source": r.source, "error": r.error,
                              "attempts": r.attempts} for r in failed])
+    if storage.remove_stale_temps(output):
+        log.info("removed temporary files of workers that died mid-write")
     return Summary(shards=total, skipped=total - len(todo), done=done, failed=failed,
                    seconds=time.perf_counter() - start)
 

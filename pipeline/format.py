@@ -101,13 +101,21 @@ def num_rows(uri: str) -> int:
         return pq.ParquetFile(f).metadata.num_rows
 
 
+ROW_GROUP_ROWS = 1024
+
+
 class ArchiveWriter:
-    """Streams row groups into one archive file; the schema is fixed by the first batch."""
+    """Streams rows into one archive file; the schema is fixed by the first batch.
+
+    Rows are gathered into row groups of ``ROW_GROUP_ROWS`` whatever the model's batch size,
+    so the file's size and layout do not depend on ``--batch-rows``.
+    """
 
     def __init__(self, f: IO[bytes], meta: ArchiveMeta, uri: str) -> None:
         self.f, self.meta, self.uri = f, meta, uri
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
+        self.pending: list[pa.Table] = []
 
     def write(self, base: dict[str, list], passthrough: dict[str, list]) -> None:
         for name in passthrough:
@@ -132,10 +140,21 @@ class ArchiveWriter:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise InputError(self.uri, "passthrough values do not fit the first rows' types "
                                        f"({err})") from err
+        self.pending.append(table)
+        if sum(len(t) for t in self.pending) >= ROW_GROUP_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self.pending:
+            return
         assert self.writer is not None
-        self.writer.write_table(table)
+        table = pa.concat_tables(self.pending)
+        keep = len(table) if final else len(table) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+        self.writer.write_table(table.slice(0, keep), row_group_size=ROW_GROUP_ROWS)
+        self.pending = [table.slice(keep)] if keep < len(table) else []
 
     def close(self) -> None:
+        self._flush(final=True)
         if self.writer is not None:
             # Footer key-value metadata, written once (store_schema=False above keeps pyarrow
             # from storing a second, base64 copy of it inside the serialized Arrow schema).

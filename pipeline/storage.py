@@ -124,6 +124,20 @@ def atomic_write(uri: str) -> Iterator[IO[bytes]]:
             fs.rm(tmp)
 
 
+def remove_stale_temps(folder: str) -> int:
+    """Delete the temporary files of writers that died mid-write; returns how many.
+
+    Only for a folder one job writes at a time (an archive or a decode output)."""
+    fs, path = filesystem(folder)
+    if is_object_store(fs) or not fs.isdir(path):
+        return 0
+    stale = [p for p in fs.find(path, withdirs=False)
+             if posixpath.basename(p).startswith(".") and p.endswith(".tmp")]
+    for p in stale:
+        fs.rm(p)
+    return len(stale)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     with atomic_write(uri) as f:
         f.write(data)

@@ -7,12 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-import torch
 
 from jobs._cli import run_main
 from pipeline.checkpoint import save_checkpoint
-from pipeline.models import ConvConfig, MLPConfig, build_model
-from pipeline.training import TrainSettings, train
+from pipeline.models import MLPConfig, build_model
 from tests.helpers import decode, direct_reconstructions, encode
 
 pytestmark = pytest.mark.timeout(240)
@@ -23,28 +21,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from jobs import prepare_demo
-    out = tmp_path_factory.mktemp("demo")
-    assert run_main(prepare_demo.main, ["--output", str(out), "--crop", "32",
-                                        "--rows-per-shard", "300"]) == 0
-    return out / "photos"
-
-
-@pytest.fixture(scope="module")
-def photos_ckpt(tmp_path_factory, photos):
-    from pipeline.dataset import read_samples, stack_for_model
-    torch.manual_seed(0)
-    config = ConvConfig(in_channels=3, latent_channels=4, base_channels=8)
-    data, _ = stack_for_model(read_samples(str(photos / "train"), max_rows=300), config)
-    model = build_model(config)
-    train(model, data, TrainSettings(epochs=2, batch_size=32, warmup_steps=10), torch.device("cpu"))
-    path = str(tmp_path_factory.mktemp("ckpt") / "photos")
-    save_checkpoint(model, path)
-    return path
 
 
 def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, digits_ckpt, digits):
