@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from jobs._cli import Parser, run_main
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
-from pipeline.checkpoint import read_checkpoint_meta
+from pipeline.checkpoint import verify_checkpoint
 from pipeline.decode import DecodeSpec, DecodeWorker
 from pipeline.errors import InputError
 from pipeline.manifest import write_manifest
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_running_args(p)
     args = p.parse_args(argv)
 
-    model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
+    model_fp = verify_checkpoint(args.checkpoint)
     shards = archive_shards(args.input, args.format)
     job_fp = fingerprint(model_fp, args.input, args.format)
     todo = [s for s in shards if args.overwrite

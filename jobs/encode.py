@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from jobs._cli import Parser, run_main
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
-from pipeline.checkpoint import read_checkpoint_meta
+from pipeline.checkpoint import verify_checkpoint
 from pipeline.codec import CodecConfig, CodecParams
 from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
 from pipeline.errors import ConfigError
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cconfig = CodecConfig(level=args.zstd_level, layout=args.layout,
                           dictionary=not args.no_dictionary)
     read = ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column)
-    model_fp = read_checkpoint_meta(args.checkpoint)["weights_sha256"]
+    model_fp = verify_checkpoint(args.checkpoint)
     shards = plan_shards(args.input, args.images_per_shard)
     settings = {"model_fingerprint": model_fp, "input": args.input,
                 "images_per_shard": args.images_per_shard, "quantizer_config":

@@ -74,8 +74,7 @@ def read_checkpoint_meta(uri: str) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify a checkpoint; never unpickles. Raises CheckpointError when unusable."""
+def _verified(uri: str) -> tuple[dict[str, Any], ModelConfig, bytes, str]:
     meta = read_checkpoint_meta(uri)
     try:
         config = config_from_dict(meta.get("model"))  # type: ignore[arg-type]
@@ -91,6 +90,19 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> Checkpoint:
         raise CheckpointError(
             f"{path}: sha256 {fingerprint[:12]}... does not match the recorded "
             f"{str(meta.get('weights_sha256'))[:12]}...; the weights are truncated or were changed")
+    return meta, config, blob, fingerprint
+
+
+def verify_checkpoint(uri: str) -> str:
+    """Check config and weights against their recorded sha256 without building the model;
+    returns the fingerprint. Drivers call this before starting any worker."""
+    return _verified(uri)[3]
+
+
+def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint; never unpickles. Raises CheckpointError when unusable."""
+    meta, config, blob, fingerprint = _verified(uri)
+    path = storage.join(uri, WEIGHTS)
     try:
         state = st_load(blob)
     except (SafetensorError, ValueError) as err:

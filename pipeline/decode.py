@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -24,7 +25,7 @@ from pipeline.format import BASE_NAMES, ArchiveMeta, num_rows, read_meta
 from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.plan import Shard, done_uri
 from pipeline.quantize import dequantize
-from pipeline.samples import SampleLayout
+from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
 from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class DecodeWorker(ModelWorker):
         self.spec = spec
 
     @torch.inference_mode()
-    def _decode(self, latents: list[np.ndarray], layouts: list[SampleLayout]) -> list[np.ndarray]:
+    def _decode(self, latents: list[np.ndarray], layouts: list[SampleLayout], uri: str,
+                start: int) -> list[np.ndarray]:
         out: list[np.ndarray] = [np.empty(0)] * len(latents)
         groups: dict[tuple, list[int]] = {}
         for i, (z, lay) in enumerate(zip(latents, layouts, strict=True)):
@@ -92,7 +94,11 @@ class DecodeWorker(ModelWorker):
             size = None if self.ckpt.config.kind == "mlp" else tuple(sample_shape[:2])
             x = self.model.decode(z, size).float().clamp(0.0, 1.0).cpu().numpy()
             for j, i in enumerate(idx):
-                out[i] = layouts[i].restore(x[j])
+                try:
+                    out[i] = layouts[i].restore(x[j])
+                except ValueError as err:
+                    raise InputError(uri, f"stored shape {layouts[i].shape} does not fit the "
+                                          f"decoder's output {x[j].shape}", row=start + i) from err
         return out
 
     def batches(self, uri: str) -> Iterator[DecodedBatch]:
@@ -103,17 +109,32 @@ class DecodeWorker(ModelWorker):
                                   "decode with the checkpoint that encoded it")
         codec = Codec(meta.codec)
         with storage.open_read(uri) as f:
-            pf = pq.ParquetFile(f)
             start = 0
-            for rb in pf.iter_batches(batch_size=self.spec.batch_rows):
-                cols = rb.to_pydict()
-                latents = decode_codes(meta, codec, uri, start, cols["vz_codes"], cols["vz_crc32"],
-                                       cols["vz_latent_shape"])
-                layouts = [SampleLayout(tuple(s), d)
-                           for s, d in zip(cols["vz_shape"], cols["vz_dtype"], strict=True)]
-                yield DecodedBatch(cols["vz_key"], self._decode(latents, layouts),
-                                   {k: v for k, v in cols.items() if k not in BASE_NAMES})
-                start += rb.num_rows
+            try:
+                pf = pq.ParquetFile(f)
+                missing = set(BASE_NAMES) - set(pf.schema_arrow.names)
+                if missing:
+                    raise InputError(uri, f"not a vaezip archive: no columns {sorted(missing)}")
+                for rb in pf.iter_batches(batch_size=self.spec.batch_rows):
+                    yield self._decoded(meta, codec, uri, start, rb.to_pydict())
+                    start += rb.num_rows
+            except (pa.ArrowInvalid, OSError) as err:
+                raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err
+
+    def _decoded(self, meta: ArchiveMeta, codec: Codec, uri: str, start: int,
+                 cols: dict[str, list]) -> DecodedBatch:
+        latents = decode_codes(meta, codec, uri, start, cols["vz_codes"], cols["vz_crc32"],
+                               cols["vz_latent_shape"])
+        try:
+            layouts = [SampleLayout(tuple(int(v) for v in s), str(d))
+                       for s, d in zip(cols["vz_shape"], cols["vz_dtype"], strict=True)]
+        except (TypeError, ValueError) as err:
+            raise InputError(uri, f"bad sample shape or dtype ({err})", row=start) from err
+        for i, lay in enumerate(layouts):
+            if lay.dtype not in SUPPORTED_DTYPES:
+                raise InputError(uri, f"unknown sample dtype {lay.dtype!r}", row=start + i)
+        return DecodedBatch(cols["vz_key"], self._decode(latents, layouts, uri, start),
+                            {k: v for k, v in cols.items() if k not in BASE_NAMES})
 
     def process(self, shard: Shard) -> ShardResult:
         start = time.perf_counter()

@@ -120,14 +120,22 @@ class EncodeWorker(ModelWorker):
                   cconfig: CodecConfig) -> tuple[QuantizerParams, CodecParams]:
         """Quantizer and codec parameters from the first ``max_rows`` rows of ``shards``."""
         means, logvars = [], []
+        errors = []
         for shard in shards:
-            for enc in self._encode(shard):
-                means += [m.T for m in enc.means]      # (P, C): positions pool across rows
-                logvars += [v.T for v in enc.logvars]
-                if len(means) >= max_rows:
-                    break
+            try:
+                for enc in self._encode(shard):
+                    means += [m.T for m in enc.means]      # (P, C): positions pool across rows
+                    logvars += [v.T for v in enc.logvars]
+                    if len(means) >= max_rows:
+                        break
+            except InputError as err:   # a bad shard fails on its own later, not the job
+                log.warning("calibration skips shard %s: %s", shard.name, err)
+                errors.append(err)
             if len(means) >= max_rows:
                 break
+        if not means:
+            raise InputError(shards[0].source if shards else "?", "no shard could be read to "
+                             f"calibrate the quantizer; first error: {errors[0] if errors else '-'}")
         m = np.concatenate(means)[:, :, None]        # (sum P, C, 1)
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
@@ -160,7 +168,8 @@ class EncodeWorker(ModelWorker):
                 for enc in self._encode(shard):
                     for key, r in zip(enc.keys, enc.batch.rows, strict=True):
                         if key in seen:
-                            raise InputError(*_where(shard, r), f"duplicate key {key!r}")
+                            uri, row = _where(shard, r)
+                            raise InputError(uri, f"duplicate key {key!r}", row=row)
                         seen.add(key)
                     frames, crcs = [], []
                     for m in enc.means:

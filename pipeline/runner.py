@@ -90,7 +90,14 @@ class Pool:
         self.spec = spec
         self.actors = [self._remote.remote(spec) for _ in range(self.shape.actors)]
         # Wait until every actor has loaded its model, so throughput excludes start-up.
-        self.infos = self.call_all("info")
+        try:
+            self.infos = self.call_all("info")
+        except RayActorError as err:   # the actor's __init__ raised: say what, in one line
+            self.close()
+            cause = getattr(err, "cause", None) or err
+            lines = [ln for ln in str(cause).splitlines() if "Error" in ln]
+            raise ConfigError(f"{worker_cls.__name__} actors could not start: "
+                              f"{lines[-1].strip() if lines else cause}") from None
         log.info("pool: %d x %s (num_cpus=%d, num_gpus=%d) on %s", self.shape.actors,
                  worker_cls.__name__, self.shape.num_cpus, self.shape.num_gpus,
                  [i["device"] for i in self.infos])

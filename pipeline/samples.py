@@ -1,6 +1,7 @@
 """Raw samples <-> model arrays, and back exactly.
 
-A model sees float32 in [0, 1] (uint8 data is divided by 255; float data is taken as is):
+A model sees float32 in [0, 1] (uint8 data is divided by 255, and so are other integer types
+whose values lie in 0..255, as pixel tensors stored as int64 do; float data is taken as is):
 the MLP a flat vector, the conv VAE (C, H, W). ``SampleLayout`` remembers the source shape and
 dtype so a reconstruction is returned in the shape and dtype that came in.
 """
@@ -15,7 +16,8 @@ from pipeline.errors import InputError
 from pipeline.models import ConvConfig, MLPConfig, ModelConfig
 
 _FLOATS = ("float16", "float32", "float64")
-_SUPPORTED = ("uint8", "bool", *_FLOATS)
+_INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+SUPPORTED_DTYPES = (*_INTS, "bool", *_FLOATS)
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class SampleLayout:
 
     def restore(self, x: np.ndarray) -> np.ndarray:
         """Model output for one sample -> the source's shape and dtype."""
-        if self.dtype == "uint8":
+        if self.dtype in _INTS:
             x = np.clip(np.rint(x * 255.0), 0, 255)
         elif self.dtype == "bool":
             x = x > 0.5
@@ -38,10 +40,13 @@ def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | No
              ) -> tuple[np.ndarray, SampleLayout]:
     """One raw sample -> (float32 model array, layout to restore it)."""
     dtype = arr.dtype.name
-    if dtype not in _SUPPORTED:
-        raise InputError(uri, f"dtype {dtype} is not supported (use one of {_SUPPORTED})", row=row)
+    if dtype not in SUPPORTED_DTYPES:
+        raise InputError(uri, f"dtype {dtype} is not supported (use one of {SUPPORTED_DTYPES})", row=row)
     x = arr.astype(np.float32)
-    if dtype == "uint8":
+    if dtype in _INTS:
+        if dtype != "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise InputError(uri, f"{dtype} values outside 0..255 ({arr.min()}..{arr.max()}); "
+                                  "store pixels as uint8 or scale to float in [0, 1]", row=row)
         x /= 255.0
     elif dtype in _FLOATS and not np.isfinite(x).all():
         raise InputError(uri, "sample holds NaN or infinity", row=row)

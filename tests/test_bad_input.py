@@ -1,0 +1,355 @@
+"""The bad-input catalogue: each kind of bad input gives one clear error that names the file
+(and the row where there is one), the bad shard is listed in failures.json, every other shard
+is finished, and ``--max-failed-shards`` decides the exit code. Real local Ray throughout.
+"""
+
+import io
+import json
+import re
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from PIL import Image
+
+from tests.helpers import decode, encode
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def png(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tar(path, members) -> None:
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+def table(images, labels, **extra) -> pa.Table:
+    return pa.table({"image": [png(x) for x in images], "label": labels.tolist(),
+                     "id": [f"d{i}" for i in range(len(labels))], **extra})
+
+
+# Each case writes two good shards and one bad one (sorted last) in one format, and returns
+# (extra encode arguments, the bad shard's archive name, a regex its error must match).
+
+def npy_truncated(d, x, y):
+    np.save(d / "b.npy", x[:40])
+    (d / "b.npy").write_bytes((d / "b.npy").read_bytes()[:-100])
+    return [], "b.npy", r"b\.npy row \d+: file is truncated: header says 40 rows"
+
+
+def npy_object(d, x, y):
+    np.save(d / "b.npy", np.array([x[0], "text"], dtype=object), allow_pickle=True)
+    return [], "b.npy", r"b\.npy: object arrays are refused"
+
+
+def npy_int_out_of_range(d, x, y):
+    np.save(d / "b.npy", x[:10].astype(np.int32) * 100)
+    return [], "b.npy", r"b\.npy row \d+: int32 values outside 0\.\.255"
+
+
+def npy_wrong_dtype(d, x, y):
+    np.save(d / "b.npy", x[:10].astype(np.complex64))
+    return [], "b.npy", r"b\.npy row 0: dtype complex64 is not supported"
+
+
+def npy_wrong_shape(d, x, y):
+    np.save(d / "b.npy", np.zeros((10, 9, 9), np.uint8))
+    return [], "b.npy", r"b\.npy row 0: sample has 81 values, the model takes 64"
+
+
+def npy_nan(d, x, y):
+    bad = x[:10].astype(np.float32) / 16
+    bad[7, 3, 3] = np.nan
+    np.save(d / "b.npy", bad)
+    return [], "b.npy", r"b\.npy row 7: sample holds NaN or infinity"
+
+
+def npy_infinity(d, x, y):
+    bad = x[:10].astype(np.float32) / 16
+    bad[4, 0, 0] = np.inf
+    np.save(d / "b.npy", bad)
+    return [], "b.npy", r"b\.npy row 4: sample holds NaN or infinity"
+
+
+def npy_empty(d, x, y):
+    np.save(d / "b.npy", x[:0])
+    return [], "b.npy", r"b\.npy: shard holds no rows"
+
+
+def npy_not_an_array(d, x, y):
+    (d / "b.npy").write_bytes(b"PK\x03\x04 this is not an array")
+    return [], "b.npy", r"b\.npy: not a readable \.npy array"
+
+
+def npz_corrupt_zip(d, x, y):
+    np.savez(d / "b.npz", image=x[:50], label=y[:50])
+    (d / "b.npz").write_bytes((d / "b.npz").read_bytes()[:300])
+    return [], "b.npz", r"b\.npz: (not a readable \.npz archive|corrupt \.npz)"
+
+
+def npz_which_array(d, x, y):
+    np.savez(d / "b.npz", pixels=x[:5], more=x[:5])
+    return [], "b.npz", r"b\.npz: .*(array|--array-key)"
+
+
+def parquet_corrupt_image(d, x, y):
+    t = table(x[:10], y[:10]).to_pydict()
+    t["image"][3] = t["image"][3][:30]
+    pq.write_table(pa.table(t), d / "b.parquet")
+    return [], "b.parquet", r"b\.parquet row 3: corrupt image bytes"
+
+
+def parquet_null_image(d, x, y):
+    t = table(x[:10], y[:10]).to_pydict()
+    t["image"][2] = None
+    pq.write_table(pa.table(t), d / "b.parquet")
+    return [], "b.parquet", r"b\.parquet row 2: sample is null"
+
+
+def parquet_missing_column(d, x, y):
+    pq.write_table(table(x[:10], y[:10]).rename_columns(["picture", "label", "id"]),
+                   d / "b.parquet")
+    return ["--column", "image"], "b.parquet", r"b\.parquet: missing column 'image'"
+
+
+def parquet_not_parquet(d, x, y):
+    (d / "b.parquet").write_bytes(b"PAR1 but nothing else of a Parquet file")
+    return [], "b.parquet", r"b\.parquet: not a readable Parquet file"
+
+
+def parquet_truncated(d, x, y):
+    pq.write_table(table(x[:50], y[:50]), d / "b.parquet")
+    (d / "b.parquet").write_bytes((d / "b.parquet").read_bytes()[:-200])
+    return [], "b.parquet", r"b\.parquet: not a readable Parquet file"
+
+
+def parquet_duplicate_keys(d, x, y):
+    t = table(x[:10], y[:10]).to_pydict()
+    t["id"][6] = t["id"][2]
+    pq.write_table(pa.table(t), d / "b.parquet")
+    return ["--key-column", "id"], "b.parquet", r"b\.parquet row 6: duplicate key 'd2'"
+
+
+def parquet_missing_key_column(d, x, y):
+    pq.write_table(table(x[:10], y[:10]).drop_columns(["id"]), d / "b.parquet")
+    return ["--key-column", "id"], "b.parquet", r"b\.parquet: missing key column 'id'"
+
+
+def parquet_reserved_column(d, x, y):
+    pq.write_table(table(x[:10], y[:10], vz_key=[str(i) for i in range(10)]), d / "b.parquet")
+    return [], "b.parquet", r"b\.parquet.*reserved prefix 'vz_'"
+
+
+def parquet_ragged_tensor(d, x, y):
+    rows = [x[i].tolist() for i in range(5)]
+    rows[1] = [[1, 2], [3]]
+    pq.write_table(pa.table({"pixels": rows}), d / "b.parquet")
+    return ["--column", "pixels"], "b.parquet", r"b\.parquet row 1: ragged tensor"
+
+
+def parquet_16bit_image(d, x, y):
+    t = table(x[:10], y[:10]).to_pydict()
+    t["image"][5] = png(x[5].astype(np.uint16) * 4000)
+    pq.write_table(pa.table(t), d / "b.parquet")
+    return [], "b.parquet", r"b\.parquet row 5: unsupported image mode"
+
+
+def tar_truncated(d, x, y):
+    tar(d / "b.tar", [(f"s{i:03d}.png", png(x[i])) for i in range(20)])
+    (d / "b.tar").write_bytes((d / "b.tar").read_bytes()[:3000])
+    return [], "b.tar", r"b\.tar: truncated or corrupt tar"
+
+
+def tar_sample_without_image(d, x, y):
+    tar(d / "b.tar", [("s000.png", png(x[0])), ("s000.cls", b"1"), ("s001.cls", b"2")])
+    return [], "b.tar", r"b\.tar row 1: sample 's001' has no image field"
+
+
+def tar_bad_class(d, x, y):
+    tar(d / "b.tar", [("s000.png", png(x[0])), ("s000.cls", b"seven")])
+    return [], "b.tar", r"b\.tar row 0: field \.cls is not an integer"
+
+
+def image_file_corrupt(d, x, y):
+    (d / "b").mkdir()
+    (d / "b" / "bad.png").write_bytes(png(x[0])[:40])
+    return ["--images-per-shard", "5"], "images-00002", r"b/bad\.png: corrupt image bytes"
+
+
+GOOD = {"npy": lambda d, x, y, i: np.save(d / f"a{i}.npy", x),
+        "npz": lambda d, x, y, i: np.savez(d / f"a{i}.npz", image=x, label=y),
+        "parquet": lambda d, x, y, i: pq.write_table(table(x, y), d / f"a{i}.parquet"),
+        "tar": lambda d, x, y, i: tar(d / f"a{i}.tar", [
+            (f"k{i}_{j:03d}.{f}", v) for j in range(len(x))
+            for f, v in (("png", png(x[j])), ("cls", str(y[j]).encode()))]),
+        "images": lambda d, x, y, i: [
+            (d / "a" / f"{i}_{j}.png").write_bytes(png(x[j])) for j in range(len(x))]}
+
+CASES = {
+    npy_truncated: "npy", npy_object: "npy", npy_int_out_of_range: "npy",
+    npy_wrong_dtype: "npy", npy_wrong_shape: "npy",
+    npy_nan: "npy", npy_infinity: "npy", npy_empty: "npy", npy_not_an_array: "npy",
+    npz_corrupt_zip: "npz", npz_which_array: "npz", parquet_corrupt_image: "parquet",
+    parquet_null_image: "parquet", parquet_missing_column: "parquet",
+    parquet_not_parquet: "parquet", parquet_truncated: "parquet",
+    parquet_duplicate_keys: "parquet", parquet_missing_key_column: "parquet",
+    parquet_reserved_column: "parquet", parquet_ragged_tensor: "parquet",
+    parquet_16bit_image: "parquet", tar_truncated: "tar", tar_sample_without_image: "tar",
+    tar_bad_class: "tar", image_file_corrupt: "images",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=[c.__name__ for c in CASES])
+def test_bad_input_fails_its_shard_only(case, tmp_path, digits, digits_ckpt):
+    x, y = digits
+    data = tmp_path / "data"
+    data.mkdir()
+    fmt = CASES[case]
+    if fmt == "images":
+        (data / "a").mkdir()
+    n = 5 if fmt == "images" else 60
+    for i in range(2):
+        GOOD[fmt](data, x[i * n: (i + 1) * n], y[i * n: (i + 1) * n], i)
+    extra, bad, pattern = case(data, x[200:], y[200:])
+    if case is parquet_ragged_tensor:      # the good shards need a tensor column too
+        for i in range(2):
+            pq.write_table(pa.table({"pixels": [r.tolist() for r in x[i * n: (i + 1) * n]]}),
+                           data / f"a{i}.parquet")
+    arch = tmp_path / "arch"
+    assert encode(data, digits_ckpt, arch, *extra) == 1
+    failures = json.loads((arch / "failures.json").read_text())
+    assert [f["shard"] for f in failures] == [f"{bad}.vz.parquet"]
+    assert failures[0]["attempts"] == 1                       # corrupt input: not retried
+    assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
+    done = sorted(p.name for p in (arch / "_done").iterdir())
+    assert len(done) == 2 and f"{bad}.vz.parquet.json" not in done
+    assert not (arch / "manifest.json").exists()
+    # --max-failed-shards decides the exit code; the good shards are not redone
+    assert encode(data, digits_ckpt, arch, *extra, "--max-failed-shards", "1") == 0
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, digits, digits_ckpt):
+    x, y = digits
+    data = tmp_path_factory.mktemp("data")
+    for i in range(3):
+        np.savez(data / f"p{i}.npz", image=x[i * 100: (i + 1) * 100], label=y[i * 100: (i + 1) * 100])
+    arch = tmp_path_factory.mktemp("arch")
+    assert encode(data, digits_ckpt, arch) == 0
+    return arch
+
+
+def _rewrite_meta(path, change) -> None:
+    pf = pq.ParquetFile(path)
+    meta = json.loads(pf.schema_arrow.metadata[b"vaezip"])
+    change(meta)
+    t = pf.read()
+    pq.write_table(t.replace_schema_metadata({b"vaezip": json.dumps(meta).encode()}), path)
+
+
+def flipped_code_byte(path):
+    data = bytearray(path.read_bytes())
+    frame = pq.read_table(path)["vz_codes"][5].as_py()
+    at = data.find(frame)
+    data[at + len(frame) // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return r"p1\.npz\.vz\.parquet row 5: (checksum mismatch|codes do not decompress)"
+
+
+def truncated_archive(path):
+    path.write_bytes(path.read_bytes()[:-300])
+    return r"p1\.npz\.vz\.parquet: not a readable Parquet archive"
+
+
+def unknown_version(path):
+    _rewrite_meta(path, lambda m: m.update(format_version=99))
+    return r"p1\.npz\.vz\.parquet: unknown archive format version 99"
+
+
+def quantizer_mismatch(path):
+    def drop_channel(m):
+        for k in ("lo", "step", "levels", "active"):
+            m["quantizer"][k] = m["quantizer"][k][:-1]
+    _rewrite_meta(path, drop_channel)
+    return r"p1\.npz\.vz\.parquet row 0: latent shape .* does not fit the quantizer"
+
+
+def metadata_not_json(path):
+    t = pq.read_table(path)
+    pq.write_table(t.replace_schema_metadata({b"vaezip": b"{not json"}), path)
+    return r"p1\.npz\.vz\.parquet: archive metadata is not valid JSON"
+
+
+def metadata_bad_types(path):
+    _rewrite_meta(path, lambda m: m["quantizer"].update(levels="many"))
+    return r"p1\.npz\.vz\.parquet: bad archive metadata"
+
+
+def bad_stored_dtype(path):
+    t = pq.read_table(path)
+    dtypes = t["vz_dtype"].to_pylist()
+    dtypes[2] = "object"
+    t = t.set_column(t.schema.get_field_index("vz_dtype"), "vz_dtype", pa.array(dtypes))
+    pq.write_table(t, path)
+    return r"p1\.npz\.vz\.parquet row 2: unknown sample dtype 'object'"
+
+
+def not_an_archive(path):
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    return r"p1\.npz\.vz\.parquet: not a vaezip archive"
+
+
+DAMAGE = [flipped_code_byte, truncated_archive, unknown_version, quantizer_mismatch,
+          metadata_not_json, metadata_bad_types, bad_stored_dtype, not_an_archive]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=[d.__name__ for d in DAMAGE])
+def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_ckpt):
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for p in archive.glob("*.vz.parquet"):
+        (arch / p.name).write_bytes(p.read_bytes())
+    pattern = damage(arch / "p1.npz.vz.parquet")
+    rec = tmp_path / "rec"
+    assert decode(arch, digits_ckpt, rec) == 1
+    failures = json.loads((rec / "failures.json").read_text())
+    assert [f["shard"] for f in failures] == ["p1.npz.npy"] and failures[0]["attempts"] == 1
+    assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
+    assert sorted(p.name for p in rec.glob("*.npy")) == ["p0.npz.npy", "p2.npz.npy"]
+    assert not list(rec.glob(".*.tmp"))
+
+
+def test_tampered_checkpoint_is_refused(tmp_path, archive, digits_ckpt, capsys):
+    import shutil
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(digits_ckpt, ckpt)
+    weights = bytearray((ckpt / "model.safetensors").read_bytes())
+    weights[-5] ^= 0xFF
+    (ckpt / "model.safetensors").write_bytes(bytes(weights))
+    assert decode(archive, str(ckpt), tmp_path / "rec") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.safetensors" in err and err.count("\n") == 1
+
+
+def test_missing_input_is_one_clear_error(tmp_path, digits_ckpt, capsys):
+    assert encode(tmp_path / "nothing-here", digits_ckpt, tmp_path / "arch") == 2
+    err = capsys.readouterr().err
+    assert "nothing-here: no such file, folder or bucket" in err and err.count("\n") == 1
