@@ -30,6 +30,10 @@ class InputError(VaezipError):
         where = uri if row is None else f"{uri} row {row}"
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Rebuilt from its fields when it crosses processes (a Ray worker -> the driver).
+        return InputError, (self.uri, self.reason, self.row, self.retryable)
+
 
 class CheckpointError(VaezipError):
     """A checkpoint that is missing, truncated, tampered with or of an unknown kind."""

@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, VaezipError
 from pipeline.plan import Shard
 from pipeline.worker_common import ShardResult
 
@@ -106,7 +106,8 @@ class Pool:
         try:
             return ray.get(getattr(self.actors[0], method).remote(*args), timeout=timeout_s)
         except RayTaskError as err:
-            raise err.as_instanceof_cause() from None
+            cause = getattr(err, "cause", None)
+            raise (cause if isinstance(cause, VaezipError) else err.as_instanceof_cause()) from None
         except GetTimeoutError as err:
             raise ConfigError(f"{method} did not answer in {timeout_s} s") from err
 
@@ -201,7 +202,7 @@ class Pool:
                     yield failed
                 continue
             except RayTaskError as err:
-                cause = err.as_instanceof_cause()
+                cause = getattr(err, "cause", None) or err.as_instanceof_cause()
                 idle.append(actor)
                 if getattr(cause, "retryable", True):
                     log.warning("shard %s failed (attempt %d): %s", shard.name, attempt, cause)

@@ -353,3 +353,24 @@ def test_missing_input_is_one_clear_error(tmp_path, digits_ckpt, capsys):
     assert encode(tmp_path / "nothing-here", digits_ckpt, tmp_path / "arch") == 2
     err = capsys.readouterr().err
     assert "nothing-here: no such file, folder or bucket" in err and err.count("\n") == 1
+
+
+def test_no_readable_shard_is_one_clear_error(tmp_path, digits_ckpt, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        np.save(data / f"x{i}.npy", np.zeros((4, 3, 3), np.uint8))
+    assert encode(data, digits_ckpt, tmp_path / "arch") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "no shard could be read to calibrate the quantizer" in err
+    assert "x0.npy row 0: sample has 9 values, the model takes 64" in err
+
+
+def test_input_errors_cross_processes_intact():
+    import pickle
+
+    from pipeline.errors import InputError
+    err = pickle.loads(pickle.dumps(InputError("s3://b/x.npy", "truncated", row=7, retryable=True)))
+    assert (err.uri, err.reason, err.row, err.retryable) == ("s3://b/x.npy", "truncated", 7, True)
+    assert str(err) == "s3://b/x.npy row 7: truncated"

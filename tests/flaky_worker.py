@@ -1,0 +1,32 @@
+"""A worker whose storage fails the first times it is touched: for the retry tests.
+
+Attempts are counted in files (a retry may land on another actor, another process)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.plan import Shard
+from pipeline.worker_common import ShardResult
+
+
+class FlakyWorker:
+    def __init__(self, spec: dict) -> None:
+        self.log = Path(spec["log"])
+        self.fail_times = spec["fail_times"]
+
+    def info(self) -> dict:
+        return {"device": "cpu"}
+
+    def process(self, shard: Shard) -> ShardResult:
+        mark = self.log / shard.name
+        with mark.open("a") as f:
+            f.write(f"{time.monotonic()}\n")
+        attempt = len(mark.read_text().splitlines())
+        if shard.name.startswith("corrupt"):
+            raise InputError(shard.source, "corrupt input", row=3)
+        if attempt <= self.fail_times.get(shard.name, 0):
+            raise ConnectionError(f"{shard.source}: connection reset by peer")
+        return ShardResult(shard.name, shard.source, ok=True, rows=1)

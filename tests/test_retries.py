@@ -1,0 +1,38 @@
+"""Bounded retries with backoff, on a real local Ray: a failure that can pass (a dropped
+connection) is retried after a growing wait; corrupt input is reported at once."""
+
+import pytest
+import ray
+
+from pipeline.plan import Shard
+from pipeline.runner import PoolConfig, run
+from tests.flaky_worker import FlakyWorker
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tmp_path):
+    shards = [Shard(i, f"s3://bucket/{n}", n, n) for i, n in
+              enumerate(["ok", "flaky", "down", "corrupt"])]
+    spec = {"log": str(tmp_path), "fail_times": {"flaky": 2, "down": 99}}
+    config = PoolConfig(actors=2, max_attempts=3, retry_backoff_s=0.3)
+    results = run(FlakyWorker, spec, config, lambda pool: {r.name: r for r in pool.map(shards)})
+
+    assert results["ok"].ok and results["ok"].attempts == 1
+    assert results["flaky"].ok and results["flaky"].attempts == 3        # failed twice, then ok
+    times = [float(t) for t in (tmp_path / "flaky").read_text().split()]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.6                           # backoff doubles
+    assert not results["down"].ok and results["down"].attempts == 3     # bounded
+    assert "failed 3 times" in results["down"].error
+    assert "connection reset by peer" in results["down"].error
+    assert not results["corrupt"].ok and results["corrupt"].attempts == 1   # not retried
+    assert results["corrupt"].error == "s3://bucket/corrupt row 3: corrupt input"
+    assert len((tmp_path / "corrupt").read_text().split()) == 1
