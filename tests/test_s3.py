@@ -71,7 +71,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
 
 def test_a_failed_upload_leaves_no_object(s3):
     _, client = s3
-    for size in (1000, 12 * 2**20):          # one PUT; a multipart upload (5 MiB parts)
+    for size in (1000, 60 * 2**20):   # one PUT on close; past s3fs's 50 MiB block: multipart
         uri = f"s3://arch/partial-{size}.bin"
         with pytest.raises(RuntimeError, match="boom"):
             with storage.atomic_write(uri) as f:
@@ -81,6 +81,24 @@ def test_a_failed_upload_leaves_no_object(s3):
     assert not client.list_multipart_uploads(Bucket="arch").get("Uploads")
     storage.write_bytes("s3://arch/whole.bin", b"x" * 10)
     assert storage.read_bytes("s3://arch/whole.bin") == b"x" * 10
+
+
+def test_a_writer_killed_mid_upload_leaves_no_object(s3):
+    script = ("import os, sys, time\n"
+              "from pipeline import storage\n"
+              "with storage.atomic_write('s3://arch/killed.bin') as f:\n"
+              "    for _ in range(80):\n"
+              "        f.write(os.urandom(2**20)); f.flush(); time.sleep(0.02)\n"
+              "        print('MiB', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, text=True)
+    for _ in range(56):            # past s3fs's 50 MiB block: a multipart upload has begun
+        assert proc.stdout.readline().startswith("MiB")
+    proc.kill()
+    proc.wait()
+    _, client = s3
+    assert client.list_multipart_uploads(Bucket="arch").get("Uploads")   # it was mid-upload
+    assert not storage.exists("s3://arch/killed.bin")
 
 
 def test_missing_bucket_is_one_clear_error(tmp_path, s3, digits_ckpt, capsys):
