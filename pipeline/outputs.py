@@ -99,18 +99,14 @@ class NpyWriter:
             pq.write_table(table, f)
 
 
-class ParquetImageWriter:
-    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
-        self.f, self.uri = f, uri
+class _TableSink:
+    """A Parquet stream whose schema is fixed by the first table written to it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
         self.writer: pq.ParquetWriter | None = None
 
-    def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
-        if all(is_image(x) for x in samples):
-            data: dict[str, list] = {"image": [{"bytes": png(x), "path": f"{k}.png"}
-                                               for k, x in zip(keys, samples, strict=True)]}
-        else:
-            data = {"data": [x.tolist() for x in samples]}
-        table = pa.table({"key": keys, **data, **columns})
+    def write_table(self, table: pa.Table) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.f, table.schema, compression="zstd")
         self.writer.write_table(table.cast(self.writer.schema))
@@ -120,11 +116,25 @@ class ParquetImageWriter:
             self.writer.close()
 
 
-class ImageFolderWriter:
+class ParquetImageWriter(_TableSink):
     def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
-        self.f, self.uri = f, uri
+        super().__init__(f)
+        self.uri = uri
+
+    def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
+        if all(is_image(x) for x in samples):
+            data: dict[str, list] = {"image": [{"bytes": png(x), "path": f"{k}.png"}
+                                               for k, x in zip(keys, samples, strict=True)]}
+        else:
+            data = {"data": [x.tolist() for x in samples]}
+        self.write_table(pa.table({"key": keys, **data, **columns}))
+
+
+class ImageFolderWriter(_TableSink):
+    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+        super().__init__(f)
+        self.uri = uri
         self.root = posixpath.dirname(uri)
-        self.writer: pq.ParquetWriter | None = None
         self.files: dict[str, str] = {}
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
@@ -138,14 +148,7 @@ class ImageFolderWriter:
             self.files[name] = key
             storage.write_bytes(storage.join(self.root, name), data)
             files.append(name)
-        table = pa.table({"key": keys, "file": files, **columns})
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.f, table.schema, compression="zstd")
-        self.writer.write_table(table.cast(self.writer.schema))
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.write_table(pa.table({"key": keys, "file": files, **columns}))
 
 
 def _field_bytes(value: Any) -> bytes:

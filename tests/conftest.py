@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from jobs._cli import run_main
@@ -72,3 +73,11 @@ def crop_shards(tmp_path_factory, photos):
     for i in range(8):
         np.save(out / f"crops-{i}.npy", crops[i * 400: (i + 1) * 400])
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray for one test module (2 CPUs, as on the CI machine)."""
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()

@@ -12,19 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 from PIL import Image
 
 from tests.helpers import decode, encode
 
-pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("local_ray")]
 
 
 def png(x: np.ndarray) -> bytes:

@@ -4,22 +4,14 @@ GPU machine with ``pytest -m gpu``."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from pipeline.encode import EncodeSpec, EncodeWorker
 from pipeline.runner import PoolConfig, run
 from tests.helpers import decode, direct_reconstructions, encode
 
-pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray"),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def test_actors_run_on_cuda(tmp_path, digits_ckpt):

@@ -2,20 +2,12 @@
 connection) is retried after a growing wait; corrupt input is reported at once."""
 
 import pytest
-import ray
 
 from pipeline.plan import Shard
 from pipeline.runner import PoolConfig, run
 from tests.flaky_worker import FlakyWorker
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
 
 
 def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tmp_path):

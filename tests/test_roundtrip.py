@@ -6,21 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from jobs._cli import run_main
 from pipeline.checkpoint import save_checkpoint
 from pipeline.models import MLPConfig, build_model
 from tests.helpers import decode, direct_reconstructions, encode
 
-pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("local_ray")]
 
 
 def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, digits_ckpt, digits):
