@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo
 RUNS := runs
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bench
 
 $(STAMP): pyproject.toml constraints-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check pipeline jobs tests
 	$(BIN)/python -m pytest -q
+
+# Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
+# they are missing. About 10 minutes on 2 CPU cores.
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints-dev.txt -e ".[bench]"
+	test -f $(RUNS)/photos-conv/config.json || $(MAKE) demo
+	$(BIN)/python -m jobs.bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline jobs tests

@@ -1,0 +1,138 @@
+"""Benchmarks: ``python -m jobs.bench`` (``make bench``) writes ``runs/bench/results.json``,
+plots, and ``BENCHMARKS.md``.
+
+Every comparison is measured side by side in one run, repeated where it is a speed, and
+reported as a ratio with its spread. The models are the demo's (``make demo`` trains them).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import ray
+import torch
+
+from jobs._cli import Parser, run_main
+from jobs.benches import codec as codec_bench
+from jobs.benches import latents as latent_bench
+from jobs.benches import memory as memory_bench
+from jobs.benches import rd as rd_bench
+from jobs.benches import throughput
+from jobs.benches.common import load_arrays
+from jobs.benches.report import write_page, write_plots
+from pipeline.checkpoint import load_checkpoint
+from pipeline.codec import CodecConfig
+from pipeline.demo_data import HELDOUT_PHOTOS, photo
+from pipeline.quantize import QuantizerConfig
+
+SECTIONS = ("throughput", "memory", "codec", "latents", "rd")
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = Parser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="data/demo", help="folder written by jobs.prepare_demo")
+    p.add_argument("--digits-checkpoint", default="runs/digits-mlp")
+    p.add_argument("--photos-checkpoint", default="runs/photos-conv")
+    p.add_argument("--output", default="runs/bench", help="results.json and plots")
+    p.add_argument("--page", default="BENCHMARKS.md", help="the page to regenerate")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of each speed figure")
+    p.add_argument("--rows", type=int, default=2048, help="photo crops in the speed runs")
+    p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    args = p.parse_args(argv)
+    sections = args.only or SECTIONS
+    os.makedirs(args.output, exist_ok=True)
+    results_path = os.path.join(args.output, "results.json")
+    results: dict = {}
+    if args.only and os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    results["machine"] = machine()
+    results["date"] = datetime.date.today().isoformat()
+    results["command"] = "python -m jobs.bench " + " ".join(argv or sys.argv[1:])
+    digits_ck = load_checkpoint(args.digits_checkpoint)
+    photos_ck = load_checkpoint(args.photos_checkpoint)
+    heldout = load_arrays(f"{args.data}/photos/heldout")
+    digits = load_arrays(f"{args.data}/digits")
+    torch.set_num_threads(1)
+
+    if "throughput" in sections or "memory" in sections:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    if "throughput" in sections:
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=args.rows)
+        speed_dir = os.path.join(args.output, "speed-data")
+        os.makedirs(speed_dir, exist_ok=True)
+        for i in range(4):       # four shards: two actors stay busy
+            np.save(f"{speed_dir}/crops-{i}.npy", crops[i::4])
+        results["throughput"] = [
+            throughput.measure("photo crops 64x64, conv VAE", args.photos_checkpoint, speed_dir,
+                               crops, 64, args.repeats)]
+    if "memory" in sections:
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=512)
+        results["memory"] = memory_bench.measure(args.photos_checkpoint, crops, 64)
+    if ray.is_initialized():
+        ray.shutdown()
+    if "codec" in sections:
+        out = {}
+        for name, ck, arrays in (("photos", photos_ck, heldout), ("digits", digits_ck, digits)):
+            lat = latent_bench.encode(ck, arrays)
+            codes, *_ = latent_bench.vaezip_codes(lat, QuantizerConfig())
+            width = lat.shape[-1] if len(lat.shape) > 1 else 1
+            out[name] = {"rows": len(arrays),
+                         **codec_bench.entropy_bounds(codes.astype(np.int64), width),
+                         **codec_bench.coders(codes, CodecConfig()),
+                         "speeds": codec_bench.speeds(codes, CodecConfig(), repeats=args.repeats)}
+        results["codec"] = out
+    if "latents" in sections:
+        results["latents"] = {"photos": latent_bench.compare(photos_ck, heldout),
+                              "digits": latent_bench.compare(digits_ck, digits)}
+    if "rd" in sections:
+        results["rd"] = rd(photos_ck, heldout, digits_ck, digits)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=2)
+    write_plots(results, args.output)
+    write_page(results, args.page, args.output)
+    print(f"wrote {results_path} and {args.page}")
+    return 0
+
+
+def rd(photos_ck, heldout, digits_ck, digits) -> dict:  # type: ignore[no-untyped-def]
+    per_sample = {"vaezip": rd_bench.vaezip_curve(photos_ck, heldout),
+                  "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
+                  "webp": rd_bench.classic_curve(heldout, "WEBP")}
+    whole = {"vaezip": [], "jpeg": [], "webp": []}
+    for name in HELDOUT_PHOTOS:
+        img = photo(name)[None]
+        whole["vaezip"].append(rd_bench.vaezip_curve(photos_ck, img, steps=(1.0, 4.0)))
+        whole["jpeg"].append(rd_bench.classic_curve(img, "JPEG"))
+        whole["webp"].append(rd_bench.classic_curve(img, "WEBP"))
+    digit_curves = {"vaezip": rd_bench.vaezip_curve(digits_ck, digits),
+                    "jpeg": rd_bench.classic_curve(digits, "JPEG"),
+                    "webp": rd_bench.classic_curve(digits, "WEBP")}
+    return {
+        "photos_per_sample": per_sample,
+        "photos_lossless": rd_bench.lossless(heldout),
+        "photos_ratios": rd_bench.ratios(per_sample["vaezip"],
+                                         {"jpeg": per_sample["jpeg"], "webp": per_sample["webp"]}),
+        "photos_whole": {"names": list(HELDOUT_PHOTOS), **whole},
+        "digits": digit_curves,
+        "digits_lossless": rd_bench.lossless(digits),
+        "digits_ratios": rd_bench.ratios(digit_curves["vaezip"],
+                                         {"jpeg": digit_curves["jpeg"], "webp": digit_curves["webp"]}),
+        "digits_accuracy": rd_bench.classifier_accuracy(digits_ck, digits),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

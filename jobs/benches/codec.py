@@ -1,0 +1,90 @@
+"""The codec against its bounds and against general-purpose coders, on real quantized codes.
+
+Bounds: the empirical entropy of the symbols given their channel, and given their channel and
+left neighbour (the previous position in the same latent row, or for a one-position MLP latent
+the previous channel). Both are measured on the very codes they bound, with no cost for the
+model itself, so they are optimistic: a real coder must also pay to describe the statistics.
+"""
+
+from __future__ import annotations
+
+import lzma
+import time
+
+import brotli
+import numpy as np
+import zstandard
+
+from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
+
+
+def _entropy_bits(symbols: np.ndarray, contexts: np.ndarray) -> float:
+    """Sum over symbols of -log2 p(symbol | context), p counted on the data itself."""
+    pairs = contexts.astype(np.int64) * 65536 + symbols.astype(np.int64)
+    _, pair_counts = np.unique(pairs, return_counts=True)
+    _, ctx_counts = np.unique(contexts, return_counts=True)
+    return float(-(pair_counts * np.log2(pair_counts)).sum() + (ctx_counts * np.log2(ctx_counts)).sum())
+
+
+def entropy_bounds(codes: np.ndarray, width: int) -> dict:
+    """``codes`` (N, C, P) integer symbols, P = H*W positions in row-major order."""
+    n, c, p = codes.shape
+    chan = np.broadcast_to(np.arange(c)[None, :, None], codes.shape)
+    if p > 1:
+        left = np.full_like(codes, -1, dtype=np.int64)
+        left[:, :, 1:] = codes[:, :, :-1]
+        left[:, :, np.arange(p) % width == 0] = -1             # a row's first column has none
+    else:
+        left = np.full_like(codes, -1, dtype=np.int64)
+        left[:, 1:, :] = codes[:, :-1, :]
+    h_chan = _entropy_bits(codes.ravel(), chan.ravel())
+    h_left = _entropy_bits(codes.ravel(), (chan.astype(np.int64) * 70000 + left + 1).ravel())
+    return {"symbols": int(codes.size), "h_channel_bytes": h_chan / 8,
+            "h_channel_left_bytes": h_left / 8}
+
+
+def coders(codes: np.ndarray, config: CodecConfig) -> dict:
+    """Bytes of the same codes under vaezip's per-row zstd and under other coders."""
+    rows = row_bytes(codes, config.layout)
+    raw = b"".join(rows)
+    dictionary = train_dictionary(rows[:2048], config)
+    codec = Codec(CodecParams(level=config.level, layout=config.layout, dictionary=dictionary))
+    per_row = sum(len(f) for f in codec.compress(rows))
+    return {
+        "raw_bytes": len(raw),
+        "vaezip_per_row_bytes": per_row,
+        "vaezip_dictionary_bytes": len(dictionary),
+        "zstd_column_bytes": len(zstandard.ZstdCompressor(level=config.level).compress(raw)),
+        "zstd19_column_bytes": len(zstandard.ZstdCompressor(level=19).compress(raw)),
+        "xz9_column_bytes": len(lzma.compress(raw, preset=9)),
+        "brotli11_column_bytes": len(brotli.compress(raw, quality=11)),
+        # per row: the raw LZMA2 stream, without the .xz container's 60-odd bytes of headers
+        "xz9_per_row_bytes": sum(len(lzma.compress(r, format=lzma.FORMAT_RAW, filters=[
+            {"id": lzma.FILTER_LZMA2, "preset": 9}])) for r in rows),
+        "brotli11_per_row_bytes": sum(len(brotli.compress(r, quality=11)) for r in rows),
+    }
+
+
+def speeds(codes: np.ndarray, config: CodecConfig, levels: tuple[int, ...] = (1, 3, 9, 19),
+           repeats: int = 3) -> list[dict]:
+    """Per-row compress and decompress MB/s (of uncompressed codes) per zstd level."""
+    rows = row_bytes(codes, config.layout)
+    mb = sum(len(r) for r in rows) / 1e6
+    out = []
+    for level in levels:
+        cfg = CodecConfig(level=level, layout=config.layout, dictionary=config.dictionary)
+        codec = Codec(CodecParams(level=level, layout=config.layout,
+                                  dictionary=train_dictionary(rows[:2048], cfg)))
+        c_times, d_times = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            frames = codec.compress(rows)
+            c_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for f in frames:
+                codec.decompress(f)
+            d_times.append(time.perf_counter() - start)
+        out.append({"level": level, "bytes": sum(len(f) for f in frames),
+                    "compress_mb_s": [mb / t for t in c_times],
+                    "decompress_mb_s": [mb / t for t in d_times]})
+    return out

@@ -1,0 +1,124 @@
+"""Rate-distortion against the codecs users would pick instead, on samples training never saw.
+
+Per sample (one file per crop, as datasets store samples) and per whole image. Bits per pixel
+count every byte a sample needs: the image file for JPEG/WebP/PNG, the zstd frame of raw
+pixels, and vaezip's code bytes (its shared dictionary and file overhead amortized over the
+rows, reported apart).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import zstandard
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from jobs.benches.latents import Latents, encode, psnr, reconstruct, vaezip_codes
+from pipeline.checkpoint import Checkpoint
+from pipeline.quantize import QuantizerConfig
+
+QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+STEPS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _roundtrip(x: np.ndarray, fmt: str, **kw) -> tuple[int, np.ndarray]:
+    buf = io.BytesIO()
+    img = Image.fromarray(x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x)
+    img.save(buf, format=fmt, **kw)
+    data = buf.getvalue()
+    back = np.asarray(Image.open(io.BytesIO(data)).convert(img.mode)).reshape(x.shape)
+    return len(data), back
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    axis = -1 if a.ndim == 4 else None
+    vals = [structural_similarity(x, y, channel_axis=axis, data_range=255,
+                                  win_size=min(7, min(x.shape[:2]) // 2 * 2 - 1))
+            for x, y in zip(a, b, strict=True)]
+    return float(np.mean(vals))
+
+
+def classic_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[dict]:
+    pixels = samples[0].shape[0] * samples[0].shape[1]
+    out = []
+    for q in qualities:
+        kw = {"quality": q} if fmt in ("JPEG", "WEBP") else {}
+        sizes, backs = zip(*(_roundtrip(x, fmt, **kw) for x in samples), strict=True)
+        back = np.stack(backs)
+        out.append({"codec": fmt.lower(), "quality": q,
+                    "bpp": 8 * float(np.mean(sizes)) / pixels,
+                    "bytes_per_sample": float(np.mean(sizes)),
+                    "psnr": psnr(back, samples), "ssim": ssim(back, samples)})
+        if fmt == "PNG":
+            break
+    return out
+
+
+def lossless(samples: np.ndarray) -> list[dict]:
+    pixels = samples[0].shape[0] * samples[0].shape[1]
+    png = classic_curve(samples, "PNG")[0]
+    z = zstandard.ZstdCompressor(level=19)
+    zbytes = float(np.mean([len(z.compress(x.tobytes())) for x in samples]))
+    return [{"codec": "png", "bpp": png["bpp"], "bytes_per_sample": png["bytes_per_sample"]},
+            {"codec": "zstd-19 raw", "bpp": 8 * zbytes / pixels, "bytes_per_sample": zbytes},
+            {"codec": "raw", "bpp": 8.0 * samples[0].size / pixels,
+             "bytes_per_sample": float(samples[0].size)}]
+
+
+def vaezip_curve(ckpt: Checkpoint, samples: np.ndarray, steps=STEPS,
+                 lat: Latents | None = None) -> list[dict]:
+    lat = lat or encode(ckpt, samples)
+    pixels = samples[0].shape[0] * samples[0].shape[1]
+    out = []
+    for s in steps:
+        _, deq, code_bytes, dict_bytes = vaezip_codes(lat, QuantizerConfig(step_sigmas=s))
+        back = reconstruct(ckpt, deq, lat.shape, samples)
+        per = code_bytes / len(samples)
+        out.append({"codec": "vaezip", "step_sigmas": s, "bpp": 8 * per / pixels,
+                    "bytes_per_sample": per, "dictionary_bytes": dict_bytes,
+                    "bpp_with_dictionary": 8 * (code_bytes + dict_bytes) / len(samples) / pixels,
+                    "psnr": psnr(back, samples), "ssim": ssim(back, samples)})
+    return out
+
+
+def bpp_at(curve: list[dict], target_psnr: float) -> float | None:
+    """The curve's bpp at ``target_psnr``, interpolated linearly; None outside its range."""
+    pts = sorted((c["psnr"], c["bpp"]) for c in curve)
+    ps, bs = [p for p, _ in pts], [b for _, b in pts]
+    if not ps[0] <= target_psnr <= ps[-1]:
+        return None
+    return float(np.interp(target_psnr, ps, bs))
+
+
+def ratios(vaezip: list[dict], others: dict[str, list[dict]]) -> list[dict]:
+    """For each vaezip point: its bpp over each codec's bpp at the same PSNR."""
+    out = []
+    for v in vaezip:
+        row = {"step_sigmas": v["step_sigmas"], "psnr": v["psnr"], "bpp": v["bpp"]}
+        for name, curve in others.items():
+            b = bpp_at(curve, v["psnr"])
+            row[name] = None if b is None else v["bpp"] / b
+        out.append(row)
+    return out
+
+
+def classifier_accuracy(ckpt: Checkpoint, images: np.ndarray) -> dict:
+    """A classifier trained on original digits, scored on held-back originals and on vaezip's
+    reconstructions of them (default quantizer)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.demo_data import digits as load_digits
+    raw, labels = load_digits()
+    assert np.array_equal(raw, images)
+    split = 1200
+    clf = LogisticRegression(max_iter=5000).fit(raw[:split].reshape(split, -1) / 255.0,
+                                                labels[:split])
+    test = raw[split:]
+    _, deq, _, _ = vaezip_codes(encode(ckpt, test), QuantizerConfig())
+    rec = reconstruct(ckpt, deq, (deq.shape[1],), test)
+    flat = len(test), -1
+    return {"train_rows": split, "test_rows": len(test),
+            "accuracy_original": float(clf.score(test.reshape(flat) / 255.0, labels[split:])),
+            "accuracy_vaezip": float(clf.score(rec.reshape(flat) / 255.0, labels[split:]))}

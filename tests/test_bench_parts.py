@@ -1,0 +1,23 @@
+"""The benchmark's arithmetic, checked on cases worked out by hand."""
+
+import numpy as np
+
+from jobs.benches.codec import entropy_bounds
+from jobs.benches.rd import bpp_at, ratios
+
+
+def test_entropy_given_channel_and_left_neighbour():
+    # one channel, rows of 4 positions in a 2x2 grid: 0 1 / 0 1, twice
+    codes = np.array([[[0, 1, 0, 1]], [[0, 1, 0, 1]]])
+    b = entropy_bounds(codes, width=2)
+    assert b["symbols"] == 8
+    assert b["h_channel_bytes"] == 8 / 8                  # 8 fair coin flips: 8 bits
+    assert b["h_channel_left_bytes"] == 0.0               # 0 has no left; 1 follows 0 always
+
+
+def test_bpp_at_interpolates_and_refuses_to_extrapolate():
+    curve = [{"psnr": 30.0, "bpp": 1.0}, {"psnr": 20.0, "bpp": 0.2}]
+    assert abs(bpp_at(curve, 25.0) - 0.6) < 1e-12
+    assert bpp_at(curve, 35.0) is None
+    r = ratios([{"step_sigmas": 1, "psnr": 25.0, "bpp": 0.3}], {"jpeg": curve})
+    assert abs(r[0]["jpeg"] - 0.5) < 1e-12
