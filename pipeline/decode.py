@@ -26,7 +26,7 @@ from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.plan import Shard, done_uri
 from pipeline.quantize import dequantize
 from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
-from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult
+from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,12 @@ class DecodeWorker(ModelWorker):
         return out
 
     def batches(self, uri: str) -> Iterator[DecodedBatch]:
+        """Decoded rows of one archive file; reading, checksums and dequantizing run in a
+        prefetch thread, so they overlap the decoder."""
+        for start, keys, latents, layouts, columns in prefetch(lambda: self._host_side(uri)):
+            yield DecodedBatch(keys, self._decode(latents, layouts, uri, start), columns)
+
+    def _host_side(self, uri: str) -> Iterator[tuple]:
         meta = read_meta(uri)
         if meta.model_fingerprint != self.ckpt.fingerprint:
             raise InputError(uri, f"archive was written with model {meta.model_fingerprint[:12]}..., "
@@ -116,13 +122,16 @@ class DecodeWorker(ModelWorker):
                 if missing:
                     raise InputError(uri, f"not a vaezip archive: no columns {sorted(missing)}")
                 for rb in pf.iter_batches(batch_size=self.spec.batch_rows):
-                    yield self._decoded(meta, codec, uri, start, rb.to_pydict())
+                    cols = rb.to_pydict()
+                    yield (start, cols["vz_key"], *self._dequantized(meta, codec, uri, start, cols),
+                           {k: v for k, v in cols.items() if k not in BASE_NAMES})
                     start += rb.num_rows
             except (pa.ArrowInvalid, OSError) as err:
                 raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err
 
-    def _decoded(self, meta: ArchiveMeta, codec: Codec, uri: str, start: int,
-                 cols: dict[str, list]) -> DecodedBatch:
+    @staticmethod
+    def _dequantized(meta: ArchiveMeta, codec: Codec, uri: str, start: int,
+                     cols: dict[str, list]) -> tuple[list[np.ndarray], list[SampleLayout]]:
         latents = decode_codes(meta, codec, uri, start, cols["vz_codes"], cols["vz_crc32"],
                                cols["vz_latent_shape"])
         try:
@@ -133,8 +142,7 @@ class DecodeWorker(ModelWorker):
         for i, lay in enumerate(layouts):
             if lay.dtype not in SUPPORTED_DTYPES:
                 raise InputError(uri, f"unknown sample dtype {lay.dtype!r}", row=start + i)
-        return DecodedBatch(cols["vz_key"], self._decode(latents, layouts, uri, start),
-                            {k: v for k, v in cols.items() if k not in BASE_NAMES})
+        return latents, layouts
 
     def process(self, shard: Shard) -> ShardResult:
         start = time.perf_counter()

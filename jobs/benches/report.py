@@ -42,6 +42,53 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *["| " + " | ".join(r) + " |" for r in rows], ""]
 
 
+def targets(results: dict) -> list[list[str]]:
+    """One row per target: what it asks, what was measured, met or not."""
+    rows = []
+
+    def add(what: str, measured: float, ok: bool, fmt: str = ".2f") -> None:
+        rows.append([what, f"{measured:{fmt}}", "met" if ok else "**missed**"])
+
+    for t in results.get("throughput", []):
+        add("encode efficiency >= 0.90", t["encode_efficiency"]["median"],
+            t["encode_efficiency"]["median"] >= 0.90)
+        add("decode efficiency >= 0.90", t["decode_efficiency"]["median"],
+            t["decode_efficiency"]["median"] >= 0.90)
+        add("encode, 2 actors / 1 >= 1.7", t["encode_scaling"]["median"],
+            t["encode_scaling"]["median"] >= 1.7)
+    if "memory" in results:
+        add("memory, 10x shard / 1x <= 1.2", results["memory"]["ratio"],
+            results["memory"]["ratio"] <= 1.2, ".3f")
+    for name, c in results.get("codec", {}).items():
+        r = c["vaezip_per_row_bytes"] / min(c["h_channel_bytes"], c["h_channel_left_bytes"])
+        add(f"{name}: code bytes / entropy bound <= 1.10", r, r <= 1.10)
+        best = min(c["xz9_column_bytes"], c["brotli11_column_bytes"])
+        add(f"{name}: best of xz/brotli (column) / vaezip >= 0.95", best / c["vaezip_per_row_bytes"],
+            best >= 0.95 * c["vaezip_per_row_bytes"])
+    for name, rows_ in results.get("latents", {}).items():
+        default = next(r for r in rows_ if "default" in r["store"])
+        add(f"{name}: default bytes / float16 <= 0.15", default["vs_float16_bytes"],
+            default["vs_float16_bytes"] <= 0.15, ".3f")
+        add(f"{name}: default PSNR loss <= 0.1 dB", default["psnr_loss_db"],
+            default["psnr_loss_db"] <= 0.1, ".3f")
+    rd = results.get("rd")
+    if rd:
+        for key, label in (("photos_ratios", "photo crops"), ("digits_ratios", "digits")):
+            default = next(r for r in rd[key] if r["step_sigmas"] == 1.0)
+            for codec in ("jpeg", "webp"):
+                if default[codec] is None:
+                    rows.append([f"{label}: default bpp / {codec} at equal PSNR <= 0.5",
+                                 "outside the codec's range", "-"])
+                else:
+                    limit = 0.5 if key == "photos_ratios" else 0.2
+                    add(f"{label}: default bpp / {codec} at equal PSNR <= {limit}",
+                        default[codec], default[codec] <= limit)
+        acc = rd["digits_accuracy"]
+        drop = 100 * (acc["accuracy_original"] - acc["accuracy_vaezip"])
+        add("digits: classifier accuracy drop <= 1 point", drop, drop <= 1.0, ".1f")
+    return rows
+
+
 def write_page(results: dict, page: str, out: str) -> None:
     m = results["machine"]
     lines = ["# Benchmarks", "",
@@ -50,7 +97,9 @@ def write_page(results: dict, page: str, out: str) -> None:
              f"Ray {m['ray']}, GPU: {m['cuda'] or 'none'}. Raw figures: "
              f"`{os.path.join(out, 'results.json')}`. Speeds are the median of the repetitions "
              "with their range in brackets; ratios are taken within one repetition, side by "
-             "side, because this machine is shared and noisy.", ""]
+             "side, because this machine is shared and noisy.", "", "## Targets", ""]
+    lines += _table(["target", "measured", ""], targets(results))
+    lines += [results.get("notes", ""), ""]
     if "throughput" in results:
         lines += ["## Pipeline efficiency and scaling", "",
                   "Whole pipeline (read `.npy`, encoder, quantize, zstd, Parquet write; decode: "
