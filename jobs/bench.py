@@ -11,7 +11,9 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", default="data/demo", help="folder written by jobs.prepare_demo")
     p.add_argument("--digits-checkpoint", default="runs/digits-mlp")
     p.add_argument("--photos-checkpoint", default="runs/photos-conv")
-    p.add_argument("--output", default="runs/bench", help="results.json and plots")
+    p.add_argument("--output", default="docs/bench", help="results.json and plots (kept in git, "
+                   "beside the page that shows them)")
     p.add_argument("--page", default="BENCHMARKS.md", help="the page to regenerate")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each speed figure")
     p.add_argument("--rows", type=int, default=2048, help="photo crops in the speed runs")
@@ -71,13 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
     if "throughput" in sections:
         crops = load_arrays(f"{args.data}/photos/train", max_rows=args.rows)
-        speed_dir = os.path.join(args.output, "speed-data")
-        os.makedirs(speed_dir, exist_ok=True)
+        speed_dir = tempfile.mkdtemp(prefix="vzbench-data-")
         for i in range(4):       # four shards: two actors stay busy
             np.save(f"{speed_dir}/crops-{i}.npy", crops[i::4])
         results["throughput"] = [
             throughput.measure("photo crops 64x64, conv VAE", args.photos_checkpoint, speed_dir,
                                crops, 64, args.repeats)]
+        shutil.rmtree(speed_dir)
     if "memory" in sections:
         crops = load_arrays(f"{args.data}/photos/train", max_rows=512)
         results["memory"] = memory_bench.measure(args.photos_checkpoint, crops, 64)
