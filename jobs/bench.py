@@ -22,6 +22,7 @@ import torch
 
 from jobs._cli import Parser, run_main
 from jobs.benches import codec as codec_bench
+from jobs.benches import estimate as estimate_bench
 from jobs.benches import latents as latent_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
@@ -33,7 +34,7 @@ from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
-SECTIONS = ("throughput", "memory", "codec", "latents", "rd")
+SECTIONS = ("throughput", "memory", "codec", "latents", "rd", "estimate")
 
 
 def machine() -> dict:
@@ -63,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = json.load(f)
     results["machine"] = machine()
     results["date"] = datetime.date.today().isoformat()
-    results["command"] = "python -m jobs.bench " + " ".join(argv or sys.argv[1:])
+    command = ("python -m jobs.bench " + " ".join(argv or sys.argv[1:])).strip()
+    if args.only and results.get("command"):   # the other sections come from the earlier run
+        command = f"{results['command']}`, then `{command}"
+    results["command"] = command
     digits_ck = load_checkpoint(args.digits_checkpoint)
     photos_ck = load_checkpoint(args.photos_checkpoint)
     heldout = load_arrays(f"{args.data}/photos/heldout")
@@ -102,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "digits": latent_bench.compare(digits_ck, digits)}
     if "rd" in sections:
         results["rd"] = rd(photos_ck, heldout, digits_ck, digits)
+    if "estimate" in sections:
+        t = (results.get("throughput") or [{}])[0]
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=64)
+        results["estimate"] = estimate_bench.estimate(
+            photos_ck, crops, t.get("bare_encode_rows_s", {}).get("median"),
+            t.get("bare_decode_rows_s", {}).get("median"))
     with open(results_path, "w") as f:
         json.dump(results, f, indent=2)
     write_plots(results, args.output)
