@@ -46,7 +46,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
-# they are missing. About 10 minutes on 2 CPU cores.
+# they are missing. jobs.bench alone took about 5 minutes on 2 CPU cores.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints-dev.txt -e ".[bench]"
 	test -f $(RUNS)/photos-conv/config.json || $(MAKE) demo

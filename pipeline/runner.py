@@ -89,6 +89,7 @@ class Pool:
             num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0)
         self.spec = spec
         self.actors = [self._remote.remote(spec) for _ in range(self.shape.actors)]
+        self._starting: dict[Any, Any] = {}   # info() ref -> replacement actor not yet ready
         # Wait until every actor has loaded its model, so throughput excludes start-up.
         try:
             self.infos = self.call_all("info")
@@ -138,8 +139,12 @@ class Pool:
         todo: list[tuple[float, Shard, int]] = [(0.0, s, 1) for s in shards]  # (not before, ...)
         idle = list(self.actors)
         running: dict[Any, tuple[Any, Shard, int]] = {}
-        self._starting: dict[Any, Any] = {}
         stalled_since: float | None = None
+
+        def fail_waiting(error: str) -> Iterator[ShardResult]:
+            for _, shard, attempt in todo:
+                yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=error)
+            todo.clear()
 
         def retry(shard: Shard, attempt: int, error: str) -> ShardResult | None:
             if attempt < self.config.max_attempts:
@@ -159,11 +164,9 @@ class Pool:
             if not running and not idle:
                 stalled_since = stalled_since or now
                 if now - stalled_since > self.config.start_timeout_s:
-                    for _, shard, attempt in todo:
-                        yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
-                                          error="no worker actor could start in "
-                                          f"{self.config.start_timeout_s:.0f} s (cluster lost "
-                                          "nodes or lacks resources)")
+                    yield from fail_waiting("no worker actor could start in "
+                                            f"{self.config.start_timeout_s:.0f} s (cluster lost "
+                                            "nodes or lacks resources)")
                     return
             else:
                 stalled_since = None
@@ -185,10 +188,7 @@ class Pool:
                     if actor in self.actors:
                         self.actors.remove(actor)
                     if not self.actors:
-                        for _, shard, attempt in todo:
-                            yield ShardResult(shard.name, shard.source, ok=False,
-                                              attempts=attempt, error=f"no worker left: {err}")
-                        todo.clear()
+                        yield from fail_waiting(f"no worker left: {err}")
                 continue
             actor, shard, attempt = running.pop(ref)
             try:
