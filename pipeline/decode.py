@@ -1,6 +1,6 @@
 """DecodeWorker: one archive file in, reconstructions out. The mirror image of EncodeWorker.
 
-    Parquet row groups -> check metadata (version, model fingerprint) -> zstd -> crc32 check
+    Parquet row groups -> check metadata (version, model fingerprint) -> codes -> crc32 check
       -> codes -> dequantize -> group rows by shape -> decoder (inference_mode) -> crop
       -> source shape and dtype -> writer (.npy, Parquet with PNG bytes) -> commit -> _done
 """
@@ -53,15 +53,17 @@ class DecodedBatch:
     columns: dict[str, list]
 
 
-def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, frames: list[bytes],
+def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, payloads: list[bytes],
                  crcs: list[int], latent_shapes: list[list[int]]) -> list[np.ndarray]:
-    """Frames -> per-row dequantized latents of shape ``latent_shape``; checks every crc."""
+    """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape``; checks
+    every row's crc and length, then dequantizes rows of one shape together."""
     q = meta.quantizer
     active = sum(q.active)
-    out = []
-    for i, (frame, crc, lshape) in enumerate(zip(frames, crcs, latent_shapes, strict=True)):
+    groups: dict[tuple[int, ...], list[int]] = {}
+    raws: list[bytes] = []
+    for i, (payload, crc, lshape) in enumerate(zip(payloads, crcs, latent_shapes, strict=True)):
         try:
-            data = codec.decompress(frame)
+            data = codec.raw(payload)
         except Exception as err:  # zstd raises its own error type for corrupt frames
             raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
         if checksum(data) != crc:
@@ -72,8 +74,16 @@ def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, frames: 
         positions = int(np.prod(lshape[1:], dtype=np.int64)) if len(lshape) > 1 else 1
         if len(data) != active * positions * q.dtype.itemsize:
             raise InputError(uri, "code length does not fit the latent shape", row=start + i)
-        codes = rows_to_codes([data], (active, positions), q.dtype, codec.params.layout)
-        out.append(dequantize(codes, q)[0].reshape(lshape))
+        raws.append(data)
+        groups.setdefault(tuple(lshape), []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(raws)
+    for lshape, idx in groups.items():
+        positions = int(np.prod(lshape[1:], dtype=np.int64)) if len(lshape) > 1 else 1
+        codes = rows_to_codes([raws[i] for i in idx], (active, positions), q.dtype,
+                              codec.params.layout)
+        latents = dequantize(codes, q).reshape(len(idx), *lshape)
+        for j, i in enumerate(idx):
+            out[i] = latents[j]
     return out
 
 
@@ -117,7 +127,7 @@ class DecodeWorker(ModelWorker):
         with storage.open_read(uri) as f:
             start = 0
             try:
-                pf = pq.ParquetFile(f)
+                pf = pq.ParquetFile(f, page_checksum_verification=True)
                 missing = set(BASE_NAMES) - set(pf.schema_arrow.names)
                 if missing:
                     raise InputError(uri, f"not a vaezip archive: no columns {sorted(missing)}")

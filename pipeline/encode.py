@@ -2,7 +2,7 @@
 
     read (prefetch thread: fsspec, image decode, to model arrays)
       -> group rows by shape -> encoder (inference_mode, on the worker's device) -> posterior mean
-      -> quantize (job-wide params) -> layout -> crc32 -> zstd -> Parquet row group
+      -> quantize (job-wide params) -> layout -> crc32 -> Parquet row group (zstd column chunk)
       -> temporary name -> commit -> _done/<name>.json (written last)
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline import storage
-from pipeline.codec import Codec, CodecConfig, CodecParams, checksum, row_bytes, train_dictionary
+from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, ArchiveWriter
 from pipeline.models import config_to_dict
@@ -65,6 +65,25 @@ class Encoded:
     latent_shapes: list[tuple[int, ...]]
     means: list[np.ndarray]        # per row, (C, P)
     logvars: list[np.ndarray]
+
+
+def _payloads(means: list[np.ndarray], qparams: QuantizerParams,
+              codec: Codec) -> tuple[list[bytes], list[int], int]:
+    """Per-row (C, P) latents -> ``vz_codes`` payloads, checksums, and the clipped count;
+    rows of one shape are quantized together."""
+    payloads: list[bytes] = [b""] * len(means)
+    crcs = [0] * len(means)
+    clipped = 0
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(means):
+        groups.setdefault(m.shape, []).append(i)
+    for idx in groups.values():
+        codes, n = quantize(np.stack([means[i] for i in idx]), qparams)
+        clipped += n
+        group_payloads, group_crcs = codec.encode(codes)
+        for j, i in enumerate(idx):
+            payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
+    return payloads, crcs, clipped
 
 
 def _where(shard: Shard, row: int) -> tuple[str, int | None]:
@@ -140,10 +159,11 @@ class EncodeWorker(ModelWorker):
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
         samples = []
-        for a in means[:max_rows]:
-            codes, _ = quantize(np.ascontiguousarray(a.T)[None], qparams)
-            samples += row_bytes(codes, cconfig.layout)
-        cparams = CodecParams(level=cconfig.level, layout=cconfig.layout,
+        if cconfig.framing == "row" and cconfig.dictionary:
+            for a in means[:max_rows]:
+                codes, _ = quantize(np.ascontiguousarray(a.T)[None], qparams)
+                samples += row_bytes(codes, cconfig.layout)
+        cparams = CodecParams(level=cconfig.level, layout=cconfig.layout, framing=cconfig.framing,
                               dictionary=train_dictionary(samples, cconfig))
         log.info("calibrated on %d rows: %d of %d channels active, dictionary %d bytes",
                  len(means), sum(qparams.active), qparams.channels, len(cparams.dictionary))
@@ -171,13 +191,8 @@ class EncodeWorker(ModelWorker):
                             uri, row = _where(shard, r)
                             raise InputError(uri, f"duplicate key {key!r}", row=row)
                         seen.add(key)
-                    frames, crcs = [], []
-                    for m in enc.means:
-                        codes, n_clipped = quantize(m[None], job.quantizer)
-                        clipped += n_clipped
-                        (data,) = row_bytes(codes, job.codec.layout)
-                        crcs.append(checksum(data))
-                        frames += codec.compress([data])
+                    frames, crcs, n_clipped = _payloads(enc.means, job.quantizer, codec)
+                    clipped += n_clipped
                     writer.write({
                         "vz_key": enc.keys, "vz_codes": frames, "vz_crc32": crcs,
                         "vz_shape": [list(lay.shape) for lay in enc.layouts],

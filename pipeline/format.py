@@ -1,7 +1,9 @@
-"""The archive's one Parquet schema (version 1), specified in docs/FORMAT.md.
+"""The archive's one Parquet schema (version 2), specified in docs/FORMAT.md.
 
     vz_key           string          stable sample key: "<source path>:<row>" or the source's id
-    vz_codes         binary          zstd frame of the row's quantized codes (codec metadata)
+    vz_codes         binary          the row's quantized codes: raw bytes in a zstd-compressed
+                                     column chunk, or (framing "row", and all of version 1) a
+                                     zstd frame per row
     vz_crc32         uint32          CRC-32 of the uncompressed code bytes
     vz_shape         list<int32>     the source sample's shape
     vz_dtype         string          the source sample's dtype
@@ -10,11 +12,13 @@
 
 File metadata key ``vaezip`` holds JSON: format version, model fingerprint and config,
 quantizer and codec parameters, source URI and job fingerprint. Readers check the version
-before anything else and treat every field as untrusted.
+before anything else and treat every field as untrusted. Version 1 files (per-row frames only)
+are still read.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import IO, Any
@@ -27,7 +31,8 @@ from pipeline.codec import CodecParams
 from pipeline.errors import ConfigError, InputError
 from pipeline.quantize import QuantizerParams
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_KEY = b"vaezip"
 PREFIX = "vz_"
 BASE_FIELDS = [
@@ -66,11 +71,12 @@ class ArchiveMeta:
             version = data.get("format_version") if isinstance(data, dict) else None
         except (ValueError, UnicodeDecodeError) as err:
             raise InputError(uri, f"archive metadata is not valid JSON ({err})") from err
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise InputError(uri, f"unknown archive format version {version!r}; "
-                                  f"this vaezip reads version {FORMAT_VERSION}")
+                                  f"this vaezip reads versions {READABLE_VERSIONS}")
         try:
-            return cls(model_fingerprint=str(data["model"]["fingerprint"]),
+            meta = cls(format_version=version,
+                       model_fingerprint=str(data["model"]["fingerprint"]),
                        model_config=dict(data["model"]["config"]),
                        quantizer=QuantizerParams.from_dict(data["quantizer"]),
                        codec=CodecParams.from_dict(data["codec"]),
@@ -78,6 +84,9 @@ class ArchiveMeta:
                        job_fingerprint=str(data["job_fingerprint"]))
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err
+        if version == 1 and meta.codec.framing != "row":
+            raise InputError(uri, "bad archive metadata: format version 1 has per-row frames only")
+        return meta
 
 
 def read_meta(uri: str) -> ArchiveMeta:
@@ -104,6 +113,16 @@ def num_rows(uri: str) -> int:
 ROW_GROUP_ROWS = 1024
 
 
+def leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet's leaf column paths of an Arrow schema (``vz_shape.list.element``, ...): the
+    names that per-column writer options must use, or nested columns silently miss them."""
+    buf = io.BytesIO()
+    pq.write_table(schema.empty_table(), buf)
+    buf.seek(0)
+    parquet_schema = pq.ParquetFile(buf).schema
+    return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
+
+
 class ArchiveWriter:
     """Streams rows into one archive file; the schema is fixed by the first batch.
 
@@ -126,9 +145,12 @@ class ArchiveWriter:
             for name, values in passthrough.items():
                 fields.append(pa.field(name, pa.array(values).type))
             self.schema = pa.schema(fields)
-            compression = {f.name: "zstd" for f in fields}
-            compression["vz_codes"] = "none"  # already zstd frames
+            compression = {path: "zstd" for path in leaf_paths(self.schema)}
+            codes, level = self.meta.codec.column_compression
+            compression["vz_codes"] = codes
+            levels = {"vz_codes": level} if level is not None else None
             self.writer = pq.ParquetWriter(self.f, self.schema, compression=compression,
+                                           compression_level=levels, write_page_checksum=True,
                                            use_dictionary=["vz_dtype"], write_statistics=["vz_key"],
                                            store_schema=False)
         names = set(self.schema.names) - set(BASE_NAMES)

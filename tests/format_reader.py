@@ -16,9 +16,10 @@ def read_archive_codes(path):
     """Rows of one archive file as dicts: key, codes, latent (dequantized), shape, dtype."""
     pf = pq.ParquetFile(path)
     meta = json.loads(pf.schema_arrow.metadata[b"vaezip"])
-    assert meta["format_version"] == 1
+    assert meta["format_version"] in (1, 2)
     q, c = meta["quantizer"], meta["codec"]
     assert c["name"] == "zstd"
+    per_row_frames = c.get("framing", "row") == "row"
     dict_bytes = base64.b64decode(c["dictionary_b64"])
     dctx = zstandard.ZstdDecompressor(
         dict_data=zstandard.ZstdCompressionDict(dict_bytes) if dict_bytes else None)
@@ -28,7 +29,7 @@ def read_archive_codes(path):
     dtype = np.dtype("<u1") if max(q["levels"]) <= 256 else np.dtype("<u2")
     rows = []
     for row in pf.read().to_pylist():
-        raw = dctx.decompress(row["vz_codes"])
+        raw = dctx.decompress(row["vz_codes"]) if per_row_frames else row["vz_codes"]
         assert zlib.crc32(raw) == row["vz_crc32"]
         lshape = row["vz_latent_shape"]
         positions = int(np.prod(lshape[1:])) if len(lshape) > 1 else 1

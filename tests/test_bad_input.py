@@ -266,12 +266,24 @@ def _rewrite_meta(path, change) -> None:
 
 
 def flipped_code_byte(path):
+    """A code byte changed before the page was written (bad memory, a bad copy)."""
+    pf = pq.ParquetFile(path)
+    t = pf.read()
+    codes = t["vz_codes"].to_pylist()
+    codes[5] = bytes([codes[5][0] ^ 0x5A]) + codes[5][1:]
+    t = t.set_column(t.schema.get_field_index("vz_codes"), "vz_codes", pa.array(codes, pa.binary()))
+    pq.write_table(t.replace_schema_metadata(pf.schema_arrow.metadata), path)
+    return r"p1\.npz\.vz\.parquet row 5: checksum mismatch"
+
+
+def flipped_byte_on_disk(path):
+    """A byte of the stored codes column chunk flipped on disk (bit rot)."""
+    md = pq.ParquetFile(path).metadata
+    chunk = md.row_group(0).column(pq.ParquetFile(path).schema_arrow.get_field_index("vz_codes"))
     data = bytearray(path.read_bytes())
-    frame = pq.read_table(path)["vz_codes"][5].as_py()
-    at = data.find(frame)
-    data[at + len(frame) // 2] ^= 0x5A
+    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x5A
     path.write_bytes(bytes(data))
-    return r"p1\.npz\.vz\.parquet row 5: (checksum mismatch|codes do not decompress)"
+    return r"p1\.npz\.vz\.parquet row 0: corrupt Parquet data \(.*(CRC|checksum)"
 
 
 def truncated_archive(path):
@@ -317,7 +329,7 @@ def not_an_archive(path):
     return r"p1\.npz\.vz\.parquet: not a vaezip archive"
 
 
-DAMAGE = [flipped_code_byte, truncated_archive, unknown_version, quantizer_mismatch,
+DAMAGE = [flipped_code_byte, flipped_byte_on_disk, truncated_archive, unknown_version, quantizer_mismatch,
           metadata_not_json, metadata_bad_types, bad_stored_dtype, not_an_archive]
 
 

@@ -21,3 +21,15 @@ def test_bpp_at_interpolates_and_refuses_to_extrapolate():
     assert bpp_at(curve, 35.0) is None
     r = ratios([{"step_sigmas": 1, "psnr": 25.0, "bpp": 0.3}], {"jpeg": curve})
     assert abs(r[0]["jpeg"] - 0.5) < 1e-12
+
+
+def test_tiles_cut_back_into_the_same_samples():
+    from jobs.benches.rd import tile, untile
+    rng = np.random.default_rng(0)
+    for shape, grid in (((7, 8, 8), (3, 3)), ((5, 4, 6, 3), (2, 3))):   # blank cells last
+        samples = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = tile(samples)
+        assert image.shape[:2] == (grid[0] * shape[1], grid[1] * shape[2])
+        assert np.array_equal(untile(image, len(samples), samples.shape[1:]), samples)
+        assert np.array_equal(image[: shape[1], : shape[2]], samples[0])
+        assert np.array_equal(image[: shape[1], shape[2]: 2 * shape[2]], samples[1])

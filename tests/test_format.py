@@ -8,7 +8,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codec import Codec, CodecConfig, CodecParams, checksum, row_bytes, rows_to_codes
+from pipeline.codec import (
+    FRAMINGS,
+    Codec,
+    CodecConfig,
+    CodecParams,
+    checksum,
+    row_bytes,
+    rows_to_codes,
+)
 from pipeline.decode import decode_codes
 from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
 from pipeline.errors import InputError
@@ -18,15 +26,16 @@ from pipeline.quantize import QuantizerConfig, QuantizerParams, dequantize, quan
 from tests.format_reader import read_archive_codes
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory, digits_dir, trained_mlp):
-    """One archive written by the worker itself, without Ray."""
+@pytest.fixture(scope="module", params=FRAMINGS)
+def archive(request, tmp_path_factory, digits_dir, trained_mlp):
+    """One archive written by the worker itself, without Ray, in each framing."""
     from pipeline.checkpoint import save_checkpoint
     root = tmp_path_factory.mktemp("fmt")
     save_checkpoint(trained_mlp[0], str(root / "ckpt"))
     worker = EncodeWorker(EncodeSpec(checkpoint=str(root / "ckpt"), output=str(root / "arch")))
     shards = plan_shards(digits_dir)
-    q, c = worker.calibrate(shards, 512, QuantizerConfig(), CodecConfig())
+    q, c = worker.calibrate(shards, 512, QuantizerConfig(), CodecConfig(framing=request.param))
+    assert c.framing == request.param
     job = JobParams(q, c, "job", digits_dir)
     for s in shards:
         assert worker.process(s, job).ok
@@ -43,6 +52,22 @@ def test_format_md_decoder_matches_vaezip(archive):
     assert [r["key"] for r in theirs] == table["vz_key"]
     for t, o in zip(theirs, ours, strict=True):
         assert np.array_equal(t["latent"], o)
+
+
+def test_codes_column_is_compressed_by_parquet_only_in_column_framing(archive):
+    path = str(next(archive.glob("*.vz.parquet")))
+    meta = read_meta(path)
+    md = pq.ParquetFile(path).metadata
+    col = pq.ParquetFile(path).schema_arrow.get_field_index("vz_codes")
+    chunk = md.row_group(0).column(col)
+    raw = pq.read_table(path)["vz_codes"].to_pylist()
+    active = meta.quantizer.active.count(True)        # one position per MLP latent
+    if meta.codec.framing == "column":
+        assert chunk.compression == "ZSTD" and {len(r) for r in raw} == {active}
+        assert not meta.codec.dictionary
+    else:
+        assert chunk.compression == "UNCOMPRESSED"
+        assert all(r[:4] == b"\x28\xb5\x2f\xfd" for r in raw)     # zstd frame magic
 
 
 def test_duckdb_queries_the_archive(archive, digits):
@@ -94,17 +119,21 @@ def test_flipped_code_byte_is_caught_by_the_checksum(archive):
     meta = read_meta(path)
     table = pq.read_table(path).to_pydict()
     codec = Codec(meta.codec)
-    raw = bytearray(codec.decompress(table["vz_codes"][3]))
+    raw = bytearray(codec.raw(table["vz_codes"][3]))
     raw[0] ^= 1
     frames = list(table["vz_codes"])
-    frames[3] = Codec(meta.codec)._c.compress(bytes(raw))
+    frames[3] = codec.encode_raw(bytes(raw))
     with pytest.raises(InputError, match="row 3: checksum mismatch"):
         decode_codes(meta, codec, path, 0, frames, table["vz_crc32"], table["vz_latent_shape"])
     assert checksum(bytes(raw)) != table["vz_crc32"][3]
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(format_version=2), "unknown archive format version 2"),
+    (lambda m: m.update(format_version=3), "unknown archive format version 3"),
+    (lambda m: m.update(format_version=True), "unknown archive format version True"),
+    (lambda m: m["codec"].update(framing="block"), "unknown framing 'block'"),
+    (lambda m: m.update(format_version=1) or m["codec"].update(framing="column"),
+     "format version 1 has per-row frames only"),
     (lambda m: m["quantizer"].update(step=[0.0]), "bad archive metadata"),
     (lambda m: m["codec"].update(name="lz4"), "bad archive metadata"),
     (lambda m: m["codec"].update(dictionary_b64="!!"), "bad archive metadata"),
@@ -123,3 +152,23 @@ def test_metadata_round_trips(archive):
     assert again == meta
     assert isinstance(again.quantizer, QuantizerParams)
     assert base64.b64decode(json.loads(meta.to_json())["codec"]["dictionary_b64"]) == meta.codec.dictionary
+
+
+def test_version_1_archives_are_still_read(archive, tmp_path):
+    """Format v1 is v2 with per-row frames and no "framing" field."""
+    path = str(next(archive.glob("*.vz.parquet")))
+    if read_meta(path).codec.framing != "row":
+        pytest.skip("version 1 had per-row frames only")
+    pf = pq.ParquetFile(path)
+    data = json.loads(pf.schema_arrow.metadata[b"vaezip"])
+    data["format_version"] = 1
+    del data["codec"]["framing"]
+    old = str(tmp_path / "v1.vz.parquet")
+    pq.write_table(pf.read().replace_schema_metadata({b"vaezip": json.dumps(data).encode()}), old)
+    meta = read_meta(old)
+    assert meta.format_version == 1 and meta.codec.framing == "row"
+    table = pq.read_table(old).to_pydict()
+    got = decode_codes(meta, Codec(meta.codec), old, 0, table["vz_codes"], table["vz_crc32"],
+                       table["vz_latent_shape"])
+    assert all(np.array_equal(t["latent"], g) for t, g in zip(read_archive_codes(old), got,
+                                                               strict=True))

@@ -8,11 +8,14 @@ model itself, so they are optimistic: a real coder must also pay to describe the
 
 from __future__ import annotations
 
+import io
 import lzma
 import time
 
 import brotli
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zstandard
 
 from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
@@ -43,18 +46,13 @@ def entropy_bounds(codes: np.ndarray, width: int) -> dict:
             "h_channel_left_bytes": h_left / 8}
 
 
-def coders(codes: np.ndarray, config: CodecConfig) -> dict:
-    """Bytes of the same codes under vaezip's per-row zstd and under other coders."""
-    rows = row_bytes(codes, config.layout)
+def coders(codes: np.ndarray, layout: str) -> dict:
+    """Bytes of the same codes, laid out as vaezip lays them out, under other coders."""
+    rows = row_bytes(codes, layout)
     raw = b"".join(rows)
-    dictionary = train_dictionary(rows[:2048], config)
-    codec = Codec(CodecParams(level=config.level, layout=config.layout, dictionary=dictionary))
-    per_row = sum(len(f) for f in codec.compress(rows))
     return {
         "raw_bytes": len(raw),
-        "vaezip_per_row_bytes": per_row,
-        "vaezip_dictionary_bytes": len(dictionary),
-        "zstd_column_bytes": len(zstandard.ZstdCompressor(level=config.level).compress(raw)),
+        "zstd3_column_bytes": len(zstandard.ZstdCompressor(level=3).compress(raw)),
         "zstd19_column_bytes": len(zstandard.ZstdCompressor(level=19).compress(raw)),
         "xz9_column_bytes": len(lzma.compress(raw, preset=9)),
         "brotli11_column_bytes": len(brotli.compress(raw, quality=11)),
@@ -65,26 +63,43 @@ def coders(codes: np.ndarray, config: CodecConfig) -> dict:
     }
 
 
-def speeds(codes: np.ndarray, config: CodecConfig, levels: tuple[int, ...] = (1, 3, 9, 19),
+def speeds(codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 19),
            repeats: int = 3) -> list[dict]:
-    """Per-row compress and decompress MB/s (of uncompressed codes) per zstd level."""
-    rows = row_bytes(codes, config.layout)
+    """Compress and decompress MB/s (of uncompressed codes) per zstd level and framing: per-row
+    frames (dictionary trained on the rows), and a Parquet column of raw rows compressed by
+    Parquet's zstd, as the archive writer stores ``vz_codes`` in column framing."""
+    rows = row_bytes(codes, layout)
     mb = sum(len(r) for r in rows) / 1e6
     out = []
     for level in levels:
-        cfg = CodecConfig(level=level, layout=config.layout, dictionary=config.dictionary)
-        codec = Codec(CodecParams(level=level, layout=config.layout,
+        cfg = CodecConfig(level=level, layout=layout, framing="row")
+        codec = Codec(CodecParams(level=level, layout=layout, framing="row",
                                   dictionary=train_dictionary(rows[:2048], cfg)))
-        c_times, d_times = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            frames = codec.compress(rows)
-            c_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            for f in frames:
-                codec.decompress(f)
-            d_times.append(time.perf_counter() - start)
-        out.append({"level": level, "bytes": sum(len(f) for f in frames),
-                    "compress_mb_s": [mb / t for t in c_times],
-                    "decompress_mb_s": [mb / t for t in d_times]})
+        column = pa.table({"vz_codes": pa.array(rows, pa.binary())})
+        for framing in ("row", "column"):
+            c_times, d_times = [], []
+            for _ in range(repeats):
+                if framing == "row":
+                    start = time.perf_counter()
+                    frames = codec.compress(rows)
+                    c_times.append(time.perf_counter() - start)
+                    size = sum(len(f) for f in frames)
+                    start = time.perf_counter()
+                    for f in frames:
+                        codec.decompress(f)
+                    d_times.append(time.perf_counter() - start)
+                else:
+                    buf = io.BytesIO()
+                    start = time.perf_counter()
+                    pq.write_table(column, buf, compression="zstd", compression_level=level,
+                                   use_dictionary=False, write_statistics=False,
+                                   row_group_size=1024)
+                    c_times.append(time.perf_counter() - start)
+                    size = len(buf.getvalue())
+                    start = time.perf_counter()
+                    pq.read_table(io.BytesIO(buf.getvalue()))
+                    d_times.append(time.perf_counter() - start)
+            out.append({"level": level, "framing": framing, "bytes": size,
+                        "compress_mb_s": [mb / t for t in c_times],
+                        "decompress_mb_s": [mb / t for t in d_times]})
     return out

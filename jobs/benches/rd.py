@@ -2,8 +2,8 @@
 
 Per sample (one file per crop, as datasets store samples) and per whole image. Bits per pixel
 count every byte a sample needs: the image file for JPEG/WebP/PNG, the zstd frame of raw
-pixels, and vaezip's code bytes (its shared dictionary and file overhead amortized over the
-rows, reported apart).
+pixels, and for vaezip the archive file (codes, keys, checksums, shapes) divided by its rows;
+its footer, once per file of up to thousands of rows, is reported apart.
 """
 
 from __future__ import annotations
@@ -56,6 +56,42 @@ def classic_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[di
     return out
 
 
+def tile(samples: np.ndarray) -> np.ndarray:
+    """N equal samples -> one image of them in a near-square grid (blank cells at the end)."""
+    n, h, w = samples.shape[:3]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    grid = np.zeros((rows * cols, *samples.shape[1:]), dtype=samples.dtype)
+    grid[:n] = samples
+    grid = grid.reshape(rows, cols, h, w, *samples.shape[3:]).swapaxes(1, 2)
+    return grid.reshape(rows * h, cols * w, *samples.shape[3:])
+
+
+def untile(image: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    h, w = shape[:2]
+    rows, cols = image.shape[0] // h, image.shape[1] // w
+    grid = image.reshape(rows, h, cols, w, *shape[2:]).swapaxes(1, 2)
+    return grid.reshape(rows * cols, *shape)[:n]
+
+
+def tiled_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[dict]:
+    """All samples in one tiled image (as a sprite sheet stores small images): bytes and PSNR
+    per sample, the PSNR measured on each sample cut back out."""
+    pixels = samples[0].shape[0] * samples[0].shape[1]
+    image = tile(samples)
+    out = []
+    for q in qualities:
+        kw = {"quality": q} if fmt in ("JPEG", "WEBP") else {}
+        size, back = _roundtrip(image, fmt, **kw)
+        back = untile(back, len(samples), samples.shape[1:])
+        out.append({"codec": f"{fmt.lower()} tiled", "quality": q,
+                    "bpp": 8 * size / len(samples) / pixels,
+                    "bytes_per_sample": size / len(samples), "psnr": psnr(back, samples)})
+        if fmt == "PNG":
+            break
+    return out
+
+
 def lossless(samples: np.ndarray) -> list[dict]:
     pixels = samples[0].shape[0] * samples[0].shape[1]
     png = classic_curve(samples, "PNG")[0]
@@ -73,12 +109,12 @@ def vaezip_curve(ckpt: Checkpoint, samples: np.ndarray, steps=STEPS,
     pixels = samples[0].shape[0] * samples[0].shape[1]
     out = []
     for s in steps:
-        _, deq, code_bytes, dict_bytes = vaezip_codes(lat, QuantizerConfig(step_sigmas=s))
-        back = reconstruct(ckpt, deq, lat.shape, samples)
-        per = code_bytes / len(samples)
+        st = vaezip_codes(ckpt, lat, samples, QuantizerConfig(step_sigmas=s))
+        back = reconstruct(ckpt, st.latents, lat.shape, samples)
+        per = st.row_bytes / len(samples)
         out.append({"codec": "vaezip", "step_sigmas": s, "bpp": 8 * per / pixels,
-                    "bytes_per_sample": per, "dictionary_bytes": dict_bytes,
-                    "bpp_with_dictionary": 8 * (code_bytes + dict_bytes) / len(samples) / pixels,
+                    "bytes_per_sample": per, "code_bytes_per_sample": st.code_bytes / len(samples),
+                    "footer_bytes": st.footer_bytes,
                     "psnr": psnr(back, samples), "ssim": ssim(back, samples)})
     return out
 
@@ -125,8 +161,9 @@ def classifier_accuracy(ckpt: Checkpoint, images: np.ndarray) -> dict:
     clf = LogisticRegression(max_iter=5000).fit(raw[:split].reshape(split, -1) / 255.0,
                                                 labels[:split])
     test = raw[split:]
-    _, deq, _, _ = vaezip_codes(encode(ckpt, test), QuantizerConfig())
-    rec = reconstruct(ckpt, deq, (deq.shape[1],), test)
+    lat = encode(ckpt, test)
+    rec = reconstruct(ckpt, vaezip_codes(ckpt, lat, test, QuantizerConfig()).latents, lat.shape,
+                      test)
     flat = len(test), -1
     return {"train_rows": split, "test_rows": len(test),
             "accuracy_original": float(clf.score(test.reshape(flat) / 255.0, labels[split:])),
