@@ -3,6 +3,9 @@
     Parquet row groups -> check metadata (version, model fingerprint) -> codes -> crc32 check
       -> codes -> dequantize -> group rows by shape -> decoder (inference_mode) -> crop
       -> source shape and dtype -> writer (.npy, Parquet with PNG bytes) -> commit -> _done
+
+Three threads: the prefetch thread reads and dequantizes, this thread runs the decoder, and
+a writer thread restores and writes the previous batch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +26,7 @@ from pipeline import storage
 from pipeline.codec import Codec, checksum, rows_to_codes
 from pipeline.errors import InputError
 from pipeline.format import BASE_NAMES, ArchiveMeta, num_rows, read_meta
-from pipeline.outputs import OUTPUT_FORMATS, open_output
+from pipeline.outputs import OUTPUT_FORMATS, Writer, open_output
 from pipeline.plan import Shard, done_uri
 from pipeline.quantize import dequantize
 from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
@@ -93,29 +97,44 @@ class DecodeWorker(ModelWorker):
         self.spec = spec
 
     @torch.inference_mode()
-    def _decode(self, latents: list[np.ndarray], layouts: list[SampleLayout], uri: str,
-                start: int) -> list[np.ndarray]:
-        out: list[np.ndarray] = [np.empty(0)] * len(latents)
+    def _run_model(self, latents: list[np.ndarray], layouts: list[SampleLayout]
+                   ) -> list[tuple[list[int], np.ndarray]]:
+        """Rows grouped by latent and sample shape -> the decoder's (N, ...) output per group."""
         groups: dict[tuple, list[int]] = {}
         for i, (z, lay) in enumerate(zip(latents, layouts, strict=True)):
             groups.setdefault((z.shape, lay.shape), []).append(i)
+        out = []
         for (_, sample_shape), idx in groups.items():
             z = torch.from_numpy(np.stack([latents[i] for i in idx])).to(self.device)
             size = None if self.ckpt.config.kind == "mlp" else tuple(sample_shape[:2])
-            x = self.model.decode(z, size).float().clamp(0.0, 1.0).cpu().numpy()
-            for j, i in enumerate(idx):
-                try:
-                    out[i] = layouts[i].restore(x[j])
-                except ValueError as err:
-                    raise InputError(uri, f"stored shape {layouts[i].shape} does not fit the "
-                                          f"decoder's output {x[j].shape}", row=start + i) from err
+            out.append((idx, self.model.decode(z, size).float().clamp(0.0, 1.0).cpu().numpy()))
         return out
+
+    @staticmethod
+    def _restore(outputs: list[tuple[list[int], np.ndarray]], layouts: list[SampleLayout],
+                 uri: str, start: int) -> list[np.ndarray]:
+        """Decoder outputs -> samples in their source's shape and dtype, in row order."""
+        rows: list[np.ndarray] = [np.empty(0)] * len(layouts)
+        for idx, x in outputs:
+            by_layout: dict[SampleLayout, list[int]] = {}
+            for j, i in enumerate(idx):
+                by_layout.setdefault(layouts[i], []).append(j)
+            for lay, js in by_layout.items():
+                try:
+                    restored = lay.restore_batch(x[js])
+                except ValueError as err:
+                    raise InputError(uri, f"stored shape {lay.shape} does not fit the decoder's "
+                                          f"output {x.shape[1:]}", row=start + idx[js[0]]) from err
+                for j, r in zip(js, restored, strict=True):
+                    rows[idx[j]] = r
+        return rows
 
     def batches(self, uri: str) -> Iterator[DecodedBatch]:
         """Decoded rows of one archive file; reading, checksums and dequantizing run in a
         prefetch thread, so they overlap the decoder."""
         for start, keys, latents, layouts, columns in prefetch(lambda: self._host_side(uri)):
-            yield DecodedBatch(keys, self._decode(latents, layouts, uri, start), columns)
+            outputs = self._run_model(latents, layouts)
+            yield DecodedBatch(keys, self._restore(outputs, layouts, uri, start), columns)
 
     def _host_side(self, uri: str) -> Iterator[tuple]:
         meta = read_meta(uri)
@@ -154,6 +173,28 @@ class DecodeWorker(ModelWorker):
                 raise InputError(uri, f"unknown sample dtype {lay.dtype!r}", row=start + i)
         return latents, layouts
 
+    def _decode_into(self, writer: Writer, uri: str) -> int:
+        """Read (prefetch thread) -> decoder (this thread) -> restore and write (a writer
+        thread, one batch behind), so the decoder is the only stage the others wait on."""
+        rows = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="vaezip-write") as pool:
+            pending: Future | None = None
+            for start, keys, latents, layouts, columns in prefetch(lambda: self._host_side(uri)):
+                outputs = self._run_model(latents, layouts)
+                if pending is not None:
+                    pending.result()             # one batch in flight; its errors surface here
+                pending = pool.submit(self._write, writer, uri, start, keys, outputs, layouts,
+                                      columns)
+                rows += len(keys)
+            if pending is not None:
+                pending.result()
+        return rows
+
+    def _write(self, writer: Writer, uri: str, start: int, keys: list[str],
+               outputs: list[tuple[list[int], np.ndarray]], layouts: list[SampleLayout],
+               columns: dict[str, list]) -> None:
+        writer.write(keys, self._restore(outputs, layouts, uri, start), columns)
+
     def process(self, shard: Shard) -> ShardResult:
         start = time.perf_counter()
         rows = 0
@@ -163,9 +204,7 @@ class DecodeWorker(ModelWorker):
             with storage.atomic_write(out_uri) as raw:
                 f = HashingWriter(raw)
                 with open_output(self.spec.output_format, f, out_uri, rows_total) as writer:
-                    for batch in self.batches(shard.source):
-                        writer.write(batch.keys, batch.samples, batch.columns)
-                        rows += len(batch.keys)
+                    rows = self._decode_into(writer, shard.source)
         except InputError as err:
             log.warning("shard %s failed: %s", shard.name, err)
             return ShardResult(shard.name, shard.source, ok=False, error=str(err),

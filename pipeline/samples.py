@@ -27,13 +27,17 @@ class SampleLayout:
 
     def restore(self, x: np.ndarray) -> np.ndarray:
         """Model output for one sample -> the source's shape and dtype."""
+        return self.restore_batch(x[None])[0]
+
+    def restore_batch(self, x: np.ndarray) -> np.ndarray:
+        """Model outputs for N samples of this layout -> (N, *shape) in the source's dtype."""
         if self.dtype in _INTS:
             x = np.clip(np.rint(x * 255.0), 0, 255)
         elif self.dtype == "bool":
             x = x > 0.5
-        if len(self.shape) == 3 and x.ndim == 3:      # (C, H, W) -> (H, W, C)
-            x = np.moveaxis(x, 0, -1)
-        return x.reshape(self.shape).astype(self.dtype)
+        if len(self.shape) == 3 and x.ndim == 4:      # (N, C, H, W) -> (N, H, W, C)
+            x = np.moveaxis(x, 1, -1)
+        return x.reshape(len(x), *self.shape).astype(self.dtype)
 
 
 def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | None = None
