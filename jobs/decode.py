@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from jobs._cli import Parser, run_main
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
+from pipeline.archive import archive_files
 from pipeline.checkpoint import verify_checkpoint
 from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.errors import InputError
 from pipeline.manifest import write_manifest
 from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
 from pipeline.plan import SUFFIX, Shard, fingerprint, read_done
@@ -24,12 +24,7 @@ from pipeline.runner import run
 
 
 def archive_shards(uri: str, fmt: str) -> list[Shard]:
-    try:
-        files = storage.expand(uri, (SUFFIX,))
-    except FileNotFoundError as err:
-        raise InputError(uri, "no such archive") from err
-    if not files:
-        raise InputError(uri, f"no archive files (*{SUFFIX}) found")
+    files = archive_files(uri)
     return [Shard(index=i, source=f, relpath=storage.basename(f),
                   name=storage.basename(f)[: -len(SUFFIX)] + SUFFIXES[fmt])
             for i, f in enumerate(files)]

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.archive import decode_codes
 from pipeline.codec import (
     FRAMINGS,
     Codec,
@@ -17,7 +18,6 @@ from pipeline.codec import (
     row_bytes,
     rows_to_codes,
 )
-from pipeline.decode import decode_codes
 from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, read_meta

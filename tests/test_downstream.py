@@ -1,0 +1,98 @@
+"""Reading an archive the ways downstream users do: a PyTorch IterableDataset (split across
+DataLoader workers and ranks) and Ray Data, checked against FORMAT.md's own decoder."""
+
+import os
+
+import numpy as np
+import pytest
+import ray
+from torch.utils.data import DataLoader
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.raydata import read_archive, with_latents, with_samples
+from pipeline.torch_data import ArchiveDataset
+from tests.format_reader import read_archive_codes
+from tests.helpers import direct_reconstructions, encode
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, digits_dir, digits_ckpt):
+    arch = tmp_path_factory.mktemp("arch")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        assert encode(digits_dir, digits_ckpt, arch) == 0
+    finally:
+        ray.shutdown()
+    return str(arch)
+
+
+@pytest.fixture(scope="module")
+def reference(archive):
+    """key -> (latent, label) as the third-party decoder reads them."""
+    import pyarrow.parquet as pq
+    out = {}
+    for name in sorted(os.listdir(archive)):
+        if name.endswith(".vz.parquet"):
+            labels = pq.read_table(os.path.join(archive, name), columns=["label"])["label"]
+            for r, label in zip(read_archive_codes(os.path.join(archive, name)),
+                                labels.to_pylist(), strict=True):
+                out[r["key"]] = (r["latent"], label)
+    return out
+
+
+def test_dataset_yields_latents_keys_and_columns(archive, reference):
+    items = list(ArchiveDataset(archive))
+    assert [i["key"] for i in items] == list(reference)           # file order, row order
+    for item in items:
+        latent, label = reference[item["key"]]
+        assert item["latent"].dtype == np.float32 and np.array_equal(item["latent"], latent)
+        assert item["label"] == label
+
+
+def test_dataset_splits_files_across_ranks_and_workers(archive, reference):
+    seen = []
+    for rank in range(2):
+        ds = ArchiveDataset(archive, rank=rank, world_size=2, columns=[])
+        keys = [i["key"] for i in DataLoader(ds, batch_size=None, num_workers=2)]
+        assert keys and all("label" not in k for k in keys)
+        seen += keys
+    assert sorted(seen) == sorted(reference)                     # each row exactly once
+    files = ArchiveDataset(archive).files
+    assert len(files) == 4                                        # one file per reader here
+
+
+def test_dataset_decodes_samples_as_the_decoder_does(archive, digits_ckpt):
+    expected = direct_reconstructions(archive, digits_ckpt)
+    items = list(ArchiveDataset(archive, checkpoint=digits_ckpt, decode=True, batch_rows=100))
+    assert len(items) == len(expected)
+    for item in items:
+        assert item["sample"].dtype == np.uint8 and item["sample"].shape == (8, 8)
+        assert np.array_equal(item["sample"], expected[item["key"]])
+
+
+def test_dataset_refuses_what_it_cannot_do(archive, tmp_path):
+    with pytest.raises(ConfigError, match="needs the checkpoint"):
+        ArchiveDataset(archive, decode=True)
+    with pytest.raises(InputError, match="no archive files"):
+        ArchiveDataset(str(tmp_path))
+    with pytest.raises(InputError, match=r"no such passthrough columns \['caption'\]"):
+        next(iter(ArchiveDataset(archive, columns=["caption"])))
+
+
+def test_ray_data_reads_dequantizes_and_decodes(archive, reference, digits_ckpt):
+    expected = direct_reconstructions(archive, digits_ckpt)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        ds = read_archive(archive)
+        latents = {r["key"]: r for r in with_latents(ds, archive).take_all()}
+        samples = {r["key"]: r for r in with_samples(ds, archive, digits_ckpt).take_all()}
+    finally:
+        ray.shutdown()
+    assert set(latents) == set(reference) == set(samples)
+    for key, (latent, label) in reference.items():
+        assert np.array_equal(latents[key]["latent"], latent) and latents[key]["label"] == label
+        assert np.array_equal(samples[key]["sample"], expected[key])
+        assert samples[key]["label"] == label
+        assert not any(c.startswith("vz_") for c in samples[key])
