@@ -24,7 +24,7 @@ def test_bpp_at_interpolates_and_refuses_to_extrapolate():
 
 
 def test_tiles_cut_back_into_the_same_samples():
-    from jobs.benches.rd import tile, untile
+    from pipeline.grid import tile, untile
     rng = np.random.default_rng(0)
     for shape, grid in (((7, 8, 8), (3, 3)), ((5, 4, 6, 3), (2, 3))):   # blank cells last
         samples = rng.integers(0, 256, shape, dtype=np.uint8)

@@ -96,3 +96,31 @@ def test_ray_data_reads_dequantizes_and_decodes(archive, reference, digits_ckpt)
         assert np.array_equal(samples[key]["sample"], expected[key])
         assert samples[key]["label"] == label
         assert not any(c.startswith("vz_") for c in samples[key])
+
+
+def test_inspect_reports_what_the_files_hold(archive, capsys, digits):
+    import json
+
+    from jobs import inspect
+    from jobs._cli import run_main
+    assert run_main(inspect.main, [archive, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    files = sorted(f for f in os.listdir(archive) if f.endswith(".vz.parquet"))
+    assert d["files"] == len(files) == 4 and d["rows"] == len(digits[0])
+    assert d["bytes"] == sum(os.path.getsize(os.path.join(archive, f)) for f in files)
+    assert d["manifest"] == "complete" and d["failed_shards"] == 0
+    assert d["sample_shapes"] == {"8x8 uint8": len(digits[0])}
+    assert d["passthrough"] == {"label": "int64"}
+    assert d["codec"]["framing"] == "column" and d["format_versions"] == [2]
+    assert 0 < sum(d["column_bytes"].values()) < d["bytes"]
+    assert run_main(inspect.main, [archive]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(digits[0]):,} rows" in text and "vz_codes" in text
+
+
+def test_inspect_of_a_folder_without_archive_is_one_clear_error(tmp_path, capsys):
+    from jobs import inspect
+    from jobs._cli import run_main
+    assert run_main(inspect.main, [str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no archive files (*.vz.parquet) found" in err

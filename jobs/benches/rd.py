@@ -17,6 +17,7 @@ from skimage.metrics import structural_similarity
 
 from jobs.benches.latents import Latents, encode, psnr, reconstruct, vaezip_codes
 from pipeline.checkpoint import Checkpoint
+from pipeline.grid import tile, untile
 from pipeline.quantize import QuantizerConfig
 
 QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -54,24 +55,6 @@ def classic_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[di
         if fmt == "PNG":
             break
     return out
-
-
-def tile(samples: np.ndarray) -> np.ndarray:
-    """N equal samples -> one image of them in a near-square grid (blank cells at the end)."""
-    n, h, w = samples.shape[:3]
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = -(-n // cols)
-    grid = np.zeros((rows * cols, *samples.shape[1:]), dtype=samples.dtype)
-    grid[:n] = samples
-    grid = grid.reshape(rows, cols, h, w, *samples.shape[3:]).swapaxes(1, 2)
-    return grid.reshape(rows * h, cols * w, *samples.shape[3:])
-
-
-def untile(image: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:
-    h, w = shape[:2]
-    rows, cols = image.shape[0] // h, image.shape[1] // w
-    grid = image.reshape(rows, h, cols, w, *shape[2:]).swapaxes(1, 2)
-    return grid.reshape(rows * cols, *shape)[:n]
 
 
 def tiled_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[dict]:
