@@ -54,7 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each speed figure")
     p.add_argument("--rows", type=int, default=2048, help="photo crops in the speed runs")
     p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--page-only", action="store_true", help="measure nothing: redraw the plots "
+                   "and the page from the existing results.json (after editing the notes)")
     args = p.parse_args(argv)
+    if args.page_only:
+        with open(os.path.join(args.output, "results.json")) as f:
+            results = json.load(f)
+        write_plots(results, args.output)
+        write_page(results, args.page, args.output)
+        print(f"wrote {args.page} from {args.output}/results.json")
+        return 0
     sections = args.only or SECTIONS
     os.makedirs(args.output, exist_ok=True)
     results_path = os.path.join(args.output, "results.json")
