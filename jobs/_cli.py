@@ -7,18 +7,98 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.errors import VaezipError
+import yaml
+
+from pipeline.errors import ConfigError, VaezipError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that shows defaults in --help and exits 2 with one line on a bad argument."""
+    """argparse that shows defaults in --help, exits 2 with one line on a bad argument, and
+    takes ``--config FILE`` (YAML or TOML) as an alternative to flags.
+
+    A config file's keys are the long option names (``zstd-level`` or ``zstd_level``); its
+    values become the defaults, so a flag on the command line still wins. Unknown keys, and
+    values outside an option's choices, are errors.
+    """
 
     def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(**kwargs)
+        self.add_argument("--config", help="YAML (.yaml/.yml) or TOML (.toml) file of option "
+                          "values, keyed by long option name; command-line flags win")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        argv = list(sys.argv[1:] if args is None else args)
+        path = _config_path(argv)
+        if path is not None:
+            self._apply_config(path, load_config(path))
+        return super().parse_args(argv, namespace)
+
+    def _apply_config(self, path: str, values: dict) -> None:
+        actions = {a.dest: a for a in self._actions if a.option_strings and a.dest != "help"}
+        for key, value in values.items():
+            dest = str(key).replace("-", "_")
+            action = actions.get(dest)
+            if action is None or dest == "config":
+                raise ConfigError(f"{path}: unknown option {key!r}")
+            if isinstance(value, str) and action.type is not None:
+                try:
+                    value = action.type(value)  # type: ignore[misc, operator]
+                except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+                    raise ConfigError(f"{path}: {key}: {err}") from err
+            if isinstance(value, list) and action.nargs is None and action.type is int_tuple:
+                value = tuple(int(v) for v in value)
+            if action.choices is not None and value not in action.choices:
+                raise ConfigError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
+            action.default = value
+            action.required = False
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def load_config(path: str) -> dict:
+    """A YAML or TOML file of option values (a mapping)."""
+    from pipeline import storage
+    try:
+        text = storage.read_bytes(path).decode()
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path} not found") from err
+    try:
+        if path.endswith(".toml"):
+            data = tomllib.loads(text)
+        elif path.endswith((".yaml", ".yml")):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path}: use .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} does not parse: {' '.join(str(err).split())}"
+                          ) from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option names to values")
+    return data
+
+
+def save_resolved(args: argparse.Namespace, uri: str) -> None:
+    """Every option's final value, as YAML that ``--config`` reads back."""
+    from pipeline import storage
+    values = {k.replace("_", "-"): list(v) if isinstance(v, tuple) else v
+              for k, v in sorted(vars(args).items()) if k != "config"}
+    storage.write_bytes(uri, yaml.safe_dump(values, sort_keys=True).encode())
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -76,9 +76,11 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--actors", type=int, help="worker actors (default: one per GPU, else one "
                    "per --threads CPUs of the cluster)")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
-    r.add_argument("--device", choices=("auto", "cpu"), default="auto",
-                   help="auto: GPU actors when the cluster has GPUs; cpu: never a GPU")
-    r.add_argument("--batch-rows", type=int, default=256, help="rows per model batch")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: one GPU per actor when the cluster has GPUs, else CPU actors; "
+                   "cpu: never a GPU; cuda: GPUs or a clear error")
+    r.add_argument("--batch-rows", type=int, default=256, help="rows per model batch (samples "
+                   "per encoder/decoder call; GPU memory grows with it)")
     r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     r.add_argument("--overwrite", action="store_true", help="redo every shard")
     r.add_argument("--max-failed-shards", type=int, default=0,
@@ -89,5 +91,6 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
 
 def pool_config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig(actors=args.actors, threads_per_actor=args.threads,
-                      use_gpus=args.device != "cpu", max_attempts=args.max_attempts,
+                      use_gpus=args.device != "cpu", require_gpus=args.device == "cuda",
+                      max_attempts=args.max_attempts,
                       address=args.address)

@@ -34,7 +34,7 @@ from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
-SECTIONS = ("throughput", "memory", "codec", "latents", "rd", "estimate")
+SECTIONS = ("throughput", "memory", "codec", "latents", "rd", "features", "estimate")
 
 
 def machine() -> dict:
@@ -46,8 +46,10 @@ def machine() -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/demo", help="folder written by jobs.prepare_demo")
-    p.add_argument("--digits-checkpoint", default="runs/digits-mlp")
-    p.add_argument("--photos-checkpoint", default="runs/photos-conv")
+    p.add_argument("--digits-checkpoint", default="runs/digits-mlp", help="MLP VAE trained on "
+                   "the digits (make demo writes it)")
+    p.add_argument("--photos-checkpoint", default="runs/photos-conv", help="conv VAE trained on "
+                   "photo crops (make demo writes it)")
     p.add_argument("--output", default="docs/bench", help="results.json and plots (kept in git, "
                    "beside the page that shows them)")
     p.add_argument("--page", default="BENCHMARKS.md", help="the page to regenerate")
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "digits": latent_bench.compare(digits_ck, digits)}
     if "rd" in sections:
         results["rd"] = rd(photos_ck, heldout, digits_ck, digits)
+    if "features" in sections:
+        results["features"] = rd_bench.feature_probe(digits_ck, digits)
     if "estimate" in sections:
         t = (results.get("throughput") or [{}])[0]
         crops = load_arrays(f"{args.data}/photos/train", max_rows=64)

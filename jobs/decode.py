@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jobs._cli import Parser, run_main
+from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.archive import archive_files
@@ -22,6 +22,7 @@ from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
 from pipeline.plan import SUFFIX, Shard, fingerprint, read_done
 from pipeline.runner import run
 
+CONFIG = "decode.config.yaml"   # every option's final value, beside the output
 
 def archive_shards(uri: str, fmt: str) -> list[Shard]:
     files = archive_files(uri)
@@ -38,12 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="npy",
                    help="npy: one array per shard + .keys.parquet; parquet: key, PNG bytes and "
                    "columns; images: one PNG per row at a path from its key, plus "
-                   "<shard>.index.parquet; webdataset: one .tar per shard (default: npy)")
+                   "<shard>.index.parquet; webdataset: one .tar per shard")
     add_running_args(p)
     args = p.parse_args(argv)
 
     model_fp = verify_checkpoint(args.checkpoint)
     shards = archive_shards(args.input, args.format)
+    save_resolved(args, storage.join(args.output, CONFIG))
     job_fp = fingerprint(model_fp, args.input, args.format)
     todo = [s for s in shards if args.overwrite
             or (read_done(args.output, s.name) or {}).get("job_fingerprint") != job_fp]

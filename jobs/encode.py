@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs._cli import Parser, run_main
+from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
@@ -30,6 +30,8 @@ from pipeline.runner import run
 log = logging.getLogger("jobs.encode")
 JOB = "job.json"
 
+
+CONFIG = "encode.config.yaml"   # every option's final value, beside the output
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m jobs.encode", description=__doc__.split("\n\n")[0])
@@ -93,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if previous is not None and previous.get("settings") != settings:
         raise ConfigError(f"{args.output} already holds an archive of another job "
                           f"(job.json settings differ); use another --output or --overwrite")
+    save_resolved(args, storage.join(args.output, CONFIG))
     spec = EncodeSpec(checkpoint=args.checkpoint, output=args.output, read=read,
                       device=args.device, threads=args.threads,
                       key_column=args.key_column)

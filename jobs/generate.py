@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs._cli import Parser, run_main
+from jobs._cli import Parser, run_main, save_resolved
 from pipeline import storage
 from pipeline.checkpoint import load_checkpoint
 from pipeline.generate import generate, sample_layout
@@ -21,6 +21,7 @@ from pipeline.grid import tile
 from pipeline.outputs import npy, sample_file
 from pipeline.worker_common import pick_device
 
+CONFIG = "generate.config.yaml"   # every option's final value, beside the output
 
 def size_arg(text: str) -> tuple[int, int]:
     try:
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
         _, data = sample_file(grid)
         storage.write_bytes(storage.join(args.output, "grid.png"), data)
+    save_resolved(args, storage.join(args.output, CONFIG))
     print(f"wrote {len(samples)} samples of shape {samples.shape[1:]} to {args.output}")
     return 0
 

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.prepare_demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--output", default="data/demo", help="folder (or URL) to write into")
     p.add_argument("--crop", type=int, default=64, help="side of the square photo crops, pixels")
-    p.add_argument("--rows-per-shard", type=int, default=512)
+    p.add_argument("--rows-per-shard", type=int, default=512, help="samples per .npz shard")
     args = p.parse_args(argv)
 
     images, labels = demo_data.digits()

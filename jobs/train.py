@@ -54,7 +54,7 @@ def build_parser() -> Parser:
                    help="p(x|z): gaussian for continuous data, bernoulli for binary data")
     t = p.add_argument_group("training")
     d = TrainSettings()
-    t.add_argument("--epochs", type=int, default=d.epochs)
+    t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training rows")
     t.add_argument("--max-minutes", type=float, help="stop after this much training time")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per step")
     t.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
@@ -64,7 +64,8 @@ def build_parser() -> Parser:
     t.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="share of rows held out for validation")
     t.add_argument("--max-rows", type=int, help="train on at most this many rows")
-    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, "
+                   "batches)")
     t.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     r = p.add_argument_group("reading")

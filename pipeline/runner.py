@@ -13,6 +13,7 @@ that needs a CPU would otherwise wait forever.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ class PoolConfig:
     actors: int | None = None         # default: from the cluster's resources
     threads_per_actor: int = 1        # CPU threads (and Ray CPUs) per actor
     use_gpus: bool = True             # one GPU per actor when the cluster has GPUs
+    require_gpus: bool = False        # fail, rather than run on CPUs, when it has none
     max_attempts: int = 3             # per shard, for failures that can pass
     retry_backoff_s: float = 0.5      # wait before a retry, doubled per attempt
     start_timeout_s: float = 300.0    # give up when no actor can start for this long
@@ -45,9 +47,25 @@ class PoolConfig:
             raise ConfigError("threads_per_actor and max_attempts must be positive")
 
 
+def _check_reachable(address: str) -> None:
+    """A host:port address with nobody listening fails here at once, instead of after
+    Ray's own connection retries (a minute or more)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return          # "auto", "ray://...", a bare host: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: nothing answers on "
+                          f"{host} port {port} ({err.strerror or err}); is the head running "
+                          "(ray start --head), and is this its GCS address?") from err
+
+
 def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
+    if address:
+        _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  configure_logging=False)
@@ -64,6 +82,10 @@ class PoolShape:
 
 def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    if config.require_gpus and gpus == 0:
+        raise ConfigError(f"--device cuda: the Ray cluster has no GPUs (it has {cpus} CPUs); "
+                          "start the workers with GPUs (ray start --num-gpus N), or use "
+                          "--device auto to run on CPUs")
     if config.use_gpus and gpus > 0:
         n = config.actors or gpus
         if n > gpus:

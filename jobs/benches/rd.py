@@ -151,3 +151,23 @@ def classifier_accuracy(ckpt: Checkpoint, images: np.ndarray) -> dict:
     return {"train_rows": split, "test_rows": len(test),
             "accuracy_original": float(clf.score(test.reshape(flat) / 255.0, labels[split:])),
             "accuracy_vaezip": float(clf.score(rec.reshape(flat) / 255.0, labels[split:]))}
+
+
+def feature_probe(ckpt: Checkpoint, images: np.ndarray, split: int = 1200) -> dict:
+    """A linear probe: logistic regression on raw pixels against the same on the encoder's
+    posterior means (what ``jobs.features`` exports), same train/test split of the digits."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.demo_data import digits as load_digits
+    raw, labels = load_digits()
+    assert np.array_equal(raw, images)
+    pixels = raw.reshape(len(raw), -1) / 255.0
+    means = encode(ckpt, raw).mean.reshape(len(raw), -1)
+    out = {"train_rows": split, "test_rows": len(raw) - split,
+           "pixel_dims": int(pixels.shape[1]), "feature_dims": int(means.shape[1])}
+    for name, x in (("pixels", pixels), ("features", means)):
+        scaler = StandardScaler().fit(x[:split])
+        clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x[:split]), labels[:split])
+        out[f"accuracy_{name}"] = float(clf.score(scaler.transform(x[split:]), labels[split:]))
+    return out

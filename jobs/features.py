@@ -1,0 +1,66 @@
+"""Export the encoder's posterior means as a feature table:
+``python -m jobs.features --input DATA --checkpoint CKPT --output FEATURES``.
+
+One ``<input file>.features.parquet`` per input file: ``key``, ``mean`` (float32 vector of the
+flattened latent), optionally ``logvar``, ``latent_shape``, and every passthrough column
+(labels, captions, ids). Runs on the same Ray actor pool as encode; a re-run finishes only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from jobs._cli import Parser, run_main, save_resolved
+from jobs._driver import add_running_args, dispatch, pool_config
+from pipeline import storage
+from pipeline.checkpoint import verify_checkpoint
+from pipeline.encode import EncodeSpec
+from pipeline.features import FeatureSpec, FeatureWorker, features_name
+from pipeline.plan import fingerprint, plan_shards, read_done
+from pipeline.readers import ReadOptions
+from pipeline.runner import run
+
+CONFIG = "features.config.yaml"   # every option's final value, beside the output
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = Parser(prog="python -m jobs.features", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
+    p.add_argument("--output", required=True, help="folder for the feature tables")
+    p.add_argument("--logvar", action="store_true", help="also write the posterior log-variance")
+    p.add_argument("--key-column", help="source column holding a stable id for each sample")
+    p.add_argument("--array-key", help=".npz: the array that holds the samples")
+    p.add_argument("--column", help="Parquet column / WebDataset field holding the samples")
+    p.add_argument("--images-per-shard", type=int, default=1000,
+                   help="folders of image files: images per output file")
+    add_running_args(p)
+    args = p.parse_args(argv)
+    model_fp = verify_checkpoint(args.checkpoint)
+    shards = plan_shards(args.input, args.images_per_shard)
+    save_resolved(args, storage.join(args.output, CONFIG))
+    job_fp = fingerprint("features", model_fp, args.input, args.logvar, args.key_column,
+                         args.array_key, args.column, args.images_per_shard)
+    spec = FeatureSpec(EncodeSpec(
+        checkpoint=args.checkpoint, output=args.output, device=args.device, threads=args.threads,
+        read=ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column),
+        key_column=args.key_column), with_logvar=args.logvar)
+
+    def done(shard) -> bool:  # type: ignore[no-untyped-def]
+        record = read_done(args.output, features_name(shard))
+        return bool(record) and record.get("job_fingerprint") == job_fp
+
+    todo = [s for s in shards if args.overwrite or not done(s)]
+    summary = run(FeatureWorker, spec, pool_config(args),
+                  lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp))
+    print(summary.text("features of"))
+    return 0 if len(summary.failed) <= args.max_failed_shards else 1
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

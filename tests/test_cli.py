@@ -1,0 +1,95 @@
+"""What users expect of the command lines: every option explained, config files as an
+alternative to flags (saved resolved beside the output), one clear line when the cluster is
+not what the user said."""
+
+import importlib
+
+import pytest
+import yaml
+
+from jobs import encode as encode_job
+from jobs._cli import Parser, run_main
+
+JOBS = ["encode", "decode", "train", "verify", "prepare_demo", "bench", "inspect", "generate",
+        "features"]
+
+
+class _Captured(Exception):
+    pass
+
+
+def parser_of(name, monkeypatch):
+    """The job's own parser, taken as its main() is about to parse."""
+    captured = {}
+
+    def capture(self, args=None, namespace=None):
+        captured["p"] = self
+        raise _Captured
+
+    monkeypatch.setattr(Parser, "parse_args", capture)
+    with pytest.raises(_Captured):
+        importlib.import_module(f"jobs.{name}").main([])
+    return captured["p"]
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_every_option_is_explained(name, monkeypatch):
+    p = parser_of(name, monkeypatch)
+    options = [a for a in p._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for a in options:
+        assert a.help and len(a.help) > 10, (name, a.option_strings)
+
+
+def _args(tmp_path, digits_dir, digits_ckpt):
+    return {"input": digits_dir, "checkpoint": digits_ckpt, "output": str(tmp_path / "arch"),
+            "calibration-rows": 256, "zstd-level": 5}
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.timeout(300)
+def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, digits_ckpt,
+                                                         capsys):
+    values = _args(tmp_path, digits_dir, digits_ckpt)
+    toml = tmp_path / "job.toml"
+    toml.write_text("\n".join(f'{k} = {v!r}'.replace("'", '"') for k, v in values.items()))
+    # a flag on the command line wins over the file
+    assert run_main(encode_job.main, ["--config", str(toml), "--layout", "channel"]) == 0
+    resolved = yaml.safe_load((tmp_path / "arch" / "encode.config.yaml").read_text())
+    assert resolved["zstd-level"] == 5 and resolved["layout"] == "channel"
+    assert resolved["input"] == digits_dir and resolved["calibration-rows"] == 256
+    import json
+    job = json.loads((tmp_path / "arch" / "job.json").read_text())
+    assert job["codec"]["level"] == 5 and job["codec"]["layout"] == "channel"
+    capsys.readouterr()
+    # the saved file runs the same job again: everything is already complete
+    again = tmp_path / "again.yaml"
+    again.write_text((tmp_path / "arch" / "encode.config.yaml").read_text())
+    assert run_main(encode_job.main, ["--config", str(again)]) == 0
+    assert "encoded 0 shards (4 already complete" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("zstd-levl: 5\n", "unknown option 'zstd-levl'"),
+    ("layout: diagonal\n", "layout: 'diagonal' is not one of ['channel', 'position']"),
+    ("[not, a, mapping]\n", "must hold a mapping"),
+    ("a: [\n", "does not parse"),
+])
+def test_bad_config_file_is_one_clear_line(tmp_path, capsys, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    assert run_main(encode_job.main, ["--config", str(cfg), "--input", "x", "--checkpoint", "y",
+                                      "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.timeout(120)
+def test_asking_for_gpus_on_a_cpu_cluster_is_one_clear_line(tmp_path, digits_dir, digits_ckpt,
+                                                            capsys):
+    assert run_main(encode_job.main, ["--input", digits_dir, "--checkpoint", digits_ckpt,
+                                      "--output", str(tmp_path / "a"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda: the Ray cluster has no GPUs" in err and "\n" not in err
