@@ -77,7 +77,7 @@ class FeatureWorker(EncodeWorker):
                                                  enc.batch.columns.items()}})
                     if writer is None:
                         writer = pq.ParquetWriter(f, table.schema, compression="zstd")
-                    elif table.schema != writer.schema_arrow:
+                    elif table.schema != writer.schema:
                         raise InputError(shard.source, "passthrough columns changed type "
                                                        "within the shard")
                     writer.write_table(table)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.models import ConvConfig, MLPConfig, ModelConfig
+from pipeline.models import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig
 
 _FLOATS = ("float16", "float32", "float64")
 _INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
@@ -60,7 +60,7 @@ def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | No
             raise InputError(uri, f"sample has {x.size} values, the model takes "
                                   f"{config.input_dim} (shape {arr.shape})", row=row)
         return x.reshape(-1), layout
-    assert isinstance(config, ConvConfig)
+    assert isinstance(config, (ConvConfig, DiffusersConfig))
     c = config.in_channels
     if x.ndim == 2 and c == 1:
         return x[None], layout

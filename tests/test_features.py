@@ -19,11 +19,11 @@ def test_feature_table_holds_the_encoder_means_with_keys_and_labels(tmp_path, di
     args = ["--input", digits_dir, "--checkpoint", digits_ckpt, "--output", str(out), "--logvar"]
     assert run_main(features_job.main, args) == 0
     files = sorted(out.glob("*.features.parquet"))
-    assert [f.name for f in files] == [f"digits-{i}.npz.features.parquet" for i in range(4)]
+    assert [f.name for f in files] == [f"digits-{i:05d}.npz.features.parquet" for i in range(4)]
     table = pq.read_table(files)
     assert table.num_rows == len(digits[0])
     assert table.column_names == ["key", "mean", "logvar", "latent_shape", "label"]
-    assert table["key"][0].as_py() == "digits-0.npz:0"
+    assert table["key"][0].as_py() == "digits-00000.npz:0"
     ckpt = load_checkpoint(digits_ckpt)
     with torch.inference_mode():
         post = ckpt.model.encode(torch.from_numpy(digits[0].reshape(len(digits[0]), -1) / 255.0)
@@ -34,8 +34,8 @@ def test_feature_table_holds_the_encoder_means_with_keys_and_labels(tmp_path, di
     np.testing.assert_allclose(np.stack(table["logvar"].to_numpy(zero_copy_only=False)),
                                post.logvar.numpy(), rtol=0, atol=1e-5)
     assert table["label"].to_pylist() == digits[1].tolist()
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*.features.parquet') "
-                   "WHERE label = 3").fetchone()[0]
+    [(n,)] = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet("
+                                      f"'{out}/*.features.parquet') WHERE label = 3").fetchall()
     assert n == int((digits[1] == 3).sum())
     # a re-run finds every shard complete and rewrites nothing
     before = {f: f.stat().st_mtime_ns for f in files}

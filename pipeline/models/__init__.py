@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.models.base import VAE, Posterior
 from pipeline.models.config import (
     ConvConfig,
+    DiffusersConfig,
     MLPConfig,
     ModelConfig,
     config_from_dict,
@@ -15,7 +16,7 @@ from pipeline.models.conv import ConvVAE
 from pipeline.models.mlp import MLPVAE
 
 __all__ = [
-    "VAE", "Posterior", "ConvConfig", "MLPConfig", "ModelConfig", "build_model",
+    "VAE", "Posterior", "ConvConfig", "DiffusersConfig", "MLPConfig", "ModelConfig", "build_model",
     "config_from_dict", "config_to_dict", "config_to_json",
 ]
 
@@ -25,4 +26,7 @@ def build_model(config: ModelConfig) -> VAE:
         return MLPVAE(config)
     if isinstance(config, ConvConfig):
         return ConvVAE(config)
+    if isinstance(config, DiffusersConfig):
+        from pipeline.models.diffusers_vae import DiffusersVAE  # the optional extra
+        return DiffusersVAE(config)
     raise TypeError(f"no model for config {type(config).__name__}")

@@ -66,8 +66,37 @@ class ConvConfig:
         _check_likelihood(self.likelihood)
 
 
-ModelConfig = MLPConfig | ConvConfig
-_KINDS: dict[str, type] = {"mlp": MLPConfig, "conv": ConvConfig}
+@dataclass(frozen=True)
+class DiffusersConfig:
+    """A pretrained ``diffusers.AutoencoderKL`` (the Stable Diffusion / SDXL / FLUX VAEs).
+
+    ``autoencoder`` is the AutoencoderKL's own config (its ``config.json``), enough to rebuild
+    the network with no download; the weights are this checkpoint's safetensors. Latents are
+    what the diffusion model expects: ``(z - shift_factor) * scaling_factor``.
+    """
+
+    autoencoder: dict[str, Any]
+    scaling_factor: float
+    shift_factor: float = 0.0
+    in_channels: int = 3
+    latent_channels: int = 4
+    downsample_factor: int = 8
+    likelihood: Likelihood = "gaussian"
+    kind: Literal["diffusers"] = "diffusers"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.autoencoder, dict):
+            raise ConfigError("diffusers autoencoder config must be a JSON object")
+        if not self.scaling_factor > 0:
+            raise ConfigError(f"scaling_factor must be positive, got {self.scaling_factor}")
+        if self.in_channels not in (1, 3) or self.latent_channels < 1 or self.downsample_factor < 1:
+            raise ConfigError("bad diffusers config: in_channels 1 or 3, positive latent "
+                              "channels and downsample factor")
+        _check_likelihood(self.likelihood)
+
+
+ModelConfig = MLPConfig | ConvConfig | DiffusersConfig
+_KINDS: dict[str, type] = {"mlp": MLPConfig, "conv": ConvConfig, "diffusers": DiffusersConfig}
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
