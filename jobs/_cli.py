@@ -54,8 +54,8 @@ class Parser(argparse.ArgumentParser):
                     value = action.type(value)  # type: ignore[misc, operator]
                 except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
                     raise ConfigError(f"{path}: {key}: {err}") from err
-            if isinstance(value, list) and action.nargs is None and action.type is int_tuple:
-                value = tuple(int(v) for v in value)
+            if isinstance(value, list) and action.type in (int_tuple, float_tuple):
+                value = tuple(value)
             if action.choices is not None and value not in action.choices:
                 raise ConfigError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
             action.default = value
@@ -120,3 +120,10 @@ def int_tuple(text: str) -> tuple[int, ...]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
+
+
+def float_tuple(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err

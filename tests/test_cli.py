@@ -11,7 +11,7 @@ from jobs import encode as encode_job
 from jobs._cli import Parser, run_main
 
 JOBS = ["encode", "decode", "train", "verify", "prepare_demo", "bench", "inspect", "generate",
-        "features"]
+        "features", "sweep", "import_diffusers"]
 
 
 class _Captured(Exception):
