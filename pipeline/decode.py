@@ -97,6 +97,7 @@ class DecodeWorker(ModelWorker):
                   "source": shard.source, "rows": rows, "bytes": f.bytes,
                   "sha256": f.sha256.hexdigest(), "seconds": round(seconds, 3)}
         storage.write_bytes(done_uri(self.spec.output, shard.name), json.dumps(record).encode())
+        log.info("shard %s: %d rows, %d bytes, %.2f s", shard.name, rows, f.bytes, seconds)
         return ShardResult(shard.name, shard.source, ok=True, rows=rows,
                            input_bytes=storage.size(shard.source), output_bytes=f.bytes,
                            seconds=seconds)

@@ -93,3 +93,31 @@ def test_asking_for_gpus_on_a_cpu_cluster_is_one_clear_line(tmp_path, digits_dir
                                       "--output", str(tmp_path / "a"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--device cuda: the Ray cluster has no GPUs" in err and "\n" not in err
+
+
+def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
+    import logging
+
+    import numpy as np
+
+    from pipeline.codec import CodecConfig
+    from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+    from pipeline.plan import plan_shards
+    from pipeline.quantize import QuantizerConfig
+    data = tmp_path / "data"
+    data.mkdir()
+    good = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    np.save(data / "good.npy", good)
+    bad = good.astype(np.float32)
+    bad[7, 2, 2] = np.nan
+    np.save(data / "bad.npy", bad)
+    worker = EncodeWorker(EncodeSpec(checkpoint=digits_ckpt, output=str(tmp_path / "arch")))
+    shards = plan_shards(str(data))
+    q, c = worker.calibrate([s for s in shards if s.relpath == "good.npy"], 64, QuantizerConfig(),
+                            CodecConfig())
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        results = {s.relpath: worker.process(s, JobParams(q, c, "job", str(data))) for s in shards}
+    assert results["good.npy"].ok and not results["bad.npy"].ok
+    text = caplog.text
+    assert "shard good.npy.vz.parquet: 20 rows" in text
+    assert "shard bad.npy.vz.parquet failed: " in text and "bad.npy row 7: sample holds NaN" in text

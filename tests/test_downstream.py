@@ -124,3 +124,17 @@ def test_inspect_of_a_folder_without_archive_is_one_clear_error(tmp_path, capsys
     assert run_main(inspect.main, [str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no archive files (*.vz.parquet) found" in err
+
+
+def test_the_readme_duckdb_example_runs_on_an_archive(archive, digits):
+    import re
+    from pathlib import Path
+
+    import duckdb
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (sql,) = re.findall(r"```sql\n-- duckdb\n(.*?)```", readme, flags=re.S)
+    assert "runs/digits-archive" in sql
+    rows = duckdb.connect().execute(sql.replace("runs/digits-archive", archive)).fetchall()
+    assert [(label, n) for label, n, _ in rows] == [(d, int((digits[1] == d).sum()))
+                                                    for d in range(10)]
+    assert all(code_bytes > 0 for *_, code_bytes in rows)

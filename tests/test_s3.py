@@ -52,7 +52,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     fs = s3fs.S3FileSystem()
     names = sorted(os.path.basename(p) for p in fs.ls("arch/digits"))
     assert names == ["_done", *[f"digits-{i:05d}.npz.vz.parquet" for i in range(4)],
-                     "job.json", "manifest.json"]
+                     "encode.config.yaml", "job.json", "manifest.json"]
     local = tmp_path / "arch"
     fs.get("arch/digits/", str(local), recursive=True)
     direct = direct_reconstructions(str(local), digits_ckpt)
