@@ -45,6 +45,10 @@ class Summary:
                  f"{self.input_bytes:,} input bytes -> {self.output_bytes:,} bytes "
                  f"(ratio {ratio:.2f}), {self.rows / max(self.seconds, 1e-9):.1f} rows/s "
                  f"in {self.seconds:.1f} s"]
+        worker_s = sum(r.seconds for r in self.done)
+        if worker_s > 0:
+            lines.append(f"  workers spent {100 * sum(r.model_seconds for r in self.done) / worker_s:.0f}% "
+                         "of their shard time in the model (the rest: reading, codec, writing)")
         lines += [f"  FAILED {r.source}: {r.error}" for r in self.failed]
         return "\n".join(lines)
 

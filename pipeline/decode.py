@@ -63,7 +63,9 @@ class DecodeWorker(ModelWorker):
         with ThreadPoolExecutor(1, thread_name_prefix="vaezip-write") as pool:
             pending: Future | None = None
             for batch in prefetch(lambda: self._host_side(uri)):
+                t = time.perf_counter()
                 outputs = self.decoder.run_model(batch.latents, batch.layouts)
+                self.model_seconds += time.perf_counter() - t
                 if pending is not None:
                     pending.result()             # one batch in flight; its errors surface here
                 pending = pool.submit(self._write, writer, batch, outputs)
@@ -81,6 +83,7 @@ class DecodeWorker(ModelWorker):
     def process(self, shard: Shard) -> ShardResult:
         start = time.perf_counter()
         rows = 0
+        self.model_seconds = 0.0
         try:
             rows_total = num_rows(shard.source)
             out_uri = storage.join(self.spec.output, shard.name)
@@ -100,4 +103,4 @@ class DecodeWorker(ModelWorker):
         log.info("shard %s: %d rows, %d bytes, %.2f s", shard.name, rows, f.bytes, seconds)
         return ShardResult(shard.name, shard.source, ok=True, rows=rows,
                            input_bytes=storage.size(shard.source), output_bytes=f.bytes,
-                           seconds=seconds)
+                           seconds=seconds, model_seconds=self.model_seconds)

@@ -123,9 +123,11 @@ class EncodeWorker(ModelWorker):
                 groups.setdefault(a.shape, []).append(i)
             for idx in groups.values():
                 x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
+                t = time.perf_counter()
                 post = self.model.encode(x)
                 m = post.mean.float().cpu().numpy()
                 lv = post.logvar.float().cpu().numpy()
+                self.model_seconds += time.perf_counter() - t
                 lshape = tuple(m.shape[1:])
                 for j, i in enumerate(idx):
                     means[i] = m[j].reshape(lshape[0], -1)
@@ -180,6 +182,7 @@ class EncodeWorker(ModelWorker):
                            job_fingerprint=job.job_fingerprint)
         codec = Codec(job.codec)
         rows = clipped = 0
+        self.model_seconds = 0.0
         seen: set[str] = set()
         try:
             with storage.atomic_write(out_uri) as raw:
@@ -216,4 +219,4 @@ class EncodeWorker(ModelWorker):
         log.info("shard %s: %d rows, %d bytes, %.2f s", shard.name, rows, f.bytes, seconds)
         return ShardResult(shard.name, shard.source, ok=True, rows=rows,
                            input_bytes=record["input_bytes"], output_bytes=f.bytes,
-                           clipped=clipped, seconds=seconds)
+                           clipped=clipped, seconds=seconds, model_seconds=self.model_seconds)

@@ -31,6 +31,7 @@ class ShardResult:
     output_bytes: int = 0
     clipped: int = 0
     seconds: float = 0.0
+    model_seconds: float = 0.0     # of ``seconds``, in the model (encoder or decoder) calls
     error: str | None = None
     retryable: bool = False
     attempts: int = 1
@@ -57,6 +58,7 @@ class ModelWorker:
     def __init__(self, checkpoint: str, device: str, threads: int | None) -> None:
         if threads:
             torch.set_num_threads(threads)
+        self.model_seconds = 0.0      # time in model calls, for the shard being processed
         self.device = pick_device(device)
         self.ckpt = load_checkpoint(checkpoint, self.device)
         self.model = self.ckpt.model

@@ -142,6 +142,16 @@ def write_page(results: dict, page: str, out: str) -> None:
                          _s(t["two_actor_decode_rows_s"], ".0f"), _s(t["decode_scaling"])])
         lines += _table(["run", "bare model rows/s", "pipeline, 1 actor rows/s", "efficiency",
                          "pipeline, 2 actors rows/s", "scaling"], rows)
+        inside = [t for t in results["throughput"] if "encode_model_share" in t]
+        if inside:
+            lines += ["Where the time goes inside the one actor (each worker times its model calls): "
+                      "the model's share of the actor's shard time, and the model's own speed "
+                      "there against the bare loop's.", ""]
+            lines += _table(["run", "model share of actor time", "model rows/s in the actor",
+                             "bare model rows/s"], [
+                [f"{t['name']}, {kind}", _s(t[f"{kind}_model_share"]),
+                 _s(t[f"{kind}_model_rows_s_in_actor"], ".0f"), _s(t[f"bare_{kind}_rows_s"], ".0f")]
+                for t in inside for kind in ("encode", "decode")])
     if "memory" in results:
         mem = results["memory"]
         lines += ["## Memory", "",

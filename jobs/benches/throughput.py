@@ -58,9 +58,21 @@ def bare_decode(ckpt_uri: str, arrays: np.ndarray, batch_rows: int, threads: int
     return len(z) / (time.perf_counter() - start)
 
 
+def _timed_map(pool: Any, shards: list, *args: Any) -> tuple[float, float, float]:
+    """(rows/s through the pool, model share of the workers' shard time, the model's own rows/s
+    inside the workers) for one pass over ``shards``."""
+    start = time.perf_counter()
+    results = [r for r in pool.map(shards, *args) if r.ok]
+    wall = time.perf_counter() - start
+    rows = sum(r.rows for r in results)
+    model = sum(r.model_seconds for r in results)
+    return rows / wall, model / sum(r.seconds for r in results), rows / max(1e-9, model)
+
+
 def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, threads: int,
-                    repeats: int) -> tuple[list[float], list[float]]:
-    """Encode and decode rows/s through a pool of ``actors``, ``repeats`` times each."""
+                    repeats: int) -> tuple[list[tuple], list[tuple]]:
+    """Encode and decode (rows/s, model share, model rows/s in the actor) through a pool of
+    ``actors``, ``repeats`` times each."""
     work = tempfile.mkdtemp(prefix="vzbench-")
     shards = plan_shards(data_uri)
     espec = EncodeSpec(checkpoint=ckpt_uri, output=storage.join(work, "arch"),
@@ -70,12 +82,7 @@ def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, 
     def encode_body(pool: Any) -> tuple[list[float], JobParams]:
         qp, cp = pool.call_one("calibrate", shards, 2048, QuantizerConfig(), CodecConfig())
         job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench", input_uri=data_uri)
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            rows = sum(r.rows for r in pool.map(shards, job) if r.ok)
-            rates.append(rows / (time.perf_counter() - start))
-        return rates, job
+        return [_timed_map(pool, shards, job) for _ in range(repeats)], job
 
     enc_rates, _ = run(EncodeWorker, espec, pool_config, encode_body)
     archive = [Shard(i, storage.join(work, "arch", s.name), s.name, s.name[:-11] + ".npy")
@@ -83,13 +90,8 @@ def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, 
     dspec = DecodeSpec(checkpoint=ckpt_uri, output=storage.join(work, "rec"),
                        batch_rows=batch_rows, device="cpu", threads=threads)
 
-    def decode_body(pool: Any) -> list[float]:
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            rows = sum(r.rows for r in pool.map(archive) if r.ok)
-            rates.append(rows / (time.perf_counter() - start))
-        return rates
+    def decode_body(pool: Any) -> list[tuple]:
+        return [_timed_map(pool, archive) for _ in range(repeats)]
 
     dec_rates = run(DecodeWorker, dspec, pool_config, decode_body)
     storage.remove(work, recursive=True)
@@ -100,15 +102,20 @@ def measure(name: str, ckpt_uri: str, data_uri: str, arrays: np.ndarray, batch_r
             repeats: int) -> dict:
     """Efficiency (1 actor, 1 thread) and scaling (1 vs 2 actors) for one model and dataset."""
     bare_e, bare_d, pipe_e, pipe_d, two_e, two_d = [], [], [], [], [], []
+    share_e, share_d, in_actor_e, in_actor_d = [], [], [], []
     for _ in range(repeats):
         bare_e.append(bare_encode(ckpt_uri, arrays, batch_rows, 1))
         bare_d.append(bare_decode(ckpt_uri, arrays, batch_rows, 1))
-        e, d = _pipeline_rates(ckpt_uri, data_uri, 1, batch_rows, 1, 1)
-        pipe_e += e
-        pipe_d += d
-        e, d = _pipeline_rates(ckpt_uri, data_uri, 2, batch_rows, 1, 1)
-        two_e += e
-        two_d += d
+        (e,), (d,) = _pipeline_rates(ckpt_uri, data_uri, 1, batch_rows, 1, 1)
+        pipe_e.append(e[0])
+        pipe_d.append(d[0])
+        share_e.append(e[1])
+        share_d.append(d[1])
+        in_actor_e.append(e[2])
+        in_actor_d.append(d[2])
+        (e,), (d,) = _pipeline_rates(ckpt_uri, data_uri, 2, batch_rows, 1, 1)
+        two_e.append(e[0])
+        two_d.append(d[0])
     return {
         "name": name, "rows": len(arrays), "batch_rows": batch_rows, "threads": 1,
         "bare_encode_rows_s": Spread.of(bare_e).to_dict(),
@@ -121,4 +128,9 @@ def measure(name: str, ckpt_uri: str, data_uri: str, arrays: np.ndarray, batch_r
         "decode_efficiency": Spread.of([p / b for p, b in zip(pipe_d, bare_d, strict=True)]).to_dict(),
         "encode_scaling": Spread.of([t / p for t, p in zip(two_e, pipe_e, strict=True)]).to_dict(),
         "decode_scaling": Spread.of([t / p for t, p in zip(two_d, pipe_d, strict=True)]).to_dict(),
+        # inside the one actor: the model's share of the shard time, and its own speed there
+        "encode_model_share": Spread.of(share_e).to_dict(),
+        "decode_model_share": Spread.of(share_d).to_dict(),
+        "encode_model_rows_s_in_actor": Spread.of(in_actor_e).to_dict(),
+        "decode_model_rows_s_in_actor": Spread.of(in_actor_d).to_dict(),
     }
