@@ -4,6 +4,9 @@
       -> group rows by shape -> encoder (inference_mode, on the worker's device) -> posterior mean
       -> quantize (job-wide params) -> layout -> crc32 -> Parquet row group (zstd column chunk)
       -> temporary name -> commit -> _done/<name>.json (written last)
+
+Three threads: the prefetch thread reads, this thread runs the encoder, and a writer thread
+quantizes, compresses and writes the previous batch.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,6 +177,25 @@ class EncodeWorker(ModelWorker):
 
     # -- one shard ------------------------------------------------------------------------
 
+    @staticmethod
+    def _write(writer: ArchiveWriter, shard: Shard, enc: Encoded, job: JobParams, codec: Codec,
+               seen: set[str]) -> int:
+        """Quantize, checksum, compress and write one encoded batch (the writer thread, one
+        batch behind the encoder); returns the number of clipped values."""
+        for key, r in zip(enc.keys, enc.batch.rows, strict=True):
+            if key in seen:
+                uri, row = _where(shard, r)
+                raise InputError(uri, f"duplicate key {key!r}", row=row)
+            seen.add(key)
+        frames, crcs, clipped = _payloads(enc.means, job.quantizer, codec)
+        writer.write({
+            "vz_key": enc.keys, "vz_codes": frames, "vz_crc32": crcs,
+            "vz_shape": [list(lay.shape) for lay in enc.layouts],
+            "vz_dtype": [lay.dtype for lay in enc.layouts],
+            "vz_latent_shape": [list(s) for s in enc.latent_shapes],
+        }, enc.batch.columns)
+        return clipped
+
     def process(self, shard: Shard, job: JobParams) -> ShardResult:
         start = time.perf_counter()
         out_uri = storage.join(self.spec.output, shard.name)
@@ -183,26 +206,20 @@ class EncodeWorker(ModelWorker):
         codec = Codec(job.codec)
         rows = clipped = 0
         self.model_seconds = 0.0
-        seen: set[str] = set()
         try:
             with storage.atomic_write(out_uri) as raw:
                 f = HashingWriter(raw)
                 writer = ArchiveWriter(f, meta, out_uri)
-                for enc in self._encode(shard):
-                    for key, r in zip(enc.keys, enc.batch.rows, strict=True):
-                        if key in seen:
-                            uri, row = _where(shard, r)
-                            raise InputError(uri, f"duplicate key {key!r}", row=row)
-                        seen.add(key)
-                    frames, crcs, n_clipped = _payloads(enc.means, job.quantizer, codec)
-                    clipped += n_clipped
-                    writer.write({
-                        "vz_key": enc.keys, "vz_codes": frames, "vz_crc32": crcs,
-                        "vz_shape": [list(lay.shape) for lay in enc.layouts],
-                        "vz_dtype": [lay.dtype for lay in enc.layouts],
-                        "vz_latent_shape": [list(s) for s in enc.latent_shapes],
-                    }, enc.batch.columns)
-                    rows += len(enc.batch)
+                seen: set[str] = set()
+                with ThreadPoolExecutor(1, thread_name_prefix="vaezip-write") as pool:
+                    pending: Future | None = None
+                    for enc in self._encode(shard):
+                        if pending is not None:
+                            clipped += pending.result()   # one batch in flight; errors here
+                        pending = pool.submit(self._write, writer, shard, enc, job, codec, seen)
+                        rows += len(enc.batch)
+                    if pending is not None:
+                        clipped += pending.result()
                 if rows == 0:
                     raise InputError(shard.source, "shard holds no rows")
                 writer.close()
