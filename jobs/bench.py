@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["latents"] = {"photos": latent_bench.compare(photos_ck, heldout),
                               "digits": latent_bench.compare(digits_ck, digits)}
     if "rd" in sections:
-        results["rd"] = rd(photos_ck, heldout, digits_ck, digits)
+        results["rd"] = rd(photos_ck, heldout, digits_ck, digits, args.output)
     if "features" in sections:
         results["features"] = rd_bench.feature_probe(digits_ck, digits)
     if "estimate" in sections:
@@ -140,22 +140,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def rd(photos_ck, heldout, digits_ck, digits) -> dict:  # type: ignore[no-untyped-def]
-    per_sample = {"vaezip": rd_bench.vaezip_curve(photos_ck, heldout),
+def rd(photos_ck, heldout, digits_ck, digits, out: str) -> dict:  # type: ignore[no-untyped-def]
+    shown_photos: list = []
+    shown_digits: list = []
+    per_sample = {"vaezip": rd_bench.vaezip_curve(photos_ck, heldout, shown=shown_photos),
                   "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
                   "webp": rd_bench.classic_curve(heldout, "WEBP")}
-    whole = {"vaezip": [], "jpeg": [], "webp": []}
+    whole = {"vaezip": [], "jpeg": [], "webp": [], "lossless": []}
     for name in HELDOUT_PHOTOS:
         img = photo(name)[None]
+        whole["lossless"].append(rd_bench.lossless(img))
         whole["vaezip"].append(rd_bench.vaezip_curve(photos_ck, img, steps=(1.0, 4.0)))
         whole["jpeg"].append(rd_bench.classic_curve(img, "JPEG"))
         whole["webp"].append(rd_bench.classic_curve(img, "WEBP"))
-    digit_curves = {"vaezip": rd_bench.vaezip_curve(digits_ck, digits),
+    digit_curves = {"vaezip": rd_bench.vaezip_curve(digits_ck, digits, shown=shown_digits),
                     "jpeg": rd_bench.classic_curve(digits, "JPEG"),
                     "webp": rd_bench.classic_curve(digits, "WEBP"),
                     "jpeg_tiled": rd_bench.tiled_curve(digits, "JPEG"),
                     "webp_tiled": rd_bench.tiled_curve(digits, "WEBP")}
     digits_lossless = rd_bench.lossless(digits) + rd_bench.tiled_curve(digits, "PNG")
+    for name, samples, shown, curve in (
+            ("rd_grid_photos.png", heldout, shown_photos, per_sample["vaezip"]),
+            ("rd_grid_digits.png", digits, shown_digits, digit_curves["vaezip"])):
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(rd_bench.grid_picture(samples, shown, curve))
     return {
         "photos_per_sample": per_sample,
         "photos_lossless": rd_bench.lossless(heldout),

@@ -45,3 +45,16 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
                         xi = np.moveaxis(xi, 0, -1)
                     out[r["key"]] = np.clip(np.rint(xi * 255), 0, 255).reshape(shape).astype(np.uint8)
     return out
+
+
+def stop_group(proc) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and all its children; SIGKILL
+    them if they are not gone in a minute."""
+    import signal
+    import subprocess
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

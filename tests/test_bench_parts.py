@@ -33,3 +33,20 @@ def test_tiles_cut_back_into_the_same_samples():
         assert np.array_equal(untile(image, len(samples), samples.shape[1:]), samples)
         assert np.array_equal(image[: shape[1], : shape[2]], samples[0])
         assert np.array_equal(image[: shape[1], shape[2]: 2 * shape[2]], samples[1])
+
+
+def test_reconstruction_grid_has_a_row_per_rate():
+    import io
+
+    from PIL import Image
+
+    from jobs.benches.rd import grid_picture, spread
+    digits = np.arange(20 * 8 * 8, dtype=np.int64).reshape(20, 8, 8).astype(np.uint8)
+    assert np.array_equal(spread(digits), digits[::2][:8])
+    shown = [(1.0, spread(digits)), (4.0, spread(digits) // 2)]
+    curve = [{"bytes_per_sample": 14.0, "psnr": 23.0}, {"bytes_per_sample": 9.0, "psnr": 20.0}]
+    img = np.asarray(Image.open(io.BytesIO(grid_picture(digits, shown, curve))))
+    zoom = 48 // 8
+    assert img.shape == (3 * 8 * zoom, 260 + 8 * 8 * zoom, 3)
+    top = img[: 8 * zoom: zoom, 260: 260 + 8 * zoom: zoom, 0]
+    assert np.array_equal(top, digits[0])                  # the first original, pixel for pixel

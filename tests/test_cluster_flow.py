@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_group
 from tests.s3server import free_port, moto_server, s3_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +26,6 @@ def _start(args, env):
     return subprocess.Popen([shutil.which("ray", path=env["PATH"]), "start", "--block", *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-
-
-def _stop(proc):
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +63,8 @@ def cluster():
             yield address, env, fs
         finally:
             if worker is not None:
-                _stop(worker)
-            _stop(head)
+                stop_group(worker)
+            stop_group(head)
             shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -9,8 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,14 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_group
+from tests.s3server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +30,12 @@ def head():
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("RAY_ADDRESS", None)
     temp = tempfile.mkdtemp(prefix="vzray")   # short: Ray's socket paths must fit 107 bytes
-    dashboard = _free_port()
+    dashboard = free_port()
     proc = subprocess.Popen(
         [shutil.which("ray", path=env["PATH"]), "start", "--head", "--block",
-         f"--port={_free_port()}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
+         f"--port={free_port()}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--ray-client-server-port={_free_port()}", f"--temp-dir={temp}",
+         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}",
          "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
@@ -53,12 +48,7 @@ def head():
             time.sleep(2)
         yield address, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -87,13 +87,17 @@ def lossless(samples: np.ndarray) -> list[dict]:
 
 
 def vaezip_curve(ckpt: Checkpoint, samples: np.ndarray, steps=STEPS,
-                 lat: Latents | None = None) -> list[dict]:
+                 lat: Latents | None = None, shown: list | None = None) -> list[dict]:
+    """vaezip at each quantizer step; ``shown`` (if given) receives 8 reconstructions spread
+    over the samples (``spread(samples)``) at each step, for the grid picture."""
     lat = lat or encode(ckpt, samples)
     pixels = samples[0].shape[0] * samples[0].shape[1]
     out = []
     for s in steps:
         st = vaezip_codes(ckpt, lat, samples, QuantizerConfig(step_sigmas=s))
         back = reconstruct(ckpt, st.latents, lat.shape, samples)
+        if shown is not None:
+            shown.append((s, spread(back)))
         per = st.row_bytes / len(samples)
         out.append({"codec": "vaezip", "step_sigmas": s, "bpp": 8 * per / pixels,
                     "bytes_per_sample": per, "code_bytes_per_sample": st.code_bytes / len(samples),
@@ -171,3 +175,34 @@ def feature_probe(ckpt: Checkpoint, images: np.ndarray, split: int = 1200) -> di
         clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x[:split]), labels[:split])
         out[f"accuracy_{name}"] = float(clf.score(scaler.transform(x[split:]), labels[split:]))
     return out
+
+
+def spread(x: np.ndarray, n: int = 8) -> np.ndarray:
+    return x[:: max(1, len(x) // n)][:n]
+
+
+def grid_picture(originals: np.ndarray, shown: list, curve: list[dict]) -> bytes:
+    """PNG: the originals in the top row, then vaezip's reconstructions at each step, each row
+    labelled with its step, bytes per sample and PSNR (small samples enlarged pixel for pixel)."""
+    from PIL import ImageDraw
+
+    from pipeline.grid import tile
+    rows = [("original", spread(originals))] + [
+        (f"step {s:g} sigma: {c['bytes_per_sample']:.0f} B, {c['psnr']:.1f} dB", x)
+        for (s, x), c in zip(shown, curve, strict=True)]
+    zoom = max(1, 48 // originals.shape[1])
+    strips = []
+    for _, x in rows:
+        strip = tile(x, columns=len(x))
+        strips.append(strip.repeat(zoom, axis=0).repeat(zoom, axis=1))
+    label_w, h = 260, strips[0].shape[0]
+    width = label_w + strips[0].shape[1]
+    canvas = Image.new("RGB", (width, h * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, ((label, _), strip) in enumerate(zip(rows, strips, strict=True)):
+        img = Image.fromarray(strip).convert("RGB")
+        canvas.paste(img, (label_w, i * h))
+        draw.text((6, i * h + h // 2 - 6), label, fill="black")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()

@@ -231,6 +231,14 @@ def write_page(results: dict, page: str, out: str) -> None:
                         rows.append([name, codec, str(pt.get("step_sigmas", pt.get("quality"))),
                                      f"{pt['bpp']:.3f}", f"{pt['psnr']:.2f}"])
         lines += _table(["image", "codec", "step / quality", "bpp", "PSNR dB"], rows)
+        if "lossless" in rd["photos_whole"]:
+            lines += _table(["image", "lossless", "bpp"], [
+                [name, c["codec"], f"{c['bpp']:.2f}"]
+                for name, cs in zip(rd["photos_whole"]["names"], rd["photos_whole"]["lossless"],
+                                    strict=True) for c in cs])
+        lines += ["Reconstructions at each rate (8 held-out crops, and 8 digits below):", "",
+                  f"![grid]({out}/rd_grid_photos.png)", "", f"![grid]({out}/rd_grid_digits.png)",
+                  ""]
         lines += ["Digits (8x8 grey), one file per digit and tiled (all 1,797 in one image, "
                   "PSNR measured on each digit cut back out). Ratio: vaezip's bytes over the "
                   "codec's at the same PSNR; PNG is lossless, so its bytes buy any PSNR. Target: "

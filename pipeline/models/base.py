@@ -78,6 +78,34 @@ class VAE(nn.Module):
         raise NotImplementedError
 
 
+class ImageVAE(VAE):
+    """A VAE over (N, C, H, W) images of any size: inputs are padded (replicating the edge) to
+    a multiple of the downsampling factor, and outputs cropped back to ``size``."""
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        f = self.config.downsample_factor  # type: ignore[union-attr]
+        return (-(-height // f) * f, -(-width // f) * f)
+
+    def padded_input(self, x: torch.Tensor) -> torch.Tensor:
+        channels = self.config.in_channels  # type: ignore[union-attr]
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"expected (N, {channels}, H, W), got {tuple(x.shape)}")
+        ph, pw = self.padded_size(x.shape[2], x.shape[3])
+        if (ph, pw) != tuple(x.shape[2:]):
+            x = nn.functional.pad(x, (0, pw - x.shape[3], 0, ph - x.shape[2]), mode="replicate")
+        return x
+
+    @staticmethod
+    def cropped(out: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        return out if size is None else out[:, :, : size[0], : size[1]]
+
+    def latent_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``sample_shape`` is (C, H, W)."""
+        ph, pw = self.padded_size(sample_shape[-2], sample_shape[-1])
+        f = self.config.downsample_factor  # type: ignore[union-attr]
+        return (self.config.latent_channels, ph // f, pw // f)  # type: ignore[union-attr]
+
+
 def split_moments(h: torch.Tensor, dim: int = 1) -> Posterior:
     mean, logvar = torch.chunk(h, 2, dim=dim)
     # Clamp keeps exp() finite early in training; +-30 nats is far outside useful posteriors.

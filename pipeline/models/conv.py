@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import VAE, Posterior, split_moments
+from pipeline.models.base import ImageVAE, Posterior, split_moments
 from pipeline.models.config import ConvConfig
 
 
@@ -41,7 +41,7 @@ def stage_widths(config: ConvConfig) -> list[int]:
     return [config.base_channels * min(2**i, 2) for i in range(stages)]
 
 
-class ConvVAE(VAE):
+class ConvVAE(ImageVAE):
     config: ConvConfig
 
     def __init__(self, config: ConvConfig) -> None:
@@ -65,26 +65,8 @@ class ConvVAE(VAE):
             prev = w
         self.decoder = nn.Sequential(*dec)
 
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        f = self.config.downsample_factor
-        return (-(-height // f) * f, -(-width // f) * f)
-
     def encode(self, x: torch.Tensor) -> Posterior:
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        ph, pw = self.padded_size(x.shape[2], x.shape[3])
-        if (ph, pw) != tuple(x.shape[2:]):
-            x = F.pad(x, (0, pw - x.shape[3], 0, ph - x.shape[2]), mode="replicate")
-        return split_moments(self.encoder(x), dim=1)
+        return split_moments(self.encoder(self.padded_input(x)), dim=1)
 
     def decode_raw(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        out = self.decoder(z)
-        if size is not None:
-            out = out[:, :, : size[0], : size[1]]
-        return out
-
-    def latent_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """``sample_shape`` is (C, H, W)."""
-        ph, pw = self.padded_size(sample_shape[-2], sample_shape[-1])
-        f = self.config.downsample_factor
-        return (self.config.latent_channels, ph // f, pw // f)
+        return self.cropped(self.decoder(z), size)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
-from pipeline.models.base import VAE, Posterior
+from pipeline.models.base import ImageVAE, Posterior
 from pipeline.models.config import DiffusersConfig
 
 try:
@@ -48,36 +47,18 @@ def config_of(vae: AutoencoderKL) -> DiffusersConfig:
         downsample_factor=2 ** (len(c.get("block_out_channels", (0,))) - 1))
 
 
-class DiffusersVAE(VAE):
+class DiffusersVAE(ImageVAE):
     config: DiffusersConfig
 
     def __init__(self, config: DiffusersConfig, vae: AutoencoderKL | None = None) -> None:
         super().__init__(config)
         self.vae = vae if vae is not None else _from_config(config.autoencoder)
 
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        f = self.config.downsample_factor
-        return (-(-height // f) * f, -(-width // f) * f)
-
     def encode(self, x: torch.Tensor) -> Posterior:
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        ph, pw = self.padded_size(x.shape[2], x.shape[3])
-        if (ph, pw) != tuple(x.shape[2:]):
-            x = F.pad(x, (0, pw - x.shape[3], 0, ph - x.shape[2]), mode="replicate")
-        dist = self.vae.encode(x * 2.0 - 1.0).latent_dist
+        dist = self.vae.encode(self.padded_input(x) * 2.0 - 1.0).latent_dist
         s, b = self.config.scaling_factor, self.config.shift_factor
         return Posterior(mean=(dist.mean - b) * s, logvar=dist.logvar + 2.0 * math.log(s))
 
     def decode_raw(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         s, b = self.config.scaling_factor, self.config.shift_factor
-        out = (self.vae.decode(z / s + b).sample + 1.0) / 2.0
-        if size is not None:
-            out = out[:, :, : size[0], : size[1]]
-        return out
-
-    def latent_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """``sample_shape`` is (C, H, W)."""
-        ph, pw = self.padded_size(sample_shape[-2], sample_shape[-1])
-        f = self.config.downsample_factor
-        return (self.config.latent_channels, ph // f, pw // f)
+        return self.cropped((self.vae.decode(z / s + b).sample + 1.0) / 2.0, size)
