@@ -56,6 +56,7 @@ class FeatureWorker(EncodeWorker):
         name = features_name(shard)
         out_uri = storage.join(self.spec.output, name)
         rows = 0
+        self.model_seconds = 0.0
         seen: set[str] = set()
         try:
             with storage.atomic_write(out_uri) as raw:
@@ -95,4 +96,4 @@ class FeatureWorker(EncodeWorker):
             "rows": rows, "bytes": f.bytes, "sha256": f.sha256.hexdigest()}).encode())
         log.info("shard %s: %d feature rows, %.2f s", shard.name, rows, seconds)
         return ShardResult(name, shard.source, ok=True, rows=rows, input_bytes=shard.input_bytes(),
-                           output_bytes=f.bytes, seconds=seconds)
+                           output_bytes=f.bytes, seconds=seconds, model_seconds=self.model_seconds)

@@ -118,6 +118,7 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline"):
         results = {s.relpath: worker.process(s, JobParams(q, c, "job", str(data))) for s in shards}
     assert results["good.npy"].ok and not results["bad.npy"].ok
+    assert 0 < results["good.npy"].model_seconds < results["good.npy"].seconds
     text = caplog.text
     assert "shard good.npy.vz.parquet: 20 rows" in text
     assert "shard bad.npy.vz.parquet failed: " in text and "bad.npy row 7: sample holds NaN" in text

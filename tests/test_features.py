@@ -1,5 +1,7 @@
 """jobs.features: posterior means as a Parquet feature table, keys and labels beside them."""
 
+import re
+
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,10 +16,12 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
 
 
 def test_feature_table_holds_the_encoder_means_with_keys_and_labels(tmp_path, digits_dir,
-                                                                     digits_ckpt, digits):
+                                                                     digits_ckpt, digits, capsys):
     out = tmp_path / "feat"
     args = ["--input", digits_dir, "--checkpoint", digits_ckpt, "--output", str(out), "--logvar"]
     assert run_main(features_job.main, args) == 0
+    assert re.search(r"workers spent [1-9]\d*% of their shard time in the model",
+                     capsys.readouterr().out)
     files = sorted(out.glob("*.features.parquet"))
     assert [f.name for f in files] == [f"digits-{i:05d}.npz.features.parquet" for i in range(4)]
     table = pq.read_table(files)
