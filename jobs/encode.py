@@ -51,7 +51,7 @@ def build_parser() -> Parser:
                    "dictionary of --framing row)")
     q.add_argument("--zstd-level", type=int, default=CodecConfig().level,
                    help="zstd level, 1-22 (9: ~40 MB/s per core; 19: ~12%% smaller, "
-                   "~20x slower)")
+                   "~17x slower)")
     q.add_argument("--layout", choices=LAYOUTS, default=CodecConfig().layout,
                    help="byte order of a row's codes before zstd")
     q.add_argument("--framing", choices=FRAMINGS, default=CodecConfig().framing,

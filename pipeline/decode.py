@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,10 +21,10 @@ import numpy as np
 from pipeline import storage
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.errors import InputError
-from pipeline.format import num_rows, read_meta
+from pipeline.format import ArchiveMeta, read_meta_and_rows
 from pipeline.outputs import OUTPUT_FORMATS, Writer, open_output
 from pipeline.plan import Shard, done_uri
-from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, prefetch
+from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, failed, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +50,13 @@ class DecodeWorker(ModelWorker):
         self.spec = spec
         self.decoder = SampleDecoder(self.ckpt, self.device)
 
-    def _host_side(self, uri: str) -> Iterator[LatentBatch]:
-        meta = read_meta(uri)
-        check_model(meta, self.ckpt, uri)
-        return iter_latents(uri, self.spec.batch_rows, meta=meta)
-
-    def _decode_into(self, writer: Writer, uri: str) -> int:
+    def _decode_into(self, writer: Writer, uri: str, meta: ArchiveMeta) -> int:
         """Read (prefetch thread) -> decoder (this thread) -> restore and write (a writer
         thread, one batch behind), so the decoder is the only stage the others wait on."""
         rows = 0
         with ThreadPoolExecutor(1, thread_name_prefix="vaezip-write") as pool:
             pending: Future | None = None
-            for batch in prefetch(lambda: self._host_side(uri)):
+            for batch in prefetch(lambda: iter_latents(uri, self.spec.batch_rows, meta=meta)):
                 t = time.perf_counter()
                 outputs = self.decoder.run_model(batch.latents, batch.layouts)
                 self.model_seconds += time.perf_counter() - t
@@ -85,16 +79,15 @@ class DecodeWorker(ModelWorker):
         rows = 0
         self.model_seconds = 0.0
         try:
-            rows_total = num_rows(shard.source)
+            meta, rows_total = read_meta_and_rows(shard.source)
+            check_model(meta, self.ckpt, shard.source)
             out_uri = storage.join(self.spec.output, shard.name)
             with storage.atomic_write(out_uri) as raw:
                 f = HashingWriter(raw)
                 with open_output(self.spec.output_format, f, out_uri, rows_total) as writer:
-                    rows = self._decode_into(writer, shard.source)
+                    rows = self._decode_into(writer, shard.source, meta)
         except InputError as err:
-            log.warning("shard %s failed: %s", shard.name, err)
-            return ShardResult(shard.name, shard.source, ok=False, error=str(err),
-                               seconds=time.perf_counter() - start)
+            return failed(shard.name, shard.source, err, start)
         seconds = time.perf_counter() - start
         record = {"job_fingerprint": self.spec.job_fingerprint, "name": shard.name,
                   "source": shard.source, "rows": rows, "bytes": f.bytes,

@@ -36,7 +36,7 @@ from pipeline.quantize import (
 )
 from pipeline.readers import Batch, ReadOptions, iter_batches
 from pipeline.samples import SampleLayout, to_model
-from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, prefetch
+from pipeline.worker_common import HashingWriter, ModelWorker, ShardResult, failed, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,15 @@ def _payloads(means: list[np.ndarray], qparams: QuantizerParams,
         for j, i in enumerate(idx):
             payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
     return payloads, crcs, clipped
+
+
+def check_new_keys(shard: Shard, enc: Encoded, seen: set[str]) -> None:
+    """Refuse a key already seen in this shard, naming its file and row; remember the rest."""
+    for key, r in zip(enc.keys, enc.batch.rows, strict=True):
+        if key in seen:
+            uri, row = _where(shard, r)
+            raise InputError(uri, f"duplicate key {key!r}", row=row)
+        seen.add(key)
 
 
 def _where(shard: Shard, row: int) -> tuple[str, int | None]:
@@ -182,11 +191,7 @@ class EncodeWorker(ModelWorker):
                seen: set[str]) -> int:
         """Quantize, checksum, compress and write one encoded batch (the writer thread, one
         batch behind the encoder); returns the number of clipped values."""
-        for key, r in zip(enc.keys, enc.batch.rows, strict=True):
-            if key in seen:
-                uri, row = _where(shard, r)
-                raise InputError(uri, f"duplicate key {key!r}", row=row)
-            seen.add(key)
+        check_new_keys(shard, enc, seen)
         frames, crcs, clipped = _payloads(enc.means, job.quantizer, codec)
         writer.write({
             "vz_key": enc.keys, "vz_codes": frames, "vz_crc32": crcs,
@@ -224,9 +229,7 @@ class EncodeWorker(ModelWorker):
                     raise InputError(shard.source, "shard holds no rows")
                 writer.close()
         except InputError as err:
-            log.warning("shard %s failed: %s", shard.name, err)
-            return ShardResult(shard.name, shard.source, ok=False, error=str(err),
-                               retryable=err.retryable, seconds=time.perf_counter() - start)
+            return failed(shard.name, shard.source, err, start)
         seconds = time.perf_counter() - start
         record = {"job_fingerprint": job.job_fingerprint, "name": shard.name,
                   "source": shard.source, "rows": rows, "bytes": f.bytes,

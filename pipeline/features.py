@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.encode import EncodeSpec, EncodeWorker, _where
+from pipeline.encode import EncodeSpec, EncodeWorker, check_new_keys
 from pipeline.errors import InputError
 from pipeline.plan import SUFFIX, Shard, done_uri
-from pipeline.worker_common import HashingWriter, ShardResult
+from pipeline.worker_common import HashingWriter, ShardResult, failed
 
 log = logging.getLogger(__name__)
 FEATURES_SUFFIX = ".features.parquet"
@@ -63,11 +63,7 @@ class FeatureWorker(EncodeWorker):
                 f = HashingWriter(raw)
                 writer = None
                 for enc in self._encode(shard):
-                    for key, r in zip(enc.keys, enc.batch.rows, strict=True):
-                        if key in seen:
-                            uri, row = _where(shard, r)
-                            raise InputError(uri, f"duplicate key {key!r}", row=row)
-                        seen.add(key)
+                    check_new_keys(shard, enc, seen)
                     cols = {"key": pa.array(enc.keys, pa.string()),
                             "mean": _vectors(enc.means, shard.source)}
                     if self.with_logvar:
@@ -87,9 +83,7 @@ class FeatureWorker(EncodeWorker):
                     raise InputError(shard.source, "shard holds no rows")
                 writer.close()
         except InputError as err:
-            log.warning("shard %s failed: %s", shard.name, err)
-            return ShardResult(shard.name, shard.source, ok=False, error=str(err),
-                               retryable=err.retryable, seconds=time.perf_counter() - start)
+            return failed(name, shard.source, err, start)
         seconds = time.perf_counter() - start
         storage.write_bytes(done_uri(self.spec.output, name), json.dumps({
             "job_fingerprint": job_fingerprint, "name": name, "source": shard.source,

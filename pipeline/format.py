@@ -89,10 +89,12 @@ class ArchiveMeta:
         return meta
 
 
-def read_meta(uri: str) -> ArchiveMeta:
+def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
+    """An archive file's metadata (checked, version first) and its row count: one footer read."""
     try:
         with storage.open_read(uri) as f:
-            schema = pq.read_schema(f)
+            footer = pq.ParquetFile(f).metadata
+            schema = footer.schema.to_arrow_schema()
     except FileNotFoundError as err:
         raise InputError(uri, "archive file not found") from err
     except (pa.ArrowInvalid, OSError) as err:
@@ -100,14 +102,11 @@ def read_meta(uri: str) -> ArchiveMeta:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise InputError(uri, "not a vaezip archive (no 'vaezip' metadata)")
-    return ArchiveMeta.from_json(raw, uri)
+    return ArchiveMeta.from_json(raw, uri), footer.num_rows
 
 
-def num_rows(uri: str) -> int:
-    """Rows in an archive file, after checking that it is one (version first)."""
-    read_meta(uri)
-    with storage.open_read(uri) as f:
-        return pq.ParquetFile(f).metadata.num_rows
+def read_meta(uri: str) -> ArchiveMeta:
+    return read_meta_and_rows(uri)[0]
 
 
 ROW_GROUP_ROWS = 1024

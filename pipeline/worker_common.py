@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -13,8 +15,9 @@ from typing import IO, Any, TypeVar
 import torch
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()
 
@@ -35,6 +38,13 @@ class ShardResult:
     error: str | None = None
     retryable: bool = False
     attempts: int = 1
+
+
+def failed(name: str, source: str, err: InputError, start: float) -> ShardResult:
+    """A shard that failed with ``err``, logged with its name."""
+    log.warning("shard %s failed: %s", name, err)
+    return ShardResult(name, source, ok=False, error=str(err), retryable=err.retryable,
+                       seconds=time.perf_counter() - start)
 
 
 def pick_device(name: str) -> torch.device:
