@@ -41,8 +41,7 @@ demo: $(STAMP)
 		--archive $(RUNS)/photos-archive
 	@echo "reports: $(RUNS)/digits-mlp/report.png $(RUNS)/photos-conv/report.png"
 
-test: $(STAMP)
-	$(BIN)/ruff check pipeline jobs tests
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
@@ -52,8 +51,11 @@ bench: $(STAMP)
 	test -f $(RUNS)/photos-conv/config.json || $(MAKE) demo
 	$(BIN)/python -m jobs.bench
 
+# Lint, formatting and types: ruff (lint + format check) and mypy (config in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline jobs tests
+	$(BIN)/ruff format --check pipeline jobs tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(RUNS) $(DEMO)

@@ -10,10 +10,10 @@ import time
 from tqdm import tqdm
 
 from pipeline import storage
+from pipeline.completion import ShardResult
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
 from pipeline.runner import Pool, PoolConfig
-from pipeline.worker_common import ShardResult
 
 log = logging.getLogger(__name__)
 

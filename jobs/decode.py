@@ -14,21 +14,15 @@ from collections.abc import Sequence
 from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
-from pipeline.archive import archive_files
 from pipeline.checkpoint import verify_checkpoint
+from pipeline.completion import is_complete
 from pipeline.decode import DecodeSpec, DecodeWorker
 from pipeline.manifest import write_manifest
 from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
-from pipeline.plan import SUFFIX, Shard, fingerprint, read_done
+from pipeline.plan import fingerprint, plan_archive
 from pipeline.runner import run
 
-CONFIG = "decode.config.yaml"   # every option's final value, beside the output
-
-def archive_shards(uri: str, fmt: str) -> list[Shard]:
-    files = archive_files(uri)
-    return [Shard(index=i, source=f, relpath=storage.basename(f),
-                  name=storage.basename(f)[: -len(SUFFIX)] + SUFFIXES[fmt])
-            for i, f in enumerate(files)]
+CONFIG = "decode.config.yaml"  # every option's final value, beside the output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,11 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     model_fp = verify_checkpoint(args.checkpoint)
-    shards = archive_shards(args.input, args.format)
+    shards = plan_archive(args.input, SUFFIXES[args.format])
     save_resolved(args, storage.join(args.output, CONFIG))
     job_fp = fingerprint(model_fp, args.input, args.format)
-    todo = [s for s in shards if args.overwrite
-            or (read_done(args.output, s.name) or {}).get("job_fingerprint") != job_fp]
+    todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
     spec = DecodeSpec(checkpoint=args.checkpoint, output=args.output, output_format=args.format,
                       batch_rows=args.batch_rows, device=args.device,
                       threads=args.threads, job_fingerprint=job_fp)

@@ -9,28 +9,25 @@ once every shard is complete, and ``failures.json`` when some failed.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
-from jobs._driver import add_running_args, dispatch, pool_config
+from jobs._driver import Summary, add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
-from pipeline.codec import FRAMINGS, LAYOUTS, CodecConfig, CodecParams
-from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
-from pipeline.errors import ConfigError
+from pipeline.codec import FRAMINGS, LAYOUTS, CodecConfig
+from pipeline.completion import is_complete
+from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.job import EncodeJob, JobParams, resume_job, save_job
 from pipeline.manifest import write_manifest
-from pipeline.plan import fingerprint, is_complete, plan_shards
-from pipeline.quantize import QuantizerConfig, QuantizerParams
+from pipeline.plan import plan_shards
+from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
-from pipeline.runner import run
+from pipeline.runner import Pool, run
 
 log = logging.getLogger("jobs.encode")
-JOB = "job.json"
-
-
 CONFIG = "encode.config.yaml"   # every option's final value, beside the output
 
 def build_parser() -> Parser:
@@ -72,13 +69,6 @@ def build_parser() -> Parser:
     return p
 
 
-def load_job(output: str) -> dict | None:
-    try:
-        return json.loads(storage.read_bytes(storage.join(output, JOB)))
-    except FileNotFoundError:
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     qconfig = QuantizerConfig(mode=args.quantizer, bits=args.bits, step_sigmas=args.step_sigmas)
@@ -91,31 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "images_per_shard": args.images_per_shard, "quantizer_config":
                 vars(qconfig), "codec_config": vars(cconfig), "key_column": args.key_column,
                 "array_key": args.array_key, "column": args.column}
-    previous = None if args.overwrite else load_job(args.output)
-    if previous is not None and previous.get("settings") != settings:
-        raise ConfigError(f"{args.output} already holds an archive of another job "
-                          f"(job.json settings differ); use another --output or --overwrite")
+    previous = resume_job(args.output, settings, args.overwrite)
     save_resolved(args, storage.join(args.output, CONFIG))
     spec = EncodeSpec(checkpoint=args.checkpoint, output=args.output, read=read,
                       device=args.device, threads=args.threads,
                       key_column=args.key_column)
 
-    def body(pool):  # type: ignore[no-untyped-def]
+    def body(pool: Pool) -> tuple[str, Summary]:
         if previous is not None:
-            qparams = QuantizerParams.from_dict(previous["quantizer"])
-            cparams = CodecParams.from_dict(previous["codec"])
+            job = previous.params
         else:
             qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows,
                                              qconfig, cconfig)
-        job_fp = fingerprint(settings, qparams.to_dict(), cparams.to_dict())
-        job = JobParams(quantizer=qparams, codec=cparams, job_fingerprint=job_fp,
-                        input_uri=args.input)
-        storage.write_bytes(storage.join(args.output, JOB), json.dumps({
-            "job_fingerprint": job_fp, "settings": settings, "quantizer": qparams.to_dict(),
-            "codec": cparams.to_dict()}, indent=2).encode())
-        todo = [s for s in shards if args.overwrite or not is_complete(args.output, s, job_fp)]
+            job = JobParams.of(settings, qparams, cparams)
+        save_job(args.output, EncodeJob(settings, job))
+        todo = [s for s in shards
+                if args.overwrite or not is_complete(args.output, s.name, job.job_fingerprint)]
         log.info("%d shards, %d to do", len(shards), len(todo))
-        return job_fp, dispatch(pool, args.output, todo, len(shards), job)
+        return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job)
 
     job_fp, summary = run(EncodeWorker, spec, pool_config(args), body)
     print(summary.text("encoded"))

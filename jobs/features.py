@@ -16,13 +16,15 @@ from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
+from pipeline.completion import is_complete
 from pipeline.encode import EncodeSpec
-from pipeline.features import FeatureSpec, FeatureWorker, features_name
-from pipeline.plan import fingerprint, plan_shards, read_done
+from pipeline.features import FeatureSpec, FeatureWorker
+from pipeline.names import FEATURES_SUFFIX
+from pipeline.plan import fingerprint, plan_shards
 from pipeline.readers import ReadOptions
 from pipeline.runner import run
 
-CONFIG = "features.config.yaml"   # every option's final value, beside the output
+CONFIG = "features.config.yaml"  # every option's final value, beside the output
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.features", description=__doc__.split("\n\n")[0])
@@ -38,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_running_args(p)
     args = p.parse_args(argv)
     model_fp = verify_checkpoint(args.checkpoint)
-    shards = plan_shards(args.input, args.images_per_shard)
+    shards = plan_shards(args.input, args.images_per_shard, suffix=FEATURES_SUFFIX)
     save_resolved(args, storage.join(args.output, CONFIG))
     job_fp = fingerprint("features", model_fp, args.input, args.logvar, args.key_column,
                          args.array_key, args.column, args.images_per_shard)
@@ -47,11 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         read=ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column),
         key_column=args.key_column), with_logvar=args.logvar)
 
-    def done(shard) -> bool:  # type: ignore[no-untyped-def]
-        record = read_done(args.output, features_name(shard))
-        return bool(record) and record.get("job_fingerprint") == job_fp
-
-    todo = [s for s in shards if args.overwrite or not done(s)]
+    todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
     summary = run(FeatureWorker, spec, pool_config(args),
                   lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp))
     print(summary.text("features of"))

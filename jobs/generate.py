@@ -18,8 +18,8 @@ from pipeline import storage
 from pipeline.checkpoint import load_checkpoint
 from pipeline.generate import generate, sample_layout
 from pipeline.grid import tile
+from pipeline.model_worker import pick_device
 from pipeline.outputs import npy, sample_file
-from pipeline.worker_common import pick_device
 
 CONFIG = "generate.config.yaml"   # every option's final value, beside the output
 

@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 
 from jobs._cli import Parser, run_main
 from pipeline import storage
-from pipeline.archive import archive_files
 from pipeline.errors import InputError
-from pipeline.format import BASE_NAMES, read_meta
+from pipeline.format import BASE_NAMES, archive_files, read_meta
 from pipeline.manifest import FAILURES, MANIFEST
 
 

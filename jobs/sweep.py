@@ -30,11 +30,11 @@ from jobs.benches.latents import encode, psnr, reconstruct, vaezip_codes  # noqa
 from pipeline import storage  # noqa: E402
 from pipeline.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from pipeline.dataset import read_samples, stack_for_model  # noqa: E402
+from pipeline.model_worker import pick_device  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.quantize import QuantizerConfig  # noqa: E402
 from pipeline.readers import ReadOptions  # noqa: E402
 from pipeline.training import TrainSettings, split, train  # noqa: E402
-from pipeline.worker_common import pick_device  # noqa: E402
 
 log = logging.getLogger("jobs.sweep")
 

@@ -23,12 +23,12 @@ from pipeline import storage
 from pipeline.checkpoint import save_checkpoint
 from pipeline.dataset import RawSample, input_shape_of, read_samples, stack_for_model
 from pipeline.errors import ConfigError
+from pipeline.model_worker import pick_device
 from pipeline.models import ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
 from pipeline.readers import ReadOptions
 from pipeline.report import Grid, render
 from pipeline.samples import SampleLayout
 from pipeline.training import TrainSettings, evaluate, split, train
-from pipeline.worker_common import pick_device
 
 log = logging.getLogger("jobs.train")
 GRID_COLUMNS = 10

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from jobs._cli import Parser, run_main
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.plan import SUFFIX, plan_shards
+from pipeline.names import sample_key
+from pipeline.plan import plan_shards
 from pipeline.readers import ReadOptions, iter_batches
 
 
@@ -30,8 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     psnrs: list[float] = []
     input_bytes = 0
-    for shard in plan_shards(args.original):
-        stem = storage.join(args.restored, shard.name[: -len(SUFFIX)])
+    for shard in plan_shards(args.original, suffix=""):
+        stem = storage.join(args.restored, shard.name)
         try:
             restored = np.load(io.BytesIO(storage.read_bytes(stem + ".npy")))
             keys = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".keys.parquet")))["key"]
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = keys.to_pylist()
         batches = list(iter_batches(shard.source, ReadOptions(), shard.members))
         originals = [s for b in batches for s in b.samples]
-        expected = [k for b in batches for k in (b.ids or [f"{shard.relpath}:{r}" for r in b.rows])]
+        expected = [k for b in batches for k in (b.ids or [sample_key(shard.relpath, r) for r in b.rows])]
         if keys != expected:
             raise InputError(stem + ".keys.parquet", "keys differ from the original rows")
         for x, y in zip(originals, restored, strict=True):

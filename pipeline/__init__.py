@@ -1,13 +1,55 @@
 """vaezip: archive datasets as quantized, zstd-compressed VAE latent codes.
 
-The package is split by role (see docs and ../shared/DESIGN.md):
+The map of the package, one line per module: what it takes and what it gives. The jobs in
+``jobs/`` are thin command lines over these; ``docs/FORMAT.md`` specifies the files.
 
-    models/      the VAE families and their configs (the only place that knows model classes)
-    elbo.py      the training objective and likelihood bounds
-    checkpoint.py  safetensors weights + JSON config, fingerprinted
-    storage.py   the one door to fsspec
-    readers/     dataset formats -> batches of samples
-    training.py  the training loop behind `python -m jobs.train`
+Where work runs
+    runner.py        Shard descriptors + a worker class -> results from a pool of Ray actors
+                     (the one module that talks to Ray; no torch).
+    completion.py    A worker's body -> one committed output file, its _done/ record (written
+                     last) and a ShardResult; is_complete for resume (no torch).
+    overlap.py       Iterators -> the same items, read ahead (prefetch) or written one behind.
+    plan.py          An input (or archive) URI -> deterministic Shard descriptors; fingerprints.
+    names.py         A relative path -> its output file names; a row -> its sample key.
+    job.py           Encode settings + calibrated parameters -> JobParams and job.json.
+    manifest.py      Completion records -> manifest.json; failures -> failures.json.
+    storage.py       URIs -> bytes, listings and atomic writes (the one door to fsspec).
+
+The workers (plain classes, made remote by runner.py)
+    model_worker.py  Checkpoint + device + threads -> a loaded model (the workers' base).
+    encoder.py       A Shard -> Encoded batches: keys, layouts, posterior means, log-variances.
+    encode.py        EncodeWorker: calibrate(shards) -> quantizer/codec parameters;
+                     process(shard, job) -> one .vz.parquet file.
+    decode.py        DecodeWorker: process(archive shard) -> one reconstruction output.
+    features.py      FeatureWorker: process(shard) -> one Parquet table of posterior means.
+
+The codec and the format (pure functions over arrays and bytes; no Ray)
+    quantize.py      Latent statistics -> QuantizerParams; latents <-> integer codes.
+    codec.py         Integer codes <-> byte rows (layout, crc32, zstd framing).
+    compress.py      Per-row latents <-> vz_codes payloads (quantize + codec, both directions).
+    format.py        CodeRows + passthrough columns <-> archive files (schema, metadata,
+                     ArchiveWriter, iter_stored, archive_files).
+    archive.py       Archive files -> LatentBatch (dequantized, checked) -> samples (SampleDecoder).
+    outputs.py       Restored samples -> .npy, Parquet with PNGs, image folders, WebDataset.
+
+Data in and out
+    readers/         Dataset files (.npy/.npz, Parquet, WebDataset, image folders) -> Batch.
+    samples.py       Raw samples <-> model arrays, restored exactly (SampleLayout).
+    dataset.py       A dataset sample -> in-memory model arrays (training, evaluation).
+    demo_data.py     Package-shipped real data (digits, skimage photos) -> demo shards.
+    torch_data.py    An archive -> a PyTorch IterableDataset of latents or samples.
+    raydata.py       An archive -> a Ray Dataset of latents or samples.
+
+Models and training
+    models/          ModelConfig -> VAE (MLP, conv, diffusers AutoencoderKL); the one module
+                     that knows the model classes.
+    checkpoint.py    A VAE <-> safetensors weights + JSON config, fingerprinted.
+    elbo.py          Model + batch -> the ELBO and a tighter likelihood bound.
+    training.py      Arrays + TrainSettings -> a trained VAE and its history.
+    generate.py      A VAE + a seed -> samples from the prior.
+    report.py        Training history + reconstructions -> report.png.
+    grid.py          Samples -> one tiled image.
+    errors.py        ConfigError, InputError (file and row), CheckpointError.
 """
 
 __version__ = "0.1.0"

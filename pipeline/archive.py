@@ -1,8 +1,8 @@
-"""Reading archives back: files, batches of dequantized latents, and the decoder that turns
-latents into samples. The decode job, the PyTorch dataset, the Ray Data path and ``inspect``
-all read through here.
+"""Reading archives back: batches of dequantized latents, and the decoder that turns latents
+into samples. The decode job, the PyTorch dataset, the Ray Data path and ``inspect`` all read
+through here.
 
-    archive_files(uri)                -> the archive's .vz.parquet files, sorted
+    format.iter_stored(file)          -> stored rows (CodeRows), page checksums verified
     iter_latents(file)                -> LatentBatch: keys, dequantized latents, sample layouts,
                                          passthrough columns (every crc and field checked)
     SampleDecoder(ckpt).samples(...)  -> samples in their source's shape and dtype
@@ -14,17 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from pipeline import storage
 from pipeline.checkpoint import Checkpoint
-from pipeline.codec import Codec, checksum, rows_to_codes
+from pipeline.codec import Codec
+from pipeline.compress import decompress
 from pipeline.errors import InputError
-from pipeline.format import BASE_NAMES, ArchiveMeta, read_meta
-from pipeline.plan import SUFFIX
-from pipeline.quantize import dequantize
+from pipeline.format import ArchiveMeta, CodeRows, iter_stored, read_meta
 from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
 
 
@@ -35,64 +31,19 @@ class LatentBatch:
     uri: str
     start: int
     keys: list[str]
-    latents: list[np.ndarray]      # per row, dequantized, shaped as vz_latent_shape
-    layouts: list[SampleLayout]    # per row, the source sample's shape and dtype
-    columns: dict[str, list]       # passthrough columns
-
-
-def archive_files(uri: str) -> list[str]:
-    """An archive folder, glob or single file -> its ``.vz.parquet`` files, sorted."""
-    try:
-        files = storage.expand(uri, (SUFFIX,))
-    except FileNotFoundError as err:
-        raise InputError(uri, "no such archive") from err
-    if not files:
-        raise InputError(uri, f"no archive files (*{SUFFIX}) found")
-    return files
-
-
-def decode_codes(meta: ArchiveMeta, codec: Codec, uri: str, start: int, payloads: list[bytes],
-                 crcs: list[int], latent_shapes: list[list[int]]) -> list[np.ndarray]:
-    """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape``; checks
-    every row's crc and length, then dequantizes rows of one shape together."""
-    q = meta.quantizer
-    active = sum(q.active)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    raws: list[bytes] = []
-    for i, (payload, crc, lshape) in enumerate(zip(payloads, crcs, latent_shapes, strict=True)):
-        try:
-            data = codec.raw(payload)
-        except Exception as err:  # zstd raises its own error type for corrupt frames
-            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
-        if checksum(data) != crc:
-            raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
-        if not lshape or lshape[0] != q.channels:
-            raise InputError(uri, f"latent shape {lshape} does not fit the quantizer's "
-                                  f"{q.channels} channels", row=start + i)
-        positions = int(np.prod(lshape[1:], dtype=np.int64)) if len(lshape) > 1 else 1
-        if len(data) != active * positions * q.dtype.itemsize:
-            raise InputError(uri, "code length does not fit the latent shape", row=start + i)
-        raws.append(data)
-        groups.setdefault(tuple(lshape), []).append(i)
-    out: list[np.ndarray] = [np.empty(0)] * len(raws)
-    for lshape, idx in groups.items():
-        positions = int(np.prod(lshape[1:], dtype=np.int64)) if len(lshape) > 1 else 1
-        codes = rows_to_codes([raws[i] for i in idx], (active, positions), q.dtype,
-                              codec.params.layout)
-        latents = dequantize(codes, q).reshape(len(idx), *lshape)
-        for j, i in enumerate(idx):
-            out[i] = latents[j]
-    return out
+    latents: list[np.ndarray]  # per row, dequantized, shaped as vz_latent_shape
+    layouts: list[SampleLayout]  # per row, the source sample's shape and dtype
+    columns: dict[str, list]  # passthrough columns
 
 
 def latents_of(meta: ArchiveMeta, codec: Codec, uri: str, start: int,
-               cols: dict[str, list]) -> tuple[list[np.ndarray], list[SampleLayout]]:
-    """A batch of archive columns (as Python lists) -> dequantized latents and layouts."""
-    latents = decode_codes(meta, codec, uri, start, cols["vz_codes"], cols["vz_crc32"],
-                           cols["vz_latent_shape"])
+               rows: CodeRows) -> tuple[list[np.ndarray], list[SampleLayout]]:
+    """Stored rows -> dequantized latents and the source samples' layouts, every field checked."""
+    latents = decompress(rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri,
+                         start)
     try:
         layouts = [SampleLayout(tuple(int(v) for v in s), str(d))
-                   for s, d in zip(cols["vz_shape"], cols["vz_dtype"], strict=True)]
+                   for s, d in zip(rows.shapes, rows.dtypes, strict=True)]
     except (TypeError, ValueError) as err:
         raise InputError(uri, f"bad sample shape or dtype ({err})", row=start) from err
     for i, lay in enumerate(layouts):
@@ -107,26 +58,9 @@ def iter_latents(uri: str, batch_rows: int = 256, columns: list[str] | None = No
     the passthrough columns read (default: all)."""
     meta = meta or read_meta(uri)
     codec = Codec(meta.codec)
-    with storage.open_read(uri) as f:
-        start = 0
-        try:
-            pf = pq.ParquetFile(f, page_checksum_verification=True)
-            names = pf.schema_arrow.names
-            missing = set(BASE_NAMES) - set(names)
-            if missing:
-                raise InputError(uri, f"not a vaezip archive: no columns {sorted(missing)}")
-            wanted = [n for n in names if n not in BASE_NAMES and (columns is None or n in columns)]
-            unknown = set(columns or ()) - set(names)
-            if unknown:
-                raise InputError(uri, f"no such passthrough columns {sorted(unknown)}")
-            for rb in pf.iter_batches(batch_size=batch_rows, columns=BASE_NAMES + wanted):
-                cols = rb.to_pydict()
-                latents, layouts = latents_of(meta, codec, uri, start, cols)
-                yield LatentBatch(uri, start, cols["vz_key"], latents, layouts,
-                                  {k: cols[k] for k in wanted})
-                start += rb.num_rows
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err
+    for stored in iter_stored(uri, batch_rows, columns):
+        latents, layouts = latents_of(meta, codec, uri, stored.start, stored.rows)
+        yield LatentBatch(uri, stored.start, stored.rows.keys, latents, layouts, stored.columns)
 
 
 class SampleDecoder:

@@ -14,13 +14,21 @@ File metadata key ``vaezip`` holds JSON: format version, model fingerprint and c
 quantizer and codec parameters, source URI and job fingerprint. Readers check the version
 before anything else and treat every field as untrusted. Version 1 files (per-row frames only)
 are still read.
+
+This module owns both halves of the file: ``ArchiveWriter`` takes ``CodeRows`` (the typed
+``vz_`` columns) and passthrough columns; ``iter_stored`` gives them back, batch by batch, with
+every Parquet page checksum verified. Turning latents into codes and back is
+``pipeline.compress``; turning codes into samples is ``pipeline.archive``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import IO, Any
 
 import pyarrow as pa
@@ -29,6 +37,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.codec import CodecParams
 from pipeline.errors import ConfigError, InputError
+from pipeline.names import ARCHIVE_SUFFIX
 from pipeline.quantize import QuantizerParams
 
 FORMAT_VERSION = 2
@@ -44,6 +53,33 @@ BASE_FIELDS = [
     pa.field("vz_latent_shape", pa.list_(pa.int32()), nullable=False),
 ]
 BASE_NAMES = [f.name for f in BASE_FIELDS]
+
+
+@dataclass(frozen=True)
+class CodeRows:
+    """Rows as the archive stores them: the ``vz_`` columns, in row order. Read back from a
+    file, every field is untrusted until ``pipeline.compress`` and ``pipeline.archive`` check it."""
+
+    keys: list[str]
+    codes: list[bytes]  # payloads: raw code bytes, or zstd frames (framing "row")
+    crc32: list[int]  # of the uncompressed code bytes
+    shapes: list[list[int]]  # the source samples' shapes
+    dtypes: list[str]  # the source samples' dtypes
+    latent_shapes: list[list[int]]  # (C,) or (C, h, w), before dropping channels
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def columns(self) -> dict[str, list]:
+        return {"vz_key": self.keys, "vz_codes": self.codes, "vz_crc32": self.crc32,
+                "vz_shape": self.shapes, "vz_dtype": self.dtypes,
+                "vz_latent_shape": self.latent_shapes}
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, list]) -> CodeRows:
+        return cls(keys=cols["vz_key"], codes=cols["vz_codes"], crc32=cols["vz_crc32"],
+                   shapes=cols["vz_shape"], dtypes=cols["vz_dtype"],
+                   latent_shapes=cols["vz_latent_shape"])
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,9 @@ class ArchiveWriter:
     """Streams rows into one archive file; the schema is fixed by the first batch.
 
     Rows are gathered into row groups of ``ROW_GROUP_ROWS`` whatever the model's batch size,
-    so the file's size and layout do not depend on ``--batch-rows``.
+    so the file's size and layout do not depend on ``--batch-rows``. As a context manager it
+    writes the footer on success and only releases the Parquet writer on an error (the
+    caller's atomic write then discards the file).
     """
 
     def __init__(self, f: IO[bytes], meta: ArchiveMeta, uri: str) -> None:
@@ -135,7 +173,19 @@ class ArchiveWriter:
         self.schema: pa.Schema | None = None
         self.pending: list[pa.Table] = []
 
-    def write(self, base: dict[str, list], passthrough: dict[str, list]) -> None:
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        elif self.writer is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.writer.close()
+            self.writer = None
+
+    def write(self, rows: CodeRows, passthrough: dict[str, list]) -> None:
         for name in passthrough:
             if name.startswith(PREFIX):
                 raise InputError(self.uri, f"source column {name!r} uses the reserved prefix {PREFIX!r}")
@@ -157,7 +207,7 @@ class ArchiveWriter:
             raise InputError(self.uri, f"passthrough columns changed from {sorted(names)} "
                                        f"to {sorted(passthrough)}")
         try:
-            table = pa.table({**base, **passthrough}, schema=self.schema)
+            table = pa.table({**rows.columns(), **passthrough}, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise InputError(self.uri, "passthrough values do not fit the first rows' types "
                                        f"({err})") from err
@@ -181,3 +231,53 @@ class ArchiveWriter:
             # from storing a second, base64 copy of it inside the serialized Arrow schema).
             self.writer.add_key_value_metadata({META_KEY: self.meta.to_json().encode()})
             self.writer.close()
+            self.writer = None
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def archive_files(uri: str) -> list[str]:
+    """An archive folder, glob or single file -> its ``.vz.parquet`` files, sorted."""
+    try:
+        files = storage.expand(uri, (ARCHIVE_SUFFIX,))
+    except FileNotFoundError as err:
+        raise InputError(uri, "no such archive") from err
+    if not files:
+        raise InputError(uri, f"no archive files (*{ARCHIVE_SUFFIX}) found")
+    return files
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """Consecutive stored rows of one archive file, from row ``start``."""
+
+    uri: str
+    start: int
+    rows: CodeRows
+    columns: dict[str, list]  # passthrough columns
+
+
+def iter_stored(uri: str, batch_rows: int = 256,
+                columns: list[str] | None = None) -> Iterator[StoredBatch]:
+    """One archive file's rows as stored, in order, every page checksum verified. ``columns``
+    limits the passthrough columns read (default: all)."""
+    with storage.open_read(uri) as f:
+        start = 0
+        try:
+            pf = pq.ParquetFile(f, page_checksum_verification=True)
+            names = pf.schema_arrow.names
+            missing = set(BASE_NAMES) - set(names)
+            if missing:
+                raise InputError(uri, f"not a vaezip archive: no columns {sorted(missing)}")
+            wanted = [n for n in names if n not in BASE_NAMES and (columns is None or n in columns)]
+            unknown = set(columns or ()) - set(names)
+            if unknown:
+                raise InputError(uri, f"no such passthrough columns {sorted(unknown)}")
+            for rb in pf.iter_batches(batch_size=batch_rows, columns=BASE_NAMES + wanted):
+                cols = rb.to_pydict()
+                yield StoredBatch(uri, start, CodeRows.from_columns(cols),
+                                  {k: cols[k] for k in wanted})
+                start += rb.num_rows
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err

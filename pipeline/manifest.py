@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from pipeline import storage
+from pipeline.completion import read_record
 from pipeline.format import FORMAT_VERSION
-from pipeline.plan import Shard, read_done
+from pipeline.plan import Shard
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
@@ -15,9 +16,9 @@ FAILURES = "failures.json"
 def write_manifest(output: str, shards: list[Shard], job_fingerprint: str, extra: dict) -> dict:
     entries = []
     for s in shards:
-        r = read_done(output, s.name) or {}
-        entries.append({"name": s.name, "source": s.source, "rows": r.get("rows"),
-                        "bytes": r.get("bytes"), "sha256": r.get("sha256")})
+        r = read_record(output, s.name)
+        entries.append({"name": s.name, "source": s.source, "rows": r.rows if r else None,
+                        "bytes": r.bytes if r else None, "sha256": r.sha256 if r else None})
     manifest = {"format_version": FORMAT_VERSION, "job_fingerprint": job_fingerprint,
                 "shards": entries, "rows": sum(e["rows"] or 0 for e in entries),
                 "bytes": sum(e["bytes"] or 0 for e in entries), **extra}

@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -68,7 +68,32 @@ def tar_key(key: str) -> str:
     return path_of(key.replace("%", "%25").replace(".", "%2E"))
 
 
-class NpyWriter:
+class OutputWriter:
+    """A decode output for one shard. As a context manager it finishes the output on success
+    (``close``) and only releases what it holds on an error (``abort``): the caller's atomic
+    write then discards the file, and nothing beside it is written."""
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Release resources without finishing the output."""
+
+
+class NpyWriter(OutputWriter):
     def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
         self.f, self.uri, self.rows = f, uri, rows
         self.first: np.ndarray | None = None
@@ -99,7 +124,7 @@ class NpyWriter:
             pq.write_table(table, f)
 
 
-class _TableSink:
+class _TableSink(OutputWriter):
     """A Parquet stream whose schema is fixed by the first table written to it."""
 
     def __init__(self, f: IO[bytes]) -> None:
@@ -114,6 +139,13 @@ class _TableSink:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.writer.close()
+            self.writer = None
 
 
 class ParquetImageWriter(_TableSink):
@@ -161,7 +193,7 @@ def _field_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-class WebDatasetWriter:
+class WebDatasetWriter(OutputWriter):
     def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
         self.uri = uri
         self.tar = tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT)
@@ -189,14 +221,15 @@ class WebDatasetWriter:
     def close(self) -> None:
         self.tar.close()
 
+    def abort(self) -> None:
+        with contextlib.suppress(OSError, tarfile.TarError):
+            self.tar.close()
 
-Writer = NpyWriter | ParquetImageWriter | ImageFolderWriter | WebDatasetWriter
-WRITERS = {"npy": NpyWriter, "parquet": ParquetImageWriter, "images": ImageFolderWriter,
-           "webdataset": WebDatasetWriter}
+
+WRITERS: dict[str, type[OutputWriter]] = {"npy": NpyWriter, "parquet": ParquetImageWriter,
+                                          "images": ImageFolderWriter, "webdataset": WebDatasetWriter}
 
 
-@contextmanager
-def open_output(fmt: str, f: IO[bytes], uri: str, rows: int) -> Iterator[Writer]:
-    writer = WRITERS[fmt](f, uri, rows)
-    yield writer
-    writer.close()
+def open_output(fmt: str, f: IO[bytes], uri: str, rows: int) -> OutputWriter:
+    """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``."""
+    return WRITERS[fmt](f, uri, rows)

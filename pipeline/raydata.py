@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipeline.archive import LatentBatch, SampleDecoder, archive_files, latents_of
+from pipeline.archive import LatentBatch, SampleDecoder, latents_of
 from pipeline.checkpoint import load_checkpoint
 from pipeline.codec import Codec
 from pipeline.errors import ConfigError, InputError
-from pipeline.format import BASE_NAMES, ArchiveMeta, read_meta
+from pipeline.format import BASE_NAMES, ArchiveMeta, CodeRows, archive_files, read_meta
 
 PATH = "path"        # Ray Data's column naming each row's file (include_paths=True)
 
@@ -59,7 +59,7 @@ def _latents(table: pa.Table, meta: ArchiveMeta, codec: Codec) -> LatentBatch:
     paths = table[PATH].to_pylist() if PATH in table.column_names else []
     where = paths[0] if paths and len(set(paths)) == 1 else "archive batch"
     try:
-        latents, layouts = latents_of(meta, codec, where, 0, cols)
+        latents, layouts = latents_of(meta, codec, where, 0, CodeRows.from_columns(cols))
     except InputError as err:   # Ray Data does not number rows by file: name the key instead
         key = cols["vz_key"][err.row] if err.row is not None else None
         raise InputError(where, err.reason + (f" (key {key!r})" if key is not None else "")

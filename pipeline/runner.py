@@ -22,9 +22,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from pipeline.completion import ShardResult
 from pipeline.errors import ConfigError, VaezipError
 from pipeline.plan import Shard
-from pipeline.worker_common import ShardResult
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.archive import SampleDecoder, archive_files, check_model, iter_latents
+from pipeline.archive import SampleDecoder, check_model, iter_latents
 from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import ConfigError
-from pipeline.format import read_meta
+from pipeline.format import archive_files, read_meta
 
 
 def _distributed() -> tuple[int, int]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipeline.completion import ShardResult
 from pipeline.errors import InputError
 from pipeline.plan import Shard
-from pipeline.worker_common import ShardResult
 
 
 class FlakyWorker:

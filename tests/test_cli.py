@@ -101,7 +101,8 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     import numpy as np
 
     from pipeline.codec import CodecConfig
-    from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+    from pipeline.encode import EncodeSpec, EncodeWorker
+    from pipeline.job import JobParams
     from pipeline.plan import plan_shards
     from pipeline.quantize import QuantizerConfig
     data = tmp_path / "data"
@@ -116,7 +117,7 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     q, c = worker.calibrate([s for s in shards if s.relpath == "good.npy"], 64, QuantizerConfig(),
                             CodecConfig())
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        results = {s.relpath: worker.process(s, JobParams(q, c, "job", str(data))) for s in shards}
+        results = {s.relpath: worker.process(s, JobParams(q, c, "job")) for s in shards}
     assert results["good.npy"].ok and not results["bad.npy"].ok
     assert 0 < results["good.npy"].model_seconds < results["good.npy"].seconds
     text = caplog.text

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.archive import decode_codes
 from pipeline.codec import (
     FRAMINGS,
     Codec,
@@ -18,9 +17,11 @@ from pipeline.codec import (
     row_bytes,
     rows_to_codes,
 )
-from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+from pipeline.compress import decompress
+from pipeline.encode import EncodeSpec, EncodeWorker
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, read_meta
+from pipeline.job import JobParams
 from pipeline.plan import plan_shards
 from pipeline.quantize import QuantizerConfig, QuantizerParams, dequantize, quantize
 from tests.format_reader import read_archive_codes
@@ -36,7 +37,7 @@ def archive(request, tmp_path_factory, digits_dir, trained_mlp):
     shards = plan_shards(digits_dir)
     q, c = worker.calibrate(shards, 512, QuantizerConfig(), CodecConfig(framing=request.param))
     assert c.framing == request.param
-    job = JobParams(q, c, "job", digits_dir)
+    job = JobParams(q, c, "job")
     for s in shards:
         assert worker.process(s, job).ok
     return root / "arch"
@@ -47,8 +48,8 @@ def test_format_md_decoder_matches_vaezip(archive):
     meta = read_meta(path)
     theirs = read_archive_codes(path)
     table = pq.read_table(path).to_pydict()
-    ours = decode_codes(meta, Codec(meta.codec), path, 0, table["vz_codes"], table["vz_crc32"],
-                        table["vz_latent_shape"])
+    ours = decompress(table["vz_codes"], table["vz_crc32"], table["vz_latent_shape"],
+                      meta.quantizer, Codec(meta.codec), path, 0)
     assert [r["key"] for r in theirs] == table["vz_key"]
     for t, o in zip(theirs, ours, strict=True):
         assert np.array_equal(t["latent"], o)
@@ -124,7 +125,7 @@ def test_flipped_code_byte_is_caught_by_the_checksum(archive):
     frames = list(table["vz_codes"])
     frames[3] = codec.encode_raw(bytes(raw))
     with pytest.raises(InputError, match="row 3: checksum mismatch"):
-        decode_codes(meta, codec, path, 0, frames, table["vz_crc32"], table["vz_latent_shape"])
+        decompress(frames, table["vz_crc32"], table["vz_latent_shape"], meta.quantizer, codec, path, 0)
     assert checksum(bytes(raw)) != table["vz_crc32"][3]
 
 
@@ -168,7 +169,7 @@ def test_version_1_archives_are_still_read(archive, tmp_path):
     meta = read_meta(old)
     assert meta.format_version == 1 and meta.codec.framing == "row"
     table = pq.read_table(old).to_pydict()
-    got = decode_codes(meta, Codec(meta.codec), old, 0, table["vz_codes"], table["vz_crc32"],
-                       table["vz_latent_shape"])
+    got = decompress(table["vz_codes"], table["vz_crc32"], table["vz_latent_shape"], meta.quantizer,
+                     Codec(meta.codec), old, 0)
     assert all(np.array_equal(t["latent"], g) for t, g in zip(read_archive_codes(old), got,
                                                                strict=True))

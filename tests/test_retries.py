@@ -11,8 +11,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
 
 
 def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tmp_path):
-    shards = [Shard(i, f"s3://bucket/{n}", n, n) for i, n in
-              enumerate(["ok", "flaky", "down", "corrupt"])]
+    shards = [Shard(f"s3://bucket/{n}", n, n) for n in ["ok", "flaky", "down", "corrupt"]]
     spec = {"log": str(tmp_path), "fail_times": {"flaky": 2, "down": 99}}
     config = PoolConfig(actors=2, max_attempts=3, retry_backoff_s=0.3)
     results = run(FlakyWorker, spec, config, lambda pool: {r.name: r for r in pool.map(shards)})

@@ -45,11 +45,13 @@ def test_train_conv_on_photo_crops_with_held_out_set(tmp_path):
     (["--input", "{digits}", "--output", "x", "--latent", "-1"], "must be positive"),
     (["--input", "{digits}", "--output", "x", "--device", "cuda:0"], "no CUDA GPU"),
 ])
-def test_bad_arguments_give_one_clear_line(capsys, digits_dir, args, message):
+def test_bad_arguments_give_one_clear_line(capsys, tmp_path, digits_dir, args, message):
     import torch
     if "cuda:0" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    rc = run_main(train.main, [a.replace("{digits}", digits_dir) for a in args])
+    argv = [str(tmp_path / "x") if a == "x" else a.replace("{digits}", digits_dir) for a in args]
+    rc = run_main(train.main, argv)
+    assert not (tmp_path / "x").exists()      # a refused run writes nothing
     err = capsys.readouterr().err
     assert rc == 2 and message in err
     assert "Traceback" not in err and err.count("\n") == 1
@@ -64,6 +66,6 @@ def test_unreadable_data_gives_one_clear_line(tmp_path, capsys):
 
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        train.main(["--output", "x"])
+        train.main(["--output", "never-written"])
     assert exc.value.code == 2
     assert "--input" in capsys.readouterr().err

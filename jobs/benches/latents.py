@@ -18,8 +18,9 @@ import torch
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
-from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter
+from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
 from pipeline.models import config_to_dict
+from pipeline.names import sample_key
 from pipeline.quantize import (
     QuantizerConfig,
     QuantizerParams,
@@ -108,13 +109,12 @@ def archive_bytes(ckpt: Checkpoint, codes: np.ndarray, q: QuantizerParams, cpara
     meta = ArchiveMeta(model_fingerprint=ckpt.fingerprint, model_config=config_to_dict(ckpt.config),
                        quantizer=q, codec=cparams, source_uri="bench.npy", job_fingerprint="bench")
     buf = io.BytesIO()
-    writer = ArchiveWriter(buf, meta, "bench.npy")
     n = len(codes)
-    writer.write({"vz_key": [f"bench.npy:{i}" for i in range(n)], "vz_codes": payloads,
-                  "vz_crc32": crcs, "vz_shape": [list(arrays.shape[1:])] * n,
-                  "vz_dtype": [str(arrays.dtype)] * n, "vz_latent_shape": [list(latent_shape)] * n},
-                 {})
-    writer.close()
+    rows = CodeRows(keys=[sample_key("bench.npy", i) for i in range(n)], codes=payloads, crc32=crcs,
+                    shapes=[list(arrays.shape[1:])] * n, dtypes=[str(arrays.dtype)] * n,
+                    latent_shapes=[list(latent_shape)] * n)
+    with ArchiveWriter(buf, meta, "bench.npy") as writer:
+        writer.write(rows, {})
     md = pq.ParquetFile(io.BytesIO(buf.getvalue())).metadata
     col = BASE_NAMES.index("vz_codes")
     code_bytes = sum(md.row_group(i).column(col).total_compressed_size

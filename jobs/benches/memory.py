@@ -14,7 +14,8 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.codec import CodecConfig
-from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
+from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.job import JobParams
 from pipeline.plan import plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
@@ -36,7 +37,7 @@ def peak_for(ckpt_uri: str, arrays: np.ndarray, batch_rows: int) -> dict:
     def body(pool: Any) -> dict:
         before = pool.call_one("peak_rss_mib")
         qp, cp = pool.call_one("calibrate", shards, 512, QuantizerConfig(), CodecConfig())
-        job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench", input_uri=work)
+        job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench")
         (result,) = list(pool.map(shards, job))
         assert result.ok, result.error
         return {"rows": len(arrays), "input_mib": arrays.nbytes / 2**20,

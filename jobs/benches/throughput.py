@@ -21,8 +21,9 @@ from pipeline import storage
 from pipeline.checkpoint import load_checkpoint
 from pipeline.codec import CodecConfig
 from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.encode import EncodeSpec, EncodeWorker, JobParams
-from pipeline.plan import Shard, plan_shards
+from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.job import JobParams
+from pipeline.plan import plan_archive, plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
 from pipeline.runner import PoolConfig, run
@@ -81,12 +82,11 @@ def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, 
 
     def encode_body(pool: Any) -> tuple[list[float], JobParams]:
         qp, cp = pool.call_one("calibrate", shards, 2048, QuantizerConfig(), CodecConfig())
-        job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench", input_uri=data_uri)
+        job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench")
         return [_timed_map(pool, shards, job) for _ in range(repeats)], job
 
     enc_rates, _ = run(EncodeWorker, espec, pool_config, encode_body)
-    archive = [Shard(i, storage.join(work, "arch", s.name), s.name, s.name[:-11] + ".npy")
-               for i, s in enumerate(shards)]
+    archive = plan_archive(storage.join(work, "arch"), ".npy")
     dspec = DecodeSpec(checkpoint=ckpt_uri, output=storage.join(work, "rec"),
                        batch_rows=batch_rows, device="cpu", threads=threads)
 

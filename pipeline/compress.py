@@ -1,0 +1,76 @@
+"""Latents <-> the payloads an archive row stores: the two directions side by side, as
+CompressAI keeps ``compress`` and ``decompress`` adjacent.
+
+    compress:    per-row (C, P) latents -> quantize (job-wide) -> layout -> crc32 -> payload
+    decompress:  payload -> (zstd frame) -> crc32 check -> length check -> codes
+                 -> dequantize -> per-row latents shaped as ``vz_latent_shape``
+
+Rows of one shape are quantized and dequantized together. Everything read back is untrusted:
+each row's checksum, channel count and length are checked before its codes are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.codec import Codec, checksum, rows_to_codes
+from pipeline.errors import InputError
+from pipeline.quantize import QuantizerParams, dequantize, quantize
+
+
+def _by_shape(shapes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(i)
+    return groups
+
+
+def compress(means: list[np.ndarray], quantizer: QuantizerParams,
+             codec: Codec) -> tuple[list[bytes], list[int], int]:
+    """Per-row (C, P) latents -> ``vz_codes`` payloads, their checksums, and how many values
+    the quantizer clipped."""
+    payloads: list[bytes] = [b""] * len(means)
+    crcs = [0] * len(means)
+    clipped = 0
+    for idx in _by_shape([m.shape for m in means]).values():
+        codes, n = quantize(np.stack([means[i] for i in idx]), quantizer)
+        clipped += n
+        group_payloads, group_crcs = codec.encode(codes)
+        for j, i in enumerate(idx):
+            payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
+    return payloads, crcs, clipped
+
+
+def _positions(latent_shape: tuple[int, ...]) -> int:
+    return int(np.prod(latent_shape[1:], dtype=np.int64)) if len(latent_shape) > 1 else 1
+
+
+def decompress(payloads: list[bytes], crcs: list[int], latent_shapes: list[list[int]],
+               quantizer: QuantizerParams, codec: Codec, uri: str, start: int) -> list[np.ndarray]:
+    """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape``; errors
+    name ``uri`` and the row (``start`` is the first row's number in the file)."""
+    active = sum(quantizer.active)
+    raws: list[bytes] = []
+    shapes: list[tuple[int, ...]] = []
+    for i, (payload, crc, lshape) in enumerate(zip(payloads, crcs, latent_shapes, strict=True)):
+        try:
+            data = codec.raw(payload)
+        except Exception as err:  # zstd raises its own error type for corrupt frames
+            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
+        if checksum(data) != crc:
+            raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
+        if not lshape or lshape[0] != quantizer.channels:
+            raise InputError(uri, f"latent shape {lshape} does not fit the quantizer's "
+                                  f"{quantizer.channels} channels", row=start + i)
+        if len(data) != active * _positions(tuple(lshape)) * quantizer.dtype.itemsize:
+            raise InputError(uri, "code length does not fit the latent shape", row=start + i)
+        raws.append(data)
+        shapes.append(tuple(lshape))
+    out: list[np.ndarray] = [np.empty(0)] * len(raws)
+    for lshape, idx in _by_shape(shapes).items():
+        codes = rows_to_codes([raws[i] for i in idx], (active, _positions(lshape)), quantizer.dtype,
+                              codec.params.layout)
+        latents = dequantize(codes, quantizer).reshape(len(idx), *lshape)
+        for j, i in enumerate(idx):
+            out[i] = latents[j]
+    return out

@@ -1,0 +1,96 @@
+"""The encoder side that the encode and feature workers both compose: a shard's rows read,
+converted to model arrays and run through the encoder, with their keys.
+
+    read (prefetch thread: fsspec, image decode, to model arrays)
+      -> group rows by shape -> encoder (inference_mode, on the worker's device)
+      -> Encoded: keys, sample layouts, latent shapes, posterior means and log-variances
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.completion import Stopwatch
+from pipeline.errors import InputError
+from pipeline.names import sample_key
+from pipeline.overlap import prefetch
+from pipeline.plan import Shard
+from pipeline.readers import Batch, ReadOptions, iter_batches
+from pipeline.samples import SampleLayout, to_model
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One batch after the encoder: rows in source order."""
+
+    batch: Batch
+    keys: list[str]
+    layouts: list[SampleLayout]
+    latent_shapes: list[tuple[int, ...]]
+    means: list[np.ndarray]  # per row, (C, P)
+    logvars: list[np.ndarray]
+
+
+def where(shard: Shard, row: int) -> tuple[str, int | None]:
+    """The file and row an error should name: an image group's file has no rows."""
+    return (shard.members[row], None) if shard.members else (shard.source, row)
+
+
+def check_new_keys(shard: Shard, enc: Encoded, seen: set[str]) -> None:
+    """Refuse a key already seen in this shard, naming its file and row; remember the rest."""
+    for key, r in zip(enc.keys, enc.batch.rows, strict=True):
+        if key in seen:
+            uri, row = where(shard, r)
+            raise InputError(uri, f"duplicate key {key!r}", row=row)
+        seen.add(key)
+
+
+class Encoder:
+    """A checkpoint's encoder over shards, on one device; model time goes to ``clock``."""
+
+    def __init__(self, ckpt: Checkpoint, device: torch.device, read: ReadOptions,
+                 key_column: str | None, clock: Stopwatch) -> None:
+        self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
+        self.model = ckpt.model
+        self.clock = clock
+
+    def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
+        for batch in iter_batches(shard.source, self.read, shard.members):
+            pairs = [to_model(s, self.ckpt.config, *where(shard, r))
+                     for r, s in zip(batch.rows, batch.samples, strict=True)]
+            yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _keys(self, shard: Shard, batch: Batch) -> list[str]:
+        col = self.key_column
+        if col is None:
+            return batch.ids or [sample_key(shard.relpath, r) for r in batch.rows]
+        if col not in batch.columns:
+            raise InputError(shard.source, f"missing key column {col!r}")
+        return [str(v) for v in batch.columns[col]]
+
+    @torch.inference_mode()
+    def encoded(self, shard: Shard) -> Iterator[Encoded]:
+        for batch, arrays, layouts in prefetch(lambda: self._prepared(shard)):
+            means: list[np.ndarray] = [np.empty(0)] * len(arrays)
+            logvars: list[np.ndarray] = [np.empty(0)] * len(arrays)
+            shapes: list[tuple[int, ...]] = [()] * len(arrays)
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, a in enumerate(arrays):
+                groups.setdefault(a.shape, []).append(i)
+            for idx in groups.values():
+                x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
+                with self.clock.timing():
+                    post = self.model.encode(x)
+                    m = post.mean.float().cpu().numpy()
+                    lv = post.logvar.float().cpu().numpy()
+                lshape = tuple(m.shape[1:])
+                for j, i in enumerate(idx):
+                    means[i] = m[j].reshape(lshape[0], -1)
+                    logvars[i] = lv[j].reshape(lshape[0], -1)
+                    shapes[i] = lshape
+            yield Encoded(batch, self._keys(shard, batch), layouts, shapes, means, logvars)

@@ -1,0 +1,79 @@
+"""An encode job's identity and its ``job.json``: the settings it was started with and the
+quantizer and codec parameters calibrated once for every shard.
+
+    first run:  settings -> calibrate -> JobParams (fingerprint of all three) -> job.json
+    re-run:     job.json -> the same JobParams, no calibration; other settings are refused
+
+Every archive file and completion record carries the job fingerprint, so a shard written
+with other parameters is never taken for done.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import storage
+from pipeline.codec import CodecParams
+from pipeline.errors import ConfigError
+from pipeline.plan import fingerprint
+from pipeline.quantize import QuantizerParams
+
+JOB = "job.json"
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """What every encode worker needs to write a shard of this job."""
+
+    quantizer: QuantizerParams
+    codec: CodecParams
+    job_fingerprint: str
+
+    @classmethod
+    def of(cls, settings: dict[str, Any], quantizer: QuantizerParams,
+           codec: CodecParams) -> JobParams:
+        return cls(quantizer, codec, fingerprint(settings, quantizer.to_dict(), codec.to_dict()))
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """The contents of ``job.json``."""
+
+    settings: dict[str, Any]
+    params: JobParams
+
+    def to_json(self) -> bytes:
+        return json.dumps({"job_fingerprint": self.params.job_fingerprint,
+                           "settings": self.settings, "quantizer": self.params.quantizer.to_dict(),
+                           "codec": self.params.codec.to_dict()}, indent=2).encode()
+
+
+def load_job(output: str) -> EncodeJob | None:
+    """The job recorded in ``output``, or None where there is none yet."""
+    uri = storage.join(output, JOB)
+    try:
+        data = json.loads(storage.read_bytes(uri))
+        settings = data["settings"]
+        return EncodeJob(settings, JobParams.of(settings, QuantizerParams.from_dict(data["quantizer"]),
+                                                CodecParams.from_dict(data["codec"])))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, ConfigError) as err:
+        raise ConfigError(f"{uri}: not a readable job record ({err}); use --overwrite to "
+                          "start the archive afresh") from err
+
+
+def resume_job(output: str, settings: dict[str, Any], overwrite: bool) -> EncodeJob | None:
+    """The earlier job to finish in ``output`` (None: calibrate afresh); refuses an output
+    that holds another job's archive unless ``overwrite``."""
+    previous = None if overwrite else load_job(output)
+    if previous is not None and previous.settings != settings:
+        raise ConfigError(f"{output} already holds an archive of another job "
+                          "(job.json settings differ); use another --output or --overwrite")
+    return previous
+
+
+def save_job(output: str, job: EncodeJob) -> None:
+    storage.write_bytes(storage.join(output, JOB), job.to_json())

@@ -1,0 +1,116 @@
+"""pipeline.completion: the record, is_complete, and the run_shard skeleton every worker uses."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.completion import (
+    DONE,
+    CompletionRecord,
+    Stopwatch,
+    Written,
+    done_uri,
+    is_complete,
+    read_record,
+    run_shard,
+    write_record,
+)
+from pipeline.errors import InputError
+from pipeline.plan import Shard
+
+
+@pytest.fixture
+def shard(tmp_path):
+    src = tmp_path / "in" / "a.npy"
+    src.parent.mkdir()
+    src.write_bytes(b"0123456789")
+    return Shard(source=str(src), relpath="a.npy", name="a.npy.vz.parquet")
+
+
+def test_the_driver_side_imports_no_torch():
+    code = "import sys, pipeline.runner, jobs._driver, pipeline.completion; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_run_shard_commits_the_output_then_its_record(tmp_path, shard):
+    out = str(tmp_path / "out")
+    clock = Stopwatch()
+
+    def body(f, uri):
+        assert uri == f"{out}/a.npy.vz.parquet"
+        with clock.timing():
+            f.write(b"hello ")
+        f.write(b"world")
+        return Written(rows=3, clipped=2)
+
+    result = run_shard(out, shard, shard.name, "job-1", body, clock)
+    data = (tmp_path / "out" / shard.name).read_bytes()
+    assert data == b"hello world"
+    assert result.ok and result.rows == 3 and result.clipped == 2
+    assert result.output_bytes == 11 and result.input_bytes == 10
+    assert 0 < result.model_seconds <= result.seconds
+    record = read_record(out, shard.name)
+    assert record == CompletionRecord(job_fingerprint="job-1", name=shard.name, source=shard.source,
+                                      rows=3, bytes=11, sha256=hashlib.sha256(data).hexdigest(),
+                                      input_bytes=10, clipped=2, seconds=record.seconds)
+    assert is_complete(out, shard.name, "job-1")
+    assert not is_complete(out, shard.name, "job-2")
+
+
+@pytest.mark.parametrize("outcome, message", [
+    ("error", "a.npy row 4: bad row"),
+    ("empty", "a.npy: shard holds no rows"),
+])
+def test_a_failed_shard_is_a_value_and_leaves_nothing(tmp_path, shard, outcome, message):
+    out = tmp_path / "out"
+
+    def body(f, uri):
+        f.write(b"partial")
+        if outcome == "error":
+            raise InputError(shard.source, "bad row", row=4)
+        return Written(rows=0)
+
+    result = run_shard(str(out), shard, shard.name, "job", body)
+    assert not result.ok and result.error.endswith(message) and not result.retryable
+    assert sorted(p.name for p in out.rglob("*")) == []     # no output, no record, no temporary
+
+
+def test_other_errors_are_not_swallowed(tmp_path, shard):
+    def body(f, uri):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_shard(str(tmp_path / "out"), shard, shard.name, "job", body)
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_is_complete_needs_the_whole_output_the_record_describes(tmp_path):
+    out = str(tmp_path)
+    record = CompletionRecord("job", "x.vz.parquet", "src", rows=1, bytes=4, sha256="-")
+    write_record(out, record)
+    assert not is_complete(out, "x.vz.parquet", "job")            # output missing
+    (tmp_path / "x.vz.parquet").write_bytes(b"abc")
+    assert not is_complete(out, "x.vz.parquet", "job")            # shorter than recorded
+    (tmp_path / "x.vz.parquet").write_bytes(b"abcd")
+    assert is_complete(out, "x.vz.parquet", "job")
+    assert done_uri(out, "x.vz.parquet") == f"{out}/{DONE}/x.vz.parquet.json"
+
+
+@pytest.mark.parametrize("text", [b"not json", b"[1, 2]", b'{"job_fingerprint": "job"}'])
+def test_an_unreadable_record_means_not_done(tmp_path, text):
+    (tmp_path / DONE).mkdir()
+    (tmp_path / DONE / "x.vz.parquet.json").write_bytes(text)
+    (tmp_path / "x.vz.parquet").write_bytes(b"")
+    assert read_record(str(tmp_path), "x.vz.parquet") is None
+    assert not is_complete(str(tmp_path), "x.vz.parquet", "job")
+
+
+def test_records_ignore_fields_they_do_not_know(tmp_path):
+    data = {"job_fingerprint": "j", "name": "n", "source": "s", "rows": 1, "bytes": 2,
+            "sha256": "h", "written_by": "a later version"}
+    assert CompletionRecord.from_json(json.dumps(data).encode()) == CompletionRecord(
+        "j", "n", "s", 1, 2, "h")

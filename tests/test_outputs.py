@@ -1,0 +1,53 @@
+"""pipeline.outputs and the ArchiveWriter: writers finish on success and release on error."""
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.codec import CodecParams
+from pipeline.errors import InputError
+from pipeline.format import ArchiveMeta, ArchiveWriter, CodeRows
+from pipeline.outputs import OUTPUT_FORMATS, open_output
+from pipeline.quantize import QuantizerConfig, calibrate, stats_from_latents
+
+
+def _meta() -> ArchiveMeta:
+    m = np.random.default_rng(0).normal(size=(64, 2, 1))
+    q = calibrate(stats_from_latents(m, np.full_like(m, -2.0)), QuantizerConfig())
+    return ArchiveMeta("fp", {"kind": "mlp"}, q, CodecParams(9, "position", "column", b""), "src", "job")
+
+
+def _rows(n: int) -> CodeRows:
+    return CodeRows(keys=[f"k{i}" for i in range(n)], codes=[b"\x01\x02"] * n, crc32=[0] * n,
+                    shapes=[[2]] * n, dtypes=["float32"] * n, latent_shapes=[[2]] * n)
+
+
+def test_archive_writer_writes_its_footer_on_success_only():
+    buf = io.BytesIO()
+    with ArchiveWriter(buf, _meta(), "x.vz.parquet") as w:
+        w.write(_rows(3), {"label": [1, 2, 3]})
+    pf = pq.ParquetFile(io.BytesIO(buf.getvalue()))
+    assert pf.metadata.num_rows == 3 and b"vaezip" in pf.schema_arrow.metadata
+
+    broken = io.BytesIO()
+    with pytest.raises(InputError, match="passthrough columns changed"):
+        with ArchiveWriter(broken, _meta(), "y.vz.parquet") as w:
+            w.write(_rows(2), {"label": [1, 2]})
+            w.write(_rows(2), {"other": [1, 2]})
+    assert w.writer is None          # released
+    assert b"vaezip" not in broken.getvalue()
+
+
+@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
+def test_output_writers_release_on_error_without_finishing(tmp_path, fmt):
+    uri = str(tmp_path / f"shard.{fmt}")
+    x = np.zeros((4, 4), np.uint8)
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        with open(uri, "wb") as f, open_output(fmt, f, uri, rows=2) as w:
+            w.write(["a.png"], [x], {})
+            raise RuntimeError("decoder failed")
+    # no .keys.parquet beside a .npy; an image folder keeps the images it wrote before the error
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == {f"shard.{fmt}", "a.png"} if fmt == "images" else written == {f"shard.{fmt}"}
