@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -26,16 +27,21 @@ class Parser(argparse.ArgumentParser):
     values outside an option's choices, are errors.
     """
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(**kwargs)
-        self.add_argument("--config", help="YAML (.yaml/.yml) or TOML (.toml) file of option "
-                          "values, keyed by long option name; command-line flags win")
+        self.add_argument(
+            "--config",
+            help="YAML (.yaml/.yml) or TOML (.toml) file of option "
+            "values, keyed by long option name; command-line flags win",
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         argv = list(sys.argv[1:] if args is None else args)
         path = _config_path(argv)
         if path is not None:
@@ -51,7 +57,7 @@ class Parser(argparse.ArgumentParser):
                 raise ConfigError(f"{path}: unknown option {key!r}")
             if isinstance(value, str) and action.type is not None:
                 try:
-                    value = action.type(value)  # type: ignore[misc, operator]
+                    value = action.type(value)  # type: ignore[operator]
                 except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
                     raise ConfigError(f"{path}: {key}: {err}") from err
             if isinstance(value, list) and action.type in (int_tuple, float_tuple):
@@ -74,6 +80,7 @@ def _config_path(argv: list[str]) -> str | None:
 def load_config(path: str) -> dict:
     """A YAML or TOML file of option values (a mapping)."""
     from pipeline import storage
+
     try:
         text = storage.read_bytes(path).decode()
     except FileNotFoundError as err:
@@ -86,8 +93,7 @@ def load_config(path: str) -> dict:
         else:
             raise ConfigError(f"config file {path}: use .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} does not parse: {' '.join(str(err).split())}"
-                          ) from err
+        raise ConfigError(f"config file {path} does not parse: {' '.join(str(err).split())}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option names to values")
     return data
@@ -96,14 +102,19 @@ def load_config(path: str) -> dict:
 def save_resolved(args: argparse.Namespace, uri: str) -> None:
     """Every option's final value, as YAML that ``--config`` reads back."""
     from pipeline import storage
-    values = {k.replace("_", "-"): list(v) if isinstance(v, tuple) else v
-              for k, v in sorted(vars(args).items()) if k != "config"}
+
+    values = {
+        k.replace("_", "-"): list(v) if isinstance(v, tuple) else v
+        for k, v in sorted(vars(args).items())
+        if k != "config"
+    }
     storage.write_bytes(uri, yaml.safe_dump(values, sort_keys=True).encode())
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         return main(argv)
     except VaezipError as err:
@@ -119,7 +130,6 @@ def int_tuple(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
-
 
 
 def float_tuple(text: str) -> tuple[float, ...]:

@@ -40,15 +40,19 @@ class Summary:
 
     def text(self, verb: str) -> str:
         ratio = self.input_bytes / self.output_bytes if self.output_bytes else float("nan")
-        lines = [f"{verb} {len(self.done)} shards ({self.skipped} already complete, "
-                 f"{len(self.failed)} failed) of {self.shards}: {self.rows} rows, "
-                 f"{self.input_bytes:,} input bytes -> {self.output_bytes:,} bytes "
-                 f"(ratio {ratio:.2f}), {self.rows / max(self.seconds, 1e-9):.1f} rows/s "
-                 f"in {self.seconds:.1f} s"]
+        lines = [
+            f"{verb} {len(self.done)} shards ({self.skipped} already complete, "
+            f"{len(self.failed)} failed) of {self.shards}: {self.rows} rows, "
+            f"{self.input_bytes:,} input bytes -> {self.output_bytes:,} bytes "
+            f"(ratio {ratio:.2f}), {self.rows / max(self.seconds, 1e-9):.1f} rows/s "
+            f"in {self.seconds:.1f} s"
+        ]
         worker_s = sum(r.seconds for r in self.done)
         if worker_s > 0:
-            lines.append(f"  workers spent {100 * sum(r.model_seconds for r in self.done) / worker_s:.0f}% "
-                         "of their shard time in the model (the rest: reading, codec, writing)")
+            lines.append(
+                f"  workers spent {100 * sum(r.model_seconds for r in self.done) / worker_s:.0f}% "
+                "of their shard time in the model (the rest: reading, codec, writing)"
+            )
         lines += [f"  FAILED {r.source}: {r.error}" for r in self.failed]
         return "\n".join(lines)
 
@@ -63,38 +67,66 @@ def dispatch(pool: Pool, output: str, todo: list[Shard], total: int, *args: obje
             rows = sum(r.rows for r in done)
             elapsed = time.perf_counter() - start
             inb, outb = sum(r.input_bytes for r in done), sum(r.output_bytes for r in done)
-            bar.set_postfix(rows=rows, rows_s=f"{rows / max(elapsed, 1e-9):.0f}",
-                            ratio=f"{inb / outb:.2f}" if outb else "-", refresh=False)
+            bar.set_postfix(
+                rows=rows,
+                rows_s=f"{rows / max(elapsed, 1e-9):.0f}",
+                ratio=f"{inb / outb:.2f}" if outb else "-",
+                refresh=False,
+            )
             bar.update(1)
-    write_failures(output, [{"shard": r.name, "source": r.source, "error": r.error,
-                             "attempts": r.attempts} for r in failed])
+    write_failures(
+        output,
+        [{"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts} for r in failed],
+    )
     if storage.remove_stale_temps(output):
         log.info("removed temporary files of workers that died mid-write")
-    return Summary(shards=total, skipped=total - len(todo), done=done, failed=failed,
-                   seconds=time.perf_counter() - start)
+    return Summary(
+        shards=total, skipped=total - len(todo), done=done, failed=failed, seconds=time.perf_counter() - start
+    )
 
 
 def add_running_args(p: argparse.ArgumentParser) -> None:
     """The options of a job that runs on the worker pool (jobs.encode, jobs.decode)."""
     r = p.add_argument_group("running")
-    r.add_argument("--actors", type=int, help="worker actors (default: one per GPU, else one "
-                   "per --threads CPUs of the cluster)")
+    r.add_argument(
+        "--actors",
+        type=int,
+        help="worker actors (default: one per GPU, else one per --threads CPUs of the cluster)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: one GPU per actor when the cluster has GPUs, else CPU actors; "
-                   "cpu: never a GPU; cuda: GPUs or a clear error")
-    r.add_argument("--batch-rows", type=int, default=256, help="rows per model batch (samples "
-                   "per encoder/decoder call; GPU memory grows with it)")
+    r.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: one GPU per actor when the cluster has GPUs, else CPU actors; "
+        "cpu: never a GPU; cuda: GPUs or a clear error",
+    )
+    r.add_argument(
+        "--batch-rows",
+        type=int,
+        default=256,
+        help="rows per model batch (samples per encoder/decoder call; GPU memory grows with it)",
+    )
     r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     r.add_argument("--overwrite", action="store_true", help="redo every shard")
-    r.add_argument("--max-failed-shards", type=int, default=0,
-                   help="exit 0 even if up to this many shards failed")
-    r.add_argument("--max-attempts", type=int, default=3, help="tries per shard for failures "
-                   "that can pass (a worker died, a storage error); corrupt input is not retried")
+    r.add_argument(
+        "--max-failed-shards", type=int, default=0, help="exit 0 even if up to this many shards failed"
+    )
+    r.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="tries per shard for failures "
+        "that can pass (a worker died, a storage error); corrupt input is not retried",
+    )
 
 
 def pool_config(args: argparse.Namespace) -> PoolConfig:
-    return PoolConfig(actors=args.actors, threads_per_actor=args.threads,
-                      use_gpus=args.device != "cpu", require_gpus=args.device == "cuda",
-                      max_attempts=args.max_attempts,
-                      address=args.address)
+    return PoolConfig(
+        actors=args.actors,
+        threads_per_actor=args.threads,
+        use_gpus=args.device != "cpu",
+        require_gpus=args.device == "cuda",
+        max_attempts=args.max_attempts,
+        address=args.address,
+    )

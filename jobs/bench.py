@@ -29,7 +29,7 @@ from jobs.benches import rd as rd_bench
 from jobs.benches import throughput
 from jobs.benches.common import load_arrays
 from jobs.benches.report import write_page, write_plots
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import Checkpoint, load_checkpoint
 from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
@@ -38,32 +38,50 @@ SECTIONS = ("throughput", "memory", "codec", "latents", "rd", "features", "estim
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="data/demo", help="folder written by jobs.prepare_demo")
-    p.add_argument("--digits-checkpoint", default="runs/digits-mlp", help="MLP VAE trained on "
-                   "the digits (make demo writes it)")
-    p.add_argument("--photos-checkpoint", default="runs/photos-conv", help="conv VAE trained on "
-                   "photo crops (make demo writes it)")
-    p.add_argument("--output", default="docs/bench", help="results.json and plots (kept in git, "
-                   "beside the page that shows them)")
+    p.add_argument(
+        "--digits-checkpoint",
+        default="runs/digits-mlp",
+        help="MLP VAE trained on the digits (make demo writes it)",
+    )
+    p.add_argument(
+        "--photos-checkpoint",
+        default="runs/photos-conv",
+        help="conv VAE trained on photo crops (make demo writes it)",
+    )
+    p.add_argument(
+        "--output",
+        default="docs/bench",
+        help="results.json and plots (kept in git, beside the page that shows them)",
+    )
     p.add_argument("--page", default="BENCHMARKS.md", help="the page to regenerate")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each speed figure")
     p.add_argument("--rows", type=int, default=2048, help="photo crops in the speed runs")
     p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
-    p.add_argument("--page-only", action="store_true", help="measure nothing: redraw the plots "
-                   "and the page from the existing results.json (after editing the notes)")
+    p.add_argument(
+        "--page-only",
+        action="store_true",
+        help="measure nothing: redraw the plots "
+        "and the page from the existing results.json (after editing the notes)",
+    )
     args = p.parse_args(argv)
     if args.page_only:
         with open(os.path.join(args.output, "results.json")) as f:
-            results = json.load(f)
-        write_plots(results, args.output)
-        write_page(results, args.page, args.output)
+            saved = json.load(f)
+        write_plots(saved, args.output)
+        write_page(saved, args.page, args.output)
         print(f"wrote {args.page} from {args.output}/results.json")
         return 0
     sections = args.only or SECTIONS
@@ -76,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["machine"] = machine()
     results["date"] = datetime.date.today().isoformat()
     command = ("python -m jobs.bench " + " ".join(argv or sys.argv[1:])).strip()
-    if args.only and results.get("command"):   # the other sections come from the earlier run
+    if args.only and results.get("command"):  # the other sections come from the earlier run
         command = f"{results['command']}`, then `{command}"
     results["command"] = command
     digits_ck = load_checkpoint(args.digits_checkpoint)
@@ -90,11 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "throughput" in sections:
         crops = load_arrays(f"{args.data}/photos/train", max_rows=args.rows)
         speed_dir = tempfile.mkdtemp(prefix="vzbench-data-")
-        for i in range(4):       # four shards: two actors stay busy
+        for i in range(4):  # four shards: two actors stay busy
             np.save(f"{speed_dir}/crops-{i}.npy", crops[i::4])
         results["throughput"] = [
-            throughput.measure("photo crops 64x64, conv VAE", args.photos_checkpoint, speed_dir,
-                               crops, 64, args.repeats)]
+            throughput.measure(
+                "photo crops 64x64, conv VAE", args.photos_checkpoint, speed_dir, crops, 64, args.repeats
+            )
+        ]
         shutil.rmtree(speed_dir)
     if "memory" in sections:
         crops = load_arrays(f"{args.data}/photos/train", max_rows=512)
@@ -107,21 +127,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             lat = latent_bench.encode(ck, arrays)
             default = CodecConfig()
             st = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(), default)
-            frames = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(),
-                                               CodecConfig(level=3, framing="row"))
+            frames = latent_bench.vaezip_codes(
+                ck, lat, arrays, QuantizerConfig(), CodecConfig(level=3, framing="row")
+            )
             width = lat.shape[-1] if len(lat.shape) > 1 else 1
-            out[name] = {"rows": len(arrays), "level": default.level,
-                         "vaezip_bytes": st.code_bytes,
-                         "vaezip_row_frames_bytes": frames.code_bytes,
-                         "vaezip_dictionary_bytes": frames.dictionary_bytes,
-                         **codec_bench.entropy_bounds(st.codes.astype(np.int64), width),
-                         **codec_bench.coders(st.codes, default.layout),
-                         "speeds": codec_bench.speeds(st.codes, default.layout,
-                                                      repeats=args.repeats)}
+            out[name] = {
+                "rows": len(arrays),
+                "level": default.level,
+                "vaezip_bytes": st.code_bytes,
+                "vaezip_row_frames_bytes": frames.code_bytes,
+                "vaezip_dictionary_bytes": frames.dictionary_bytes,
+                **codec_bench.entropy_bounds(st.codes.astype(np.int64), width),
+                **codec_bench.coders(st.codes, default.layout),
+                "speeds": codec_bench.speeds(st.codes, default.layout, repeats=args.repeats),
+            }
         results["codec"] = out
     if "latents" in sections:
-        results["latents"] = {"photos": latent_bench.compare(photos_ck, heldout),
-                              "digits": latent_bench.compare(digits_ck, digits)}
+        results["latents"] = {
+            "photos": latent_bench.compare(photos_ck, heldout),
+            "digits": latent_bench.compare(digits_ck, digits),
+        }
     if "rd" in sections:
         results["rd"] = rd(photos_ck, heldout, digits_ck, digits, args.output)
     if "features" in sections:
@@ -130,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = (results.get("throughput") or [{}])[0]
         crops = load_arrays(f"{args.data}/photos/train", max_rows=64)
         results["estimate"] = estimate_bench.estimate(
-            photos_ck, crops, t.get("bare_encode_rows_s", {}).get("median"),
-            t.get("bare_decode_rows_s", {}).get("median"))
+            photos_ck,
+            crops,
+            t.get("bare_encode_rows_s", {}).get("median"),
+            t.get("bare_decode_rows_s", {}).get("median"),
+        )
     with open(results_path, "w") as f:
         json.dump(results, f, indent=2)
     write_plots(results, args.output)
@@ -140,44 +168,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def rd(photos_ck, heldout, digits_ck, digits, out: str) -> dict:  # type: ignore[no-untyped-def]
+def rd(
+    photos_ck: Checkpoint, heldout: np.ndarray, digits_ck: Checkpoint, digits: np.ndarray, out: str
+) -> dict:
     shown_photos: list = []
     shown_digits: list = []
-    per_sample = {"vaezip": rd_bench.vaezip_curve(photos_ck, heldout, shown=shown_photos),
-                  "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
-                  "webp": rd_bench.classic_curve(heldout, "WEBP")}
-    whole = {"vaezip": [], "jpeg": [], "webp": [], "lossless": []}
+    per_sample = {
+        "vaezip": rd_bench.vaezip_curve(photos_ck, heldout, shown=shown_photos),
+        "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
+        "webp": rd_bench.classic_curve(heldout, "WEBP"),
+    }
+    whole: dict[str, list] = {"vaezip": [], "jpeg": [], "webp": [], "lossless": []}
     for name in HELDOUT_PHOTOS:
         img = photo(name)[None]
         whole["lossless"].append(rd_bench.lossless(img))
         whole["vaezip"].append(rd_bench.vaezip_curve(photos_ck, img, steps=(1.0, 4.0)))
         whole["jpeg"].append(rd_bench.classic_curve(img, "JPEG"))
         whole["webp"].append(rd_bench.classic_curve(img, "WEBP"))
-    digit_curves = {"vaezip": rd_bench.vaezip_curve(digits_ck, digits, shown=shown_digits),
-                    "jpeg": rd_bench.classic_curve(digits, "JPEG"),
-                    "webp": rd_bench.classic_curve(digits, "WEBP"),
-                    "jpeg_tiled": rd_bench.tiled_curve(digits, "JPEG"),
-                    "webp_tiled": rd_bench.tiled_curve(digits, "WEBP")}
+    digit_curves = {
+        "vaezip": rd_bench.vaezip_curve(digits_ck, digits, shown=shown_digits),
+        "jpeg": rd_bench.classic_curve(digits, "JPEG"),
+        "webp": rd_bench.classic_curve(digits, "WEBP"),
+        "jpeg_tiled": rd_bench.tiled_curve(digits, "JPEG"),
+        "webp_tiled": rd_bench.tiled_curve(digits, "WEBP"),
+    }
     digits_lossless = rd_bench.lossless(digits) + rd_bench.tiled_curve(digits, "PNG")
     for name, samples, shown, curve in (
-            ("rd_grid_photos.png", heldout, shown_photos, per_sample["vaezip"]),
-            ("rd_grid_digits.png", digits, shown_digits, digit_curves["vaezip"])):
+        ("rd_grid_photos.png", heldout, shown_photos, per_sample["vaezip"]),
+        ("rd_grid_digits.png", digits, shown_digits, digit_curves["vaezip"]),
+    ):
         with open(os.path.join(out, name), "wb") as f:
             f.write(rd_bench.grid_picture(samples, shown, curve))
     return {
         "photos_per_sample": per_sample,
         "photos_lossless": rd_bench.lossless(heldout),
-        "photos_ratios": rd_bench.ratios(per_sample["vaezip"],
-                                         {"jpeg": per_sample["jpeg"], "webp": per_sample["webp"]}),
+        "photos_ratios": rd_bench.ratios(
+            per_sample["vaezip"], {"jpeg": per_sample["jpeg"], "webp": per_sample["webp"]}
+        ),
         "photos_whole": {"names": list(HELDOUT_PHOTOS), **whole},
         "digits": digit_curves,
         "digits_lossless": digits_lossless,
-        "digits_ratios": rd_bench.ratios(digit_curves["vaezip"], {
-            **{k: v for k, v in digit_curves.items() if k != "vaezip"},
-            # lossless: the bytes that give any PSNR at all
-            "png": [dict(c, psnr=float("inf")) for c in digits_lossless if c["codec"] == "png"],
-            "png_tiled": [dict(c, psnr=float("inf")) for c in digits_lossless
-                          if c["codec"] == "png tiled"]}),
+        "digits_ratios": rd_bench.ratios(
+            digit_curves["vaezip"],
+            {
+                **{k: v for k, v in digit_curves.items() if k != "vaezip"},
+                # lossless: the bytes that give any PSNR at all
+                "png": [dict(c, psnr=float("inf")) for c in digits_lossless if c["codec"] == "png"],
+                "png_tiled": [
+                    dict(c, psnr=float("inf")) for c in digits_lossless if c["codec"] == "png tiled"
+                ],
+            },
+        ),
         "digits_accuracy": rd_bench.classifier_accuracy(digits_ck, digits),
     }
 

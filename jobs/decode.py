@@ -30,10 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="archive folder written by jobs.encode")
     p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded it")
     p.add_argument("--output", required=True, help="folder for reconstructions")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="npy",
-                   help="npy: one array per shard + .keys.parquet; parquet: key, PNG bytes and "
-                   "columns; images: one PNG per row at a path from its key, plus "
-                   "<shard>.index.parquet; webdataset: one .tar per shard")
+    p.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="npy",
+        help="npy: one array per shard + .keys.parquet; parquet: key, PNG bytes and "
+        "columns; images: one PNG per row at a path from its key, plus "
+        "<shard>.index.parquet; webdataset: one .tar per shard",
+    )
     add_running_args(p)
     args = p.parse_args(argv)
 
@@ -42,11 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_resolved(args, storage.join(args.output, CONFIG))
     job_fp = fingerprint(model_fp, args.input, args.format)
     todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
-    spec = DecodeSpec(checkpoint=args.checkpoint, output=args.output, output_format=args.format,
-                      batch_rows=args.batch_rows, device=args.device,
-                      threads=args.threads, job_fingerprint=job_fp)
-    summary = run(DecodeWorker, spec, pool_config(args),
-                  lambda pool: dispatch(pool, args.output, todo, len(shards)))
+    spec = DecodeSpec(
+        checkpoint=args.checkpoint,
+        output=args.output,
+        output_format=args.format,
+        batch_rows=args.batch_rows,
+        device=args.device,
+        threads=args.threads,
+        job_fingerprint=job_fp,
+    )
+    summary = run(
+        DecodeWorker, spec, pool_config(args), lambda pool: dispatch(pool, args.output, todo, len(shards))
+    )
     print(summary.text("decoded"))
     if not summary.failed:
         write_manifest(args.output, shards, job_fp, {"kind": "decode", "archive": args.input})

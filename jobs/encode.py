@@ -28,75 +28,125 @@ from pipeline.readers import ReadOptions
 from pipeline.runner import Pool, run
 
 log = logging.getLogger("jobs.encode")
-CONFIG = "encode.config.yaml"   # every option's final value, beside the output
+CONFIG = "encode.config.yaml"  # every option's final value, beside the output
+
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m jobs.encode", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL "
-                   "of .npy/.npz, Parquet, WebDataset .tar or image files")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="dataset: file, folder, glob or fsspec URL "
+        "of .npy/.npz, Parquet, WebDataset .tar or image files",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
     p.add_argument("--output", required=True, help="archive folder (path or URL)")
     q = p.add_argument_group("quantizer and codec")
-    q.add_argument("--quantizer", choices=("posterior", "affine"), default="posterior",
-                   help="posterior: step follows each channel's posterior sigma, dead channels "
-                   "dropped; affine: 2**bits equal steps over the calibrated range")
+    q.add_argument(
+        "--quantizer",
+        choices=("posterior", "affine"),
+        default="posterior",
+        help="posterior: step follows each channel's posterior sigma, dead channels "
+        "dropped; affine: 2**bits equal steps over the calibrated range",
+    )
     q.add_argument("--bits", type=int, default=8, help="bits per code (most, for posterior)")
-    q.add_argument("--step-sigmas", type=float, default=1.0,
-                   help="posterior: quantizer step in units of the mean posterior sigma")
-    q.add_argument("--calibration-rows", type=int, default=2048,
-                   help="rows sampled to calibrate the quantizer (and train the zstd "
-                   "dictionary of --framing row)")
-    q.add_argument("--zstd-level", type=int, default=CodecConfig().level,
-                   help="zstd level, 1-22 (9: ~40 MB/s per core; 19: ~12%% smaller, "
-                   "~17x slower)")
-    q.add_argument("--layout", choices=LAYOUTS, default=CodecConfig().layout,
-                   help="byte order of a row's codes before zstd")
-    q.add_argument("--framing", choices=FRAMINGS, default=CodecConfig().framing,
-                   help="column: zstd over each Parquet page of codes (smaller); row: one zstd "
-                   "frame per row (docs/FORMAT.md)")
-    q.add_argument("--no-dictionary", action="store_true", help="--framing row: compress "
-                   "rows without a shared zstd dictionary")
+    q.add_argument(
+        "--step-sigmas",
+        type=float,
+        default=1.0,
+        help="posterior: quantizer step in units of the mean posterior sigma",
+    )
+    q.add_argument(
+        "--calibration-rows",
+        type=int,
+        default=2048,
+        help="rows sampled to calibrate the quantizer (and train the zstd dictionary of --framing row)",
+    )
+    q.add_argument(
+        "--zstd-level",
+        type=int,
+        default=CodecConfig().level,
+        help="zstd level, 1-22 (9: ~40 MB/s per core; 19: ~12%% smaller, ~17x slower)",
+    )
+    q.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=CodecConfig().layout,
+        help="byte order of a row's codes before zstd",
+    )
+    q.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default=CodecConfig().framing,
+        help="column: zstd over each Parquet page of codes (smaller); row: one zstd "
+        "frame per row (docs/FORMAT.md)",
+    )
+    q.add_argument(
+        "--no-dictionary",
+        action="store_true",
+        help="--framing row: compress rows without a shared zstd dictionary",
+    )
     add_running_args(p)
     d = p.add_argument_group("reading")
-    d.add_argument("--key-column", help="source column holding a stable id for each sample "
-                   "(default: <file>:<row>)")
+    d.add_argument(
+        "--key-column", help="source column holding a stable id for each sample (default: <file>:<row>)"
+    )
     d.add_argument("--array-key", help=".npz: the array that holds the samples")
-    d.add_argument("--column", help="Parquet: the column that holds the samples; WebDataset: "
-                   "the field (file extension) that does (default: the first image field, "
-                   "else npy)")
-    d.add_argument("--images-per-shard", type=int, default=1000, help="folders of image "
-                   "files: images per shard (one archive file each)")
+    d.add_argument(
+        "--column",
+        help="Parquet: the column that holds the samples; WebDataset: "
+        "the field (file extension) that does (default: the first image field, "
+        "else npy)",
+    )
+    d.add_argument(
+        "--images-per-shard",
+        type=int,
+        default=1000,
+        help="folders of image files: images per shard (one archive file each)",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     qconfig = QuantizerConfig(mode=args.quantizer, bits=args.bits, step_sigmas=args.step_sigmas)
-    cconfig = CodecConfig(level=args.zstd_level, layout=args.layout, framing=args.framing,
-                          dictionary=not args.no_dictionary)
+    cconfig = CodecConfig(
+        level=args.zstd_level, layout=args.layout, framing=args.framing, dictionary=not args.no_dictionary
+    )
     read = ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column)
     model_fp = verify_checkpoint(args.checkpoint)
     shards = plan_shards(args.input, args.images_per_shard)
-    settings = {"model_fingerprint": model_fp, "input": args.input,
-                "images_per_shard": args.images_per_shard, "quantizer_config":
-                vars(qconfig), "codec_config": vars(cconfig), "key_column": args.key_column,
-                "array_key": args.array_key, "column": args.column}
+    settings = {
+        "model_fingerprint": model_fp,
+        "input": args.input,
+        "images_per_shard": args.images_per_shard,
+        "quantizer_config": vars(qconfig),
+        "codec_config": vars(cconfig),
+        "key_column": args.key_column,
+        "array_key": args.array_key,
+        "column": args.column,
+    }
     previous = resume_job(args.output, settings, args.overwrite)
     save_resolved(args, storage.join(args.output, CONFIG))
-    spec = EncodeSpec(checkpoint=args.checkpoint, output=args.output, read=read,
-                      device=args.device, threads=args.threads,
-                      key_column=args.key_column)
+    spec = EncodeSpec(
+        checkpoint=args.checkpoint,
+        output=args.output,
+        read=read,
+        device=args.device,
+        threads=args.threads,
+        key_column=args.key_column,
+    )
 
     def body(pool: Pool) -> tuple[str, Summary]:
         if previous is not None:
             job = previous.params
         else:
-            qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows,
-                                             qconfig, cconfig)
+            qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows, qconfig, cconfig)
             job = JobParams.of(settings, qparams, cparams)
         save_job(args.output, EncodeJob(settings, job))
-        todo = [s for s in shards
-                if args.overwrite or not is_complete(args.output, s.name, job.job_fingerprint)]
+        todo = [
+            s for s in shards if args.overwrite or not is_complete(args.output, s.name, job.job_fingerprint)
+        ]
         log.info("%d shards, %d to do", len(shards), len(todo))
         return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job)
 

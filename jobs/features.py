@@ -26,6 +26,7 @@ from pipeline.runner import run
 
 CONFIG = "features.config.yaml"  # every option's final value, beside the output
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.features", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL")
@@ -35,23 +36,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--key-column", help="source column holding a stable id for each sample")
     p.add_argument("--array-key", help=".npz: the array that holds the samples")
     p.add_argument("--column", help="Parquet column / WebDataset field holding the samples")
-    p.add_argument("--images-per-shard", type=int, default=1000,
-                   help="folders of image files: images per output file")
+    p.add_argument(
+        "--images-per-shard", type=int, default=1000, help="folders of image files: images per output file"
+    )
     add_running_args(p)
     args = p.parse_args(argv)
     model_fp = verify_checkpoint(args.checkpoint)
     shards = plan_shards(args.input, args.images_per_shard, suffix=FEATURES_SUFFIX)
     save_resolved(args, storage.join(args.output, CONFIG))
-    job_fp = fingerprint("features", model_fp, args.input, args.logvar, args.key_column,
-                         args.array_key, args.column, args.images_per_shard)
-    spec = FeatureSpec(EncodeSpec(
-        checkpoint=args.checkpoint, output=args.output, device=args.device, threads=args.threads,
-        read=ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column),
-        key_column=args.key_column), with_logvar=args.logvar)
+    job_fp = fingerprint(
+        "features",
+        model_fp,
+        args.input,
+        args.logvar,
+        args.key_column,
+        args.array_key,
+        args.column,
+        args.images_per_shard,
+    )
+    spec = FeatureSpec(
+        EncodeSpec(
+            checkpoint=args.checkpoint,
+            output=args.output,
+            device=args.device,
+            threads=args.threads,
+            read=ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column),
+            key_column=args.key_column,
+        ),
+        with_logvar=args.logvar,
+    )
 
     todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
-    summary = run(FeatureWorker, spec, pool_config(args),
-                  lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp))
+    summary = run(
+        FeatureWorker,
+        spec,
+        pool_config(args),
+        lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp),
+    )
     print(summary.text("features of"))
     return 0 if len(summary.failed) <= args.max_failed_shards else 1
 

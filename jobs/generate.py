@@ -21,7 +21,8 @@ from pipeline.grid import tile
 from pipeline.model_worker import pick_device
 from pipeline.outputs import npy, sample_file
 
-CONFIG = "generate.config.yaml"   # every option's final value, beside the output
+CONFIG = "generate.config.yaml"  # every option's final value, beside the output
+
 
 def size_arg(text: str) -> tuple[int, int]:
     try:
@@ -38,10 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
     p.add_argument("--output", required=True, help="folder for the samples (path or URL)")
     p.add_argument("--count", type=int, default=64, help="samples to draw")
-    p.add_argument("--size", type=size_arg, help="conv VAE: sample size HxW in pixels "
-                   "(an MLP VAE's size is fixed by its input)")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior standard deviation: "
-                   "below 1 gives tidier, less varied samples")
+    p.add_argument(
+        "--size",
+        type=size_arg,
+        help="conv VAE: sample size HxW in pixels (an MLP VAE's size is fixed by its input)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="prior standard deviation: below 1 gives tidier, less varied samples",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--columns", type=int, help="grid.png columns (default: near-square)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -56,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage.write_bytes(storage.join(args.output, "samples.npy"), npy(samples))
     if samples.ndim >= 3:
         grid = tile(samples, args.columns)
-        zoom = max(1, 512 // max(grid.shape[:2]))     # small samples drawn large, pixel-exact
+        zoom = max(1, 512 // max(grid.shape[:2]))  # small samples drawn large, pixel-exact
         grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
         _, data = sample_file(grid)
         storage.write_bytes(storage.join(args.output, "grid.png"), data)

@@ -21,25 +21,36 @@ from pipeline.errors import ConfigError
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.import_diffusers", description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="local folder of a diffusers AutoencoderKL "
-                   "(config.json + diffusion_pytorch_model.safetensors)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="local folder of a diffusers AutoencoderKL (config.json + diffusion_pytorch_model.safetensors)",
+    )
     p.add_argument("--subfolder", help="the VAE's folder inside a pipeline folder (e.g. vae)")
     p.add_argument("--output", required=True, help="vaezip checkpoint folder to write")
     args = p.parse_args(argv)
     from pipeline.models.diffusers_vae import AutoencoderKL, DiffusersVAE, config_of
+
     try:
-        vae = AutoencoderKL.from_pretrained(args.source, subfolder=args.subfolder,
-                                            use_safetensors=True, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(
+            args.source, subfolder=args.subfolder, use_safetensors=True, local_files_only=True
+        )
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{args.source}: not a local diffusers AutoencoderKL folder with "
-                          f"safetensors weights ({' '.join(str(err).split())[:300]})") from err
+        raise ConfigError(
+            f"{args.source}: not a local diffusers AutoencoderKL folder with "
+            f"safetensors weights ({' '.join(str(err).split())[:300]})"
+        ) from err
     config = config_of(vae)
-    fingerprint = save_checkpoint(DiffusersVAE(config, vae.eval()), args.output,
-                                  training={"imported_from": args.source,
-                                            "subfolder": args.subfolder})
-    print(f"imported AutoencoderKL ({config.latent_channels} latent channels, downsampling "
-          f"{config.downsample_factor}x, scaling {config.scaling_factor}, shift "
-          f"{config.shift_factor}) as {args.output} (fingerprint {fingerprint[:12]})")
+    fingerprint = save_checkpoint(
+        DiffusersVAE(config, vae.eval()),
+        args.output,
+        training={"imported_from": args.source, "subfolder": args.subfolder},
+    )
+    print(
+        f"imported AutoencoderKL ({config.latent_channels} latent channels, downsampling "
+        f"{config.downsample_factor}x, scaling {config.scaling_factor}, shift "
+        f"{config.shift_factor}) as {args.output} (fingerprint {fingerprint[:12]})"
+    )
     return 0
 
 

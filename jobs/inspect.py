@@ -59,18 +59,33 @@ def describe(uri: str) -> dict:
     manifest = _json_or_none(storage.join(uri, MANIFEST))
     failures = _json_or_none(storage.join(uri, FAILURES))
     return {
-        "archive": uri, "files": len(files), "rows": rows, "bytes": size,
+        "archive": uri,
+        "files": len(files),
+        "rows": rows,
+        "bytes": size,
         "bytes_per_row": size / rows if rows else None,
         "manifest": "complete" if manifest else "missing (the job has not finished)",
         "failed_shards": len(failures) if isinstance(failures, list) else 0,
         "format_versions": sorted({m.format_version for m in metas}),
         "jobs": sorted({m.job_fingerprint for m in metas}),
-        "model": {"fingerprint": first.model_fingerprint, "kind": first.model_config.get("kind"),
-                  "config": first.model_config},
-        "quantizer": {"mode": q.mode, "channels": q.channels, "active": sum(q.active),
-                      "levels": list(q.levels), "code_dtype": q.dtype.name},
-        "codec": {"level": first.codec.level, "layout": first.codec.layout,
-                  "framing": first.codec.framing, "dictionary_bytes": len(first.codec.dictionary)},
+        "model": {
+            "fingerprint": first.model_fingerprint,
+            "kind": first.model_config.get("kind"),
+            "config": first.model_config,
+        },
+        "quantizer": {
+            "mode": q.mode,
+            "channels": q.channels,
+            "active": sum(q.active),
+            "levels": list(q.levels),
+            "code_dtype": q.dtype.name,
+        },
+        "codec": {
+            "level": first.codec.level,
+            "layout": first.codec.layout,
+            "framing": first.codec.framing,
+            "dictionary_bytes": len(first.codec.dictionary),
+        },
         "column_bytes": dict(column_bytes.most_common()),
         "sample_shapes": dict(shapes.most_common()),
         "latent_shapes": dict(latent_shapes.most_common()),
@@ -85,8 +100,8 @@ def as_text(d: dict) -> str:
         f"archive   {d['archive']}",
         f"files     {d['files']} (.vz.parquet), {d['rows']:,} rows, {d['bytes']:,} bytes "
         f"({d['bytes_per_row']:.1f} bytes/row)",
-        f"manifest  {d['manifest']}" + (f"; {d['failed_shards']} shards failed (failures.json)"
-                                        if d["failed_shards"] else ""),
+        f"manifest  {d['manifest']}"
+        + (f"; {d['failed_shards']} shards failed (failures.json)" if d["failed_shards"] else ""),
         f"format    version {', '.join(map(str, d['format_versions']))}; "
         f"{len(d['jobs'])} job(s): {', '.join(j[:12] for j in d['jobs'])}",
         f"model     {m['kind']}, fingerprint {m['fingerprint'][:12]}",
@@ -100,8 +115,10 @@ def as_text(d: dict) -> str:
         "bytes by column (compressed, all files):",
     ]
     total = sum(d["column_bytes"].values()) or 1
-    lines += [f"  {k:<18}{v:>14,}  {100 * v / total:5.1f}%  {v / max(d['rows'], 1):8.2f}/row"
-              for k, v in d["column_bytes"].items()]
+    lines += [
+        f"  {k:<18}{v:>14,}  {100 * v / total:5.1f}%  {v / max(d['rows'], 1):8.2f}/row"
+        for k, v in d["column_bytes"].items()
+    ]
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from jobs import train as train_job  # noqa: E402
-from jobs._cli import float_tuple, int_tuple, run_main  # noqa: E402
+from jobs._cli import Parser, float_tuple, int_tuple, run_main  # noqa: E402
 from jobs.benches.latents import encode, psnr, reconstruct, vaezip_codes  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
@@ -39,7 +39,7 @@ from pipeline.training import TrainSettings, split, train  # noqa: E402
 log = logging.getLogger("jobs.sweep")
 
 
-def build_parser():  # type: ignore[no-untyped-def]
+def build_parser() -> Parser:
     p = train_job.build_parser()
     p.prog, p.description = "python -m jobs.sweep", __doc__.split("\n\n")[0]
     for action in p._actions:
@@ -47,10 +47,18 @@ def build_parser():  # type: ignore[no-untyped-def]
             action.help = "folder for sweep.json, sweep.png and one checkpoint per latent size"
         if action.dest == "latent":
             action.help = "(not used by the sweep: see --latents)"
-    p.add_argument("--latents", type=int_tuple, default=(4, 8, 16), help="latent sizes to "
-                   "train: units (mlp) or channels (conv), comma-separated")
-    p.add_argument("--step-sigmas", type=float_tuple, default=(0.5, 1.0, 2.0, 4.0),
-                   help="quantizer steps to measure, in posterior sigmas, comma-separated")
+    p.add_argument(
+        "--latents",
+        type=int_tuple,
+        default=(4, 8, 16),
+        help="latent sizes to train: units (mlp) or channels (conv), comma-separated",
+    )
+    p.add_argument(
+        "--step-sigmas",
+        type=float_tuple,
+        default=(0.5, 1.0, 2.0, 4.0),
+        help="quantizer steps to measure, in posterior sigmas, comma-separated",
+    )
     return p
 
 
@@ -66,6 +74,7 @@ def plot(rows: list[dict], uri: str) -> None:
     ax.legend()
     fig.tight_layout()
     import io
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -79,10 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     options = ReadOptions(array_key=args.array_key, column=args.column)
     samples = read_samples(args.input, options, args.max_rows)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
-                             max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                             learning_rate=args.lr, beta=args.beta, warmup_steps=args.warmup_steps,
-                             val_fraction=args.val_fraction, seed=args.seed)
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        learning_rate=args.lr,
+        beta=args.beta,
+        warmup_steps=args.warmup_steps,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
     if args.eval_input:
         originals = np.stack([s.array for s in read_samples(args.eval_input, options)])
         measured_on = args.eval_input
@@ -100,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_model(config)
         result = train(model, data, settings, device)
         model = model.cpu().eval()
-        fingerprint = save_checkpoint(model, storage.join(args.output, f"latent-{latent}"),
-                                      training={"input": args.input, "sweep": True})
+        fingerprint = save_checkpoint(
+            model,
+            storage.join(args.output, f"latent-{latent}"),
+            training={"input": args.input, "sweep": True},
+        )
         ckpt = Checkpoint(model=model, config=config, fingerprint=fingerprint, uri="")
         lat = encode(ckpt, originals)
         reference = psnr(reconstruct(ckpt, lat.mean, lat.shape, originals), originals)
@@ -109,22 +127,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             st = vaezip_codes(ckpt, lat, originals, QuantizerConfig(step_sigmas=step))
             back = reconstruct(ckpt, st.latents, lat.shape, originals)
             per = st.row_bytes / len(originals)
-            rows.append({"latent": latent, "step_sigmas": step, "bytes_per_sample": per,
-                         "bpp": 8 * per / pixels, "psnr": psnr(back, originals),
-                         "psnr_unquantized": reference, "train_seconds": result.seconds,
-                         "active_channels": result.evaluation.active_channels})
-            log.info("latent %d, step %.2g sigma: %.1f bytes/sample, %.2f dB", latent, step,
-                     per, rows[-1]["psnr"])
-    storage.write_bytes(storage.join(args.output, "sweep.json"), json.dumps(
-        {"input": args.input, "measured_on": measured_on, "rows": rows}, indent=2).encode())
+            rows.append(
+                {
+                    "latent": latent,
+                    "step_sigmas": step,
+                    "bytes_per_sample": per,
+                    "bpp": 8 * per / pixels,
+                    "psnr": psnr(back, originals),
+                    "psnr_unquantized": reference,
+                    "train_seconds": result.seconds,
+                    "active_channels": result.evaluation.active_channels,
+                }
+            )
+            log.info(
+                "latent %d, step %.2g sigma: %.1f bytes/sample, %.2f dB", latent, step, per, rows[-1]["psnr"]
+            )
+    storage.write_bytes(
+        storage.join(args.output, "sweep.json"),
+        json.dumps({"input": args.input, "measured_on": measured_on, "rows": rows}, indent=2).encode(),
+    )
     plot(rows, storage.join(args.output, "sweep.png"))
     print(f"measured on {measured_on} ({len(originals)} samples)")
-    print(f"{'latent':>6} {'step':>5} {'bytes/sample':>13} {'bpp':>7} {'PSNR dB':>8} "
-          f"{'unquantized':>11} {'active':>6}")
+    print(
+        f"{'latent':>6} {'step':>5} {'bytes/sample':>13} {'bpp':>7} {'PSNR dB':>8} "
+        f"{'unquantized':>11} {'active':>6}"
+    )
     for r in rows:
-        print(f"{r['latent']:>6} {r['step_sigmas']:>5g} {r['bytes_per_sample']:>13.1f} "
-              f"{r['bpp']:>7.3f} {r['psnr']:>8.2f} {r['psnr_unquantized']:>11.2f} "
-              f"{r['active_channels']:>6}")
+        print(
+            f"{r['latent']:>6} {r['step_sigmas']:>5g} {r['bytes_per_sample']:>13.1f} "
+            f"{r['bpp']:>7.3f} {r['psnr']:>8.2f} {r['psnr_unquantized']:>11.2f} "
+            f"{r['active_channels']:>6}"
+        )
     print(f"checkpoints: {args.output}/latent-<n>; curves: {args.output}/sweep.png")
     return 0
 

@@ -8,6 +8,7 @@ active channels), ``report.png`` (loss curves and reconstruction grids) and ``tr
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -24,7 +25,7 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.dataset import RawSample, input_shape_of, read_samples, stack_for_model
 from pipeline.errors import ConfigError
 from pipeline.model_worker import pick_device
-from pipeline.models import ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
+from pipeline.models import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
 from pipeline.readers import ReadOptions
 from pipeline.report import Grid, render
 from pipeline.samples import SampleLayout
@@ -36,22 +37,43 @@ GRID_COLUMNS = 10
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="dataset: file, folder, glob or fsspec URL "
-                   "(.npy/.npz shards or Parquet with image bytes or tensors)")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="dataset: file, folder, glob or fsspec URL "
+        "(.npy/.npz shards or Parquet with image bytes or tensors)",
+    )
     p.add_argument("--output", required=True, help="checkpoint folder to write (path or URL)")
-    p.add_argument("--eval-input", help="held-out dataset evaluated after training and shown "
-                   "in report.png (e.g. photos the model never saw)")
+    p.add_argument(
+        "--eval-input",
+        help="held-out dataset evaluated after training and shown "
+        "in report.png (e.g. photos the model never saw)",
+    )
     m = p.add_argument_group("model")
-    m.add_argument("--model", choices=("auto", "mlp", "conv"), default="auto",
-                   help="auto: conv for images of at least 16x16 pixels, else mlp")
-    m.add_argument("--latent", type=int, help="latent size: units (mlp, default 16) or "
-                   "channels (conv, default 8)")
+    m.add_argument(
+        "--model",
+        choices=("auto", "mlp", "conv"),
+        default="auto",
+        help="auto: conv for images of at least 16x16 pixels, else mlp",
+    )
+    m.add_argument(
+        "--latent", type=int, help="latent size: units (mlp, default 16) or channels (conv, default 8)"
+    )
     m.add_argument("--hidden", type=int_tuple, default=(256, 128), help="mlp hidden widths")
-    m.add_argument("--downsample-factor", type=int, choices=(4, 8), default=4,
-                   help="conv: pixels per latent position along each side")
+    m.add_argument(
+        "--downsample-factor",
+        type=int,
+        choices=(4, 8),
+        default=4,
+        help="conv: pixels per latent position along each side",
+    )
     m.add_argument("--base-channels", type=int, default=32, help="conv: width of the first stage")
-    m.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default="gaussian",
-                   help="p(x|z): gaussian for continuous data, bernoulli for binary data")
+    m.add_argument(
+        "--likelihood",
+        choices=("gaussian", "bernoulli"),
+        default="gaussian",
+        help="p(x|z): gaussian for continuous data, bernoulli for binary data",
+    )
     t = p.add_argument_group("training")
     d = TrainSettings()
     t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training rows")
@@ -59,13 +81,17 @@ def build_parser() -> Parser:
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per step")
     t.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     t.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
-    t.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="steps over which the KL weight rises linearly from 0 to beta")
-    t.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="share of rows held out for validation")
+    t.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=d.warmup_steps,
+        help="steps over which the KL weight rises linearly from 0 to beta",
+    )
+    t.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="share of rows held out for validation"
+    )
     t.add_argument("--max-rows", type=int, help="train on at most this many rows")
-    t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, "
-                   "batches)")
+    t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, batches)")
     t.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     r = p.add_argument_group("reading")
@@ -74,37 +100,50 @@ def build_parser() -> Parser:
     return p
 
 
-def model_config(args, samples: list[RawSample]) -> ModelConfig:  # type: ignore[no-untyped-def]
+def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelConfig:
     shape = input_shape_of(samples)
     sample = samples[0].array
     kind = args.model
     if kind == "auto":
         kind = "conv" if sample.ndim in (2, 3) and min(sample.shape[:2]) >= 16 else "mlp"
     if kind == "mlp":
-        return MLPConfig(input_dim=shape["input_dim"], latent_dim=args.latent or 16,
-                         hidden_dims=args.hidden, likelihood=args.likelihood)
+        return MLPConfig(
+            input_dim=shape["input_dim"],
+            latent_dim=args.latent or 16,
+            hidden_dims=args.hidden,
+            likelihood=args.likelihood,
+        )
     if shape["in_channels"] not in (1, 3):
         raise ConfigError(f"conv model needs (H, W) or (H, W, 1|3) images, samples are {sample.shape}")
-    return ConvConfig(in_channels=shape["in_channels"], latent_channels=args.latent or 8,
-                      downsample_factor=args.downsample_factor, base_channels=args.base_channels,
-                      likelihood=args.likelihood)
+    return ConvConfig(
+        in_channels=shape["in_channels"],
+        latent_channels=args.latent or 8,
+        downsample_factor=args.downsample_factor,
+        base_channels=args.base_channels,
+        likelihood=args.likelihood,
+    )
 
 
 @torch.no_grad()
-def grid(model, title: str, data: np.ndarray, layout: SampleLayout, device: torch.device) -> Grid:  # type: ignore[no-untyped-def]
+def grid(model: VAE, title: str, data: np.ndarray, layout: SampleLayout, device: torch.device) -> Grid:
     x = torch.from_numpy(data[:GRID_COLUMNS]).to(device)
     size = (x.shape[-2], x.shape[-1]) if x.dim() == 4 else None
     x_hat = model.decode(model.encode(x).mean, size).reshape(x.shape).clamp(0, 1).cpu().numpy()
-    return Grid(title, [layout.restore(v) for v in data[:GRID_COLUMNS]],
-                [layout.restore(v) for v in x_hat])
+    return Grid(title, [layout.restore(v) for v in data[:GRID_COLUMNS]], [layout.restore(v) for v in x_hat])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
-                             max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                             learning_rate=args.lr, beta=args.beta, warmup_steps=args.warmup_steps,
-                             val_fraction=args.val_fraction, seed=args.seed)
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        learning_rate=args.lr,
+        beta=args.beta,
+        warmup_steps=args.warmup_steps,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,47 +152,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = model_config(args, samples)
     data, layout = stack_for_model(samples, config)
     del samples
-    log.info("training %s on %d rows of shape %s from %s (device %s)", config.kind, len(data),
-             layout.shape, args.input, device)
+    log.info(
+        "training %s on %d rows of shape %s from %s (device %s)",
+        config.kind,
+        len(data),
+        layout.shape,
+        args.input,
+        device,
+    )
     torch.manual_seed(args.seed)
     model = build_model(config)
     with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
+
         def on_step(step: int, total: int, loss: float) -> None:
             bar.total = total
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+
         result = train(model, data, settings, device, on_step)
 
     _, val_idx = split(len(data), settings.val_fraction, settings.seed)
     grids = [grid(model, "validation split", data[np.sort(val_idx)], layout, device)]
-    report = {"model": config_to_dict(config), "device": str(device), "input": args.input,
-              "train_rows": result.train_rows, "val_rows": result.val_rows,
-              "epochs": result.epochs, "steps": result.steps,
-              "train_seconds": round(result.seconds, 2),
-              "validation": dataclasses.asdict(result.evaluation), "history": result.history}
+    report = {
+        "model": config_to_dict(config),
+        "device": str(device),
+        "input": args.input,
+        "train_rows": result.train_rows,
+        "val_rows": result.val_rows,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        "validation": dataclasses.asdict(result.evaluation),
+        "history": result.history,
+    }
     if args.eval_input:
         held = read_samples(args.eval_input, options)
         held_data, held_layout = stack_for_model(held, config)
         ev = evaluate(model, torch.from_numpy(held_data).to(device), seed=settings.seed)
-        report["held_out"] = {"input": args.eval_input, "rows": len(held_data),
-                              **dataclasses.asdict(ev)}
+        report["held_out"] = {"input": args.eval_input, "rows": len(held_data), **dataclasses.asdict(ev)}
         step = max(1, len(held_data) // GRID_COLUMNS)
         grids.append(grid(model, f"held out: {args.eval_input}", held_data[::step], held_layout, device))
 
-    fingerprint = save_checkpoint(model.cpu(), args.output, training={
-        "input": args.input, "rows": len(data), "seed": args.seed,
-        "sample_shape": list(layout.shape), "sample_dtype": layout.dtype})
+    fingerprint = save_checkpoint(
+        model.cpu(),
+        args.output,
+        training={
+            "input": args.input,
+            "rows": len(data),
+            "seed": args.seed,
+            "sample_shape": list(layout.shape),
+            "sample_dtype": layout.dtype,
+        },
+    )
     report["fingerprint"] = fingerprint
     storage.write_bytes(storage.join(args.output, "report.json"), json.dumps(report, indent=2).encode())
     storage.write_bytes(storage.join(args.output, "report.png"), render(result.history, grids))
-    storage.write_bytes(storage.join(args.output, "train_args.json"),
-                        json.dumps(vars(args), indent=2, default=list).encode())
+    storage.write_bytes(
+        storage.join(args.output, "train_args.json"), json.dumps(vars(args), indent=2, default=list).encode()
+    )
     ev = result.evaluation
-    print(f"trained {config.kind} VAE in {result.seconds:.1f} s ({result.steps} steps): "
-          f"val ELBO {ev.elbo_nats:.2f} nats, PSNR {ev.psnr_db:.2f} dB, "
-          f"active channels {ev.active_channels}/{len(ev.kl_per_channel_nats)}"
-          + (f"; held-out PSNR {report['held_out']['psnr_db']:.2f} dB" if "held_out" in report else "")
-          + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})")
+    print(
+        f"trained {config.kind} VAE in {result.seconds:.1f} s ({result.steps} steps): "
+        f"val ELBO {ev.elbo_nats:.2f} nats, PSNR {ev.psnr_db:.2f} dB, "
+        f"active channels {ev.active_channels}/{len(ev.kl_per_channel_nats)}"
+        + (f"; held-out PSNR {report['held_out']['psnr_db']:.2f} dB" if "held_out" in report else "")
+        + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"
+    )
     return 0
 
 

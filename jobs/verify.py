@@ -53,9 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     line = f"verified {len(psnrs)} rows: mean PSNR {np.mean(psnrs):.2f} dB"
     if args.archive:
         manifest = json.loads(storage.read_bytes(storage.join(args.archive, "manifest.json")))
-        line += (f"; archive {manifest['bytes']:,} bytes for {input_bytes:,} input bytes "
-                 f"(ratio {input_bytes / manifest['bytes']:.2f}, "
-                 f"{manifest['bytes'] / len(psnrs):.1f} bytes per sample)")
+        line += (
+            f"; archive {manifest['bytes']:,} bytes for {input_bytes:,} input bytes "
+            f"(ratio {input_bytes / manifest['bytes']:.2f}, "
+            f"{manifest['bytes'] / len(psnrs):.1f} bytes per sample)"
+        )
     print(line)
     return 0
 

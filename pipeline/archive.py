@@ -36,14 +36,16 @@ class LatentBatch:
     columns: dict[str, list]  # passthrough columns
 
 
-def latents_of(meta: ArchiveMeta, codec: Codec, uri: str, start: int,
-               rows: CodeRows) -> tuple[list[np.ndarray], list[SampleLayout]]:
+def latents_of(
+    meta: ArchiveMeta, codec: Codec, uri: str, start: int, rows: CodeRows
+) -> tuple[list[np.ndarray], list[SampleLayout]]:
     """Stored rows -> dequantized latents and the source samples' layouts, every field checked."""
-    latents = decompress(rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri,
-                         start)
+    latents = decompress(rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri, start)
     try:
-        layouts = [SampleLayout(tuple(int(v) for v in s), str(d))
-                   for s, d in zip(rows.shapes, rows.dtypes, strict=True)]
+        layouts = [
+            SampleLayout(tuple(int(v) for v in s), str(d))
+            for s, d in zip(rows.shapes, rows.dtypes, strict=True)
+        ]
     except (TypeError, ValueError) as err:
         raise InputError(uri, f"bad sample shape or dtype ({err})", row=start) from err
     for i, lay in enumerate(layouts):
@@ -52,8 +54,9 @@ def latents_of(meta: ArchiveMeta, codec: Codec, uri: str, start: int,
     return latents, layouts
 
 
-def iter_latents(uri: str, batch_rows: int = 256, columns: list[str] | None = None,
-                 meta: ArchiveMeta | None = None) -> Iterator[LatentBatch]:
+def iter_latents(
+    uri: str, batch_rows: int = 256, columns: list[str] | None = None, meta: ArchiveMeta | None = None
+) -> Iterator[LatentBatch]:
     """One archive file as batches of dequantized latents, in row order. ``columns`` limits
     the passthrough columns read (default: all)."""
     meta = meta or read_meta(uri)
@@ -71,22 +74,24 @@ class SampleDecoder:
         self.model = ckpt.model.to(device).eval()
 
     @torch.inference_mode()
-    def run_model(self, latents: list[np.ndarray], layouts: list[SampleLayout]
-                  ) -> list[tuple[list[int], np.ndarray]]:
+    def run_model(
+        self, latents: list[np.ndarray], layouts: list[SampleLayout]
+    ) -> list[tuple[list[int], np.ndarray]]:
         """Rows grouped by latent and sample shape -> the decoder's (N, ...) output per group."""
         groups: dict[tuple, list[int]] = {}
         for i, (z, lay) in enumerate(zip(latents, layouts, strict=True)):
             groups.setdefault((z.shape, lay.shape), []).append(i)
         out = []
         for (_, sample_shape), idx in groups.items():
-            z = torch.from_numpy(np.stack([latents[i] for i in idx])).to(self.device)
-            size = None if self.ckpt.config.kind == "mlp" else tuple(sample_shape[:2])
-            out.append((idx, self.model.decode(z, size).float().clamp(0.0, 1.0).cpu().numpy()))
+            zs = torch.from_numpy(np.stack([latents[i] for i in idx])).to(self.device)
+            size = None if self.ckpt.config.kind == "mlp" else (sample_shape[0], sample_shape[1])
+            out.append((idx, self.model.decode(zs, size).float().clamp(0.0, 1.0).cpu().numpy()))
         return out
 
     @staticmethod
-    def restore(outputs: list[tuple[list[int], np.ndarray]], layouts: list[SampleLayout],
-                uri: str, start: int) -> list[np.ndarray]:
+    def restore(
+        outputs: list[tuple[list[int], np.ndarray]], layouts: list[SampleLayout], uri: str, start: int
+    ) -> list[np.ndarray]:
         """Decoder outputs -> samples in their source's shape and dtype, in row order."""
         rows: list[np.ndarray] = [np.empty(0)] * len(layouts)
         for idx, x in outputs:
@@ -97,19 +102,26 @@ class SampleDecoder:
                 try:
                     restored = lay.restore_batch(x[js])
                 except ValueError as err:
-                    raise InputError(uri, f"stored shape {lay.shape} does not fit the decoder's "
-                                          f"output {x.shape[1:]}", row=start + idx[js[0]]) from err
+                    raise InputError(
+                        uri,
+                        f"stored shape {lay.shape} does not fit the decoder's output {x.shape[1:]}",
+                        row=start + idx[js[0]],
+                    ) from err
                 for j, r in zip(js, restored, strict=True):
                     rows[idx[j]] = r
         return rows
 
     def samples(self, batch: LatentBatch) -> list[np.ndarray]:
-        return self.restore(self.run_model(batch.latents, batch.layouts), batch.layouts,
-                            batch.uri, batch.start)
+        return self.restore(
+            self.run_model(batch.latents, batch.layouts), batch.layouts, batch.uri, batch.start
+        )
 
 
 def check_model(meta: ArchiveMeta, ckpt: Checkpoint, uri: str) -> None:
     if meta.model_fingerprint != ckpt.fingerprint:
-        raise InputError(uri, f"archive was written with model {meta.model_fingerprint[:12]}..., "
-                              f"the checkpoint is {ckpt.fingerprint[:12]}...; "
-                              "decode with the checkpoint that encoded it")
+        raise InputError(
+            uri,
+            f"archive was written with model {meta.model_fingerprint[:12]}..., "
+            f"the checkpoint is {ckpt.fingerprint[:12]}...; "
+            "decode with the checkpoint that encoded it",
+        )

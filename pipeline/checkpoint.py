@@ -69,15 +69,16 @@ def read_checkpoint_meta(uri: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vaezip checkpoint config")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, "
-                              f"this vaezip reads version {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {meta.get('version')!r}, this vaezip reads version {VERSION}"
+        )
     return meta
 
 
 def _verified(uri: str) -> tuple[dict[str, Any], ModelConfig, bytes, str]:
     meta = read_checkpoint_meta(uri)
     try:
-        config = config_from_dict(meta.get("model"))  # type: ignore[arg-type]
+        config = config_from_dict(meta.get("model"))
     except ConfigError as err:
         raise CheckpointError(f"{storage.join(uri, CONFIG)}: {err}") from err
     path = storage.join(uri, WEIGHTS)
@@ -89,7 +90,8 @@ def _verified(uri: str) -> tuple[dict[str, Any], ModelConfig, bytes, str]:
     if fingerprint != meta.get("weights_sha256"):
         raise CheckpointError(
             f"{path}: sha256 {fingerprint[:12]}... does not match the recorded "
-            f"{str(meta.get('weights_sha256'))[:12]}...; the weights are truncated or were changed")
+            f"{str(meta.get('weights_sha256'))[:12]}...; the weights are truncated or were changed"
+        )
     return meta, config, blob, fingerprint
 
 
@@ -113,5 +115,6 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> Checkpoint:
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the config: {err}") from err
     model.to(device).eval()
-    return Checkpoint(model=model, config=config, fingerprint=fingerprint, uri=uri,
-                      training=meta.get("training") or {})
+    return Checkpoint(
+        model=model, config=config, fingerprint=fingerprint, uri=uri, training=meta.get("training") or {}
+    )

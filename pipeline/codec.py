@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ class CodecConfig:
     level: int = 9
     layout: str = "position"
     framing: str = "column"
-    dictionary: bool = True       # row framing only: a zstd dictionary shared by every frame
+    dictionary: bool = True  # row framing only: a zstd dictionary shared by every frame
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -62,7 +63,7 @@ class CodecParams:
     level: int
     layout: str
     framing: str = "column"
-    dictionary: bytes = b""       # raw zstd dictionary (row framing); empty for none
+    dictionary: bytes = b""  # raw zstd dictionary (row framing); empty for none
 
     @property
     def column_compression(self) -> tuple[str, int | None]:
@@ -70,9 +71,13 @@ class CodecParams:
         return ("zstd", self.level) if self.framing == "column" else ("none", None)
 
     def to_dict(self) -> dict:
-        return {"name": "zstd", "level": self.level, "layout": self.layout,
-                "framing": self.framing,
-                "dictionary_b64": base64.b64encode(self.dictionary).decode()}
+        return {
+            "name": "zstd",
+            "level": self.level,
+            "layout": self.layout,
+            "framing": self.framing,
+            "dictionary_b64": base64.b64encode(self.dictionary).decode(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> CodecParams:
@@ -80,9 +85,12 @@ class CodecParams:
             if data["name"] != "zstd":
                 raise ValueError(f"unknown codec {data['name']!r}")
             # format v1 had per-row frames only, and no "framing" field
-            params = cls(level=int(data["level"]), layout=str(data["layout"]),
-                         framing=str(data.get("framing", "row")),
-                         dictionary=base64.b64decode(data.get("dictionary_b64", ""), validate=True))
+            params = cls(
+                level=int(data["level"]),
+                layout=str(data["layout"]),
+                framing=str(data.get("framing", "row")),
+                dictionary=base64.b64decode(data.get("dictionary_b64", ""), validate=True),
+            )
         except (KeyError, TypeError, ValueError, binascii.Error) as err:
             raise ConfigError(f"bad codec parameters: {err}") from err
         if params.layout not in LAYOUTS:
@@ -112,7 +120,7 @@ def checksum(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def train_dictionary(samples: list[bytes], config: CodecConfig) -> bytes:
+def train_dictionary(samples: Sequence[bytes], config: CodecConfig) -> bytes:
     """A zstd dictionary from sample rows; empty when there are too few to train on."""
     if config.framing != "row" or not config.dictionary or len(samples) < 8:
         return b""
@@ -120,7 +128,8 @@ def train_dictionary(samples: list[bytes], config: CodecConfig) -> bytes:
         size = min(DICT_MAX_BYTES, sum(len(s) for s in samples) // 100)
         if size < DICT_MIN_BYTES:
             return b""
-        d = zstandard.train_dictionary(size, samples, level=config.level)
+        buffers: list[bytes | bytearray | memoryview] = list(samples)
+        d = zstandard.train_dictionary(size, buffers, level=config.level)
     except zstandard.ZstdError:
         return b""  # zstd refuses samples that are too small or too uniform to learn from
     return d.as_bytes()
@@ -133,8 +142,9 @@ class Codec:
     def __init__(self, params: CodecParams) -> None:
         self.params = params
         d = zstandard.ZstdCompressionDict(params.dictionary) if params.dictionary else None
-        self._c = zstandard.ZstdCompressor(level=params.level, dict_data=d, write_checksum=False,
-                                           write_content_size=True)
+        self._c = zstandard.ZstdCompressor(
+            level=params.level, dict_data=d, write_checksum=False, write_content_size=True
+        )
         self._d = zstandard.ZstdDecompressor(dict_data=d)
 
     def encode(self, codes: np.ndarray) -> tuple[list[bytes], list[int]]:

@@ -13,6 +13,7 @@ completion files (``is_rank_completed`` / ``mark_rank_as_completed``).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -52,7 +53,11 @@ def failed(name: str, source: str, err: InputError, start: float) -> ShardResult
     """A shard that failed with ``err``, logged with its name."""
     log.warning("shard %s failed: %s", name, err)
     return ShardResult(
-        name, source, ok=False, error=str(err), retryable=err.retryable,
+        name,
+        source,
+        ok=False,
+        error=str(err),
+        retryable=err.retryable,
         seconds=time.perf_counter() - start,
     )
 
@@ -71,11 +76,11 @@ class CompletionRecord:
     clipped: int = 0
     seconds: float = 0.0
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> CompletionRecord | None:
+    def from_json(cls, data: builtins.bytes) -> CompletionRecord | None:
         """The record, or None for one that is not JSON or lacks a field (a partial write by
         an older version, a hand edit): such a shard is simply redone."""
         try:
@@ -165,8 +170,9 @@ class Written:
 Body = Callable[[HashingWriter, str], Written]
 
 
-def run_shard(output: str, shard: Shard, name: str, job_fingerprint: str, body: Body,
-              clock: Stopwatch | None = None) -> ShardResult:
+def run_shard(
+    output: str, shard: Shard, name: str, job_fingerprint: str, body: Body, clock: Stopwatch | None = None
+) -> ShardResult:
     """Write ``<output>/<name>`` from ``shard`` with ``body(f, uri)``: the skeleton every
     worker shares. An empty result is an error, so no empty file is ever committed."""
     start = time.perf_counter()
@@ -183,14 +189,26 @@ def run_shard(output: str, shard: Shard, name: str, job_fingerprint: str, body: 
         return failed(name, shard.source, err, start)
     seconds = time.perf_counter() - start
     record = CompletionRecord(
-        job_fingerprint=job_fingerprint, name=name, source=shard.source, rows=written.rows,
-        bytes=f.bytes, sha256=f.sha256.hexdigest(), input_bytes=shard.input_bytes(),
-        clipped=written.clipped, seconds=round(seconds, 3),
+        job_fingerprint=job_fingerprint,
+        name=name,
+        source=shard.source,
+        rows=written.rows,
+        bytes=f.bytes,
+        sha256=f.sha256.hexdigest(),
+        input_bytes=shard.input_bytes(),
+        clipped=written.clipped,
+        seconds=round(seconds, 3),
     )
     write_record(output, record)
     log.info("shard %s: %d rows, %d bytes, %.2f s", name, written.rows, f.bytes, seconds)
     return ShardResult(
-        name, shard.source, ok=True, rows=written.rows, input_bytes=record.input_bytes,
-        output_bytes=f.bytes, clipped=written.clipped, seconds=seconds,
+        name,
+        shard.source,
+        ok=True,
+        rows=written.rows,
+        input_bytes=record.input_bytes,
+        output_bytes=f.bytes,
+        clipped=written.clipped,
+        seconds=seconds,
         model_seconds=clock.seconds if clock is not None else 0.0,
     )

@@ -25,8 +25,9 @@ def _by_shape(shapes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]
     return groups
 
 
-def compress(means: list[np.ndarray], quantizer: QuantizerParams,
-             codec: Codec) -> tuple[list[bytes], list[int], int]:
+def compress(
+    means: list[np.ndarray], quantizer: QuantizerParams, codec: Codec
+) -> tuple[list[bytes], list[int], int]:
     """Per-row (C, P) latents -> ``vz_codes`` payloads, their checksums, and how many values
     the quantizer clipped."""
     payloads: list[bytes] = [b""] * len(means)
@@ -45,8 +46,15 @@ def _positions(latent_shape: tuple[int, ...]) -> int:
     return int(np.prod(latent_shape[1:], dtype=np.int64)) if len(latent_shape) > 1 else 1
 
 
-def decompress(payloads: list[bytes], crcs: list[int], latent_shapes: list[list[int]],
-               quantizer: QuantizerParams, codec: Codec, uri: str, start: int) -> list[np.ndarray]:
+def decompress(
+    payloads: list[bytes],
+    crcs: list[int],
+    latent_shapes: list[list[int]],
+    quantizer: QuantizerParams,
+    codec: Codec,
+    uri: str,
+    start: int,
+) -> list[np.ndarray]:
     """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape``; errors
     name ``uri`` and the row (``start`` is the first row's number in the file)."""
     active = sum(quantizer.active)
@@ -60,17 +68,22 @@ def decompress(payloads: list[bytes], crcs: list[int], latent_shapes: list[list[
         if checksum(data) != crc:
             raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
         if not lshape or lshape[0] != quantizer.channels:
-            raise InputError(uri, f"latent shape {lshape} does not fit the quantizer's "
-                                  f"{quantizer.channels} channels", row=start + i)
-        if len(data) != active * _positions(tuple(lshape)) * quantizer.dtype.itemsize:
+            raise InputError(
+                uri,
+                f"latent shape {lshape} does not fit the quantizer's {quantizer.channels} channels",
+                row=start + i,
+            )
+        shape = tuple(lshape)
+        if len(data) != active * _positions(shape) * quantizer.dtype.itemsize:
             raise InputError(uri, "code length does not fit the latent shape", row=start + i)
         raws.append(data)
-        shapes.append(tuple(lshape))
+        shapes.append(shape)
     out: list[np.ndarray] = [np.empty(0)] * len(raws)
-    for lshape, idx in _by_shape(shapes).items():
-        codes = rows_to_codes([raws[i] for i in idx], (active, _positions(lshape)), quantizer.dtype,
-                              codec.params.layout)
-        latents = dequantize(codes, quantizer).reshape(len(idx), *lshape)
+    for group_shape, idx in _by_shape(shapes).items():
+        codes = rows_to_codes(
+            [raws[i] for i in idx], (active, _positions(group_shape)), quantizer.dtype, codec.params.layout
+        )
+        latents = dequantize(codes, quantizer).reshape(len(idx), *group_shape)
         for j, i in enumerate(idx):
             out[i] = latents[j]
     return out

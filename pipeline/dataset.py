@@ -23,8 +23,9 @@ class RawSample:
     array: np.ndarray
 
 
-def read_samples(uri: str, options: ReadOptions = ReadOptions(),
-                 max_rows: int | None = None) -> list[RawSample]:
+def read_samples(
+    uri: str, options: ReadOptions = ReadOptions(), max_rows: int | None = None
+) -> list[RawSample]:
     out: list[RawSample] = []
     for source in list_sources(uri):
         for batch in iter_batches(source, options):
@@ -42,14 +43,17 @@ def input_shape_of(samples: list[RawSample]) -> dict[str, int]:
     first = samples[0]
     for s in samples:
         if s.array.shape != first.array.shape:
-            raise InputError(s.source, f"shape {s.array.shape} differs from {first.array.shape} "
-                                       f"({first.source} row {first.row}); training needs one "
-                                       "shape: crop or resize first", row=s.row)
+            raise InputError(
+                s.source,
+                f"shape {s.array.shape} differs from {first.array.shape} "
+                f"({first.source} row {first.row}); training needs one "
+                "shape: crop or resize first",
+                row=s.row,
+            )
     return infer_model_input(first.array)
 
 
-def stack_for_model(samples: list[RawSample], config: ModelConfig
-                    ) -> tuple[np.ndarray, SampleLayout]:
+def stack_for_model(samples: list[RawSample], config: ModelConfig) -> tuple[np.ndarray, SampleLayout]:
     arrays, layout = [], None
     for s in samples:
         x, layout = to_model(s.array, config, s.source, s.row)

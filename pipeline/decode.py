@@ -1,9 +1,9 @@
 """DecodeWorker: one archive file in, reconstructions out. The mirror image of EncodeWorker.
 
-    footer (version, model fingerprint) -> prefetch thread: iter_latents (page and row
-      checksums, dequantize) -> this thread: decoder (inference_mode) -> writer thread, one
-      batch behind: crop, source shape and dtype -> output writer (.npy, Parquet with PNG
-      bytes, images, WebDataset) -> run_shard: commit -> _done/<name>.json (written last)
+footer (version, model fingerprint) -> prefetch thread: iter_latents (page and row
+  checksums, dequantize) -> this thread: decoder (inference_mode) -> writer thread, one
+  batch behind: crop, source shape and dtype -> output writer (.npy, Parquet with PNG
+  bytes, images, WebDataset) -> run_shard: commit -> _done/<name>.json (written last)
 """
 
 from __future__ import annotations
@@ -70,5 +70,4 @@ class DecodeWorker(ModelWorker):
                 counts = one_behind(self._decoded(latents), write)
             return Written(rows=sum(counts))
 
-        return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body,
-                         self.clock)
+        return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body, self.clock)

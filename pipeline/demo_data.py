@@ -19,9 +19,21 @@ from PIL import Image
 
 from pipeline import storage
 
-TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "hubble_deep_field", "retina",
-                "immunohistochemistry", "brick", "grass", "gravel", "camera", "moon", "coins",
-                "clock")
+TRAIN_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+    "moon",
+    "coins",
+    "clock",
+)
 HELDOUT_PHOTOS = ("rocket", "stereo_motorcycle")
 
 
@@ -50,7 +62,7 @@ def crops(img: np.ndarray, size: int, stride: int) -> Iterator[tuple[int, int, n
     h, w = img.shape[:2]
     for top in range(0, h - size + 1, stride):
         for left in range(0, w - size + 1, stride):
-            yield top, left, img[top: top + size, left: left + size]
+            yield top, left, img[top : top + size, left : left + size]
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -59,30 +71,39 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_npz_shards(folder: str, images: np.ndarray, labels: np.ndarray,
-                     rows_per_shard: int, prefix: str) -> list[str]:
+def write_npz_shards(
+    folder: str, images: np.ndarray, labels: np.ndarray, rows_per_shard: int, prefix: str
+) -> list[str]:
     out = []
     for i, start in enumerate(range(0, len(images), rows_per_shard)):
         buf = io.BytesIO()
-        np.savez(buf, image=images[start: start + rows_per_shard],
-                 label=labels[start: start + rows_per_shard])
+        np.savez(
+            buf, image=images[start : start + rows_per_shard], label=labels[start : start + rows_per_shard]
+        )
         uri = storage.join(folder, f"{prefix}-{i:05d}.npz")
         storage.write_bytes(uri, buf.getvalue())
         out.append(uri)
     return out
 
 
-def write_photo_crops(folder: str, names: tuple[str, ...], size: int, stride: int,
-                      rows_per_shard: int, prefix: str) -> tuple[list[str], int]:
+def write_photo_crops(
+    folder: str, names: tuple[str, ...], size: int, stride: int, rows_per_shard: int, prefix: str
+) -> tuple[list[str], int]:
     """Crops as Parquet in the Hugging Face image layout: image = {bytes, path} + metadata."""
     rows: list[dict] = []
     for name in names:
         for top, left, crop in crops(photo(name), size, stride):
-            rows.append({"image": {"bytes": png_bytes(crop), "path": f"{name}_{top}_{left}.png"},
-                         "photo": name, "top": top, "left": left})
+            rows.append(
+                {
+                    "image": {"bytes": png_bytes(crop), "path": f"{name}_{top}_{left}.png"},
+                    "photo": name,
+                    "top": top,
+                    "left": left,
+                }
+            )
     out = []
     for i, start in enumerate(range(0, len(rows), rows_per_shard)):
-        table = pa.Table.from_pylist(rows[start: start + rows_per_shard])
+        table = pa.Table.from_pylist(rows[start : start + rows_per_shard])
         uri = storage.join(folder, f"{prefix}-{i:05d}.parquet")
         with storage.atomic_write(uri) as f:
             pq.write_table(table, f)

@@ -26,10 +26,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class ElboTerms:
-    recon_nll: torch.Tensor       # (N,) -log p(x|z) at one sampled z
-    kl: torch.Tensor              # (N,) KL(q(z|x) || p(z))
+    recon_nll: torch.Tensor  # (N,) -log p(x|z) at one sampled z
+    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z))
     kl_per_channel: torch.Tensor  # (channels,) batch mean, summed over positions
-    x_hat: torch.Tensor           # mean of p(x|z) at the posterior mean, data space
+    x_hat: torch.Tensor  # mean of p(x|z) at the posterior mean, data space
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -75,8 +75,9 @@ def _log_normal(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def iwae_bound(model: VAE, x: torch.Tensor, samples: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def iwae_bound(
+    model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """IWAE_K estimate of log p(x) per sample (nats)."""
     post = model.encode(x)
     zeros = torch.zeros_like(post.mean)
@@ -84,8 +85,11 @@ def iwae_bound(model: VAE, x: torch.Tensor, samples: int,
     for _ in range(samples):
         z = post.sample(generator)
         raw = model.decode_raw(z, _size(x)).reshape(x.shape)
-        log_w.append(log_likelihood(model, raw, x) + _log_normal(z, zeros, zeros)
-                     - _log_normal(z, post.mean, post.logvar))
+        log_w.append(
+            log_likelihood(model, raw, x)
+            + _log_normal(z, zeros, zeros)
+            - _log_normal(z, post.mean, post.logvar)
+        )
     return torch.logsumexp(torch.stack(log_w), dim=0) - math.log(samples)
 
 

@@ -1,9 +1,9 @@
 """EncodeWorker: one shard in, one archive file out. A plain class; Ray makes it remote.
 
-    Encoder (prefetch thread reads; this thread runs the encoder)
-      -> writer thread, one batch behind: duplicate keys refused -> compress (quantize with
-         the job-wide params, layout, crc32) -> CodeRows -> ArchiveWriter (zstd column chunks)
-      -> run_shard: temporary name -> commit -> _done/<name>.json (written last)
+Encoder (prefetch thread reads; this thread runs the encoder)
+  -> writer thread, one batch behind: duplicate keys refused -> compress (quantize with
+     the job-wide params, layout, crc32) -> CodeRows -> ArchiveWriter (zstd column chunks)
+  -> run_shard: temporary name -> commit -> _done/<name>.json (written last)
 """
 
 from __future__ import annotations
@@ -45,10 +45,14 @@ class EncodeSpec:
 def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int]:
     """An encoded batch as the archive stores it, and how many values were clipped."""
     payloads, crcs, clipped = compress(enc.means, job.quantizer, codec)
-    return CodeRows(keys=enc.keys, codes=payloads, crc32=crcs,
-                    shapes=[list(lay.shape) for lay in enc.layouts],
-                    dtypes=[lay.dtype for lay in enc.layouts],
-                    latent_shapes=[list(s) for s in enc.latent_shapes]), clipped
+    return CodeRows(
+        keys=enc.keys,
+        codes=payloads,
+        crc32=crcs,
+        shapes=[list(lay.shape) for lay in enc.layouts],
+        dtypes=[lay.dtype for lay in enc.layouts],
+        latent_shapes=[list(s) for s in enc.latent_shapes],
+    ), clipped
 
 
 class EncodeWorker(ModelWorker):
@@ -57,8 +61,9 @@ class EncodeWorker(ModelWorker):
         self.spec = spec
         self.encoder = Encoder(self.ckpt, self.device, spec.read, spec.key_column, self.clock)
 
-    def calibrate(self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig,
-                  cconfig: CodecConfig) -> tuple[QuantizerParams, CodecParams]:
+    def calibrate(
+        self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig, cconfig: CodecConfig
+    ) -> tuple[QuantizerParams, CodecParams]:
         """Quantizer and codec parameters from the first ``max_rows`` rows of ``shards``."""
         means, logvars = [], []
         errors = []
@@ -75,8 +80,11 @@ class EncodeWorker(ModelWorker):
             if len(means) >= max_rows:
                 break
         if not means:
-            raise InputError(shards[0].source if shards else "?", "no shard could be read to "
-                             f"calibrate the quantizer; first error: {errors[0] if errors else '-'}")
+            raise InputError(
+                shards[0].source if shards else "?",
+                "no shard could be read to "
+                f"calibrate the quantizer; first error: {errors[0] if errors else '-'}",
+            )
         m = np.concatenate(means)[:, :, None]  # (sum P, C, 1)
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
@@ -85,17 +93,30 @@ class EncodeWorker(ModelWorker):
             for a in means[:max_rows]:
                 codes, _ = quantize(np.ascontiguousarray(a.T)[None], qparams)
                 samples += row_bytes(codes, cconfig.layout)
-        cparams = CodecParams(level=cconfig.level, layout=cconfig.layout, framing=cconfig.framing,
-                              dictionary=train_dictionary(samples, cconfig))
-        log.info("calibrated on %d rows: %d of %d channels active, dictionary %d bytes",
-                 len(means), sum(qparams.active), qparams.channels, len(cparams.dictionary))
+        cparams = CodecParams(
+            level=cconfig.level,
+            layout=cconfig.layout,
+            framing=cconfig.framing,
+            dictionary=train_dictionary(samples, cconfig),
+        )
+        log.info(
+            "calibrated on %d rows: %d of %d channels active, dictionary %d bytes",
+            len(means),
+            sum(qparams.active),
+            qparams.channels,
+            len(cparams.dictionary),
+        )
         return qparams, cparams
 
     def process(self, shard: Shard, job: JobParams) -> ShardResult:
-        meta = ArchiveMeta(model_fingerprint=self.ckpt.fingerprint,
-                           model_config=config_to_dict(self.ckpt.config), quantizer=job.quantizer,
-                           codec=job.codec, source_uri=shard.source,
-                           job_fingerprint=job.job_fingerprint)
+        meta = ArchiveMeta(
+            model_fingerprint=self.ckpt.fingerprint,
+            model_config=config_to_dict(self.ckpt.config),
+            quantizer=job.quantizer,
+            codec=job.codec,
+            source_uri=shard.source,
+            job_fingerprint=job.job_fingerprint,
+        )
         codec = Codec(job.codec)
 
         def body(f: HashingWriter, uri: str) -> Written:

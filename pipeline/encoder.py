@@ -53,16 +53,24 @@ def check_new_keys(shard: Shard, enc: Encoded, seen: set[str]) -> None:
 class Encoder:
     """A checkpoint's encoder over shards, on one device; model time goes to ``clock``."""
 
-    def __init__(self, ckpt: Checkpoint, device: torch.device, read: ReadOptions,
-                 key_column: str | None, clock: Stopwatch) -> None:
+    def __init__(
+        self,
+        ckpt: Checkpoint,
+        device: torch.device,
+        read: ReadOptions,
+        key_column: str | None,
+        clock: Stopwatch,
+    ) -> None:
         self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
         self.model = ckpt.model
         self.clock = clock
 
     def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
         for batch in iter_batches(shard.source, self.read, shard.members):
-            pairs = [to_model(s, self.ckpt.config, *where(shard, r))
-                     for r, s in zip(batch.rows, batch.samples, strict=True)]
+            pairs = [
+                to_model(s, self.ckpt.config, *where(shard, r))
+                for r, s in zip(batch.rows, batch.samples, strict=True)
+            ]
             yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:

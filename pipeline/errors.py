@@ -30,7 +30,7 @@ class InputError(VaezipError):
         where = uri if row is None else f"{uri} row {row}"
         super().__init__(f"{where}: {reason}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, int | None, bool]]:
         # Rebuilt from its fields when it crosses processes (a Ray worker -> the driver).
         return InputError, (self.uri, self.reason, self.row, self.retryable)
 

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 def _vectors(rows: list[np.ndarray], uri: str) -> pa.FixedSizeListArray:
     flat = [r.reshape(-1).astype(np.float32) for r in rows]
     if len({f.size for f in flat}) != 1:
-        raise InputError(uri, "samples of different sizes give latents of different sizes; "
-                              "a feature table needs one size (crop or resize first)")
+        raise InputError(
+            uri,
+            "samples of different sizes give latents of different sizes; "
+            "a feature table needs one size (crop or resize first)",
+        )
     return pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(flat)), flat[0].size)
 
 

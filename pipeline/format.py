@@ -29,7 +29,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,15 +71,25 @@ class CodeRows:
         return len(self.keys)
 
     def columns(self) -> dict[str, list]:
-        return {"vz_key": self.keys, "vz_codes": self.codes, "vz_crc32": self.crc32,
-                "vz_shape": self.shapes, "vz_dtype": self.dtypes,
-                "vz_latent_shape": self.latent_shapes}
+        return {
+            "vz_key": self.keys,
+            "vz_codes": self.codes,
+            "vz_crc32": self.crc32,
+            "vz_shape": self.shapes,
+            "vz_dtype": self.dtypes,
+            "vz_latent_shape": self.latent_shapes,
+        }
 
     @classmethod
     def from_columns(cls, cols: dict[str, list]) -> CodeRows:
-        return cls(keys=cols["vz_key"], codes=cols["vz_codes"], crc32=cols["vz_crc32"],
-                   shapes=cols["vz_shape"], dtypes=cols["vz_dtype"],
-                   latent_shapes=cols["vz_latent_shape"])
+        return cls(
+            keys=cols["vz_key"],
+            codes=cols["vz_codes"],
+            crc32=cols["vz_crc32"],
+            shapes=cols["vz_shape"],
+            dtypes=cols["vz_dtype"],
+            latent_shapes=cols["vz_latent_shape"],
+        )
 
 
 @dataclass(frozen=True)
@@ -93,12 +103,17 @@ class ArchiveMeta:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format_version": self.format_version,
-            "model": {"fingerprint": self.model_fingerprint, "config": self.model_config},
-            "quantizer": self.quantizer.to_dict(), "codec": self.codec.to_dict(),
-            "source_uri": self.source_uri, "job_fingerprint": self.job_fingerprint,
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "format_version": self.format_version,
+                "model": {"fingerprint": self.model_fingerprint, "config": self.model_config},
+                "quantizer": self.quantizer.to_dict(),
+                "codec": self.codec.to_dict(),
+                "source_uri": self.source_uri,
+                "job_fingerprint": self.job_fingerprint,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: bytes | str, uri: str) -> ArchiveMeta:
@@ -108,16 +123,20 @@ class ArchiveMeta:
         except (ValueError, UnicodeDecodeError) as err:
             raise InputError(uri, f"archive metadata is not valid JSON ({err})") from err
         if type(version) is not int or version not in READABLE_VERSIONS:
-            raise InputError(uri, f"unknown archive format version {version!r}; "
-                                  f"this vaezip reads versions {READABLE_VERSIONS}")
+            raise InputError(
+                uri,
+                f"unknown archive format version {version!r}; this vaezip reads versions {READABLE_VERSIONS}",
+            )
         try:
-            meta = cls(format_version=version,
-                       model_fingerprint=str(data["model"]["fingerprint"]),
-                       model_config=dict(data["model"]["config"]),
-                       quantizer=QuantizerParams.from_dict(data["quantizer"]),
-                       codec=CodecParams.from_dict(data["codec"]),
-                       source_uri=str(data["source_uri"]),
-                       job_fingerprint=str(data["job_fingerprint"]))
+            meta = cls(
+                format_version=version,
+                model_fingerprint=str(data["model"]["fingerprint"]),
+                model_config=dict(data["model"]["config"]),
+                quantizer=QuantizerParams.from_dict(data["quantizer"]),
+                codec=CodecParams.from_dict(data["codec"]),
+                source_uri=str(data["source_uri"]),
+                job_fingerprint=str(data["job_fingerprint"]),
+            )
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err
         if version == 1 and meta.codec.framing != "row":
@@ -167,7 +186,7 @@ class ArchiveWriter:
     caller's atomic write then discards the file).
     """
 
-    def __init__(self, f: IO[bytes], meta: ArchiveMeta, uri: str) -> None:
+    def __init__(self, f: storage.Sink, meta: ArchiveMeta, uri: str) -> None:
         self.f, self.meta, self.uri = f, meta, uri
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
@@ -176,8 +195,9 @@ class ArchiveWriter:
     def __enter__(self) -> ArchiveWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if kind is None:
             self.close()
         elif self.writer is not None:
@@ -198,19 +218,27 @@ class ArchiveWriter:
             codes, level = self.meta.codec.column_compression
             compression["vz_codes"] = codes
             levels = {"vz_codes": level} if level is not None else None
-            self.writer = pq.ParquetWriter(self.f, self.schema, compression=compression,
-                                           compression_level=levels, write_page_checksum=True,
-                                           use_dictionary=["vz_dtype"], write_statistics=["vz_key"],
-                                           store_schema=False)
+            self.writer = pq.ParquetWriter(
+                self.f,
+                self.schema,
+                compression=compression,
+                compression_level=levels,
+                write_page_checksum=True,
+                use_dictionary=["vz_dtype"],
+                write_statistics=["vz_key"],
+                store_schema=False,
+            )
         names = set(self.schema.names) - set(BASE_NAMES)
         if set(passthrough) != names:
-            raise InputError(self.uri, f"passthrough columns changed from {sorted(names)} "
-                                       f"to {sorted(passthrough)}")
+            raise InputError(
+                self.uri, f"passthrough columns changed from {sorted(names)} to {sorted(passthrough)}"
+            )
         try:
             table = pa.table({**rows.columns(), **passthrough}, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise InputError(self.uri, "passthrough values do not fit the first rows' types "
-                                       f"({err})") from err
+            raise InputError(
+                self.uri, f"passthrough values do not fit the first rows' types ({err})"
+            ) from err
         self.pending.append(table)
         if sum(len(t) for t in self.pending) >= ROW_GROUP_ROWS:
             self._flush(final=False)
@@ -258,8 +286,7 @@ class StoredBatch:
     columns: dict[str, list]  # passthrough columns
 
 
-def iter_stored(uri: str, batch_rows: int = 256,
-                columns: list[str] | None = None) -> Iterator[StoredBatch]:
+def iter_stored(uri: str, batch_rows: int = 256, columns: list[str] | None = None) -> Iterator[StoredBatch]:
     """One archive file's rows as stored, in order, every page checksum verified. ``columns``
     limits the passthrough columns read (default: all)."""
     with storage.open_read(uri) as f:
@@ -276,8 +303,7 @@ def iter_stored(uri: str, batch_rows: int = 256,
                 raise InputError(uri, f"no such passthrough columns {sorted(unknown)}")
             for rb in pf.iter_batches(batch_size=batch_rows, columns=BASE_NAMES + wanted):
                 cols = rb.to_pydict()
-                yield StoredBatch(uri, start, CodeRows.from_columns(cols),
-                                  {k: cols[k] for k in wanted})
+                yield StoredBatch(uri, start, CodeRows.from_columns(cols), {k: cols[k] for k in wanted})
                 start += rb.num_rows
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err

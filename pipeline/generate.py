@@ -30,9 +30,15 @@ def sample_layout(ckpt: Checkpoint, size: tuple[int, int] | None) -> SampleLayou
 
 
 @torch.inference_mode()
-def generate(ckpt: Checkpoint, count: int, layout: SampleLayout, seed: int = 0,
-             temperature: float = 1.0, batch_rows: int = 256,
-             device: torch.device = torch.device("cpu")) -> np.ndarray:
+def generate(
+    ckpt: Checkpoint,
+    count: int,
+    layout: SampleLayout,
+    seed: int = 0,
+    temperature: float = 1.0,
+    batch_rows: int = 256,
+    device: torch.device = torch.device("cpu"),
+) -> np.ndarray:
     """``count`` samples, (count, *layout.shape) uint8; the same seed gives the same samples."""
     if count < 1 or temperature <= 0:
         raise ConfigError("count must be >= 1 and temperature > 0")
@@ -40,10 +46,10 @@ def generate(ckpt: Checkpoint, count: int, layout: SampleLayout, seed: int = 0,
     chw = (layout.shape[-1], *layout.shape[:2]) if len(layout.shape) == 3 else (1, *layout.shape)
     latent = model.latent_shape(chw)
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn((count, *latent), generator=gen) * temperature      # drawn on the CPU:
-    size = None if ckpt.config.kind == "mlp" else tuple(layout.shape[:2])  # same on any device
+    z = torch.randn((count, *latent), generator=gen) * temperature  # drawn on the CPU:
+    size = None if ckpt.config.kind == "mlp" else (layout.shape[0], layout.shape[1])  # same on any device
     out = []
     for i in range(0, count, batch_rows):
-        x = model.decode(z[i: i + batch_rows].to(device), size).float().clamp(0, 1).cpu().numpy()
+        x = model.decode(z[i : i + batch_rows].to(device), size).float().clamp(0, 1).cpu().numpy()
         out.append(layout.restore_batch(x))
     return np.concatenate(out)

@@ -32,8 +32,7 @@ class JobParams:
     job_fingerprint: str
 
     @classmethod
-    def of(cls, settings: dict[str, Any], quantizer: QuantizerParams,
-           codec: CodecParams) -> JobParams:
+    def of(cls, settings: dict[str, Any], quantizer: QuantizerParams, codec: CodecParams) -> JobParams:
         return cls(quantizer, codec, fingerprint(settings, quantizer.to_dict(), codec.to_dict()))
 
 
@@ -45,9 +44,15 @@ class EncodeJob:
     params: JobParams
 
     def to_json(self) -> bytes:
-        return json.dumps({"job_fingerprint": self.params.job_fingerprint,
-                           "settings": self.settings, "quantizer": self.params.quantizer.to_dict(),
-                           "codec": self.params.codec.to_dict()}, indent=2).encode()
+        return json.dumps(
+            {
+                "job_fingerprint": self.params.job_fingerprint,
+                "settings": self.settings,
+                "quantizer": self.params.quantizer.to_dict(),
+                "codec": self.params.codec.to_dict(),
+            },
+            indent=2,
+        ).encode()
 
 
 def load_job(output: str) -> EncodeJob | None:
@@ -56,13 +61,18 @@ def load_job(output: str) -> EncodeJob | None:
     try:
         data = json.loads(storage.read_bytes(uri))
         settings = data["settings"]
-        return EncodeJob(settings, JobParams.of(settings, QuantizerParams.from_dict(data["quantizer"]),
-                                                CodecParams.from_dict(data["codec"])))
+        return EncodeJob(
+            settings,
+            JobParams.of(
+                settings, QuantizerParams.from_dict(data["quantizer"]), CodecParams.from_dict(data["codec"])
+            ),
+        )
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, ConfigError) as err:
-        raise ConfigError(f"{uri}: not a readable job record ({err}); use --overwrite to "
-                          "start the archive afresh") from err
+        raise ConfigError(
+            f"{uri}: not a readable job record ({err}); use --overwrite to start the archive afresh"
+        ) from err
 
 
 def resume_job(output: str, settings: dict[str, Any], overwrite: bool) -> EncodeJob | None:
@@ -70,8 +80,10 @@ def resume_job(output: str, settings: dict[str, Any], overwrite: bool) -> Encode
     that holds another job's archive unless ``overwrite``."""
     previous = None if overwrite else load_job(output)
     if previous is not None and previous.settings != settings:
-        raise ConfigError(f"{output} already holds an archive of another job "
-                          "(job.json settings differ); use another --output or --overwrite")
+        raise ConfigError(
+            f"{output} already holds an archive of another job "
+            "(job.json settings differ); use another --output or --overwrite"
+        )
     return previous
 
 

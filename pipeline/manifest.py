@@ -15,13 +15,25 @@ FAILURES = "failures.json"
 
 def write_manifest(output: str, shards: list[Shard], job_fingerprint: str, extra: dict) -> dict:
     entries = []
-    for s in shards:
-        r = read_record(output, s.name)
-        entries.append({"name": s.name, "source": s.source, "rows": r.rows if r else None,
-                        "bytes": r.bytes if r else None, "sha256": r.sha256 if r else None})
-    manifest = {"format_version": FORMAT_VERSION, "job_fingerprint": job_fingerprint,
-                "shards": entries, "rows": sum(e["rows"] or 0 for e in entries),
-                "bytes": sum(e["bytes"] or 0 for e in entries), **extra}
+    records = [read_record(output, s.name) for s in shards]
+    for s, r in zip(shards, records, strict=True):
+        entries.append(
+            {
+                "name": s.name,
+                "source": s.source,
+                "rows": r.rows if r else None,
+                "bytes": r.bytes if r else None,
+                "sha256": r.sha256 if r else None,
+            }
+        )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "job_fingerprint": job_fingerprint,
+        "shards": entries,
+        "rows": sum(r.rows for r in records if r),
+        "bytes": sum(r.bytes for r in records if r),
+        **extra,
+    }
     storage.write_bytes(storage.join(output, MANIFEST), json.dumps(manifest, indent=2).encode())
     return manifest
 

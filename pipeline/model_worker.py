@@ -26,9 +26,13 @@ def pick_device(name: str) -> torch.device:
 
 def device_info(device: torch.device) -> dict[str, Any]:
     """Which accelerator this process was given (Ray sets CUDA_VISIBLE_DEVICES per actor)."""
-    return {"pid": os.getpid(), "device": str(device),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    return {
+        "pid": os.getpid(),
+        "device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_available": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 class ModelWorker:

@@ -19,8 +19,9 @@ import io
 import json
 import posixpath
 import tarfile
+from collections.abc import Callable
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +33,7 @@ from pipeline.errors import InputError
 from pipeline.readers.images import IMAGE_SUFFIXES
 
 OUTPUT_FORMATS = ("npy", "parquet", "images", "webdataset")
-SUFFIXES = {"npy": ".npy", "parquet": ".parquet", "images": ".index.parquet",
-            "webdataset": ".tar"}
+SUFFIXES = {"npy": ".npy", "parquet": ".parquet", "images": ".index.parquet", "webdataset": ".tar"}
 
 
 def is_image(x: np.ndarray) -> bool:
@@ -76,8 +76,9 @@ class OutputWriter:
     def __enter__(self) -> OutputWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if kind is None:
             self.close()
         else:
@@ -94,7 +95,7 @@ class OutputWriter:
 
 
 class NpyWriter(OutputWriter):
-    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
         self.f, self.uri, self.rows = f, uri, rows
         self.first: np.ndarray | None = None
         self.keys: list[str] = []
@@ -104,13 +105,20 @@ class NpyWriter(OutputWriter):
         for i, x in enumerate(samples):
             if self.first is None:
                 self.first = x
-                header = {"descr": np.lib.format.dtype_to_descr(x.dtype), "fortran_order": False,
-                          "shape": (self.rows, *x.shape)}
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(x.dtype),
+                    "fortran_order": False,
+                    "shape": (self.rows, *x.shape),
+                }
                 np.lib.format.write_array_header_2_0(self.f, header)
             if x.shape != self.first.shape or x.dtype != self.first.dtype:
-                raise InputError(self.uri, f"row {keys[i]!r} has shape {x.shape} {x.dtype}, "
-                                           f"earlier rows {self.first.shape} {self.first.dtype}: "
-                                           "write --format parquet instead", row=len(self.keys) + i)
+                raise InputError(
+                    self.uri,
+                    f"row {keys[i]!r} has shape {x.shape} {x.dtype}, "
+                    f"earlier rows {self.first.shape} {self.first.dtype}: "
+                    "write --format parquet instead",
+                    row=len(self.keys) + i,
+                )
             self.f.write(np.ascontiguousarray(x).tobytes())
         self.keys += keys
         for k, v in columns.items():
@@ -127,7 +135,7 @@ class NpyWriter(OutputWriter):
 class _TableSink(OutputWriter):
     """A Parquet stream whose schema is fixed by the first table written to it."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: storage.Sink) -> None:
         self.f = f
         self.writer: pq.ParquetWriter | None = None
 
@@ -149,21 +157,22 @@ class _TableSink(OutputWriter):
 
 
 class ParquetImageWriter(_TableSink):
-    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
         super().__init__(f)
         self.uri = uri
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
         if all(is_image(x) for x in samples):
-            data: dict[str, list] = {"image": [{"bytes": png(x), "path": f"{k}.png"}
-                                               for k, x in zip(keys, samples, strict=True)]}
+            data: dict[str, list] = {
+                "image": [{"bytes": png(x), "path": f"{k}.png"} for k, x in zip(keys, samples, strict=True)]
+            }
         else:
             data = {"data": [x.tolist() for x in samples]}
         self.write_table(pa.table({"key": keys, **data, **columns}))
 
 
 class ImageFolderWriter(_TableSink):
-    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
         super().__init__(f)
         self.uri = uri
         self.root = posixpath.dirname(uri)
@@ -175,8 +184,11 @@ class ImageFolderWriter(_TableSink):
             ext, data = sample_file(x)
             name = f"{path_of(key)}.{ext}"
             if name in self.files:
-                raise InputError(self.uri, f"keys {self.files[name]!r} and {key!r} would both "
-                                           f"be written to {name}; use --format parquet")
+                raise InputError(
+                    self.uri,
+                    f"keys {self.files[name]!r} and {key!r} would both "
+                    f"be written to {name}; use --format parquet",
+                )
             self.files[name] = key
             storage.write_bytes(storage.join(self.root, name), data)
             files.append(name)
@@ -194,9 +206,10 @@ def _field_bytes(value: Any) -> bytes:
 
 
 class WebDatasetWriter(OutputWriter):
-    def __init__(self, f: IO[bytes], uri: str, rows: int) -> None:
+    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
         self.uri = uri
-        self.tar = tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT)
+        # A "w|" stream only writes; typeshed's fileobj protocol also asks for read and seek.
+        self.tar = tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
         self.seen: dict[str, str] = {}
 
     def _add(self, name: str, data: bytes) -> None:
@@ -208,8 +221,9 @@ class WebDatasetWriter(OutputWriter):
         for i, (key, x) in enumerate(zip(keys, samples, strict=True)):
             k = tar_key(key)
             if k in self.seen:
-                raise InputError(self.uri, f"keys {self.seen[k]!r} and {key!r} map to the same "
-                                           f"WebDataset key {k!r}")
+                raise InputError(
+                    self.uri, f"keys {self.seen[k]!r} and {key!r} map to the same WebDataset key {k!r}"
+                )
             self.seen[k] = key
             ext, data = sample_file(x)
             self._add(f"{k}.{ext}", data)
@@ -226,10 +240,14 @@ class WebDatasetWriter(OutputWriter):
             self.tar.close()
 
 
-WRITERS: dict[str, type[OutputWriter]] = {"npy": NpyWriter, "parquet": ParquetImageWriter,
-                                          "images": ImageFolderWriter, "webdataset": WebDatasetWriter}
+WRITERS: dict[str, Callable[[storage.Sink, str, int], OutputWriter]] = {
+    "npy": NpyWriter,
+    "parquet": ParquetImageWriter,
+    "images": ImageFolderWriter,
+    "webdataset": WebDatasetWriter,
+}
 
 
-def open_output(fmt: str, f: IO[bytes], uri: str, rows: int) -> OutputWriter:
+def open_output(fmt: str, f: storage.Sink, uri: str, rows: int) -> OutputWriter:
     """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``."""
     return WRITERS[fmt](f, uri, rows)

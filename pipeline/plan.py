@@ -52,8 +52,7 @@ def _root(uri: str, files: list[str]) -> str:
     return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
 
 
-def plan_shards(input_uri: str, images_per_shard: int = 1000,
-                suffix: str = ARCHIVE_SUFFIX) -> list[Shard]:
+def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCHIVE_SUFFIX) -> list[Shard]:
     """The input's shards, each named ``<stem><suffix>`` (an archive file by default)."""
     if images_per_shard < 1:
         raise ConfigError(f"images_per_shard must be positive, got {images_per_shard}")
@@ -62,9 +61,15 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000,
     if format_of(files[0]) == "images":
         proto = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
         groups = [tuple(files[i : i + images_per_shard]) for i in range(0, len(files), images_per_shard)]
-        return [Shard(source=proto + root, relpath=group_relpath(i),
-                      name=output_name(group_relpath(i), suffix), members=g)
-                for i, g in enumerate(groups)]
+        return [
+            Shard(
+                source=proto + root,
+                relpath=group_relpath(i),
+                name=output_name(group_relpath(i), suffix),
+                members=g,
+            )
+            for i, g in enumerate(groups)
+        ]
     shards = []
     for f in files:
         rel = posixpath.relpath(f.split("://", 1)[-1], root)

@@ -33,9 +33,9 @@ RANGE_MARGIN = 0.05
 @dataclass(frozen=True)
 class QuantizerConfig:
     mode: str = "posterior"
-    bits: int = 8                 # affine: exact; posterior: the most a channel may use
-    step_sigmas: float = 1.0      # posterior: step = step_sigmas * mean posterior sigma
-    dead_kl_nats: float = 0.01    # posterior: channels below this KL per element are dropped
+    bits: int = 8  # affine: exact; posterior: the most a channel may use
+    step_sigmas: float = 1.0  # posterior: step = step_sigmas * mean posterior sigma
+    dead_kl_nats: float = 0.01  # posterior: channels below this KL per element are dropped
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -49,10 +49,10 @@ class QuantizerConfig:
 @dataclass(frozen=True)
 class QuantizerParams:
     mode: str
-    lo: tuple[float, ...]          # per channel
-    step: tuple[float, ...]        # per channel
-    levels: tuple[int, ...]        # per channel
-    active: tuple[bool, ...]       # per channel; inactive channels are not stored
+    lo: tuple[float, ...]  # per channel
+    step: tuple[float, ...]  # per channel
+    levels: tuple[int, ...]  # per channel
+    active: tuple[bool, ...]  # per channel; inactive channels are not stored
 
     @property
     def channels(self) -> int:
@@ -63,17 +63,25 @@ class QuantizerParams:
         return np.dtype(np.uint8 if max(self.levels, default=1) <= 256 else np.uint16)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "lo": list(self.lo), "step": list(self.step),
-                "levels": list(self.levels), "active": list(self.active)}
+        return {
+            "mode": self.mode,
+            "lo": list(self.lo),
+            "step": list(self.step),
+            "levels": list(self.levels),
+            "active": list(self.active),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantizerParams:
         """From untrusted metadata: every field is checked."""
         try:
-            p = cls(mode=str(data["mode"]), lo=tuple(float(v) for v in data["lo"]),
-                    step=tuple(float(v) for v in data["step"]),
-                    levels=tuple(int(v) for v in data["levels"]),
-                    active=tuple(bool(v) for v in data["active"]))
+            p = cls(
+                mode=str(data["mode"]),
+                lo=tuple(float(v) for v in data["lo"]),
+                step=tuple(float(v) for v in data["step"]),
+                levels=tuple(int(v) for v in data["levels"]),
+                active=tuple(bool(v) for v in data["active"]),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"bad quantizer parameters: {err}") from err
         n = len(p.lo)
@@ -90,18 +98,21 @@ class QuantizerParams:
 class CalibrationStats:
     """Per-channel statistics of a sample, gathered by the encode workers."""
 
-    minimum: np.ndarray      # (C,) of posterior means
-    maximum: np.ndarray      # (C,)
-    mean_sigma: np.ndarray   # (C,) mean posterior standard deviation
+    minimum: np.ndarray  # (C,) of posterior means
+    maximum: np.ndarray  # (C,)
+    mean_sigma: np.ndarray  # (C,) mean posterior standard deviation
     kl_per_element: np.ndarray  # (C,) mean KL per latent element, nats
 
 
 def stats_from_latents(mean: np.ndarray, logvar: np.ndarray) -> CalibrationStats:
     """``mean``/``logvar`` of shape (N, C, P)."""
     kl = 0.5 * (mean**2 + np.exp(logvar) - 1.0 - logvar)
-    return CalibrationStats(minimum=mean.min(axis=(0, 2)), maximum=mean.max(axis=(0, 2)),
-                            mean_sigma=np.exp(0.5 * logvar).mean(axis=(0, 2)),
-                            kl_per_element=kl.mean(axis=(0, 2)))
+    return CalibrationStats(
+        minimum=mean.min(axis=(0, 2)),
+        maximum=mean.max(axis=(0, 2)),
+        mean_sigma=np.exp(0.5 * logvar).mean(axis=(0, 2)),
+        kl_per_element=kl.mean(axis=(0, 2)),
+    )
 
 
 def calibrate(stats: CalibrationStats, config: QuantizerConfig) -> QuantizerParams:
@@ -122,10 +133,13 @@ def calibrate(stats: CalibrationStats, config: QuantizerConfig) -> QuantizerPara
         step = np.where(too_many, width / (max_levels - 1), step)
         levels = np.minimum(levels, max_levels)
         active = stats.kl_per_element >= config.dead_kl_nats
-    return QuantizerParams(mode=config.mode, lo=tuple(float(v) for v in lo),
-                           step=tuple(float(v) for v in step),
-                           levels=tuple(int(v) for v in levels),
-                           active=tuple(bool(v) for v in active))
+    return QuantizerParams(
+        mode=config.mode,
+        lo=tuple(float(v) for v in lo),
+        step=tuple(float(v) for v in step),
+        levels=tuple(int(v) for v in levels),
+        active=tuple(bool(v) for v in active),
+    )
 
 
 def quantize(x: np.ndarray, params: QuantizerParams) -> tuple[np.ndarray, int]:

@@ -26,7 +26,7 @@ from pipeline.codec import Codec
 from pipeline.errors import ConfigError, InputError
 from pipeline.format import BASE_NAMES, ArchiveMeta, CodeRows, archive_files, read_meta
 
-PATH = "path"        # Ray Data's column naming each row's file (include_paths=True)
+PATH = "path"  # Ray Data's column naming each row's file (include_paths=True)
 
 
 def job_meta(uri: str) -> ArchiveMeta:
@@ -34,8 +34,9 @@ def job_meta(uri: str) -> ArchiveMeta:
     metas = {f: read_meta(f) for f in archive_files(uri)}
     fingerprints = {m.job_fingerprint for m in metas.values()}
     if len(fingerprints) != 1:
-        raise ConfigError(f"{uri} mixes files of {len(fingerprints)} encode jobs; read them "
-                          "one job at a time")
+        raise ConfigError(
+            f"{uri} mixes files of {len(fingerprints)} encode jobs; read them one job at a time"
+        )
     return next(iter(metas.values()))
 
 
@@ -49,8 +50,7 @@ def _out(table: pa.Table, name: str, values: list[np.ndarray]) -> dict[str, Any]
     out: dict[str, Any] = {"key": np.asarray(table["vz_key"].to_pylist(), dtype=object)}
     out.update({c: table[c].to_numpy(zero_copy_only=False) for c in keep})
     shapes = {v.shape for v in values}
-    out[name] = np.stack(values) if len(shapes) == 1 else np.array(values + [None],
-                                                                     dtype=object)[:-1]
+    out[name] = np.stack(values) if len(shapes) == 1 else np.array(values + [None], dtype=object)[:-1]
     return out
 
 
@@ -60,10 +60,9 @@ def _latents(table: pa.Table, meta: ArchiveMeta, codec: Codec) -> LatentBatch:
     where = paths[0] if paths and len(set(paths)) == 1 else "archive batch"
     try:
         latents, layouts = latents_of(meta, codec, where, 0, CodeRows.from_columns(cols))
-    except InputError as err:   # Ray Data does not number rows by file: name the key instead
+    except InputError as err:  # Ray Data does not number rows by file: name the key instead
         key = cols["vz_key"][err.row] if err.row is not None else None
-        raise InputError(where, err.reason + (f" (key {key!r})" if key is not None else "")
-                         ) from err
+        raise InputError(where, err.reason + (f" (key {key!r})" if key is not None else "")) from err
     return LatentBatch(where, 0, cols["vz_key"], latents, layouts, {})
 
 
@@ -80,11 +79,14 @@ class _Decode(_Dequantize):
     def __init__(self, meta_json: str, uri: str, checkpoint: str, device: str) -> None:
         super().__init__(meta_json, uri)
         import torch
+
         dev = torch.device(device)
         ckpt = load_checkpoint(checkpoint, dev)
         if ckpt.fingerprint != self.meta.model_fingerprint:
-            raise ConfigError(f"{uri} was written with model {self.meta.model_fingerprint[:12]}"
-                              f"..., the checkpoint is {ckpt.fingerprint[:12]}...")
+            raise ConfigError(
+                f"{uri} was written with model {self.meta.model_fingerprint[:12]}"
+                f"..., the checkpoint is {ckpt.fingerprint[:12]}..."
+            )
         self.decoder = SampleDecoder(ckpt, dev)
 
     def __call__(self, table: pa.Table) -> dict[str, Any]:
@@ -93,16 +95,34 @@ class _Decode(_Dequantize):
 
 def with_latents(ds: ray.data.Dataset, uri: str, batch_size: int = 256) -> ray.data.Dataset:
     meta = job_meta(uri)
-    return ds.map_batches(_Dequantize, fn_constructor_args=(meta.to_json(), uri),
-                          batch_format="pyarrow", batch_size=batch_size, concurrency=1)
+    return ds.map_batches(
+        _Dequantize,
+        fn_constructor_args=(meta.to_json(), uri),
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        concurrency=1,
+    )
 
 
-def with_samples(ds: ray.data.Dataset, uri: str, checkpoint: str, concurrency: int = 1,
-                 num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 256,
-                 device: str | None = None) -> ray.data.Dataset:
+def with_samples(
+    ds: ray.data.Dataset,
+    uri: str,
+    checkpoint: str,
+    concurrency: int = 1,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    batch_size: int = 256,
+    device: str | None = None,
+) -> ray.data.Dataset:
     """Decode in a pool of ``concurrency`` actors (``num_gpus=1`` each on a GPU cluster)."""
     meta = job_meta(uri)
     device = device or ("cuda" if num_gpus else "cpu")
-    return ds.map_batches(_Decode, fn_constructor_args=(meta.to_json(), uri, checkpoint, device),
-                          batch_format="pyarrow", batch_size=batch_size,
-                          concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus)
+    return ds.map_batches(
+        _Decode,
+        fn_constructor_args=(meta.to_json(), uri, checkpoint, device),
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )

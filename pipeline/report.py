@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 @dataclass(frozen=True)
 class Grid:
     title: str
-    originals: list[np.ndarray]        # source-shaped samples
+    originals: list[np.ndarray]  # source-shaped samples
     reconstructions: list[np.ndarray]
 
 
@@ -53,8 +53,13 @@ def render(history: list[dict[str, float]], grids: list[Grid]) -> bytes:
                 a = fig.add_subplot(spec[1 + 2 * g_i + row, c])
                 shown = _displayable(img)
                 if shown is not None:
-                    a.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1,
-                             interpolation="nearest")
+                    a.imshow(
+                        shown,
+                        cmap="gray" if shown.ndim == 2 else None,
+                        vmin=0,
+                        vmax=1,
+                        interpolation="nearest",
+                    )
                 a.set_xticks([]), a.set_yticks([])
                 if c == 0:
                     a.set_ylabel("original" if row == 0 else "decoded", fontsize=8)

@@ -31,14 +31,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PoolConfig:
-    actors: int | None = None         # default: from the cluster's resources
-    threads_per_actor: int = 1        # CPU threads (and Ray CPUs) per actor
-    use_gpus: bool = True             # one GPU per actor when the cluster has GPUs
-    require_gpus: bool = False        # fail, rather than run on CPUs, when it has none
-    max_attempts: int = 3             # per shard, for failures that can pass
-    retry_backoff_s: float = 0.5      # wait before a retry, doubled per attempt
-    start_timeout_s: float = 300.0    # give up when no actor can start for this long
-    address: str | None = None        # Ray address; None: RAY_ADDRESS or a local Ray
+    actors: int | None = None  # default: from the cluster's resources
+    threads_per_actor: int = 1  # CPU threads (and Ray CPUs) per actor
+    use_gpus: bool = True  # one GPU per actor when the cluster has GPUs
+    require_gpus: bool = False  # fail, rather than run on CPUs, when it has none
+    max_attempts: int = 3  # per shard, for failures that can pass
+    retry_backoff_s: float = 0.5  # wait before a retry, doubled per attempt
+    start_timeout_s: float = 300.0  # give up when no actor can start for this long
+    address: str | None = None  # Ray address; None: RAY_ADDRESS or a local Ray
 
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
@@ -52,13 +52,15 @@ def _check_reachable(address: str) -> None:
     Ray's own connection retries (a minute or more)."""
     host, _, port = address.rpartition(":")
     if "://" in address or not host or not port.isdigit():
-        return          # "auto", "ray://...", a bare host: left to Ray
+        return  # "auto", "ray://...", a bare host: left to Ray
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
-        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: nothing answers on "
-                          f"{host} port {port} ({err.strerror or err}); is the head running "
-                          "(ray start --head), and is this its GCS address?") from err
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r}: nothing answers on "
+            f"{host} port {port} ({err.strerror or err}); is the head running "
+            "(ray start --head), and is this its GCS address?"
+        ) from err
 
 
 def connect(address: str | None = None) -> None:
@@ -67,8 +69,7 @@ def connect(address: str | None = None) -> None:
     if address:
         _check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except ConnectionError as err:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err}") from err
 
@@ -83,9 +84,11 @@ class PoolShape:
 def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     if config.require_gpus and gpus == 0:
-        raise ConfigError(f"--device cuda: the Ray cluster has no GPUs (it has {cpus} CPUs); "
-                          "start the workers with GPUs (ray start --num-gpus N), or use "
-                          "--device auto to run on CPUs")
+        raise ConfigError(
+            f"--device cuda: the Ray cluster has no GPUs (it has {cpus} CPUs); "
+            "start the workers with GPUs (ray start --num-gpus N), or use "
+            "--device auto to run on CPUs"
+        )
     if config.use_gpus and gpus > 0:
         n = config.actors or gpus
         if n > gpus:
@@ -95,8 +98,10 @@ def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
     per = config.threads_per_actor
     n = config.actors or max(1, cpus // per)
     if n * per > cpus:
-        raise ConfigError(f"{n} actors x {per} threads need {n * per} CPUs, the cluster has "
-                          f"{cpus}; lower --actors or --threads")
+        raise ConfigError(
+            f"{n} actors x {per} threads need {n * per} CPUs, the cluster has "
+            f"{cpus}; lower --actors or --threads"
+        )
     return PoolShape(n, per, 0)
 
 
@@ -107,23 +112,30 @@ class Pool:
         connect(config.address)
         self.config = config
         self.shape = pool_shape(config, ray.cluster_resources())
-        self._remote = ray.remote(worker_cls).options(
-            num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0)
+        self._remote: Any = ray.remote(worker_cls).options(
+            num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0
+        )
         self.spec = spec
-        self.actors = [self._remote.remote(spec) for _ in range(self.shape.actors)]
-        self._starting: dict[Any, Any] = {}   # info() ref -> replacement actor not yet ready
+        self.actors: list[Any] = [self._remote.remote(spec) for _ in range(self.shape.actors)]
+        self._starting: dict[Any, Any] = {}  # info() ref -> replacement actor not yet ready
         # Wait until every actor has loaded its model, so throughput excludes start-up.
         try:
             self.infos = self.call_all("info")
-        except RayActorError as err:   # the actor's __init__ raised: say what, in one line
+        except RayActorError as err:  # the actor's __init__ raised: say what, in one line
             self.close()
             cause = getattr(err, "cause", None) or err
             lines = [ln for ln in str(cause).splitlines() if "Error" in ln]
-            raise ConfigError(f"{worker_cls.__name__} actors could not start: "
-                              f"{lines[-1].strip() if lines else cause}") from None
-        log.info("pool: %d x %s (num_cpus=%d, num_gpus=%d) on %s", self.shape.actors,
-                 worker_cls.__name__, self.shape.num_cpus, self.shape.num_gpus,
-                 [i["device"] for i in self.infos])
+            raise ConfigError(
+                f"{worker_cls.__name__} actors could not start: {lines[-1].strip() if lines else cause}"
+            ) from None
+        log.info(
+            "pool: %d x %s (num_cpus=%d, num_gpus=%d) on %s",
+            self.shape.actors,
+            worker_cls.__name__,
+            self.shape.num_cpus,
+            self.shape.num_gpus,
+            [i["device"] for i in self.infos],
+        )
 
     def call_one(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         try:
@@ -148,8 +160,7 @@ class Pool:
     def _backoff(self, attempt: int) -> float:
         return min(self.config.retry_backoff_s * 2 ** (attempt - 1), 60.0)
 
-    def map(self, shards: list[Shard], *args: Any,
-            method: str = "process") -> Iterator[ShardResult]:
+    def map(self, shards: list[Shard], *args: Any, method: str = "process") -> Iterator[ShardResult]:
         """Run ``method(shard, *args)`` for every shard on whichever actor is free.
 
         A shard whose actor died, or whose failure can pass, goes back in the queue after a
@@ -172,8 +183,14 @@ class Pool:
             if attempt < self.config.max_attempts:
                 todo.append((time.monotonic() + self._backoff(attempt), shard, attempt + 1))
                 return None
-            return ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
-                               retryable=True, error=f"failed {attempt} times; last: {error}")
+            return ShardResult(
+                shard.name,
+                shard.source,
+                ok=False,
+                attempts=attempt,
+                retryable=True,
+                error=f"failed {attempt} times; last: {error}",
+            )
 
         while todo or running:
             now = time.monotonic()
@@ -186,14 +203,16 @@ class Pool:
             if not running and not idle:
                 stalled_since = stalled_since or now
                 if now - stalled_since > self.config.start_timeout_s:
-                    yield from fail_waiting("no worker actor could start in "
-                                            f"{self.config.start_timeout_s:.0f} s (cluster lost "
-                                            "nodes or lacks resources)")
+                    yield from fail_waiting(
+                        "no worker actor could start in "
+                        f"{self.config.start_timeout_s:.0f} s (cluster lost "
+                        "nodes or lacks resources)"
+                    )
                     return
             else:
                 stalled_since = None
             timeout = max(0.0, todo[0][0] - now) if todo and idle else 1.0 if todo else None
-            if not waiting:          # only shards waiting out their backoff
+            if not waiting:  # only shards waiting out their backoff
                 time.sleep(timeout or 0.0)
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
@@ -232,8 +251,7 @@ class Pool:
                     if failed:
                         yield failed
                 else:
-                    yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt,
-                                      error=str(cause))
+                    yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=str(cause))
                 continue
             idle.append(actor)
             if not result.ok and result.retryable:
@@ -249,8 +267,7 @@ class Pool:
         self.actors = []
 
 
-def run(worker_cls: type, spec: Any, config: PoolConfig,
-        body: Callable[[Pool], Any]) -> Any:
+def run(worker_cls: type, spec: Any, config: PoolConfig, body: Callable[[Pool], Any]) -> Any:
     pool = Pool(worker_cls, spec, config)
     try:
         return body(pool)

@@ -35,13 +35,14 @@ class SampleLayout:
             x = np.clip(np.rint(x * 255.0), 0, 255)
         elif self.dtype == "bool":
             x = x > 0.5
-        if len(self.shape) == 3 and x.ndim == 4:      # (N, C, H, W) -> (N, H, W, C)
+        if len(self.shape) == 3 and x.ndim == 4:  # (N, C, H, W) -> (N, H, W, C)
             x = np.moveaxis(x, 1, -1)
         return x.reshape(len(x), *self.shape).astype(self.dtype)
 
 
-def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | None = None
-             ) -> tuple[np.ndarray, SampleLayout]:
+def to_model(
+    arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | None = None
+) -> tuple[np.ndarray, SampleLayout]:
     """One raw sample -> (float32 model array, layout to restore it)."""
     dtype = arr.dtype.name
     if dtype not in SUPPORTED_DTYPES:
@@ -49,16 +50,23 @@ def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | No
     x = arr.astype(np.float32)
     if dtype in _INTS:
         if dtype != "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise InputError(uri, f"{dtype} values outside 0..255 ({arr.min()}..{arr.max()}); "
-                                  "store pixels as uint8 or scale to float in [0, 1]", row=row)
+            raise InputError(
+                uri,
+                f"{dtype} values outside 0..255 ({arr.min()}..{arr.max()}); "
+                "store pixels as uint8 or scale to float in [0, 1]",
+                row=row,
+            )
         x /= 255.0
     elif dtype in _FLOATS and not np.isfinite(x).all():
         raise InputError(uri, "sample holds NaN or infinity", row=row)
     layout = SampleLayout(shape=tuple(arr.shape), dtype=dtype)
     if isinstance(config, MLPConfig):
         if x.size != config.input_dim:
-            raise InputError(uri, f"sample has {x.size} values, the model takes "
-                                  f"{config.input_dim} (shape {arr.shape})", row=row)
+            raise InputError(
+                uri,
+                f"sample has {x.size} values, the model takes {config.input_dim} (shape {arr.shape})",
+                row=row,
+            )
         return x.reshape(-1), layout
     assert isinstance(config, (ConvConfig, DiffusersConfig))
     c = config.in_channels
@@ -66,8 +74,12 @@ def to_model(arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | No
         return x[None], layout
     if x.ndim == 3 and x.shape[-1] == c:
         return np.ascontiguousarray(np.moveaxis(x, -1, 0)), layout
-    raise InputError(uri, f"image of shape {arr.shape} does not fit a {c}-channel model "
-                          "(expected (H, W) for 1 channel or (H, W, C))", row=row)
+    raise InputError(
+        uri,
+        f"image of shape {arr.shape} does not fit a {c}-channel model "
+        "(expected (H, W) for 1 channel or (H, W, C))",
+        row=row,
+    )
 
 
 def infer_model_input(arr: np.ndarray) -> dict[str, int]:

@@ -19,10 +19,22 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Protocol
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+
+class Sink(Protocol):
+    """What a writer needs of its output: an open file, or a wrapper around one (the
+    hashing writer of ``pipeline.completion``)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def flush(self) -> None: ...
+
 
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs"}
 
@@ -131,8 +143,11 @@ def remove_stale_temps(folder: str) -> int:
     fs, path = filesystem(folder)
     if is_object_store(fs) or not fs.isdir(path):
         return 0
-    stale = [p for p in fs.find(path, withdirs=False)
-             if posixpath.basename(p).startswith(".") and p.endswith(".tmp")]
+    stale = [
+        p
+        for p in fs.find(path, withdirs=False)
+        if posixpath.basename(p).startswith(".") and p.endswith(".tmp")
+    ]
     for p in stale:
         fs.rm(p)
     return len(stale)
@@ -147,5 +162,3 @@ def remove(uri: str, recursive: bool = False) -> None:
     fs, path = filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
-
-

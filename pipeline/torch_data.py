@@ -33,9 +33,17 @@ def _distributed() -> tuple[int, int]:
 
 
 class ArchiveDataset(IterableDataset):
-    def __init__(self, archive: str, checkpoint: str | None = None, decode: bool = False,
-                 columns: list[str] | None = None, batch_rows: int = 256, device: str = "cpu",
-                 rank: int | None = None, world_size: int | None = None) -> None:
+    def __init__(
+        self,
+        archive: str,
+        checkpoint: str | None = None,
+        decode: bool = False,
+        columns: list[str] | None = None,
+        batch_rows: int = 256,
+        device: str = "cpu",
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         if decode and checkpoint is None:
             raise ConfigError("decode=True needs the checkpoint that encoded the archive")
         self.files = archive_files(archive)
@@ -50,7 +58,7 @@ class ArchiveDataset(IterableDataset):
         world = self.world_size if self.world_size is not None else world
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.files[rank * workers + worker:: world * workers]
+        return self.files[rank * workers + worker :: world * workers]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         decoder = None
@@ -63,7 +71,7 @@ class ArchiveDataset(IterableDataset):
             if decoder is not None:
                 check_model(meta, decoder.ckpt, uri)
             for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta):
-                values = (decoder.samples(batch) if decoder is not None else batch.latents)
+                values = decoder.samples(batch) if decoder is not None else batch.latents
                 name = "sample" if decoder is not None else "latent"
                 for i, key in enumerate(batch.keys):
                     item: dict[str, Any] = {"key": key, name: values[i]}

@@ -1,8 +1,8 @@
 """Train a VAE on an in-memory sample: Adam on the negative ELBO with beta and KL warm-up.
 
-    dataset URI -> read_samples -> model arrays -> shuffle/split (seeded)
-        -> epochs of minibatches: loss = recon NLL + beta_t * KL,  beta_t = beta * min(1, t / warmup)
-        -> evaluate on the validation split (beta = 1): ELBO, PSNR, KL per latent channel
+dataset URI -> read_samples -> model arrays -> shuffle/split (seeded)
+    -> epochs of minibatches: loss = recon NLL + beta_t * KL,  beta_t = beta * min(1, t / warmup)
+    -> evaluate on the validation split (beta = 1): ELBO, PSNR, KL per latent channel
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class Evaluation:
-    elbo_nats: float              # mean per sample
+    elbo_nats: float  # mean per sample
     recon_nll_nats: float
     kl_nats: float
-    psnr_db: float                # mean of per-sample PSNR
-    kl_per_channel_nats: list[float]   # per latent element of the channel
+    psnr_db: float  # mean of per-sample PSNR
+    kl_per_channel_nats: list[float]  # per latent element of the channel
     active_channels: int
 
 
@@ -85,9 +85,11 @@ def evaluate(model: VAE, data: torch.Tensor, batch_size: int = 512, seed: int = 
     gen = torch.Generator(device=data.device).manual_seed(seed)
     elbo, nll, kl, ps, kl_ch = [], [], [], [], []
     for i in range(0, len(data), batch_size):
-        x = data[i: i + batch_size]
+        x = data[i : i + batch_size]
         t = elbo_terms(model, x, gen)
-        elbo.append(t.elbo), nll.append(t.recon_nll), kl.append(t.kl)
+        elbo.append(t.elbo)
+        nll.append(t.recon_nll)
+        kl.append(t.kl)
         ps.append(psnr(x, t.x_hat))
         kl_ch.append(t.kl_per_channel * len(x))
     positions = int(np.prod(model.latent_shape(tuple(data.shape[1:]))[1:], dtype=np.int64))
@@ -102,8 +104,13 @@ def evaluate(model: VAE, data: torch.Tensor, batch_size: int = 512, seed: int = 
     )
 
 
-def train(model: VAE, data: np.ndarray, settings: TrainSettings, device: torch.device,
-          on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+def train(
+    model: VAE,
+    data: np.ndarray,
+    settings: TrainSettings,
+    device: torch.device,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
     """Train ``model`` in place on ``data`` (N, ...) float32; returns the validation figures.
 
     ``on_step(step, total_steps, loss)`` lets the driver draw a progress bar.
@@ -116,9 +123,14 @@ def train(model: VAE, data: np.ndarray, settings: TrainSettings, device: torch.d
     # The likelihood's one scale parameter gets a 10x learning rate: Adam moves each weight by
     # about lr per step, and the scale must travel a few units in log space, not 1e-3.
     rest = [p for name, p in model.named_parameters() if name != "log_scale"]
-    opt = torch.optim.Adam([{"params": rest},
-                            {"params": [model.log_scale], "lr": 10 * settings.learning_rate}],
-                           lr=settings.learning_rate)
+    groups: list[dict[str, Any]] = [
+        {"params": rest},
+        {"params": [model.log_scale], "lr": 10 * settings.learning_rate},
+    ]
+    opt = torch.optim.Adam(
+        groups,
+        lr=settings.learning_rate,
+    )
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     steps_per_epoch = -(-len(x_train) // settings.batch_size)
     total = settings.epochs * steps_per_epoch
@@ -132,7 +144,7 @@ def train(model: VAE, data: np.ndarray, settings: TrainSettings, device: torch.d
         for i in range(0, len(x_train), settings.batch_size):
             warm = min(1.0, step / settings.warmup_steps) if settings.warmup_steps else 1.0
             beta_t = settings.beta * warm
-            loss = elbo_terms(model, x_train[perm[i: i + settings.batch_size]]).loss(beta_t)
+            loss = elbo_terms(model, x_train[perm[i : i + settings.batch_size]]).loss(beta_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -144,14 +156,34 @@ def train(model: VAE, data: np.ndarray, settings: TrainSettings, device: torch.d
                 out_of_time = True
                 break
         ev = evaluate(model, x_val, seed=settings.seed)
-        history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
-                        "val_elbo_nats": ev.elbo_nats, "val_psnr_db": ev.psnr_db,
-                        "seconds": time.perf_counter() - start})
-        log.info("epoch %d step %d train loss %.3f val ELBO %.3f nats PSNR %.2f dB", epoch, step,
-                 history[-1]["train_loss"], ev.elbo_nats, ev.psnr_db)
+        history.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "train_loss": float(np.mean(losses)),
+                "val_elbo_nats": ev.elbo_nats,
+                "val_psnr_db": ev.psnr_db,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        log.info(
+            "epoch %d step %d train loss %.3f val ELBO %.3f nats PSNR %.2f dB",
+            epoch,
+            step,
+            history[-1]["train_loss"],
+            ev.elbo_nats,
+            ev.psnr_db,
+        )
         if out_of_time:
             log.info("stopping: time budget of %.0f s reached", settings.max_seconds)
             break
     model.eval()
-    return TrainResult(evaluation=ev, history=history, seconds=time.perf_counter() - start,
-                       steps=step, epochs=epoch, train_rows=len(x_train), val_rows=len(x_val))
+    return TrainResult(
+        evaluation=ev,
+        history=history,
+        seconds=time.perf_counter() - start,
+        steps=step,
+        epochs=epoch,
+        train_rows=len(x_train),
+        val_rows=len(x_val),
+    )

@@ -45,15 +45,16 @@ def digits_ckpt(tmp_path_factory, trained_mlp):
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory):
     from jobs import prepare_demo
+
     out = tmp_path_factory.mktemp("demo")
-    assert run_main(prepare_demo.main, ["--output", str(out), "--crop", "32",
-                                        "--rows-per-shard", "300"]) == 0
+    assert run_main(prepare_demo.main, ["--output", str(out), "--crop", "32", "--rows-per-shard", "300"]) == 0
     return out / "photos"
 
 
 @pytest.fixture(scope="session")
 def photos_ckpt(tmp_path_factory, photos):
     from pipeline.dataset import read_samples, stack_for_model
+
     torch.manual_seed(0)
     config = ConvConfig(in_channels=3, latent_channels=4, base_channels=8)
     data, _ = stack_for_model(read_samples(str(photos / "train"), max_rows=300), config)
@@ -68,10 +69,11 @@ def photos_ckpt(tmp_path_factory, photos):
 def crop_shards(tmp_path_factory, photos):
     """8 .npy shards of 400 real 32x32 photo crops: slow enough to be hit mid-shard."""
     from pipeline.dataset import read_samples
+
     crops = np.stack([s.array for s in read_samples(str(photos / "train"), max_rows=3200)])
     out = tmp_path_factory.mktemp("crops")
     for i in range(8):
-        np.save(out / f"crops-{i}.npy", crops[i * 400: (i + 1) * 400])
+        np.save(out / f"crops-{i}.npy", crops[i * 400 : (i + 1) * 400])
     return str(out)
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-ARGS = ("--batch-rows", "16")   # small batches: a shard of crops takes long enough to hit
+ARGS = ("--batch-rows", "16")  # small batches: a shard of crops takes long enough to hit
 
 
 def files(folder: Path, pattern: str) -> dict[str, bytes]:

@@ -22,7 +22,8 @@ def read_archive_codes(path):
     per_row_frames = c.get("framing", "row") == "row"
     dict_bytes = base64.b64decode(c["dictionary_b64"])
     dctx = zstandard.ZstdDecompressor(
-        dict_data=zstandard.ZstdCompressionDict(dict_bytes) if dict_bytes else None)
+        dict_data=zstandard.ZstdCompressionDict(dict_bytes) if dict_bytes else None
+    )
     active = np.array(q["active"], dtype=bool)
     lo = np.array(q["lo"])[active]
     step = np.array(q["step"])[active]
@@ -40,6 +41,13 @@ def read_archive_codes(path):
             codes = codes.reshape(positions, int(active.sum())).T
         latent = np.zeros((len(active), positions), dtype=np.float32)
         latent[active] = (lo[:, None] + codes.astype(np.float64) * step[:, None]).astype(np.float32)
-        rows.append({"key": row["vz_key"], "codes": codes, "latent": latent.reshape(lshape),
-                     "shape": row["vz_shape"], "dtype": row["vz_dtype"]})
+        rows.append(
+            {
+                "key": row["vz_key"],
+                "codes": codes,
+                "latent": latent.reshape(lshape),
+                "shape": row["vz_shape"],
+                "dtype": row["vz_dtype"],
+            }
+        )
     return rows

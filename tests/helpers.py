@@ -13,13 +13,26 @@ from tests.format_reader import read_archive_codes
 
 
 def encode(inp, ckpt, out, *extra):
-    return run_main(encode_job.main, ["--input", str(inp), "--checkpoint", ckpt, "--output",
-                                      str(out), "--calibration-rows", "512", *extra])
+    return run_main(
+        encode_job.main,
+        [
+            "--input",
+            str(inp),
+            "--checkpoint",
+            ckpt,
+            "--output",
+            str(out),
+            "--calibration-rows",
+            "512",
+            *extra,
+        ],
+    )
 
 
 def decode(arch, ckpt, out, *extra):
-    return run_main(decode_job.main, ["--input", str(arch), "--checkpoint", ckpt, "--output",
-                                      str(out), *extra])
+    return run_main(
+        decode_job.main, ["--input", str(arch), "--checkpoint", ckpt, "--output", str(out), *extra]
+    )
 
 
 def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
@@ -31,7 +44,7 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
             continue
         rows = read_archive_codes(os.path.join(arch, name))
         for i in range(0, len(rows), batch_rows):
-            chunk = rows[i: i + batch_rows]
+            chunk = rows[i : i + batch_rows]
             groups = {}
             for r in chunk:
                 groups.setdefault((r["latent"].shape, tuple(r["shape"])), []).append(r)
@@ -52,6 +65,7 @@ def stop_group(proc) -> None:
     them if they are not gone in a minute."""
     import signal
     import subprocess
+
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(60)

@@ -42,12 +42,19 @@ def tar(path, members) -> None:
 
 
 def table(images, labels, **extra) -> pa.Table:
-    return pa.table({"image": [png(x) for x in images], "label": labels.tolist(),
-                     "id": [f"d{i}" for i in range(len(labels))], **extra})
+    return pa.table(
+        {
+            "image": [png(x) for x in images],
+            "label": labels.tolist(),
+            "id": [f"d{i}" for i in range(len(labels))],
+            **extra,
+        }
+    )
 
 
 # Each case writes two good shards and one bad one (sorted last) in one format, and returns
 # (extra encode arguments, the bad shard's archive name, a regex its error must match).
+
 
 def npy_truncated(d, x, y):
     np.save(d / "b.npy", x[:40])
@@ -125,8 +132,7 @@ def parquet_null_image(d, x, y):
 
 
 def parquet_missing_column(d, x, y):
-    pq.write_table(table(x[:10], y[:10]).rename_columns(["picture", "label", "id"]),
-                   d / "b.parquet")
+    pq.write_table(table(x[:10], y[:10]).rename_columns(["picture", "label", "id"]), d / "b.parquet")
     return ["--column", "image"], "b.parquet", r"b\.parquet: missing column 'image'"
 
 
@@ -194,26 +200,47 @@ def image_file_corrupt(d, x, y):
     return ["--images-per-shard", "5"], "images-00002", r"b/bad\.png: corrupt image bytes"
 
 
-GOOD = {"npy": lambda d, x, y, i: np.save(d / f"a{i}.npy", x),
-        "npz": lambda d, x, y, i: np.savez(d / f"a{i}.npz", image=x, label=y),
-        "parquet": lambda d, x, y, i: pq.write_table(table(x, y), d / f"a{i}.parquet"),
-        "tar": lambda d, x, y, i: tar(d / f"a{i}.tar", [
-            (f"k{i}_{j:03d}.{f}", v) for j in range(len(x))
-            for f, v in (("png", png(x[j])), ("cls", str(y[j]).encode()))]),
-        "images": lambda d, x, y, i: [
-            (d / "a" / f"{i}_{j}.png").write_bytes(png(x[j])) for j in range(len(x))]}
+GOOD = {
+    "npy": lambda d, x, y, i: np.save(d / f"a{i}.npy", x),
+    "npz": lambda d, x, y, i: np.savez(d / f"a{i}.npz", image=x, label=y),
+    "parquet": lambda d, x, y, i: pq.write_table(table(x, y), d / f"a{i}.parquet"),
+    "tar": lambda d, x, y, i: tar(
+        d / f"a{i}.tar",
+        [
+            (f"k{i}_{j:03d}.{f}", v)
+            for j in range(len(x))
+            for f, v in (("png", png(x[j])), ("cls", str(y[j]).encode()))
+        ],
+    ),
+    "images": lambda d, x, y, i: [(d / "a" / f"{i}_{j}.png").write_bytes(png(x[j])) for j in range(len(x))],
+}
 
 CASES = {
-    npy_truncated: "npy", npy_object: "npy", npy_int_out_of_range: "npy",
-    npy_wrong_dtype: "npy", npy_wrong_shape: "npy",
-    npy_nan: "npy", npy_infinity: "npy", npy_empty: "npy", npy_not_an_array: "npy",
-    npz_corrupt_zip: "npz", npz_which_array: "npz", parquet_corrupt_image: "parquet",
-    parquet_null_image: "parquet", parquet_missing_column: "parquet",
-    parquet_not_parquet: "parquet", parquet_truncated: "parquet",
-    parquet_duplicate_keys: "parquet", parquet_missing_key_column: "parquet",
-    parquet_reserved_column: "parquet", parquet_ragged_tensor: "parquet",
-    parquet_16bit_image: "parquet", tar_truncated: "tar", tar_sample_without_image: "tar",
-    tar_bad_class: "tar", image_file_corrupt: "images",
+    npy_truncated: "npy",
+    npy_object: "npy",
+    npy_int_out_of_range: "npy",
+    npy_wrong_dtype: "npy",
+    npy_wrong_shape: "npy",
+    npy_nan: "npy",
+    npy_infinity: "npy",
+    npy_empty: "npy",
+    npy_not_an_array: "npy",
+    npz_corrupt_zip: "npz",
+    npz_which_array: "npz",
+    parquet_corrupt_image: "parquet",
+    parquet_null_image: "parquet",
+    parquet_missing_column: "parquet",
+    parquet_not_parquet: "parquet",
+    parquet_truncated: "parquet",
+    parquet_duplicate_keys: "parquet",
+    parquet_missing_key_column: "parquet",
+    parquet_reserved_column: "parquet",
+    parquet_ragged_tensor: "parquet",
+    parquet_16bit_image: "parquet",
+    tar_truncated: "tar",
+    tar_sample_without_image: "tar",
+    tar_bad_class: "tar",
+    image_file_corrupt: "images",
 }
 
 
@@ -227,17 +254,18 @@ def test_bad_input_fails_its_shard_only(case, tmp_path, digits, digits_ckpt):
         (data / "a").mkdir()
     n = 5 if fmt == "images" else 60
     for i in range(2):
-        GOOD[fmt](data, x[i * n: (i + 1) * n], y[i * n: (i + 1) * n], i)
+        GOOD[fmt](data, x[i * n : (i + 1) * n], y[i * n : (i + 1) * n], i)
     extra, bad, pattern = case(data, x[200:], y[200:])
-    if case is parquet_ragged_tensor:      # the good shards need a tensor column too
+    if case is parquet_ragged_tensor:  # the good shards need a tensor column too
         for i in range(2):
-            pq.write_table(pa.table({"pixels": [r.tolist() for r in x[i * n: (i + 1) * n]]}),
-                           data / f"a{i}.parquet")
+            pq.write_table(
+                pa.table({"pixels": [r.tolist() for r in x[i * n : (i + 1) * n]]}), data / f"a{i}.parquet"
+            )
     arch = tmp_path / "arch"
     assert encode(data, digits_ckpt, arch, *extra) == 1
     failures = json.loads((arch / "failures.json").read_text())
     assert [f["shard"] for f in failures] == [f"{bad}.vz.parquet"]
-    assert failures[0]["attempts"] == 1                       # corrupt input: not retried
+    assert failures[0]["attempts"] == 1  # corrupt input: not retried
     assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
     done = sorted(p.name for p in (arch / "_done").iterdir())
     assert len(done) == 2 and f"{bad}.vz.parquet.json" not in done
@@ -251,7 +279,7 @@ def archive(tmp_path_factory, digits, digits_ckpt):
     x, y = digits
     data = tmp_path_factory.mktemp("data")
     for i in range(3):
-        np.savez(data / f"p{i}.npz", image=x[i * 100: (i + 1) * 100], label=y[i * 100: (i + 1) * 100])
+        np.savez(data / f"p{i}.npz", image=x[i * 100 : (i + 1) * 100], label=y[i * 100 : (i + 1) * 100])
     arch = tmp_path_factory.mktemp("arch")
     assert encode(data, digits_ckpt, arch) == 0
     return arch
@@ -300,6 +328,7 @@ def quantizer_mismatch(path):
     def drop_channel(m):
         for k in ("lo", "step", "levels", "active"):
             m["quantizer"][k] = m["quantizer"][k][:-1]
+
     _rewrite_meta(path, drop_channel)
     return r"p1\.npz\.vz\.parquet row 0: latent shape .* does not fit the quantizer"
 
@@ -329,8 +358,17 @@ def not_an_archive(path):
     return r"p1\.npz\.vz\.parquet: not a vaezip archive"
 
 
-DAMAGE = [flipped_code_byte, flipped_byte_on_disk, truncated_archive, unknown_version, quantizer_mismatch,
-          metadata_not_json, metadata_bad_types, bad_stored_dtype, not_an_archive]
+DAMAGE = [
+    flipped_code_byte,
+    flipped_byte_on_disk,
+    truncated_archive,
+    unknown_version,
+    quantizer_mismatch,
+    metadata_not_json,
+    metadata_bad_types,
+    bad_stored_dtype,
+    not_an_archive,
+]
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=[d.__name__ for d in DAMAGE])
@@ -351,6 +389,7 @@ def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_
 
 def test_tampered_checkpoint_is_refused(tmp_path, archive, digits_ckpt, capsys):
     import shutil
+
     ckpt = tmp_path / "ckpt"
     shutil.copytree(digits_ckpt, ckpt)
     weights = bytearray((ckpt / "model.safetensors").read_bytes())
@@ -381,6 +420,7 @@ def test_input_errors_cross_processes_intact():
     import pickle
 
     from pipeline.errors import InputError
+
     err = pickle.loads(pickle.dumps(InputError("s3://b/x.npy", "truncated", row=7, retryable=True)))
     assert (err.uri, err.reason, err.row, err.retryable) == ("s3://b/x.npy", "truncated", 7, True)
     assert str(err) == "s3://b/x.npy row 7: truncated"

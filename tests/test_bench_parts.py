@@ -11,8 +11,8 @@ def test_entropy_given_channel_and_left_neighbour():
     codes = np.array([[[0, 1, 0, 1]], [[0, 1, 0, 1]]])
     b = entropy_bounds(codes, width=2)
     assert b["symbols"] == 8
-    assert b["h_channel_bytes"] == 8 / 8                  # 8 fair coin flips: 8 bits
-    assert b["h_channel_left_bytes"] == 0.0               # 0 has no left; 1 follows 0 always
+    assert b["h_channel_bytes"] == 8 / 8  # 8 fair coin flips: 8 bits
+    assert b["h_channel_left_bytes"] == 0.0  # 0 has no left; 1 follows 0 always
 
 
 def test_bpp_at_interpolates_and_refuses_to_extrapolate():
@@ -25,14 +25,15 @@ def test_bpp_at_interpolates_and_refuses_to_extrapolate():
 
 def test_tiles_cut_back_into_the_same_samples():
     from pipeline.grid import tile, untile
+
     rng = np.random.default_rng(0)
-    for shape, grid in (((7, 8, 8), (3, 3)), ((5, 4, 6, 3), (2, 3))):   # blank cells last
+    for shape, grid in (((7, 8, 8), (3, 3)), ((5, 4, 6, 3), (2, 3))):  # blank cells last
         samples = rng.integers(0, 256, shape, dtype=np.uint8)
         image = tile(samples)
         assert image.shape[:2] == (grid[0] * shape[1], grid[1] * shape[2])
         assert np.array_equal(untile(image, len(samples), samples.shape[1:]), samples)
         assert np.array_equal(image[: shape[1], : shape[2]], samples[0])
-        assert np.array_equal(image[: shape[1], shape[2]: 2 * shape[2]], samples[1])
+        assert np.array_equal(image[: shape[1], shape[2] : 2 * shape[2]], samples[1])
 
 
 def test_reconstruction_grid_has_a_row_per_rate():
@@ -41,6 +42,7 @@ def test_reconstruction_grid_has_a_row_per_rate():
     from PIL import Image
 
     from jobs.benches.rd import grid_picture, spread
+
     digits = np.arange(20 * 8 * 8, dtype=np.int64).reshape(20, 8, 8).astype(np.uint8)
     assert np.array_equal(spread(digits), digits[::2][:8])
     shown = [(1.0, spread(digits)), (4.0, spread(digits) // 2)]
@@ -48,5 +50,5 @@ def test_reconstruction_grid_has_a_row_per_rate():
     img = np.asarray(Image.open(io.BytesIO(grid_picture(digits, shown, curve))))
     zoom = 48 // 8
     assert img.shape == (3 * 8 * zoom, 260 + 8 * 8 * zoom, 3)
-    top = img[: 8 * zoom: zoom, 260: 260 + 8 * zoom: zoom, 0]
-    assert np.array_equal(top, digits[0])                  # the first original, pixel for pixel
+    top = img[: 8 * zoom : zoom, 260 : 260 + 8 * zoom : zoom, 0]
+    assert np.array_equal(top, digits[0])  # the first original, pixel for pixel

@@ -11,8 +11,13 @@ from pipeline.errors import CheckpointError
 from pipeline.models import ConvConfig, MLPConfig, build_model
 
 
-@pytest.mark.parametrize("config", [MLPConfig(input_dim=20, latent_dim=3, hidden_dims=(7,)),
-                                    ConvConfig(in_channels=3, base_channels=4, downsample_factor=8)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        MLPConfig(input_dim=20, latent_dim=3, hidden_dims=(7,)),
+        ConvConfig(in_channels=3, base_channels=4, downsample_factor=8),
+    ],
+)
 def test_round_trip_needs_no_flags_and_gives_identical_outputs(tmp_path, config):
     torch.manual_seed(0)
     model = build_model(config).eval()
@@ -82,12 +87,15 @@ def test_a_planted_pickle_is_never_unpickled(ckpt_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(version=99), "version 99"),
-    (lambda m: m.update(format="other"), "not a vaezip checkpoint"),
-    (lambda m: m["model"].update(kind="gan"), "unknown model kind"),
-    (lambda m: m["model"].update(latent_dim=5), "do not fit the config"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m.update(version=99), "version 99"),
+        (lambda m: m.update(format="other"), "not a vaezip checkpoint"),
+        (lambda m: m["model"].update(kind="gan"), "unknown model kind"),
+        (lambda m: m["model"].update(latent_dim=5), "do not fit the config"),
+    ],
+)
 def test_bad_config_json_is_refused(ckpt_dir, edit, match):
     meta = json.loads((ckpt_dir / CONFIG).read_text())
     edit(meta)

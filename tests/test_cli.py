@@ -10,8 +10,19 @@ import yaml
 from jobs import encode as encode_job
 from jobs._cli import Parser, run_main
 
-JOBS = ["encode", "decode", "train", "verify", "prepare_demo", "bench", "inspect", "generate",
-        "features", "sweep", "import_diffusers"]
+JOBS = [
+    "encode",
+    "decode",
+    "train",
+    "verify",
+    "prepare_demo",
+    "bench",
+    "inspect",
+    "generate",
+    "features",
+    "sweep",
+    "import_diffusers",
+]
 
 
 class _Captured(Exception):
@@ -42,23 +53,28 @@ def test_every_option_is_explained(name, monkeypatch):
 
 
 def _args(tmp_path, digits_dir, digits_ckpt):
-    return {"input": digits_dir, "checkpoint": digits_ckpt, "output": str(tmp_path / "arch"),
-            "calibration-rows": 256, "zstd-level": 5}
+    return {
+        "input": digits_dir,
+        "checkpoint": digits_ckpt,
+        "output": str(tmp_path / "arch"),
+        "calibration-rows": 256,
+        "zstd-level": 5,
+    }
 
 
 @pytest.mark.usefixtures("local_ray")
 @pytest.mark.timeout(300)
-def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, digits_ckpt,
-                                                         capsys):
+def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, digits_ckpt, capsys):
     values = _args(tmp_path, digits_dir, digits_ckpt)
     toml = tmp_path / "job.toml"
-    toml.write_text("\n".join(f'{k} = {v!r}'.replace("'", '"') for k, v in values.items()))
+    toml.write_text("\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in values.items()))
     # a flag on the command line wins over the file
     assert run_main(encode_job.main, ["--config", str(toml), "--layout", "channel"]) == 0
     resolved = yaml.safe_load((tmp_path / "arch" / "encode.config.yaml").read_text())
     assert resolved["zstd-level"] == 5 and resolved["layout"] == "channel"
     assert resolved["input"] == digits_dir and resolved["calibration-rows"] == 256
     import json
+
     job = json.loads((tmp_path / "arch" / "job.json").read_text())
     assert job["codec"]["level"] == 5 and job["codec"]["layout"] == "channel"
     capsys.readouterr()
@@ -69,17 +85,25 @@ def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, d
     assert "encoded 0 shards (4 already complete" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text, message", [
-    ("zstd-levl: 5\n", "unknown option 'zstd-levl'"),
-    ("layout: diagonal\n", "layout: 'diagonal' is not one of ['channel', 'position']"),
-    ("[not, a, mapping]\n", "must hold a mapping"),
-    ("a: [\n", "does not parse"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("zstd-levl: 5\n", "unknown option 'zstd-levl'"),
+        ("layout: diagonal\n", "layout: 'diagonal' is not one of ['channel', 'position']"),
+        ("[not, a, mapping]\n", "must hold a mapping"),
+        ("a: [\n", "does not parse"),
+    ],
+)
 def test_bad_config_file_is_one_clear_line(tmp_path, capsys, text, message):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
-    assert run_main(encode_job.main, ["--config", str(cfg), "--input", "x", "--checkpoint", "y",
-                                      "--output", str(tmp_path / "o")]) == 2
+    assert (
+        run_main(
+            encode_job.main,
+            ["--config", str(cfg), "--input", "x", "--checkpoint", "y", "--output", str(tmp_path / "o")],
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
     assert not (tmp_path / "o").exists()
@@ -87,10 +111,23 @@ def test_bad_config_file_is_one_clear_line(tmp_path, capsys, text, message):
 
 @pytest.mark.usefixtures("local_ray")
 @pytest.mark.timeout(120)
-def test_asking_for_gpus_on_a_cpu_cluster_is_one_clear_line(tmp_path, digits_dir, digits_ckpt,
-                                                            capsys):
-    assert run_main(encode_job.main, ["--input", digits_dir, "--checkpoint", digits_ckpt,
-                                      "--output", str(tmp_path / "a"), "--device", "cuda"]) == 2
+def test_asking_for_gpus_on_a_cpu_cluster_is_one_clear_line(tmp_path, digits_dir, digits_ckpt, capsys):
+    assert (
+        run_main(
+            encode_job.main,
+            [
+                "--input",
+                digits_dir,
+                "--checkpoint",
+                digits_ckpt,
+                "--output",
+                str(tmp_path / "a"),
+                "--device",
+                "cuda",
+            ],
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "--device cuda: the Ray cluster has no GPUs" in err and "\n" not in err
 
@@ -105,6 +142,7 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     from pipeline.job import JobParams
     from pipeline.plan import plan_shards
     from pipeline.quantize import QuantizerConfig
+
     data = tmp_path / "data"
     data.mkdir()
     good = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
@@ -114,8 +152,9 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     np.save(data / "bad.npy", bad)
     worker = EncodeWorker(EncodeSpec(checkpoint=digits_ckpt, output=str(tmp_path / "arch")))
     shards = plan_shards(str(data))
-    q, c = worker.calibrate([s for s in shards if s.relpath == "good.npy"], 64, QuantizerConfig(),
-                            CodecConfig())
+    q, c = worker.calibrate(
+        [s for s in shards if s.relpath == "good.npy"], 64, QuantizerConfig(), CodecConfig()
+    )
     with caplog.at_level(logging.INFO, logger="pipeline"):
         results = {s.relpath: worker.process(s, JobParams(q, c, "job")) for s in shards}
     assert results["good.npy"].ok and not results["bad.npy"].ok

@@ -54,17 +54,28 @@ def test_run_shard_commits_the_output_then_its_record(tmp_path, shard):
     assert result.output_bytes == 11 and result.input_bytes == 10
     assert 0 < result.model_seconds <= result.seconds
     record = read_record(out, shard.name)
-    assert record == CompletionRecord(job_fingerprint="job-1", name=shard.name, source=shard.source,
-                                      rows=3, bytes=11, sha256=hashlib.sha256(data).hexdigest(),
-                                      input_bytes=10, clipped=2, seconds=record.seconds)
+    assert record == CompletionRecord(
+        job_fingerprint="job-1",
+        name=shard.name,
+        source=shard.source,
+        rows=3,
+        bytes=11,
+        sha256=hashlib.sha256(data).hexdigest(),
+        input_bytes=10,
+        clipped=2,
+        seconds=record.seconds,
+    )
     assert is_complete(out, shard.name, "job-1")
     assert not is_complete(out, shard.name, "job-2")
 
 
-@pytest.mark.parametrize("outcome, message", [
-    ("error", "a.npy row 4: bad row"),
-    ("empty", "a.npy: shard holds no rows"),
-])
+@pytest.mark.parametrize(
+    "outcome, message",
+    [
+        ("error", "a.npy row 4: bad row"),
+        ("empty", "a.npy: shard holds no rows"),
+    ],
+)
 def test_a_failed_shard_is_a_value_and_leaves_nothing(tmp_path, shard, outcome, message):
     out = tmp_path / "out"
 
@@ -76,7 +87,7 @@ def test_a_failed_shard_is_a_value_and_leaves_nothing(tmp_path, shard, outcome, 
 
     result = run_shard(str(out), shard, shard.name, "job", body)
     assert not result.ok and result.error.endswith(message) and not result.retryable
-    assert sorted(p.name for p in out.rglob("*")) == []     # no output, no record, no temporary
+    assert sorted(p.name for p in out.rglob("*")) == []  # no output, no record, no temporary
 
 
 def test_other_errors_are_not_swallowed(tmp_path, shard):
@@ -92,9 +103,9 @@ def test_is_complete_needs_the_whole_output_the_record_describes(tmp_path):
     out = str(tmp_path)
     record = CompletionRecord("job", "x.vz.parquet", "src", rows=1, bytes=4, sha256="-")
     write_record(out, record)
-    assert not is_complete(out, "x.vz.parquet", "job")            # output missing
+    assert not is_complete(out, "x.vz.parquet", "job")  # output missing
     (tmp_path / "x.vz.parquet").write_bytes(b"abc")
-    assert not is_complete(out, "x.vz.parquet", "job")            # shorter than recorded
+    assert not is_complete(out, "x.vz.parquet", "job")  # shorter than recorded
     (tmp_path / "x.vz.parquet").write_bytes(b"abcd")
     assert is_complete(out, "x.vz.parquet", "job")
     assert done_uri(out, "x.vz.parquet") == f"{out}/{DONE}/x.vz.parquet.json"
@@ -110,7 +121,13 @@ def test_an_unreadable_record_means_not_done(tmp_path, text):
 
 
 def test_records_ignore_fields_they_do_not_know(tmp_path):
-    data = {"job_fingerprint": "j", "name": "n", "source": "s", "rows": 1, "bytes": 2,
-            "sha256": "h", "written_by": "a later version"}
-    assert CompletionRecord.from_json(json.dumps(data).encode()) == CompletionRecord(
-        "j", "n", "s", 1, 2, "h")
+    data = {
+        "job_fingerprint": "j",
+        "name": "n",
+        "source": "s",
+        "rows": 1,
+        "bytes": 2,
+        "sha256": "h",
+        "written_by": "a later version",
+    }
+    assert CompletionRecord.from_json(json.dumps(data).encode()) == CompletionRecord("j", "n", "s", 1, 2, "h")

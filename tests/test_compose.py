@@ -29,17 +29,24 @@ def test_no_secret_is_written_into_the_file():
 
 
 def _compose_config(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker-compose", "-f", str(path), "config", "-q"], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "MINIO_ROOT_PASSWORD": "x"})
+    return subprocess.run(
+        ["docker-compose", "-f", str(path), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MINIO_ROOT_PASSWORD": "x"},
+    )
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None,
-                    reason="Debian's docker-compose is not installed (.ci/run installs it with apt)")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="Debian's docker-compose is not installed (.ci/run installs it with apt)",
+)
 def test_docker_compose_config_accepts_the_file_and_rejects_a_broken_one(tmp_path):
     ok = _compose_config(COMPOSE)
     assert ok.returncode == 0, ok.stderr
     broken = yaml.safe_load(COMPOSE.read_text())
-    broken["services"]["ray-head"]["ports"] = 8265          # must be a list
+    broken["services"]["ray-head"]["ports"] = 8265  # must be a list
     bad = tmp_path / "docker-compose.yml"
     bad.write_text(yaml.safe_dump(broken))
     res = _compose_config(bad)
@@ -63,6 +70,8 @@ def test_services_are_what_the_walkthrough_needs():
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env)
     # the cluster's Ray must be the Ray the users' `ray job submit` speaks to
     import ray
+
     for name in ("ray-head", "ray-gpu-worker"):
-        assert services[name]["image"].startswith(f"rayproject/ray:{ray.__version__}-"), \
-            services[name]["image"]
+        assert services[name]["image"].startswith(f"rayproject/ray:{ray.__version__}-"), services[name][
+            "image"
+        ]

@@ -10,8 +10,12 @@ from pipeline.encode import EncodeSpec, EncodeWorker
 from pipeline.runner import PoolConfig, run
 from tests.helpers import decode, direct_reconstructions, encode
 
-pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray"),
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("local_ray"),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+]
 
 
 def test_actors_run_on_cuda(tmp_path, digits_ckpt):
@@ -28,8 +32,11 @@ def test_digits_round_trip_on_cuda(tmp_path, digits_dir, digits_ckpt, digits):
     assert decode(arch, digits_ckpt, rec) == 0
     direct = direct_reconstructions(str(arch), digits_ckpt, device="cuda")
     recs = np.concatenate([np.load(rec / f"digits-{i:05d}.npz.npy") for i in range(4)])
-    keys = [k for i in range(4)
-            for k in pq.read_table(rec / f"digits-{i:05d}.npz.keys.parquet")["key"].to_pylist()]
+    keys = [
+        k
+        for i in range(4)
+        for k in pq.read_table(rec / f"digits-{i:05d}.npz.keys.parquet")["key"].to_pylist()
+    ]
     assert len(set(keys)) == 1797
     assert all(np.array_equal(direct[k], r) for k, r in zip(keys, recs, strict=True))
     psnr = 10 * np.log10(255**2 / ((recs.astype(float) - digits[0]) ** 2).mean(axis=(1, 2)))

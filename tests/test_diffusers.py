@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-diffusers = pytest.importorskip("diffusers")   # the optional extra; CI installs it
+diffusers = pytest.importorskip("diffusers")  # the optional extra; CI installs it
 
 from jobs import import_diffusers  # noqa: E402
 from jobs._cli import run_main  # noqa: E402
@@ -20,10 +20,18 @@ SCALE, SHIFT = 0.5, 0.1
 def tiny_vae(tmp_path_factory):
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-        latent_channels=4, norm_num_groups=8, sample_size=32, scaling_factor=SCALE,
-        shift_factor=SHIFT).eval()
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=SCALE,
+        shift_factor=SHIFT,
+    ).eval()
     folder = tmp_path_factory.mktemp("pipeline") / "vae"
     vae.save_pretrained(str(folder))
     return vae, folder
@@ -32,8 +40,13 @@ def tiny_vae(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported(tiny_vae, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ckpt") / "sd-vae")
-    assert run_main(import_diffusers.main, ["--source", str(tiny_vae[1].parent),
-                                            "--subfolder", "vae", "--output", out]) == 0
+    assert (
+        run_main(
+            import_diffusers.main,
+            ["--source", str(tiny_vae[1].parent), "--subfolder", "vae", "--output", out],
+        )
+        == 0
+    )
     return out
 
 
@@ -72,6 +85,7 @@ def test_archive_and_decode_with_a_pretrained_vae(imported, photos, tmp_path):
     expected = direct_reconstructions(arch, imported)
     got = {}
     import pyarrow.parquet as pq
+
     for npy in sorted(rec.glob("*.npy")):
         keys = pq.read_table(str(npy)[:-4] + ".keys.parquet")["key"].to_pylist()
         got.update(zip(keys, np.load(npy), strict=True))
@@ -80,7 +94,6 @@ def test_archive_and_decode_with_a_pretrained_vae(imported, photos, tmp_path):
 
 
 def test_a_folder_without_a_vae_is_one_clear_line(tmp_path, capsys):
-    assert run_main(import_diffusers.main, ["--source", str(tmp_path), "--output",
-                                            str(tmp_path / "o")]) == 2
+    assert run_main(import_diffusers.main, ["--source", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a local diffusers AutoencoderKL folder" in err and "\n" not in err

@@ -32,19 +32,21 @@ def archive(tmp_path_factory, digits_dir, digits_ckpt):
 def reference(archive):
     """key -> (latent, label) as the third-party decoder reads them."""
     import pyarrow.parquet as pq
+
     out = {}
     for name in sorted(os.listdir(archive)):
         if name.endswith(".vz.parquet"):
             labels = pq.read_table(os.path.join(archive, name), columns=["label"])["label"]
-            for r, label in zip(read_archive_codes(os.path.join(archive, name)),
-                                labels.to_pylist(), strict=True):
+            for r, label in zip(
+                read_archive_codes(os.path.join(archive, name)), labels.to_pylist(), strict=True
+            ):
                 out[r["key"]] = (r["latent"], label)
     return out
 
 
 def test_dataset_yields_latents_keys_and_columns(archive, reference):
     items = list(ArchiveDataset(archive))
-    assert [i["key"] for i in items] == list(reference)           # file order, row order
+    assert [i["key"] for i in items] == list(reference)  # file order, row order
     for item in items:
         latent, label = reference[item["key"]]
         assert item["latent"].dtype == np.float32 and np.array_equal(item["latent"], latent)
@@ -58,9 +60,9 @@ def test_dataset_splits_files_across_ranks_and_workers(archive, reference):
         keys = [i["key"] for i in DataLoader(ds, batch_size=None, num_workers=2)]
         assert keys and all("label" not in k for k in keys)
         seen += keys
-    assert sorted(seen) == sorted(reference)                     # each row exactly once
+    assert sorted(seen) == sorted(reference)  # each row exactly once
     files = ArchiveDataset(archive).files
-    assert len(files) == 4                                        # one file per reader here
+    assert len(files) == 4  # one file per reader here
 
 
 def test_dataset_decodes_samples_as_the_decoder_does(archive, digits_ckpt):
@@ -103,6 +105,7 @@ def test_inspect_reports_what_the_files_hold(archive, capsys, digits):
 
     from jobs import inspect
     from jobs._cli import run_main
+
     assert run_main(inspect.main, [archive, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     files = sorted(f for f in os.listdir(archive) if f.endswith(".vz.parquet"))
@@ -121,6 +124,7 @@ def test_inspect_reports_what_the_files_hold(archive, capsys, digits):
 def test_inspect_of_a_folder_without_archive_is_one_clear_error(tmp_path, capsys):
     from jobs import inspect
     from jobs._cli import run_main
+
     assert run_main(inspect.main, [str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no archive files (*.vz.parquet) found" in err
@@ -131,10 +135,10 @@ def test_the_readme_duckdb_example_runs_on_an_archive(archive, digits):
     from pathlib import Path
 
     import duckdb
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (sql,) = re.findall(r"```sql\n-- duckdb\n(.*?)```", readme, flags=re.S)
     assert "runs/digits-archive" in sql
     rows = duckdb.connect().execute(sql.replace("runs/digits-archive", archive)).fetchall()
-    assert [(label, n) for label, n, _ in rows] == [(d, int((digits[1] == d).sum()))
-                                                    for d in range(10)]
+    assert [(label, n) for label, n, _ in rows] == [(d, int((digits[1] == d).sum())) for d in range(10)]
     assert all(code_bytes > 0 for *_, code_bytes in rows)

@@ -26,8 +26,10 @@ def test_gradients_flow_through_the_sampled_z():
 
 
 def test_elbo_terms_backpropagate_to_every_parameter():
-    for config in (MLPConfig(input_dim=16, latent_dim=4, hidden_dims=(8,)),
-                   ConvConfig(in_channels=1, latent_channels=2, base_channels=4)):
+    for config in (
+        MLPConfig(input_dim=16, latent_dim=4, hidden_dims=(8,)),
+        ConvConfig(in_channels=1, latent_channels=2, base_channels=4),
+    ):
         model = build_model(config)
         x = torch.rand(4, 16) if config.kind == "mlp" else torch.rand(4, 1, 12, 12)
         elbo_terms(model, x).loss().backward()

@@ -34,7 +34,7 @@ def clean(tmp_path_factory, crop_shards, photos_ckpt):
 
 def assert_same_archive(arch: Path, rec: Path, clean) -> None:
     assert files(arch, "*.vz.parquet") == files(clean[0], "*.vz.parquet")
-    assert not list(arch.rglob("*.tmp"))                      # no temporary file left over
+    assert not list(arch.rglob("*.tmp"))  # no temporary file left over
     manifest = json.loads((arch / "manifest.json").read_text())
     assert manifest["shards"] == json.loads((clean[0] / "manifest.json").read_text())["shards"]
     assert files(rec, "*.npy") == files(clean[1], "*.npy")
@@ -50,7 +50,7 @@ def test_actors_killed_mid_shard(tmp_path, crop_shards, photos_ckpt, clean, capl
     finally:
         killer.stop.set()
         killer.join()
-    assert len(killer.killed) == 3                            # three actors died mid-shard
+    assert len(killer.killed) == 3  # three actors died mid-shard
     assert caplog.text.count("actor died on shard") == 3
     killer = Killer("ray::DecodeWorker.process", times=2)
     killer.start()
@@ -63,31 +63,47 @@ def test_actors_killed_mid_shard(tmp_path, crop_shards, photos_ckpt, clean, capl
     assert_same_archive(arch, rec, clean)
 
 
-def test_driver_killed_then_rerun_finishes_only_what_is_missing(tmp_path, crop_shards,
-                                                                 photos_ckpt, clean, capsys):
+def test_driver_killed_then_rerun_finishes_only_what_is_missing(
+    tmp_path, crop_shards, photos_ckpt, clean, capsys
+):
     arch, rec = tmp_path / "arch", tmp_path / "rec"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.encode", "--input", crop_shards, "--checkpoint",
-         photos_ckpt, "--output", str(arch), "--calibration-rows", "512", *ARGS],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jobs.encode",
+            "--input",
+            crop_shards,
+            "--checkpoint",
+            photos_ckpt,
+            "--output",
+            str(arch),
+            "--calibration-rows",
+            "512",
+            *ARGS,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not (arch / "_done").is_dir() or not any((arch / "_done").iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, "no shard finished"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)                   # the driver and its local Ray
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
     proc.wait()
     wait_gone("ray::EncodeWorker")
     done_before = len(list((arch / "_done").iterdir()))
     assert 1 <= done_before < 8, "the kill should land mid-job"
-    for f in arch.glob("*.vz.parquet"):                   # nothing half-written is visible
+    for f in arch.glob("*.vz.parquet"):  # nothing half-written is visible
         pq.read_metadata(f)
     capsys.readouterr()
     assert encode(crop_shards, photos_ckpt, arch, *ARGS) == 0
     out = capsys.readouterr().out
-    redone, skipped = map(int, re.search(r"encoded (\d+) shards \((\d+) already complete",
-                                         out).groups())
+    redone, skipped = map(int, re.search(r"encoded (\d+) shards \((\d+) already complete", out).groups())
     assert (redone, skipped) == (8 - done_before, done_before)
     assert decode(arch, photos_ckpt, rec) == 0
     assert_same_archive(arch, rec, clean)

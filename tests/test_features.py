@@ -15,8 +15,9 @@ from pipeline.checkpoint import load_checkpoint
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
 
 
-def test_feature_table_holds_the_encoder_means_with_keys_and_labels(tmp_path, digits_dir,
-                                                                     digits_ckpt, digits, capsys):
+def test_feature_table_holds_the_encoder_means_with_keys_and_labels(
+    tmp_path, digits_dir, digits_ckpt, digits, capsys
+):
     out = tmp_path / "feat"
     args = ["--input", digits_dir, "--checkpoint", digits_ckpt, "--output", str(out), "--logvar"]
     assert run_main(features_job.main, args) == 0
@@ -30,16 +31,19 @@ def test_feature_table_holds_the_encoder_means_with_keys_and_labels(tmp_path, di
     assert table["key"][0].as_py() == "digits-00000.npz:0"
     ckpt = load_checkpoint(digits_ckpt)
     with torch.inference_mode():
-        post = ckpt.model.encode(torch.from_numpy(digits[0].reshape(len(digits[0]), -1) / 255.0)
-                                 .float())
+        post = ckpt.model.encode(torch.from_numpy(digits[0].reshape(len(digits[0]), -1) / 255.0).float())
     means = np.stack(table["mean"].to_numpy(zero_copy_only=False))
     assert means.dtype == np.float32 and means.shape == (len(digits[0]), ckpt.config.latent_dim)
     np.testing.assert_allclose(means, post.mean.numpy(), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(np.stack(table["logvar"].to_numpy(zero_copy_only=False)),
-                               post.logvar.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(table["logvar"].to_numpy(zero_copy_only=False)), post.logvar.numpy(), rtol=0, atol=1e-5
+    )
     assert table["label"].to_pylist() == digits[1].tolist()
-    [(n,)] = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet("
-                                      f"'{out}/*.features.parquet') WHERE label = 3").fetchall()
+    [(n,)] = (
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM read_parquet('{out}/*.features.parquet') WHERE label = 3")
+        .fetchall()
+    )
     assert n == int((digits[1] == 3).sum())
     # a re-run finds every shard complete and rewrites nothing
     before = {f: f.stat().st_mtime_ns for f in files}

@@ -31,6 +31,7 @@ from tests.format_reader import read_archive_codes
 def archive(request, tmp_path_factory, digits_dir, trained_mlp):
     """One archive written by the worker itself, without Ray, in each framing."""
     from pipeline.checkpoint import save_checkpoint
+
     root = tmp_path_factory.mktemp("fmt")
     save_checkpoint(trained_mlp[0], str(root / "ckpt"))
     worker = EncodeWorker(EncodeSpec(checkpoint=str(root / "ckpt"), output=str(root / "arch")))
@@ -48,8 +49,15 @@ def test_format_md_decoder_matches_vaezip(archive):
     meta = read_meta(path)
     theirs = read_archive_codes(path)
     table = pq.read_table(path).to_pydict()
-    ours = decompress(table["vz_codes"], table["vz_crc32"], table["vz_latent_shape"],
-                      meta.quantizer, Codec(meta.codec), path, 0)
+    ours = decompress(
+        table["vz_codes"],
+        table["vz_crc32"],
+        table["vz_latent_shape"],
+        meta.quantizer,
+        Codec(meta.codec),
+        path,
+        0,
+    )
     assert [r["key"] for r in theirs] == table["vz_key"]
     for t, o in zip(theirs, ours, strict=True):
         assert np.array_equal(t["latent"], o)
@@ -62,19 +70,20 @@ def test_codes_column_is_compressed_by_parquet_only_in_column_framing(archive):
     col = pq.ParquetFile(path).schema_arrow.get_field_index("vz_codes")
     chunk = md.row_group(0).column(col)
     raw = pq.read_table(path)["vz_codes"].to_pylist()
-    active = meta.quantizer.active.count(True)        # one position per MLP latent
+    active = meta.quantizer.active.count(True)  # one position per MLP latent
     if meta.codec.framing == "column":
         assert chunk.compression == "ZSTD" and {len(r) for r in raw} == {active}
         assert not meta.codec.dictionary
     else:
         assert chunk.compression == "UNCOMPRESSED"
-        assert all(r[:4] == b"\x28\xb5\x2f\xfd" for r in raw)     # zstd frame magic
+        assert all(r[:4] == b"\x28\xb5\x2f\xfd" for r in raw)  # zstd frame magic
 
 
 def test_duckdb_queries_the_archive(archive, digits):
     con = duckdb.connect()
-    rows = con.execute(f"SELECT label, count(*) FROM read_parquet('{archive}/*.vz.parquet') "
-                       "GROUP BY label ORDER BY label").fetchall()
+    rows = con.execute(
+        f"SELECT label, count(*) FROM read_parquet('{archive}/*.vz.parquet') GROUP BY label ORDER BY label"
+    ).fetchall()
     assert rows == [(d, int((digits[1] == d).sum())) for d in range(10)]
 
 
@@ -94,6 +103,7 @@ def test_quantizer_error_is_within_half_a_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 4, 9)).astype(np.float32)
     from pipeline.quantize import calibrate, stats_from_latents
+
     params = calibrate(stats_from_latents(x, np.full_like(x, -2.0)), QuantizerConfig(mode="affine"))
     codes, clipped = quantize(x, params)
     assert clipped == 0
@@ -103,14 +113,18 @@ def test_quantizer_error_is_within_half_a_step():
 
 def test_posterior_mode_drops_dead_channels_and_follows_sigma():
     from pipeline.quantize import CalibrationStats, calibrate
-    stats = CalibrationStats(minimum=np.array([-3.0, -0.01, -3.0]), maximum=np.array([3.0, 0.01, 3.0]),
-                             mean_sigma=np.array([0.1, 1.0, 0.5]),
-                             kl_per_element=np.array([2.0, 0.001, 1.0]))
+
+    stats = CalibrationStats(
+        minimum=np.array([-3.0, -0.01, -3.0]),
+        maximum=np.array([3.0, 0.01, 3.0]),
+        mean_sigma=np.array([0.1, 1.0, 0.5]),
+        kl_per_element=np.array([2.0, 0.001, 1.0]),
+    )
     p = calibrate(stats, QuantizerConfig(mode="posterior", step_sigmas=1.0))
     assert p.active == (True, False, True)
     assert p.step[0] == pytest.approx(0.1) and p.step[2] == pytest.approx(0.5)
     codes, clipped = quantize(np.array([[[2.5], [0.0], [9.0]]]), p)
-    assert codes.shape == (1, 2, 1) and clipped == 1       # 9.0 is outside the range
+    assert codes.shape == (1, 2, 1) and clipped == 1  # 9.0 is outside the range
     back = dequantize(codes, p)
     assert back[0, 1, 0] == 0.0 and abs(back[0, 0, 0] - 2.5) <= 0.05 + 1e-9
 
@@ -129,16 +143,21 @@ def test_flipped_code_byte_is_caught_by_the_checksum(archive):
     assert checksum(bytes(raw)) != table["vz_crc32"][3]
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(format_version=3), "unknown archive format version 3"),
-    (lambda m: m.update(format_version=True), "unknown archive format version True"),
-    (lambda m: m["codec"].update(framing="block"), "unknown framing 'block'"),
-    (lambda m: m.update(format_version=1) or m["codec"].update(framing="column"),
-     "format version 1 has per-row frames only"),
-    (lambda m: m["quantizer"].update(step=[0.0]), "bad archive metadata"),
-    (lambda m: m["codec"].update(name="lz4"), "bad archive metadata"),
-    (lambda m: m["codec"].update(dictionary_b64="!!"), "bad archive metadata"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m.update(format_version=3), "unknown archive format version 3"),
+        (lambda m: m.update(format_version=True), "unknown archive format version True"),
+        (lambda m: m["codec"].update(framing="block"), "unknown framing 'block'"),
+        (
+            lambda m: m.update(format_version=1) or m["codec"].update(framing="column"),
+            "format version 1 has per-row frames only",
+        ),
+        (lambda m: m["quantizer"].update(step=[0.0]), "bad archive metadata"),
+        (lambda m: m["codec"].update(name="lz4"), "bad archive metadata"),
+        (lambda m: m["codec"].update(dictionary_b64="!!"), "bad archive metadata"),
+    ],
+)
 def test_untrusted_metadata_is_checked(archive, edit, match):
     path = str(next(archive.glob("*.vz.parquet")))
     data = json.loads(pq.read_schema(path).metadata[b"vaezip"])
@@ -169,7 +188,13 @@ def test_version_1_archives_are_still_read(archive, tmp_path):
     meta = read_meta(old)
     assert meta.format_version == 1 and meta.codec.framing == "row"
     table = pq.read_table(old).to_pydict()
-    got = decompress(table["vz_codes"], table["vz_crc32"], table["vz_latent_shape"], meta.quantizer,
-                     Codec(meta.codec), old, 0)
-    assert all(np.array_equal(t["latent"], g) for t, g in zip(read_archive_codes(old), got,
-                                                               strict=True))
+    got = decompress(
+        table["vz_codes"],
+        table["vz_crc32"],
+        table["vz_latent_shape"],
+        meta.quantizer,
+        Codec(meta.codec),
+        old,
+        0,
+    )
+    assert all(np.array_equal(t["latent"], g) for t, g in zip(read_archive_codes(old), got, strict=True))

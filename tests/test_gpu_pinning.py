@@ -27,10 +27,10 @@ def ray_with_declared_gpus():
 def test_each_actor_holds_a_distinct_gpu_and_falls_back_to_cpu(tmp_path, digits_ckpt):
     spec = EncodeSpec(checkpoint=digits_ckpt, output=str(tmp_path))
     shape, infos = run(EncodeWorker, spec, PoolConfig(), lambda pool: (pool.shape, pool.infos))
-    assert (shape.actors, shape.num_gpus) == (2, 1)            # pool size from the 2 GPUs
+    assert (shape.actors, shape.num_gpus) == (2, 1)  # pool size from the 2 GPUs
     assert sorted(i["cuda_visible_devices"] for i in infos) == ["0", "1"]
     assert len({i["pid"] for i in infos}) == 2
-    for info in infos:                                          # CUDA where it is, else CPU
+    for info in infos:  # CUDA where it is, else CPU
         assert info["device"] == ("cuda" if info["cuda_available"] else "cpu")
     if not torch.cuda.is_available():
         assert all(i["device"] == "cpu" for i in infos)
@@ -38,11 +38,9 @@ def test_each_actor_holds_a_distinct_gpu_and_falls_back_to_cpu(tmp_path, digits_
 
 def test_cpu_only_pool_ignores_the_gpus(tmp_path, digits_ckpt):
     spec = EncodeSpec(checkpoint=digits_ckpt, output=str(tmp_path), device="cpu")
-    shape, infos = run(EncodeWorker, spec, PoolConfig(use_gpus=False),
-                       lambda pool: (pool.shape, pool.infos))
+    shape, infos = run(EncodeWorker, spec, PoolConfig(use_gpus=False), lambda pool: (pool.shape, pool.infos))
     assert (shape.actors, shape.num_gpus) == (2, 0)
-    assert all(i["device"] == "cpu" and i["cuda_visible_devices"] in (None, "")
-               for i in infos)
+    assert all(i["device"] == "cpu" and i["cuda_visible_devices"] in (None, "") for i in infos)
 
 
 def test_encode_job_completes_on_declared_gpus(tmp_path, digits_dir, digits_ckpt):

@@ -24,8 +24,9 @@ def test_mlp_shapes_any_width():
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [(32, 32), (37, 50), (9, 70)])
 def test_conv_pads_and_crops_back_exactly(factor, channels, size):
-    model = build_model(ConvConfig(in_channels=channels, latent_channels=4,
-                                   downsample_factor=factor, base_channels=8))
+    model = build_model(
+        ConvConfig(in_channels=channels, latent_channels=4, downsample_factor=factor, base_channels=8)
+    )
     x = torch.rand(2, channels, *size)
     post = model.encode(x)
     expected = model.latent_shape((channels, *size))
@@ -50,21 +51,25 @@ def test_conv_rejects_wrong_channels():
         model.encode(torch.rand(1, 1, 16, 16))
 
 
-@pytest.mark.parametrize("config", [MLPConfig(input_dim=10, hidden_dims=(4,)),
-                                    ConvConfig(in_channels=1, downsample_factor=8)])
+@pytest.mark.parametrize(
+    "config", [MLPConfig(input_dim=10, hidden_dims=(4,)), ConvConfig(in_channels=1, downsample_factor=8)]
+)
 def test_config_json_round_trip(config):
     assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
 
 
-@pytest.mark.parametrize("data, match", [
-    ({"kind": "transformer"}, "unknown model kind"),
-    ({"kind": "mlp", "input_dim": 4, "evil": 1}, "unknown mlp config fields"),
-    ({"kind": "conv", "downsample_factor": 3}, "downsample_factor"),
-    ({"kind": "conv", "in_channels": 4}, "in_channels"),
-    ({"kind": "mlp", "input_dim": 4, "likelihood": "poisson"}, "likelihood"),
-    ({"kind": "mlp"}, "bad mlp config"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"kind": "transformer"}, "unknown model kind"),
+        ({"kind": "mlp", "input_dim": 4, "evil": 1}, "unknown mlp config fields"),
+        ({"kind": "conv", "downsample_factor": 3}, "downsample_factor"),
+        ({"kind": "conv", "in_channels": 4}, "in_channels"),
+        ({"kind": "mlp", "input_dim": 4, "likelihood": "poisson"}, "likelihood"),
+        ({"kind": "mlp"}, "bad mlp config"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_bad_configs_are_refused(data, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict(data)

@@ -21,9 +21,17 @@ SLOW = ("--batch-rows", "1")  # seconds per shard: the loss lands while shards a
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": {
-        "health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-        "health_check_failure_threshold": 3}})
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "_system_config": {
+                "health_check_initial_delay_ms": 0,
+                "health_check_period_ms": 500,
+                "health_check_failure_threshold": 3,
+            },
+        },
+    )
     workers = [c.add_node(num_cpus=1) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, configure_logging=False)
@@ -36,7 +44,7 @@ def test_worker_node_removed_mid_job(tmp_path, cluster, crop_shards, photos_ckpt
     c, workers = cluster
     clean = tmp_path / "clean"
     assert encode(crop_shards, photos_ckpt, clean, *SLOW) == 0
-    wait_gone("ray::EncodeWorker")                            # the clean run's pool is gone
+    wait_gone("ray::EncodeWorker")  # the clean run's pool is gone
 
     removed = threading.Event()
 
@@ -55,7 +63,7 @@ def test_worker_node_removed_mid_job(tmp_path, cluster, crop_shards, photos_ckpt
     assert encode(crop_shards, photos_ckpt, arch, *SLOW) == 0
     remover.join()
     assert removed.is_set(), "the node was not removed while both actors were busy"
-    assert "actor died on shard" in caplog.text               # the job saw the loss
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 2      # head + one worker left
+    assert "actor died on shard" in caplog.text  # the job saw the loss
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2  # head + one worker left
     assert files(arch, "*.vz.parquet") == files(clean, "*.vz.parquet")
     assert not list(arch.rglob("*.tmp"))

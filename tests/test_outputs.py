@@ -20,8 +20,14 @@ def _meta() -> ArchiveMeta:
 
 
 def _rows(n: int) -> CodeRows:
-    return CodeRows(keys=[f"k{i}" for i in range(n)], codes=[b"\x01\x02"] * n, crc32=[0] * n,
-                    shapes=[[2]] * n, dtypes=["float32"] * n, latent_shapes=[[2]] * n)
+    return CodeRows(
+        keys=[f"k{i}" for i in range(n)],
+        codes=[b"\x01\x02"] * n,
+        crc32=[0] * n,
+        shapes=[[2]] * n,
+        dtypes=["float32"] * n,
+        latent_shapes=[[2]] * n,
+    )
 
 
 def test_archive_writer_writes_its_footer_on_success_only():
@@ -36,7 +42,7 @@ def test_archive_writer_writes_its_footer_on_success_only():
         with ArchiveWriter(broken, _meta(), "y.vz.parquet") as w:
             w.write(_rows(2), {"label": [1, 2]})
             w.write(_rows(2), {"other": [1, 2]})
-    assert w.writer is None          # released
+    assert w.writer is None  # released
     assert b"vaezip" not in broken.getvalue()
 
 

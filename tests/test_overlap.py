@@ -42,7 +42,7 @@ def test_one_behind_raises_the_first_error_and_stops():
 
     with pytest.raises(ValueError, match="row 1 is bad"):
         one_behind(items(), work)
-    assert made == [0, 1, 2]          # the loop stopped one item after the failing one
+    assert made == [0, 1, 2]  # the loop stopped one item after the failing one
 
 
 def test_one_behind_of_nothing_is_nothing():

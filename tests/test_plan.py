@@ -18,9 +18,13 @@ def nested(tmp_path):
 def test_shards_are_named_from_their_path_under_the_input_root(nested):
     shards = plan_shards(str(nested))
     assert [(s.relpath, s.name) for s in shards] == [
-        ("a.npy", "a.npy.vz.parquet"), ("sub/d.npy", "sub__d.npy.vz.parquet")]
+        ("a.npy", "a.npy.vz.parquet"),
+        ("sub/d.npy", "sub__d.npy.vz.parquet"),
+    ]
     assert [s.name for s in plan_shards(str(nested), suffix=FEATURES_SUFFIX)] == [
-        "a.npy.features.parquet", "sub__d.npy.features.parquet"]
+        "a.npy.features.parquet",
+        "sub__d.npy.features.parquet",
+    ]
     assert [s.name for s in plan_shards(str(nested), suffix="")] == ["a.npy", "sub__d.npy"]
 
 
@@ -30,18 +34,21 @@ def test_decode_names_its_outputs_after_the_archive_files(tmp_path):
     for name in ("sub__d.npy.vz.parquet", "a.npy.vz.parquet", "notes.txt"):
         (arch / name).write_bytes(b"")
     shards = plan_archive(str(arch), ".tar")
-    assert [(s.relpath, s.name) for s in shards] == [("a.npy", "a.npy.tar"),
-                                                     ("sub__d.npy", "sub__d.npy.tar")]
+    assert [(s.relpath, s.name) for s in shards] == [("a.npy", "a.npy.tar"), ("sub__d.npy", "sub__d.npy.tar")]
     assert shards[0].source == str(arch / "a.npy.vz.parquet")
 
 
 def test_image_folders_are_grouped_into_numbered_shards(tmp_path):
     from PIL import Image
+
     for i in range(5):
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / f"{i}.png")
     shards = plan_shards(str(tmp_path), images_per_shard=2)
     assert [(s.name, len(s.members)) for s in shards] == [
-        ("images-00000.vz.parquet", 2), ("images-00001.vz.parquet", 2), ("images-00002.vz.parquet", 1)]
+        ("images-00000.vz.parquet", 2),
+        ("images-00001.vz.parquet", 2),
+        ("images-00002.vz.parquet", 1),
+    ]
 
 
 def test_names_and_keys():

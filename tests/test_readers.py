@@ -66,8 +66,9 @@ def test_npz_needs_to_know_which_array(tmp_path):
 def test_parquet_hf_image_struct_round_trips_pixels(tmp_path):
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (6 + i, 5, 3), dtype=np.uint8) for i in range(5)]
-    table = pa.Table.from_pylist([{"image": {"bytes": _png(im), "path": f"{i}.png"},
-                                   "caption": f"c{i}"} for i, im in enumerate(imgs)])
+    table = pa.Table.from_pylist(
+        [{"image": {"bytes": _png(im), "path": f"{i}.png"}, "caption": f"c{i}"} for i, im in enumerate(imgs)]
+    )
     pq.write_table(table, tmp_path / "p.parquet", row_group_size=2)
     batches, samples = _collect(str(tmp_path / "p.parquet"), batch_rows=2)
     assert all(np.array_equal(a, b) for a, b in zip(samples, imgs, strict=True))
@@ -109,6 +110,7 @@ def test_list_sources_folder_glob_and_memory_url(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         list_sources(str(tmp_path / "missing"))
     import fsspec
+
     with fsspec.open("memory://ds/x.npy", "wb") as f:
         np.save(f, np.ones((2, 3)))
     (src,) = list_sources("memory://ds")
@@ -137,11 +139,12 @@ def _image_folder(root, n=7):
 
 def test_image_folder_groups_into_shards_with_paths_as_keys(tmp_path):
     from pipeline.plan import plan_shards
+
     imgs = _image_folder(tmp_path)
     shards = plan_shards(str(tmp_path), images_per_shard=3)
     assert [s.name for s in shards] == [f"images-{i:05d}.vz.parquet" for i in range(3)]
     assert [len(s.members) for s in shards] == [3, 3, 1]
-    assert plan_shards(str(tmp_path), images_per_shard=3) == shards      # deterministic
+    assert plan_shards(str(tmp_path), images_per_shard=3) == shards  # deterministic
     got = {}
     for s in shards:
         for b in iter_batches(s.source, ReadOptions(batch_rows=2), s.members):
@@ -153,6 +156,7 @@ def test_image_folder_groups_into_shards_with_paths_as_keys(tmp_path):
 
 def test_corrupt_image_file_is_named(tmp_path):
     from pipeline.plan import plan_shards
+
     _image_folder(tmp_path, n=3)
     (tmp_path / "dogs" / "002.png").write_bytes(b"\x89PNG not really")
     (shard,) = plan_shards(str(tmp_path))
@@ -162,6 +166,7 @@ def test_corrupt_image_file_is_named(tmp_path):
 
 def _tar(path, samples):
     import tarfile
+
     with tarfile.open(path, "w") as tar:
         for name, data in samples:
             info = tarfile.TarInfo(name)
@@ -174,10 +179,12 @@ def test_webdataset_samples_fields_and_keys(tmp_path):
     imgs = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
     members = []
     for i, img in enumerate(imgs):
-        members += [(f"part/{i:04d}.png", _png(img)),
-                    (f"part/{i:04d}.cls", str(i % 3).encode()),
-                    (f"part/{i:04d}.txt", f"caption {i}".encode()),
-                    (f"part/{i:04d}.seg.bin", bytes([i]))]
+        members += [
+            (f"part/{i:04d}.png", _png(img)),
+            (f"part/{i:04d}.cls", str(i % 3).encode()),
+            (f"part/{i:04d}.txt", f"caption {i}".encode()),
+            (f"part/{i:04d}.seg.bin", bytes([i])),
+        ]
     _tar(tmp_path / "shard-0.tar", members)
     batches, samples = _collect(str(tmp_path / "shard-0.tar"), batch_rows=2)
     assert [len(b) for b in batches] == [2, 2, 1]
@@ -185,8 +192,11 @@ def test_webdataset_samples_fields_and_keys(tmp_path):
     ids = [k for b in batches for k in b.ids]
     assert ids == [f"part/{i:04d}" for i in range(5)]
     cols = {k: [v for b in batches for v in b.columns[k]] for k in batches[0].columns}
-    assert cols == {"cls": [0, 1, 2, 0, 1], "txt": [f"caption {i}" for i in range(5)],
-                    "seg.bin": [bytes([i]) for i in range(5)]}
+    assert cols == {
+        "cls": [0, 1, 2, 0, 1],
+        "txt": [f"caption {i}" for i in range(5)],
+        "seg.bin": [bytes([i]) for i in range(5)],
+    }
 
 
 def test_webdataset_npy_field_and_errors(tmp_path):

@@ -17,13 +17,13 @@ def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tm
     results = run(FlakyWorker, spec, config, lambda pool: {r.name: r for r in pool.map(shards)})
 
     assert results["ok"].ok and results["ok"].attempts == 1
-    assert results["flaky"].ok and results["flaky"].attempts == 3        # failed twice, then ok
+    assert results["flaky"].ok and results["flaky"].attempts == 3  # failed twice, then ok
     times = [float(t) for t in (tmp_path / "flaky").read_text().split()]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert gaps[0] >= 0.3 and gaps[1] >= 0.6                           # backoff doubles
-    assert not results["down"].ok and results["down"].attempts == 3     # bounded
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.6  # backoff doubles
+    assert not results["down"].ok and results["down"].attempts == 3  # bounded
     assert "failed 3 times" in results["down"].error
     assert "connection reset by peer" in results["down"].error
-    assert not results["corrupt"].ok and results["corrupt"].attempts == 1   # not retried
+    assert not results["corrupt"].ok and results["corrupt"].attempts == 1  # not retried
     assert results["corrupt"].error == "s3://bucket/corrupt row 3: corrupt input"
     assert len((tmp_path / "corrupt").read_text().split()) == 1

@@ -29,18 +29,20 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
         keys += side["key"]
         labels += side["label"]
     recs = np.concatenate(recs)
-    assert len(keys) == len(set(keys)) == 1797          # every key exactly once
-    assert labels == digits[1].tolist()                 # passthrough exactly, in order
+    assert len(keys) == len(set(keys)) == 1797  # every key exactly once
+    assert labels == digits[1].tolist()  # passthrough exactly, in order
     for k, r in zip(keys, recs, strict=True):
         assert np.array_equal(direct[k], r), k
     psnr = 10 * np.log10(255**2 / ((recs.astype(float) - digits[0]) ** 2).mean(axis=(1, 2)))
     assert psnr.mean() > 15
     from jobs import verify
+
     assert run_main(verify.main, ["--original", digits_dir, "--restored", str(rec)]) == 0
 
 
 def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
     from pipeline.readers.parquet import decode_image
+
     arch, rec = tmp_path / "arch", tmp_path / "rec"
     assert encode(photos / "heldout", photos_ckpt, arch, "--quantizer", "affine") == 0
     assert decode(arch, photos_ckpt, rec, "--format", "parquet") == 0
@@ -87,12 +89,16 @@ def test_decode_refuses_another_checkpoint(tmp_path, digits_dir, digits_ckpt):
 @pytest.fixture(scope="module")
 def crops(photos):
     from pipeline.readers import iter_batches, list_sources
+
     out = []
     for src in list_sources(str(photos / "heldout")):
         for b in iter_batches(src):
-            out += [(f"{p}/{t:03d}_{le:03d}", x) for p, t, le, x in
-                    zip(b.columns["photo"], b.columns["top"], b.columns["left"], b.samples,
-                        strict=True)]
+            out += [
+                (f"{p}/{t:03d}_{le:03d}", x)
+                for p, t, le, x in zip(
+                    b.columns["photo"], b.columns["top"], b.columns["left"], b.samples, strict=True
+                )
+            ]
     return out[::10][:60]
 
 
@@ -100,6 +106,7 @@ def _png_bytes(x):
     import io
 
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(x).save(buf, format="PNG")
     return buf.getvalue()
@@ -109,16 +116,18 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
     import tarfile
 
     from pipeline.readers.images import decode_image
+
     src = tmp_path / "src"
     for name, x in crops:
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / f"{name}.png").write_bytes(_png_bytes(x))
     arch = tmp_path / "arch"
     assert encode(src, photos_ckpt, arch, "--images-per-shard", "25") == 0
-    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == \
-        [f"images-{i:05d}.vz.parquet" for i in range(3)]
+    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == [
+        f"images-{i:05d}.vz.parquet" for i in range(3)
+    ]
     direct = direct_reconstructions(str(arch), photos_ckpt)
-    assert sorted(direct) == sorted(f"{n}.png" for n, _ in crops)   # keys: the source paths
+    assert sorted(direct) == sorted(f"{n}.png" for n, _ in crops)  # keys: the source paths
 
     rec = tmp_path / "rec"
     assert decode(arch, photos_ckpt, rec, "--format", "images") == 0
@@ -126,7 +135,7 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
     index = index.to_pydict()
     assert sorted(index["key"]) == sorted(direct) and index["path"] == index["key"]
     for key, file in zip(index["key"], index["file"], strict=True):
-        assert file == key                                          # cats/001.png -> same path
+        assert file == key  # cats/001.png -> same path
         assert np.array_equal(decode_image((rec / file).read_bytes(), file, None), direct[key])
 
     wds = tmp_path / "wds"
@@ -150,14 +159,18 @@ def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckp
     import tarfile
 
     from pipeline.readers import ReadOptions, iter_batches
+
     src = tmp_path / "src"
     src.mkdir()
     for part in range(2):
         with tarfile.open(src / f"part-{part}.tar", "w") as tar:
-            for i, (name, x) in enumerate(crops[part * 30: part * 30 + 30]):
+            for i, (name, x) in enumerate(crops[part * 30 : part * 30 + 30]):
                 key = f"s{part}_{i:04d}"
-                for field, data in (("png", _png_bytes(x)), ("cls", str(i % 7).encode()),
-                                    ("txt", name.encode())):
+                for field, data in (
+                    ("png", _png_bytes(x)),
+                    ("cls", str(i % 7).encode()),
+                    ("txt", name.encode()),
+                ):
                     info = tarfile.TarInfo(f"{key}.{field}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -171,5 +184,4 @@ def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckp
     assert [c for b in got for c in b.columns["cls"]] == [i % 7 for _ in range(2) for i in range(30)]
     assert [t for b in got for t in b.columns["txt"]] == [n for n, _ in crops]
     assert [k for b in got for k in b.columns["key"]] == keys
-    assert all(np.array_equal(x, direct[k])
-               for b in got for k, x in zip(b.ids, b.samples, strict=True))
+    assert all(np.array_equal(x, direct[k]) for b in got for k, x in zip(b.ids, b.samples, strict=True))

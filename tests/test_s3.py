@@ -51,8 +51,13 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     assert decode("s3://arch/digits", digits_ckpt, "s3://arch/restored") == 0
     fs = s3fs.S3FileSystem()
     names = sorted(os.path.basename(p) for p in fs.ls("arch/digits"))
-    assert names == ["_done", *[f"digits-{i:05d}.npz.vz.parquet" for i in range(4)],
-                     "encode.config.yaml", "job.json", "manifest.json"]
+    assert names == [
+        "_done",
+        *[f"digits-{i:05d}.npz.vz.parquet" for i in range(4)],
+        "encode.config.yaml",
+        "job.json",
+        "manifest.json",
+    ]
     local = tmp_path / "arch"
     fs.get("arch/digits/", str(local), recursive=True)
     direct = direct_reconstructions(str(local), digits_ckpt)
@@ -61,8 +66,10 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
         restored = np.load(fs.open(stem + ".npy"))
         keys = pq.read_table(stem + ".keys.parquet", filesystem=fs)["key"].to_pylist()
         assert all(np.array_equal(direct[k], r) for k, r in zip(keys, restored, strict=True))
-    assert sum(len(pq.read_table(f"arch/digits/digits-{i:05d}.npz.vz.parquet", filesystem=fs))
-               for i in range(4)) == 1797
+    assert (
+        sum(len(pq.read_table(f"arch/digits/digits-{i:05d}.npz.vz.parquet", filesystem=fs)) for i in range(4))
+        == 1797
+    )
     secret = env["AWS_SECRET_ACCESS_KEY"]
     out = capfd.readouterr()
     written = b"".join(fs.cat(p) for p in fs.find("arch"))
@@ -71,7 +78,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
 
 def test_a_failed_upload_leaves_no_object(s3):
     _, client = s3
-    for size in (1000, 60 * 2**20):   # one PUT on close; past s3fs's 50 MiB block: multipart
+    for size in (1000, 60 * 2**20):  # one PUT on close; past s3fs's 50 MiB block: multipart
         uri = f"s3://arch/partial-{size}.bin"
         with pytest.raises(RuntimeError, match="boom"):
             with storage.atomic_write(uri) as f:
@@ -84,20 +91,23 @@ def test_a_failed_upload_leaves_no_object(s3):
 
 
 def test_a_writer_killed_mid_upload_leaves_no_object(s3):
-    script = ("import os, sys, time\n"
-              "from pipeline import storage\n"
-              "with storage.atomic_write('s3://arch/killed.bin') as f:\n"
-              "    for _ in range(80):\n"
-              "        f.write(os.urandom(2**20)); f.flush(); time.sleep(0.02)\n"
-              "        print('MiB', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, text=True)
-    for _ in range(56):            # past s3fs's 50 MiB block: a multipart upload has begun
+    script = (
+        "import os, sys, time\n"
+        "from pipeline import storage\n"
+        "with storage.atomic_write('s3://arch/killed.bin') as f:\n"
+        "    for _ in range(80):\n"
+        "        f.write(os.urandom(2**20)); f.flush(); time.sleep(0.02)\n"
+        "        print('MiB', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, text=True
+    )
+    for _ in range(56):  # past s3fs's 50 MiB block: a multipart upload has begun
         assert proc.stdout.readline().startswith("MiB")
     proc.kill()
     proc.wait()
     _, client = s3
-    assert client.list_multipart_uploads(Bucket="arch").get("Uploads")   # it was mid-upload
+    assert client.list_multipart_uploads(Bucket="arch").get("Uploads")  # it was mid-upload
     assert not storage.exists("s3://arch/killed.bin")
 
 
@@ -111,22 +121,51 @@ def test_permission_denied_fails_that_shard_only(tmp_path, s3, digits_ckpt):
     env, _ = s3
     iam = boto3.client("iam")
     iam.create_user(UserName="reader")
-    iam.put_user_policy(UserName="reader", PolicyName="read-most", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"],
-             "Resource": ["arn:aws:s3:::data", "arn:aws:s3:::data/*"]},
-            {"Effect": "Deny", "Action": "s3:GetObject",
-             "Resource": "arn:aws:s3:::data/digits/digits-00001.npz"}]}))
+    iam.put_user_policy(
+        UserName="reader",
+        PolicyName="read-most",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:ListBucket", "s3:GetObject"],
+                        "Resource": ["arn:aws:s3:::data", "arn:aws:s3:::data/*"],
+                    },
+                    {
+                        "Effect": "Deny",
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::data/digits/digits-00001.npz",
+                    },
+                ],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName="reader")["AccessKey"]
     enforce_auth(env["AWS_ENDPOINT_URL"])
     reader = s3_env(env["AWS_ENDPOINT_URL"], key["AccessKeyId"], key["SecretAccessKey"])
     arch = tmp_path / "arch"
     res = subprocess.run(
-        [sys.executable, "-m", "jobs.encode", "--input", "s3://data/digits", "--checkpoint",
-         digits_ckpt, "--output", str(arch), "--calibration-rows", "256"],
-        cwd=ROOT, env={k: v for k, v in {**os.environ, **reader}.items() if k != "RAY_ADDRESS"},
+        [
+            sys.executable,
+            "-m",
+            "jobs.encode",
+            "--input",
+            "s3://data/digits",
+            "--checkpoint",
+            digits_ckpt,
+            "--output",
+            str(arch),
+            "--calibration-rows",
+            "256",
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in {**os.environ, **reader}.items() if k != "RAY_ADDRESS"},
         capture_output=True,
-        text=True, timeout=240)
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 1, res.stderr
     failures = json.loads((arch / "failures.json").read_text())
     assert [f["shard"] for f in failures] == ["digits-00001.npz.vz.parquet"]

@@ -12,8 +12,24 @@ from pipeline.checkpoint import load_checkpoint
 @pytest.mark.timeout(300)
 def test_sweep_measures_each_latent_size_and_step(tmp_path, digits_dir, capsys):
     out = tmp_path / "sweep"
-    assert run_main(sweep.main, ["--input", digits_dir, "--output", str(out), "--latents", "2,6",
-                                 "--step-sigmas", "0.5,4", "--epochs", "15"]) == 0
+    assert (
+        run_main(
+            sweep.main,
+            [
+                "--input",
+                digits_dir,
+                "--output",
+                str(out),
+                "--latents",
+                "2,6",
+                "--step-sigmas",
+                "0.5,4",
+                "--epochs",
+                "15",
+            ],
+        )
+        == 0
+    )
     report = json.loads((out / "sweep.json").read_text())
     rows = report["rows"]
     assert report["measured_on"] == "validation split"
@@ -22,7 +38,7 @@ def test_sweep_measures_each_latent_size_and_step(tmp_path, digits_dir, capsys):
         fine, coarse = (r for r in rows if r["latent"] == latent)
         assert fine["bytes_per_sample"] > coarse["bytes_per_sample"] > 0
         loss = {k: r["psnr_unquantized"] - r["psnr"] for k, r in (("fine", fine), ("coarse", coarse))}
-        assert loss["fine"] <= loss["coarse"] + 0.05      # a finer step loses no more
+        assert loss["fine"] <= loss["coarse"] + 0.05  # a finer step loses no more
         assert load_checkpoint(str(out / f"latent-{latent}")).config.latent_dim == latent
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out

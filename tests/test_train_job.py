@@ -10,8 +10,7 @@ from pipeline.checkpoint import load_checkpoint
 
 def test_train_mlp_on_digits_writes_checkpoint_report_and_png(tmp_path, digits_dir):
     out = tmp_path / "ckpt"
-    rc = run_main(train.main, ["--input", digits_dir, "--output", str(out), "--epochs", "3",
-                               "--latent", "6"])
+    rc = run_main(train.main, ["--input", digits_dir, "--output", str(out), "--epochs", "3", "--latent", "6"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     ckpt = load_checkpoint(str(out))
@@ -29,9 +28,25 @@ def test_train_conv_on_photo_crops_with_held_out_set(tmp_path):
     demo = tmp_path / "demo"
     assert run_main(prepare_demo.main, ["--output", str(demo), "--crop", "32"]) == 0
     out = tmp_path / "conv"
-    rc = run_main(train.main, ["--input", str(demo / "photos" / "train"), "--max-rows", "256",
-                               "--eval-input", str(demo / "photos" / "heldout"), "--output",
-                               str(out), "--epochs", "1", "--base-channels", "8", "--latent", "4"])
+    rc = run_main(
+        train.main,
+        [
+            "--input",
+            str(demo / "photos" / "train"),
+            "--max-rows",
+            "256",
+            "--eval-input",
+            str(demo / "photos" / "heldout"),
+            "--output",
+            str(out),
+            "--epochs",
+            "1",
+            "--base-channels",
+            "8",
+            "--latent",
+            "4",
+        ],
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["kind"] == "conv" and report["model"]["in_channels"] == 3
@@ -39,19 +54,23 @@ def test_train_conv_on_photo_crops_with_held_out_set(tmp_path):
     assert report["train_rows"] + report["val_rows"] == 256
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input", "/no/such/place", "--output", "x"], "/no/such/place: no such file"),
-    (["--input", "{digits}", "--output", "x", "--val-fraction", "1.5"], "val_fraction"),
-    (["--input", "{digits}", "--output", "x", "--latent", "-1"], "must be positive"),
-    (["--input", "{digits}", "--output", "x", "--device", "cuda:0"], "no CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "/no/such/place", "--output", "x"], "/no/such/place: no such file"),
+        (["--input", "{digits}", "--output", "x", "--val-fraction", "1.5"], "val_fraction"),
+        (["--input", "{digits}", "--output", "x", "--latent", "-1"], "must be positive"),
+        (["--input", "{digits}", "--output", "x", "--device", "cuda:0"], "no CUDA GPU"),
+    ],
+)
 def test_bad_arguments_give_one_clear_line(capsys, tmp_path, digits_dir, args, message):
     import torch
+
     if "cuda:0" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     argv = [str(tmp_path / "x") if a == "x" else a.replace("{digits}", digits_dir) for a in args]
     rc = run_main(train.main, argv)
-    assert not (tmp_path / "x").exists()      # a refused run writes nothing
+    assert not (tmp_path / "x").exists()  # a refused run writes nothing
     err = capsys.readouterr().err
     assert rc == 2 and message in err
     assert "Traceback" not in err and err.count("\n") == 1

@@ -36,14 +36,13 @@ def entropy_bounds(codes: np.ndarray, width: int) -> dict:
     if p > 1:
         left = np.full_like(codes, -1, dtype=np.int64)
         left[:, :, 1:] = codes[:, :, :-1]
-        left[:, :, np.arange(p) % width == 0] = -1             # a row's first column has none
+        left[:, :, np.arange(p) % width == 0] = -1  # a row's first column has none
     else:
         left = np.full_like(codes, -1, dtype=np.int64)
         left[:, 1:, :] = codes[:, :-1, :]
     h_chan = _entropy_bits(codes.ravel(), chan.ravel())
     h_left = _entropy_bits(codes.ravel(), (chan.astype(np.int64) * 70000 + left + 1).ravel())
-    return {"symbols": int(codes.size), "h_channel_bytes": h_chan / 8,
-            "h_channel_left_bytes": h_left / 8}
+    return {"symbols": int(codes.size), "h_channel_bytes": h_chan / 8, "h_channel_left_bytes": h_left / 8}
 
 
 def coders(codes: np.ndarray, layout: str) -> dict:
@@ -57,14 +56,17 @@ def coders(codes: np.ndarray, layout: str) -> dict:
         "xz9_column_bytes": len(lzma.compress(raw, preset=9)),
         "brotli11_column_bytes": len(brotli.compress(raw, quality=11)),
         # per row: the raw LZMA2 stream, without the .xz container's 60-odd bytes of headers
-        "xz9_per_row_bytes": sum(len(lzma.compress(r, format=lzma.FORMAT_RAW, filters=[
-            {"id": lzma.FILTER_LZMA2, "preset": 9}])) for r in rows),
+        "xz9_per_row_bytes": sum(
+            len(lzma.compress(r, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}]))
+            for r in rows
+        ),
         "brotli11_per_row_bytes": sum(len(brotli.compress(r, quality=11)) for r in rows),
     }
 
 
-def speeds(codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 19),
-           repeats: int = 3) -> list[dict]:
+def speeds(
+    codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 19), repeats: int = 3
+) -> list[dict]:
     """Compress and decompress MB/s (of uncompressed codes) per zstd level and framing: per-row
     frames (dictionary trained on the rows), and a Parquet column of raw rows compressed by
     Parquet's zstd, as the archive writer stores ``vz_codes`` in column framing."""
@@ -73,8 +75,11 @@ def speeds(codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 1
     out = []
     for level in levels:
         cfg = CodecConfig(level=level, layout=layout, framing="row")
-        codec = Codec(CodecParams(level=level, layout=layout, framing="row",
-                                  dictionary=train_dictionary(rows[:2048], cfg)))
+        codec = Codec(
+            CodecParams(
+                level=level, layout=layout, framing="row", dictionary=train_dictionary(rows[:2048], cfg)
+            )
+        )
         column = pa.table({"vz_codes": pa.array(rows, pa.binary())})
         for framing in ("row", "column"):
             c_times, d_times = [], []
@@ -91,15 +96,27 @@ def speeds(codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 1
                 else:
                     buf = io.BytesIO()
                     start = time.perf_counter()
-                    pq.write_table(column, buf, compression="zstd", compression_level=level,
-                                   use_dictionary=False, write_statistics=False,
-                                   row_group_size=1024)
+                    pq.write_table(
+                        column,
+                        buf,
+                        compression="zstd",
+                        compression_level=level,
+                        use_dictionary=False,
+                        write_statistics=False,
+                        row_group_size=1024,
+                    )
                     c_times.append(time.perf_counter() - start)
                     size = len(buf.getvalue())
                     start = time.perf_counter()
                     pq.read_table(io.BytesIO(buf.getvalue()))
                     d_times.append(time.perf_counter() - start)
-            out.append({"level": level, "framing": framing, "bytes": size,
-                        "compress_mb_s": [mb / t for t in c_times],
-                        "decompress_mb_s": [mb / t for t in d_times]})
+            out.append(
+                {
+                    "level": level,
+                    "framing": framing,
+                    "bytes": size,
+                    "compress_mb_s": [mb / t for t in c_times],
+                    "decompress_mb_s": [mb / t for t in d_times],
+                }
+            )
     return out

@@ -29,8 +29,7 @@ class Spread:
         return f"{self.median:{fmt}} ({self.low:{fmt}}-{self.high:{fmt}})"
 
     def to_dict(self) -> dict:
-        return {"median": self.median, "low": self.low, "high": self.high,
-                "values": list(self.values)}
+        return {"median": self.median, "low": self.low, "high": self.high, "values": list(self.values)}
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -27,17 +27,21 @@ def flops_per_sample(ckpt: Checkpoint, arrays: np.ndarray, batch: int = 64) -> d
             z = ckpt.model.encode(x).mean
         with FlopCounterMode(display=False) as dec:
             ckpt.model.decode(z, size)
-    return {"encode_flops": enc.get_total_flops() / len(x),
-            "decode_flops": dec.get_total_flops() / len(x)}
+    return {"encode_flops": enc.get_total_flops() / len(x), "decode_flops": dec.get_total_flops() / len(x)}
 
 
-def estimate(ckpt: Checkpoint, arrays: np.ndarray, cpu_encode_rows_s: float | None,
-             cpu_decode_rows_s: float | None) -> dict:
+def estimate(
+    ckpt: Checkpoint, arrays: np.ndarray, cpu_encode_rows_s: float | None, cpu_decode_rows_s: float | None
+) -> dict:
     f = flops_per_sample(ckpt, arrays)
     gpu = H100_BF16_DENSE_TFLOPS * 1e12 * ASSUMED_UTILIZATION
-    out = {**f, "gpu": "H100 (bf16 dense peak 989 TFLOP/s)", "assumed_utilization":
-           ASSUMED_UTILIZATION, "gpu_encode_rows_s": gpu / f["encode_flops"],
-           "gpu_decode_rows_s": gpu / f["decode_flops"]}
+    out = {
+        **f,
+        "gpu": "H100 (bf16 dense peak 989 TFLOP/s)",
+        "assumed_utilization": ASSUMED_UTILIZATION,
+        "gpu_encode_rows_s": gpu / f["encode_flops"],
+        "gpu_decode_rows_s": gpu / f["decode_flops"],
+    }
     if cpu_encode_rows_s:
         out["cpu_encode_gflop_s"] = cpu_encode_rows_s * f["encode_flops"] / 1e9
     if cpu_decode_rows_s:

@@ -31,8 +31,13 @@ def peak_for(ckpt_uri: str, arrays: np.ndarray, batch_rows: int) -> dict:
     work = tempfile.mkdtemp(prefix="vzmem-")
     np.save(f"{work}/shard.npy", arrays)
     shards = plan_shards(f"{work}/shard.npy")
-    spec = EncodeSpec(checkpoint=ckpt_uri, output=f"{work}/arch",
-                      read=ReadOptions(batch_rows=batch_rows), device="cpu", threads=1)
+    spec = EncodeSpec(
+        checkpoint=ckpt_uri,
+        output=f"{work}/arch",
+        read=ReadOptions(batch_rows=batch_rows),
+        device="cpu",
+        threads=1,
+    )
 
     def body(pool: Any) -> dict:
         before = pool.call_one("peak_rss_mib")
@@ -40,8 +45,12 @@ def peak_for(ckpt_uri: str, arrays: np.ndarray, batch_rows: int) -> dict:
         job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench")
         (result,) = list(pool.map(shards, job))
         assert result.ok, result.error
-        return {"rows": len(arrays), "input_mib": arrays.nbytes / 2**20,
-                "peak_after_start_mib": before, "peak_mib": pool.call_one("peak_rss_mib")}
+        return {
+            "rows": len(arrays),
+            "input_mib": arrays.nbytes / 2**20,
+            "peak_after_start_mib": before,
+            "peak_mib": pool.call_one("peak_rss_mib"),
+        }
 
     out = run(MeasuredEncodeWorker, spec, PoolConfig(actors=1, use_gpus=False), body)
     storage.remove(work, recursive=True)

@@ -35,9 +35,12 @@ def _roundtrip(x: np.ndarray, fmt: str, **kw) -> tuple[int, np.ndarray]:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     axis = -1 if a.ndim == 4 else None
-    vals = [structural_similarity(x, y, channel_axis=axis, data_range=255,
-                                  win_size=min(7, min(x.shape[:2]) // 2 * 2 - 1))
-            for x, y in zip(a, b, strict=True)]
+    vals = [
+        structural_similarity(
+            x, y, channel_axis=axis, data_range=255, win_size=min(7, min(x.shape[:2]) // 2 * 2 - 1)
+        )
+        for x, y in zip(a, b, strict=True)
+    ]
     return float(np.mean(vals))
 
 
@@ -48,10 +51,16 @@ def classic_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[di
         kw = {"quality": q} if fmt in ("JPEG", "WEBP") else {}
         sizes, backs = zip(*(_roundtrip(x, fmt, **kw) for x in samples), strict=True)
         back = np.stack(backs)
-        out.append({"codec": fmt.lower(), "quality": q,
-                    "bpp": 8 * float(np.mean(sizes)) / pixels,
-                    "bytes_per_sample": float(np.mean(sizes)),
-                    "psnr": psnr(back, samples), "ssim": ssim(back, samples)})
+        out.append(
+            {
+                "codec": fmt.lower(),
+                "quality": q,
+                "bpp": 8 * float(np.mean(sizes)) / pixels,
+                "bytes_per_sample": float(np.mean(sizes)),
+                "psnr": psnr(back, samples),
+                "ssim": ssim(back, samples),
+            }
+        )
         if fmt == "PNG":
             break
     return out
@@ -67,9 +76,15 @@ def tiled_curve(samples: np.ndarray, fmt: str, qualities=QUALITIES) -> list[dict
         kw = {"quality": q} if fmt in ("JPEG", "WEBP") else {}
         size, back = _roundtrip(image, fmt, **kw)
         back = untile(back, len(samples), samples.shape[1:])
-        out.append({"codec": f"{fmt.lower()} tiled", "quality": q,
-                    "bpp": 8 * size / len(samples) / pixels,
-                    "bytes_per_sample": size / len(samples), "psnr": psnr(back, samples)})
+        out.append(
+            {
+                "codec": f"{fmt.lower()} tiled",
+                "quality": q,
+                "bpp": 8 * size / len(samples) / pixels,
+                "bytes_per_sample": size / len(samples),
+                "psnr": psnr(back, samples),
+            }
+        )
         if fmt == "PNG":
             break
     return out
@@ -80,14 +95,16 @@ def lossless(samples: np.ndarray) -> list[dict]:
     png = classic_curve(samples, "PNG")[0]
     z = zstandard.ZstdCompressor(level=19)
     zbytes = float(np.mean([len(z.compress(x.tobytes())) for x in samples]))
-    return [{"codec": "png", "bpp": png["bpp"], "bytes_per_sample": png["bytes_per_sample"]},
-            {"codec": "zstd-19 raw", "bpp": 8 * zbytes / pixels, "bytes_per_sample": zbytes},
-            {"codec": "raw", "bpp": 8.0 * samples[0].size / pixels,
-             "bytes_per_sample": float(samples[0].size)}]
+    return [
+        {"codec": "png", "bpp": png["bpp"], "bytes_per_sample": png["bytes_per_sample"]},
+        {"codec": "zstd-19 raw", "bpp": 8 * zbytes / pixels, "bytes_per_sample": zbytes},
+        {"codec": "raw", "bpp": 8.0 * samples[0].size / pixels, "bytes_per_sample": float(samples[0].size)},
+    ]
 
 
-def vaezip_curve(ckpt: Checkpoint, samples: np.ndarray, steps=STEPS,
-                 lat: Latents | None = None, shown: list | None = None) -> list[dict]:
+def vaezip_curve(
+    ckpt: Checkpoint, samples: np.ndarray, steps=STEPS, lat: Latents | None = None, shown: list | None = None
+) -> list[dict]:
     """vaezip at each quantizer step; ``shown`` (if given) receives 8 reconstructions spread
     over the samples (``spread(samples)``) at each step, for the grid picture."""
     lat = lat or encode(ckpt, samples)
@@ -99,10 +116,18 @@ def vaezip_curve(ckpt: Checkpoint, samples: np.ndarray, steps=STEPS,
         if shown is not None:
             shown.append((s, spread(back)))
         per = st.row_bytes / len(samples)
-        out.append({"codec": "vaezip", "step_sigmas": s, "bpp": 8 * per / pixels,
-                    "bytes_per_sample": per, "code_bytes_per_sample": st.code_bytes / len(samples),
-                    "footer_bytes": st.footer_bytes,
-                    "psnr": psnr(back, samples), "ssim": ssim(back, samples)})
+        out.append(
+            {
+                "codec": "vaezip",
+                "step_sigmas": s,
+                "bpp": 8 * per / pixels,
+                "bytes_per_sample": per,
+                "code_bytes_per_sample": st.code_bytes / len(samples),
+                "footer_bytes": st.footer_bytes,
+                "psnr": psnr(back, samples),
+                "ssim": ssim(back, samples),
+            }
+        )
     return out
 
 
@@ -142,19 +167,21 @@ def classifier_accuracy(ckpt: Checkpoint, images: np.ndarray) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from pipeline.demo_data import digits as load_digits
+
     raw, labels = load_digits()
     assert np.array_equal(raw, images)
     split = 1200
-    clf = LogisticRegression(max_iter=5000).fit(raw[:split].reshape(split, -1) / 255.0,
-                                                labels[:split])
+    clf = LogisticRegression(max_iter=5000).fit(raw[:split].reshape(split, -1) / 255.0, labels[:split])
     test = raw[split:]
     lat = encode(ckpt, test)
-    rec = reconstruct(ckpt, vaezip_codes(ckpt, lat, test, QuantizerConfig()).latents, lat.shape,
-                      test)
+    rec = reconstruct(ckpt, vaezip_codes(ckpt, lat, test, QuantizerConfig()).latents, lat.shape, test)
     flat = len(test), -1
-    return {"train_rows": split, "test_rows": len(test),
-            "accuracy_original": float(clf.score(test.reshape(flat) / 255.0, labels[split:])),
-            "accuracy_vaezip": float(clf.score(rec.reshape(flat) / 255.0, labels[split:]))}
+    return {
+        "train_rows": split,
+        "test_rows": len(test),
+        "accuracy_original": float(clf.score(test.reshape(flat) / 255.0, labels[split:])),
+        "accuracy_vaezip": float(clf.score(rec.reshape(flat) / 255.0, labels[split:])),
+    }
 
 
 def feature_probe(ckpt: Checkpoint, images: np.ndarray, split: int = 1200) -> dict:
@@ -164,12 +191,17 @@ def feature_probe(ckpt: Checkpoint, images: np.ndarray, split: int = 1200) -> di
     from sklearn.preprocessing import StandardScaler
 
     from pipeline.demo_data import digits as load_digits
+
     raw, labels = load_digits()
     assert np.array_equal(raw, images)
     pixels = raw.reshape(len(raw), -1) / 255.0
     means = encode(ckpt, raw).mean.reshape(len(raw), -1)
-    out = {"train_rows": split, "test_rows": len(raw) - split,
-           "pixel_dims": int(pixels.shape[1]), "feature_dims": int(means.shape[1])}
+    out: dict[str, float] = {
+        "train_rows": split,
+        "test_rows": len(raw) - split,
+        "pixel_dims": int(pixels.shape[1]),
+        "feature_dims": int(means.shape[1]),
+    }
     for name, x in (("pixels", pixels), ("features", means)):
         scaler = StandardScaler().fit(x[:split])
         clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x[:split]), labels[:split])
@@ -187,9 +219,11 @@ def grid_picture(originals: np.ndarray, shown: list, curve: list[dict]) -> bytes
     from PIL import ImageDraw
 
     from pipeline.grid import tile
+
     rows = [("original", spread(originals))] + [
         (f"step {s:g} sigma: {c['bytes_per_sample']:.0f} B, {c['psnr']:.1f} dB", x)
-        for (s, x), c in zip(shown, curve, strict=True)]
+        for (s, x), c in zip(shown, curve, strict=True)
+    ]
     zoom = max(1, 48 // originals.shape[1])
     strips = []
     for _, x in rows:

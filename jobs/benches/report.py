@@ -21,9 +21,10 @@ def write_plots(results: dict, out: str) -> None:
     rd = results.get("rd")
     if not rd:
         return
-    for key, title, name in (("photos_per_sample", "held-out photo crops, one file per crop",
-                              "rd_photos.png"), ("digits", "digits, one file per digit",
-                                                 "rd_digits.png")):
+    for key, title, name in (
+        ("photos_per_sample", "held-out photo crops, one file per crop", "rd_photos.png"),
+        ("digits", "digits, one file per digit", "rd_digits.png"),
+    ):
         curves = rd[key]
         fig, ax = plt.subplots(figsize=(6, 4))
         for codec, pts in curves.items():
@@ -47,8 +48,12 @@ def _ratio(row: dict, codec: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-            *["| " + " | ".join(r) + " |" for r in rows], ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+    ]
 
 
 def targets(results: dict) -> list[list[str]]:
@@ -59,37 +64,64 @@ def targets(results: dict) -> list[list[str]]:
         rows.append([what, f"{measured:{fmt}}", "met" if ok else "**missed**"])
 
     for t in results.get("throughput", []):
-        add("encode efficiency >= 0.90", t["encode_efficiency"]["median"],
-            t["encode_efficiency"]["median"] >= 0.90)
-        add("decode efficiency >= 0.90", t["decode_efficiency"]["median"],
-            t["decode_efficiency"]["median"] >= 0.90)
-        add("encode, 2 actors / 1 >= 1.7", t["encode_scaling"]["median"],
-            t["encode_scaling"]["median"] >= 1.7)
+        add(
+            "encode efficiency >= 0.90",
+            t["encode_efficiency"]["median"],
+            t["encode_efficiency"]["median"] >= 0.90,
+        )
+        add(
+            "decode efficiency >= 0.90",
+            t["decode_efficiency"]["median"],
+            t["decode_efficiency"]["median"] >= 0.90,
+        )
+        add(
+            "encode, 2 actors / 1 >= 1.7", t["encode_scaling"]["median"], t["encode_scaling"]["median"] >= 1.7
+        )
     if "memory" in results:
-        add("memory, 10x shard / 1x <= 1.2", results["memory"]["ratio"],
-            results["memory"]["ratio"] <= 1.2, ".3f")
+        add(
+            "memory, 10x shard / 1x <= 1.2",
+            results["memory"]["ratio"],
+            results["memory"]["ratio"] <= 1.2,
+            ".3f",
+        )
     for name, c in results.get("codec", {}).items():
         r = c["vaezip_bytes"] / min(c["h_channel_bytes"], c["h_channel_left_bytes"])
         add(f"{name}: code bytes / entropy bound <= 1.10", r, r <= 1.10)
         best = min(c["xz9_column_bytes"], c["brotli11_column_bytes"])
-        add(f"{name}: best of xz/brotli (column) / vaezip >= 0.95", best / c["vaezip_bytes"],
-            best >= 0.95 * c["vaezip_bytes"])
+        add(
+            f"{name}: best of xz/brotli (column) / vaezip >= 0.95",
+            best / c["vaezip_bytes"],
+            best >= 0.95 * c["vaezip_bytes"],
+        )
     for name, rows_ in results.get("latents", {}).items():
         default = next(r for r in rows_ if "default" in r["store"])
-        add(f"{name}: default bytes / float16 <= 0.15", default["vs_float16_bytes"],
-            default["vs_float16_bytes"] <= 0.15, ".3f")
-        add(f"{name}: default PSNR loss <= 0.1 dB", default["psnr_loss_db"],
-            default["psnr_loss_db"] <= 0.1, ".3f")
+        add(
+            f"{name}: default bytes / float16 <= 0.15",
+            default["vs_float16_bytes"],
+            default["vs_float16_bytes"] <= 0.15,
+            ".3f",
+        )
+        add(
+            f"{name}: default PSNR loss <= 0.1 dB",
+            default["psnr_loss_db"],
+            default["psnr_loss_db"] <= 0.1,
+            ".3f",
+        )
     rd = results.get("rd")
     if rd:
         digits = next(r for r in rd["digits_ratios"] if r["step_sigmas"] == 1.0)
-        best = max((c for c in DIGIT_CODECS if digits.get(c) is not None),
-                   key=lambda c: digits[c])
+        best = max((c for c in DIGIT_CODECS if digits.get(c) is not None), key=lambda c: digits[c])
         verdict = "met" if digits[best] <= 0.2 else "**missed**"
         if verdict == "met" and digits.get(f"{best}_bound") == ">=":
             verdict = "**not shown** (the bound is below the target)"
-        rows.append([f"digits: default bytes / the best classic codec at equal PSNR <= 0.2 "
-                     f"(best: {best.replace('_', ' ')})", _ratio(digits, best), verdict])
+        rows.append(
+            [
+                f"digits: default bytes / the best classic codec at equal PSNR <= 0.2 "
+                f"(best: {best.replace('_', ' ')})",
+                _ratio(digits, best),
+                verdict,
+            ]
+        )
         for key, label in (("photos_ratios", "photo crops"),):
             default = next(r for r in rd[key] if r["step_sigmas"] == 1.0)
             limit = 0.5
@@ -100,10 +132,13 @@ def targets(results: dict) -> list[list[str]]:
                 elif default.get(f"{codec}_bound") == ">=":
                     # only a lower bound: above the limit it is missed; below, not shown either way
                     ok = default[codec] <= limit
-                    rows.append([what, f">= {default[codec]:.2f} ({codec}'s lowest quality "
-                                 "already has a higher PSNR)",
-                                 "**not shown** (the bound is below the target)" if ok
-                                 else "**missed**"])
+                    rows.append(
+                        [
+                            what,
+                            f">= {default[codec]:.2f} ({codec}'s lowest quality already has a higher PSNR)",
+                            "**not shown** (the bound is below the target)" if ok else "**missed**",
+                        ]
+                    )
                 else:
                     add(what, default[codec], default[codec] <= limit)
         acc = rd["digits_accuracy"]
@@ -114,180 +149,351 @@ def targets(results: dict) -> list[list[str]]:
 
 def write_page(results: dict, page: str, out: str) -> None:
     m = results["machine"]
-    lines = ["# Benchmarks", "",
-             f"Generated by `{results['command']}` on {results['date']}: "
-             f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}, torch {m['torch']}, "
-             f"Ray {m['ray']}, GPU: {m['cuda'] or 'none'}. Raw figures: "
-             f"`{os.path.join(out, 'results.json')}`. Speeds are the median of the repetitions "
-             "with their range in brackets; ratios are taken within one repetition, side by "
-             "side, because this machine is shared and noisy.", "", "## Targets", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{results['command']}` on {results['date']}: "
+        f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}, torch {m['torch']}, "
+        f"Ray {m['ray']}, GPU: {m['cuda'] or 'none'}. Raw figures: "
+        f"`{os.path.join(out, 'results.json')}`. Speeds are the median of the repetitions "
+        "with their range in brackets; ratios are taken within one repetition, side by "
+        "side, because this machine is shared and noisy.",
+        "",
+        "## Targets",
+        "",
+    ]
     lines += _table(["target", "measured", ""], targets(results))
-    if os.path.exists(NOTES):   # the hand-written reading of these figures
+    if os.path.exists(NOTES):  # the hand-written reading of these figures
         with open(NOTES) as f:
             lines += [f.read().strip(), ""]
     if "throughput" in results:
-        lines += ["## Pipeline efficiency and scaling", "",
-                  "Whole pipeline (read `.npy`, encoder, quantize, zstd, Parquet write; decode: "
-                  "read, checksum, dequantize, decoder, `.npy` write) through the Ray actor pool, "
-                  "against the bare model in a tight loop, same device (CPU), batch and threads "
-                  "(1). Targets: efficiency >= 0.90, two actors >= 1.7x one.", ""]
+        lines += [
+            "## Pipeline efficiency and scaling",
+            "",
+            "Whole pipeline (read `.npy`, encoder, quantize, zstd, Parquet write; decode: "
+            "read, checksum, dequantize, decoder, `.npy` write) through the Ray actor pool, "
+            "against the bare model in a tight loop, same device (CPU), batch and threads "
+            "(1). Targets: efficiency >= 0.90, two actors >= 1.7x one.",
+            "",
+        ]
         rows = []
         for t in results["throughput"]:
-            rows.append([t["name"] + f", batch {t['batch_rows']}, {t['rows']} rows",
-                         _s(t["bare_encode_rows_s"], ".0f"), _s(t["pipeline_encode_rows_s"], ".0f"),
-                         _s(t["encode_efficiency"]), _s(t["two_actor_encode_rows_s"], ".0f"),
-                         _s(t["encode_scaling"])])
-            rows.append(["  decode", _s(t["bare_decode_rows_s"], ".0f"),
-                         _s(t["pipeline_decode_rows_s"], ".0f"), _s(t["decode_efficiency"]),
-                         _s(t["two_actor_decode_rows_s"], ".0f"), _s(t["decode_scaling"])])
-        lines += _table(["run", "bare model rows/s", "pipeline, 1 actor rows/s", "efficiency",
-                         "pipeline, 2 actors rows/s", "scaling"], rows)
+            rows.append(
+                [
+                    t["name"] + f", batch {t['batch_rows']}, {t['rows']} rows",
+                    _s(t["bare_encode_rows_s"], ".0f"),
+                    _s(t["pipeline_encode_rows_s"], ".0f"),
+                    _s(t["encode_efficiency"]),
+                    _s(t["two_actor_encode_rows_s"], ".0f"),
+                    _s(t["encode_scaling"]),
+                ]
+            )
+            rows.append(
+                [
+                    "  decode",
+                    _s(t["bare_decode_rows_s"], ".0f"),
+                    _s(t["pipeline_decode_rows_s"], ".0f"),
+                    _s(t["decode_efficiency"]),
+                    _s(t["two_actor_decode_rows_s"], ".0f"),
+                    _s(t["decode_scaling"]),
+                ]
+            )
+        lines += _table(
+            [
+                "run",
+                "bare model rows/s",
+                "pipeline, 1 actor rows/s",
+                "efficiency",
+                "pipeline, 2 actors rows/s",
+                "scaling",
+            ],
+            rows,
+        )
         inside = [t for t in results["throughput"] if "encode_model_share" in t]
         if inside:
-            lines += ["Where the time goes inside the one actor (each worker times its model calls): "
-                      "the model's share of the actor's shard time, and the model's own speed "
-                      "there against the bare loop's.", ""]
-            lines += _table(["run", "model share of actor time", "model rows/s in the actor",
-                             "bare model rows/s"], [
-                [f"{t['name']}, {kind}", _s(t[f"{kind}_model_share"]),
-                 _s(t[f"{kind}_model_rows_s_in_actor"], ".0f"), _s(t[f"bare_{kind}_rows_s"], ".0f")]
-                for t in inside for kind in ("encode", "decode")])
+            lines += [
+                "Where the time goes inside the one actor (each worker times its model calls): "
+                "the model's share of the actor's shard time, and the model's own speed "
+                "there against the bare loop's.",
+                "",
+            ]
+            lines += _table(
+                ["run", "model share of actor time", "model rows/s in the actor", "bare model rows/s"],
+                [
+                    [
+                        f"{t['name']}, {kind}",
+                        _s(t[f"{kind}_model_share"]),
+                        _s(t[f"{kind}_model_rows_s_in_actor"], ".0f"),
+                        _s(t[f"bare_{kind}_rows_s"], ".0f"),
+                    ]
+                    for t in inside
+                    for kind in ("encode", "decode")
+                ],
+            )
     if "memory" in results:
         mem = results["memory"]
-        lines += ["## Memory", "",
-                  "Peak RSS of a fresh encode actor (model loaded, calibration, one shard). "
-                  "Target: the 10x shard needs at most 1.2x the memory.", ""]
-        lines += _table(["shard", "rows", "input MiB", "peak after start MiB", "peak MiB"], [
-            [k, str(v["rows"]), f"{v['input_mib']:.1f}", f"{v['peak_after_start_mib']:.0f}",
-             f"{v['peak_mib']:.0f}"] for k, v in (("1x", mem["small"]), ("10x", mem["large"]))])
+        lines += [
+            "## Memory",
+            "",
+            "Peak RSS of a fresh encode actor (model loaded, calibration, one shard). "
+            "Target: the 10x shard needs at most 1.2x the memory.",
+            "",
+        ]
+        lines += _table(
+            ["shard", "rows", "input MiB", "peak after start MiB", "peak MiB"],
+            [
+                [
+                    k,
+                    str(v["rows"]),
+                    f"{v['input_mib']:.1f}",
+                    f"{v['peak_after_start_mib']:.0f}",
+                    f"{v['peak_mib']:.0f}",
+                ]
+                for k, v in (("1x", mem["small"]), ("10x", mem["large"]))
+            ],
+        )
         lines += [f"Ratio 10x / 1x: **{mem['ratio']:.3f}**.", ""]
     if "codec" in results:
         level = next(iter(results["codec"].values()))["level"]
-        lines += ["## Codec against its bounds", "",
-                  f"Default quantizer and codec (posterior, step 1 sigma; zstd level {level} over "
-                  "Parquet pages of position-major codes, as the archive writer stores them). "
-                  "Per-row frames (level 3, trained dictionary) are the other framing. Entropy "
-                  "bounds are counted on the same codes, without the cost of describing the "
-                  "statistics, so they are optimistic. Targets: code bytes <= 1.10x the smaller "
-                  "bound; no general-purpose coder more than 5% smaller.", ""]
+        lines += [
+            "## Codec against its bounds",
+            "",
+            f"Default quantizer and codec (posterior, step 1 sigma; zstd level {level} over "
+            "Parquet pages of position-major codes, as the archive writer stores them). "
+            "Per-row frames (level 3, trained dictionary) are the other framing. Entropy "
+            "bounds are counted on the same codes, without the cost of describing the "
+            "statistics, so they are optimistic. Targets: code bytes <= 1.10x the smaller "
+            "bound; no general-purpose coder more than 5% smaller.",
+            "",
+        ]
         rows = []
         for name, c in results["codec"].items():
             bound = min(c["h_channel_bytes"], c["h_channel_left_bytes"])
-            rows.append([name, str(c["rows"]), f"{c['raw_bytes']:,}",
-                         f"{c['h_channel_bytes']:,.0f}", f"{c['h_channel_left_bytes']:,.0f}",
-                         f"{c['vaezip_bytes']:,}", f"{c['vaezip_bytes'] / bound:.2f}x",
-                         f"{c['vaezip_row_frames_bytes']:,} (+{c['vaezip_dictionary_bytes']:,} "
-                         "dict)", f"{c['zstd3_column_bytes']:,}", f"{c['zstd19_column_bytes']:,}",
-                         f"{c['xz9_column_bytes']:,} / {c['xz9_per_row_bytes']:,}",
-                         f"{c['brotli11_column_bytes']:,} / {c['brotli11_per_row_bytes']:,}"])
-        lines += _table(["codes", "rows", "raw bytes", "H(x|channel)", "H(x|channel, left)",
-                         "vaezip", "vs bound", "vaezip per-row frames", "zstd-3 one frame",
-                         "zstd-19 one frame", "xz -9 column / per row",
-                         "brotli -11 column / per row"], rows)
+            rows.append(
+                [
+                    name,
+                    str(c["rows"]),
+                    f"{c['raw_bytes']:,}",
+                    f"{c['h_channel_bytes']:,.0f}",
+                    f"{c['h_channel_left_bytes']:,.0f}",
+                    f"{c['vaezip_bytes']:,}",
+                    f"{c['vaezip_bytes'] / bound:.2f}x",
+                    f"{c['vaezip_row_frames_bytes']:,} (+{c['vaezip_dictionary_bytes']:,} dict)",
+                    f"{c['zstd3_column_bytes']:,}",
+                    f"{c['zstd19_column_bytes']:,}",
+                    f"{c['xz9_column_bytes']:,} / {c['xz9_per_row_bytes']:,}",
+                    f"{c['brotli11_column_bytes']:,} / {c['brotli11_per_row_bytes']:,}",
+                ]
+            )
+        lines += _table(
+            [
+                "codes",
+                "rows",
+                "raw bytes",
+                "H(x|channel)",
+                "H(x|channel, left)",
+                "vaezip",
+                "vs bound",
+                "vaezip per-row frames",
+                "zstd-3 one frame",
+                "zstd-19 one frame",
+                "xz -9 column / per row",
+                "brotli -11 column / per row",
+            ],
+            rows,
+        )
         rows = []
         for name, c in results["codec"].items():
             for s_ in c["speeds"]:
-                rows.append([name, str(s_["level"]), s_.get("framing", "row"), f"{s_['bytes']:,}",
-                             f"{sorted(s_['compress_mb_s'])[len(s_['compress_mb_s']) // 2]:.1f}",
-                             f"{sorted(s_['decompress_mb_s'])[len(s_['decompress_mb_s']) // 2]:.1f}"])
-        lines += ["zstd speed by level and framing (MB/s of uncompressed codes, median; column: "
-                  "a Parquet write and read of the codes column):", ""]
-        lines += _table(["codes", "level", "framing", "bytes", "compress MB/s",
-                         "decompress MB/s"], rows)
+                rows.append(
+                    [
+                        name,
+                        str(s_["level"]),
+                        s_.get("framing", "row"),
+                        f"{s_['bytes']:,}",
+                        f"{sorted(s_['compress_mb_s'])[len(s_['compress_mb_s']) // 2]:.1f}",
+                        f"{sorted(s_['decompress_mb_s'])[len(s_['decompress_mb_s']) // 2]:.1f}",
+                    ]
+                )
+        lines += [
+            "zstd speed by level and framing (MB/s of uncompressed codes, median; column: "
+            "a Parquet write and read of the codes column):",
+            "",
+        ]
+        lines += _table(["codes", "level", "framing", "bytes", "compress MB/s", "decompress MB/s"], rows)
     if "latents" in results:
-        lines += ["## Against latent caches", "",
-                  "Bytes per sample and PSNR of the decoded samples, same decoder. vaezip's bytes "
-                  "are its archive file's (codes, keys, checksums, shapes) per row, less the "
-                  "footer it has once per file. Target: at most 0.15x the float16 bytes with at "
-                  "most 0.1 dB loss against float32 latents.", ""]
+        lines += [
+            "## Against latent caches",
+            "",
+            "Bytes per sample and PSNR of the decoded samples, same decoder. vaezip's bytes "
+            "are its archive file's (codes, keys, checksums, shapes) per row, less the "
+            "footer it has once per file. Target: at most 0.15x the float16 bytes with at "
+            "most 0.1 dB loss against float32 latents.",
+            "",
+        ]
         for name, rows_ in results["latents"].items():
             lines += [f"**{name}**", ""]
-            lines += _table(["store", "bytes/sample", "x float16", "PSNR dB", "loss dB"], [
-                [r["store"], f"{r['bytes_per_sample']:.1f}", f"{r['vs_float16_bytes']:.3f}",
-                 f"{r['psnr']:.2f}", f"{r['psnr_loss_db']:.3f}"] for r in rows_])
+            lines += _table(
+                ["store", "bytes/sample", "x float16", "PSNR dB", "loss dB"],
+                [
+                    [
+                        r["store"],
+                        f"{r['bytes_per_sample']:.1f}",
+                        f"{r['vs_float16_bytes']:.3f}",
+                        f"{r['psnr']:.2f}",
+                        f"{r['psnr_loss_db']:.3f}",
+                    ]
+                    for r in rows_
+                ],
+            )
     if "rd" in results:
         rd = results["rd"]
-        lines += ["## Rate-distortion against classic codecs", "",
-                  "Held-out photo crops (never seen in training), one file per crop. vaezip's "
-                  "bits per pixel count its archive file's bytes per row (codes, keys, checksums, "
-                  "shapes); the footer adds "
-                  f"{rd['photos_per_sample']['vaezip'][0]['footer_bytes']:,} bytes per "
-                  "archive file. Ratio: vaezip's bpp over the codec's bpp at the same PSNR "
-                  "(interpolated; \">=\" where the codec's lowest quality already has a higher PSNR, so "
-                  "the ratio can only be larger; \"-\" where the codec never gets that low). Target: "
-                  "<= 0.5x JPEG and WebP.", "", f"![rd]({out}/rd_photos.png)", ""]
-        lines += _table(["vaezip step (sigmas)", "bpp", "PSNR dB", "SSIM", "x JPEG", "x WebP"], [
-            [str(v["step_sigmas"]), f"{v['bpp']:.3f}", f"{v['psnr']:.2f}", f"{v['ssim']:.3f}",
-             _ratio(r, "jpeg"), _ratio(r, "webp")]
-            for v, r in zip(rd["photos_per_sample"]["vaezip"], rd["photos_ratios"], strict=True)])
-        lines += _table(["lossless", "bpp"], [[c["codec"], f"{c['bpp']:.2f}"]
-                                              for c in rd["photos_lossless"]])
+        lines += [
+            "## Rate-distortion against classic codecs",
+            "",
+            "Held-out photo crops (never seen in training), one file per crop. vaezip's "
+            "bits per pixel count its archive file's bytes per row (codes, keys, checksums, "
+            "shapes); the footer adds "
+            f"{rd['photos_per_sample']['vaezip'][0]['footer_bytes']:,} bytes per "
+            "archive file. Ratio: vaezip's bpp over the codec's bpp at the same PSNR "
+            '(interpolated; ">=" where the codec\'s lowest quality already has a higher PSNR, so '
+            'the ratio can only be larger; "-" where the codec never gets that low). Target: '
+            "<= 0.5x JPEG and WebP.",
+            "",
+            f"![rd]({out}/rd_photos.png)",
+            "",
+        ]
+        lines += _table(
+            ["vaezip step (sigmas)", "bpp", "PSNR dB", "SSIM", "x JPEG", "x WebP"],
+            [
+                [
+                    str(v["step_sigmas"]),
+                    f"{v['bpp']:.3f}",
+                    f"{v['psnr']:.2f}",
+                    f"{v['ssim']:.3f}",
+                    _ratio(r, "jpeg"),
+                    _ratio(r, "webp"),
+                ]
+                for v, r in zip(rd["photos_per_sample"]["vaezip"], rd["photos_ratios"], strict=True)
+            ],
+        )
+        lines += _table(["lossless", "bpp"], [[c["codec"], f"{c['bpp']:.2f}"] for c in rd["photos_lossless"]])
         lines += ["Whole images (the held-out photos, one file each):", ""]
         rows = []
         for i, name in enumerate(rd["photos_whole"]["names"]):
             for codec in ("vaezip", "jpeg", "webp"):
                 for pt in rd["photos_whole"][codec][i]:
                     if codec == "vaezip" or pt["quality"] in (10, 30, 50, 70, 90):
-                        rows.append([name, codec, str(pt.get("step_sigmas", pt.get("quality"))),
-                                     f"{pt['bpp']:.3f}", f"{pt['psnr']:.2f}"])
+                        rows.append(
+                            [
+                                name,
+                                codec,
+                                str(pt.get("step_sigmas", pt.get("quality"))),
+                                f"{pt['bpp']:.3f}",
+                                f"{pt['psnr']:.2f}",
+                            ]
+                        )
         lines += _table(["image", "codec", "step / quality", "bpp", "PSNR dB"], rows)
         if "lossless" in rd["photos_whole"]:
-            lines += _table(["image", "lossless", "bpp"], [
-                [name, c["codec"], f"{c['bpp']:.2f}"]
-                for name, cs in zip(rd["photos_whole"]["names"], rd["photos_whole"]["lossless"],
-                                    strict=True) for c in cs])
-        lines += ["Reconstructions at each rate (8 held-out crops, and 8 digits below):", "",
-                  f"![grid]({out}/rd_grid_photos.png)", "", f"![grid]({out}/rd_grid_digits.png)",
-                  ""]
-        lines += ["Digits (8x8 grey), one file per digit and tiled (all 1,797 in one image, "
-                  "PSNR measured on each digit cut back out). Ratio: vaezip's bytes over the "
-                  "codec's at the same PSNR; PNG is lossless, so its bytes buy any PSNR. Target: "
-                  "<= 0.2x the best of them.", "", f"![rd digits]({out}/rd_digits.png)", ""]
-        lines += _table(["vaezip step (sigmas)", "bytes/digit", "PSNR dB",
-                         *[f"x {c.replace('_', ' ').upper()}" for c in DIGIT_CODECS]], [
-            [str(v["step_sigmas"]), f"{v['bytes_per_sample']:.1f}", f"{v['psnr']:.2f}",
-             *[_ratio(r, c) for c in DIGIT_CODECS]]
-            for v, r in zip(rd["digits"]["vaezip"], rd["digits_ratios"], strict=True)])
-        lines += _table(["lossless", "bytes/digit"], [[c["codec"], f"{c['bytes_per_sample']:.1f}"]
-                                                      for c in rd["digits_lossless"]])
+            lines += _table(
+                ["image", "lossless", "bpp"],
+                [
+                    [name, c["codec"], f"{c['bpp']:.2f}"]
+                    for name, cs in zip(
+                        rd["photos_whole"]["names"], rd["photos_whole"]["lossless"], strict=True
+                    )
+                    for c in cs
+                ],
+            )
+        lines += [
+            "Reconstructions at each rate (8 held-out crops, and 8 digits below):",
+            "",
+            f"![grid]({out}/rd_grid_photos.png)",
+            "",
+            f"![grid]({out}/rd_grid_digits.png)",
+            "",
+        ]
+        lines += [
+            "Digits (8x8 grey), one file per digit and tiled (all 1,797 in one image, "
+            "PSNR measured on each digit cut back out). Ratio: vaezip's bytes over the "
+            "codec's at the same PSNR; PNG is lossless, so its bytes buy any PSNR. Target: "
+            "<= 0.2x the best of them.",
+            "",
+            f"![rd digits]({out}/rd_digits.png)",
+            "",
+        ]
+        lines += _table(
+            [
+                "vaezip step (sigmas)",
+                "bytes/digit",
+                "PSNR dB",
+                *[f"x {c.replace('_', ' ').upper()}" for c in DIGIT_CODECS],
+            ],
+            [
+                [
+                    str(v["step_sigmas"]),
+                    f"{v['bytes_per_sample']:.1f}",
+                    f"{v['psnr']:.2f}",
+                    *[_ratio(r, c) for c in DIGIT_CODECS],
+                ]
+                for v, r in zip(rd["digits"]["vaezip"], rd["digits_ratios"], strict=True)
+            ],
+        )
+        lines += _table(
+            ["lossless", "bytes/digit"],
+            [[c["codec"], f"{c['bytes_per_sample']:.1f}"] for c in rd["digits_lossless"]],
+        )
         acc = rd["digits_accuracy"]
-        lines += [f"A logistic-regression classifier trained on {acc['train_rows']} original "
-                  f"digits scores {100 * acc['accuracy_original']:.1f}% on the other "
-                  f"{acc['test_rows']} originals and {100 * acc['accuracy_vaezip']:.1f}% on "
-                  "vaezip's reconstructions of them (target: within 1 point). The demo VAE was "
-                  "trained on all 1,797 digits, these included.", ""]
+        lines += [
+            f"A logistic-regression classifier trained on {acc['train_rows']} original "
+            f"digits scores {100 * acc['accuracy_original']:.1f}% on the other "
+            f"{acc['test_rows']} originals and {100 * acc['accuracy_vaezip']:.1f}% on "
+            "vaezip's reconstructions of them (target: within 1 point). The demo VAE was "
+            "trained on all 1,797 digits, these included.",
+            "",
+        ]
     if "features" in results:
         f = results["features"]
-        lines += ["## Latent features against raw pixels", "",
-                  "A logistic-regression probe (standardized inputs) on the digits, trained on "
-                  f"the first {f['train_rows']:,} and scored on the other {f['test_rows']:,}: "
-                  f"raw pixels ({f['pixel_dims']} values) score "
-                  f"**{100 * f['accuracy_pixels']:.1f}%**, the demo VAE's posterior means "
-                  f"({f['feature_dims']} values, what `jobs.features` exports) "
-                  f"**{100 * f['accuracy_features']:.1f}%**. The VAE never saw the labels; it "
-                  "was trained on all 1,797 digits, the test rows included.", ""]
+        lines += [
+            "## Latent features against raw pixels",
+            "",
+            "A logistic-regression probe (standardized inputs) on the digits, trained on "
+            f"the first {f['train_rows']:,} and scored on the other {f['test_rows']:,}: "
+            f"raw pixels ({f['pixel_dims']} values) score "
+            f"**{100 * f['accuracy_pixels']:.1f}%**, the demo VAE's posterior means "
+            f"({f['feature_dims']} values, what `jobs.features` exports) "
+            f"**{100 * f['accuracy_features']:.1f}%**. The VAE never saw the labels; it "
+            "was trained on all 1,797 digits, the test rows included.",
+            "",
+        ]
     if "estimate" in results:
         e = results["estimate"]
         host = "the pipeline's non-model work could not be separated in this run"
         for t in results.get("throughput", [])[:1]:
             extra = 1 / t["pipeline_encode_rows_s"]["median"] - 1 / t["bare_encode_rows_s"]["median"]
             if extra > 0:
-                host = (f"the encode pipeline's non-model work (read, quantize, zstd, Parquet) "
-                        f"measured above costs about {1e6 * extra:.0f} us per crop, about "
-                        f"{1 / extra:,.0f} crops/s per host core, so feeding one GPU actor at the "
-                        f"estimated rate would take about {e['gpu_encode_rows_s'] * extra:,.0f} "
-                        "host cores")
-        lines += ["## GPU: an estimate, not a measurement", "",
-                  "No GPU was available to this run. From the photo model's FLOPs per 64x64 crop "
-                  f"(encode {e['encode_flops'] / 1e6:.1f} MFLOP, decode "
-                  f"{e['decode_flops'] / 1e6:.1f} MFLOP, counted by torch's FlopCounterMode) and "
-                  f"an {e['gpu']} at an assumed {100 * e['assumed_utilization']:.0f}% "
-                  "utilization (small convolutions run far below peak), one GPU actor would "
-                  f"encode about {e['gpu_encode_rows_s']:,.0f} and decode about "
-                  f"{e['gpu_decode_rows_s']:,.0f} crops/s. The same models reach "
-                  f"{e.get('cpu_encode_gflop_s', float('nan')):.1f} GFLOP/s (encode) and "
-                  f"{e.get('cpu_decode_gflop_s', float('nan')):.1f} GFLOP/s (decode) on one "
-                  "CPU core here. At such rates the host side becomes the limit, not the GPU: "
-                  f"{host}. This is the figure a GPU run must replace.", ""]
+                host = (
+                    f"the encode pipeline's non-model work (read, quantize, zstd, Parquet) "
+                    f"measured above costs about {1e6 * extra:.0f} us per crop, about "
+                    f"{1 / extra:,.0f} crops/s per host core, so feeding one GPU actor at the "
+                    f"estimated rate would take about {e['gpu_encode_rows_s'] * extra:,.0f} "
+                    "host cores"
+                )
+        lines += [
+            "## GPU: an estimate, not a measurement",
+            "",
+            "No GPU was available to this run. From the photo model's FLOPs per 64x64 crop "
+            f"(encode {e['encode_flops'] / 1e6:.1f} MFLOP, decode "
+            f"{e['decode_flops'] / 1e6:.1f} MFLOP, counted by torch's FlopCounterMode) and "
+            f"an {e['gpu']} at an assumed {100 * e['assumed_utilization']:.0f}% "
+            "utilization (small convolutions run far below peak), one GPU actor would "
+            f"encode about {e['gpu_encode_rows_s']:,.0f} and decode about "
+            f"{e['gpu_decode_rows_s']:,.0f} crops/s. The same models reach "
+            f"{e.get('cpu_encode_gflop_s', float('nan')):.1f} GFLOP/s (encode) and "
+            f"{e.get('cpu_decode_gflop_s', float('nan')):.1f} GFLOP/s (decode) on one "
+            "CPU core here. At such rates the host side becomes the limit, not the GPU: "
+            f"{host}. This is the figure a GPU run must replace.",
+            "",
+        ]
     with open(page, "w") as f:
         f.write("\n".join(lines))

@@ -36,10 +36,10 @@ def bare_encode(ckpt_uri: str, arrays: np.ndarray, batch_rows: int, threads: int
     ckpt = load_checkpoint(ckpt_uri)
     x = torch.from_numpy(np.stack([to_model(a, ckpt.config)[0] for a in arrays]))
     with torch.inference_mode():
-        ckpt.model.encode(x[:batch_rows])                    # warm-up
+        ckpt.model.encode(x[:batch_rows])  # warm-up
         start = time.perf_counter()
         for i in range(0, len(x), batch_rows):
-            ckpt.model.encode(x[i: i + batch_rows]).mean.numpy()
+            ckpt.model.encode(x[i : i + batch_rows]).mean.numpy()
     return len(x) / (time.perf_counter() - start)
 
 
@@ -50,12 +50,11 @@ def bare_decode(ckpt_uri: str, arrays: np.ndarray, batch_rows: int, threads: int
     x = torch.from_numpy(np.stack([to_model(a, ckpt.config)[0] for a in arrays]))
     size = None if ckpt.config.kind == "mlp" else tuple(arrays.shape[1:3])
     with torch.inference_mode():
-        z = torch.cat([ckpt.model.encode(x[i: i + batch_rows]).mean
-                       for i in range(0, len(x), batch_rows)])
+        z = torch.cat([ckpt.model.encode(x[i : i + batch_rows]).mean for i in range(0, len(x), batch_rows)])
         ckpt.model.decode(z[:batch_rows], size)
         start = time.perf_counter()
         for i in range(0, len(z), batch_rows):
-            ckpt.model.decode(z[i: i + batch_rows], size).numpy()
+            ckpt.model.decode(z[i : i + batch_rows], size).numpy()
     return len(z) / (time.perf_counter() - start)
 
 
@@ -70,25 +69,36 @@ def _timed_map(pool: Any, shards: list, *args: Any) -> tuple[float, float, float
     return rows / wall, model / sum(r.seconds for r in results), rows / max(1e-9, model)
 
 
-def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, threads: int,
-                    repeats: int) -> tuple[list[tuple], list[tuple]]:
+def _pipeline_rates(
+    ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, threads: int, repeats: int
+) -> tuple[list[tuple], list[tuple]]:
     """Encode and decode (rows/s, model share, model rows/s in the actor) through a pool of
     ``actors``, ``repeats`` times each."""
     work = tempfile.mkdtemp(prefix="vzbench-")
     shards = plan_shards(data_uri)
-    espec = EncodeSpec(checkpoint=ckpt_uri, output=storage.join(work, "arch"),
-                       read=ReadOptions(batch_rows=batch_rows), device="cpu", threads=threads)
+    espec = EncodeSpec(
+        checkpoint=ckpt_uri,
+        output=storage.join(work, "arch"),
+        read=ReadOptions(batch_rows=batch_rows),
+        device="cpu",
+        threads=threads,
+    )
     pool_config = PoolConfig(actors=actors, threads_per_actor=threads, use_gpus=False)
 
-    def encode_body(pool: Any) -> tuple[list[float], JobParams]:
+    def encode_body(pool: Any) -> tuple[list[tuple[float, float, float]], JobParams]:
         qp, cp = pool.call_one("calibrate", shards, 2048, QuantizerConfig(), CodecConfig())
         job = JobParams(quantizer=qp, codec=cp, job_fingerprint="bench")
         return [_timed_map(pool, shards, job) for _ in range(repeats)], job
 
     enc_rates, _ = run(EncodeWorker, espec, pool_config, encode_body)
     archive = plan_archive(storage.join(work, "arch"), ".npy")
-    dspec = DecodeSpec(checkpoint=ckpt_uri, output=storage.join(work, "rec"),
-                       batch_rows=batch_rows, device="cpu", threads=threads)
+    dspec = DecodeSpec(
+        checkpoint=ckpt_uri,
+        output=storage.join(work, "rec"),
+        batch_rows=batch_rows,
+        device="cpu",
+        threads=threads,
+    )
 
     def decode_body(pool: Any) -> list[tuple]:
         return [_timed_map(pool, archive) for _ in range(repeats)]
@@ -98,8 +108,9 @@ def _pipeline_rates(ckpt_uri: str, data_uri: str, actors: int, batch_rows: int, 
     return enc_rates, dec_rates
 
 
-def measure(name: str, ckpt_uri: str, data_uri: str, arrays: np.ndarray, batch_rows: int,
-            repeats: int) -> dict:
+def measure(
+    name: str, ckpt_uri: str, data_uri: str, arrays: np.ndarray, batch_rows: int, repeats: int
+) -> dict:
     """Efficiency (1 actor, 1 thread) and scaling (1 vs 2 actors) for one model and dataset."""
     bare_e, bare_d, pipe_e, pipe_d, two_e, two_d = [], [], [], [], [], []
     share_e, share_d, in_actor_e, in_actor_d = [], [], [], []
@@ -117,7 +128,10 @@ def measure(name: str, ckpt_uri: str, data_uri: str, arrays: np.ndarray, batch_r
         two_e.append(e[0])
         two_d.append(d[0])
     return {
-        "name": name, "rows": len(arrays), "batch_rows": batch_rows, "threads": 1,
+        "name": name,
+        "rows": len(arrays),
+        "batch_rows": batch_rows,
+        "threads": 1,
         "bare_encode_rows_s": Spread.of(bare_e).to_dict(),
         "bare_decode_rows_s": Spread.of(bare_d).to_dict(),
         "pipeline_encode_rows_s": Spread.of(pipe_e).to_dict(),

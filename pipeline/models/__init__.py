@@ -16,8 +16,16 @@ from pipeline.models.conv import ConvVAE
 from pipeline.models.mlp import MLPVAE
 
 __all__ = [
-    "VAE", "Posterior", "ConvConfig", "DiffusersConfig", "MLPConfig", "ModelConfig", "build_model",
-    "config_from_dict", "config_to_dict", "config_to_json",
+    "VAE",
+    "Posterior",
+    "ConvConfig",
+    "DiffusersConfig",
+    "MLPConfig",
+    "ModelConfig",
+    "build_model",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_json",
 ]
 
 
@@ -28,5 +36,6 @@ def build_model(config: ModelConfig) -> VAE:
         return ConvVAE(config)
     if isinstance(config, DiffusersConfig):
         from pipeline.models.diffusers_vae import DiffusersVAE  # the optional extra
+
         return DiffusersVAE(config)
     raise TypeError(f"no model for config {type(config).__name__}")

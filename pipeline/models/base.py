@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.models.config import ModelConfig
+from pipeline.models.config import ConvConfig, DiffusersConfig, ModelConfig
 
 # The Gaussian's scale is learned (one scalar), floored at the standard deviation of 8-bit
 # rounding noise, 1 / (255 * sqrt(12)): below that, a density on quantised data can grow without
@@ -35,8 +35,9 @@ class Posterior:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised draw z = mean + std * eps, so gradients reach mean and logvar."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                          dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.std * eps
 
     def kl(self) -> torch.Tensor:
@@ -82,12 +83,14 @@ class ImageVAE(VAE):
     """A VAE over (N, C, H, W) images of any size: inputs are padded (replicating the edge) to
     a multiple of the downsampling factor, and outputs cropped back to ``size``."""
 
+    config: ConvConfig | DiffusersConfig
+
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        f = self.config.downsample_factor  # type: ignore[union-attr]
+        f = self.config.downsample_factor
         return (-(-height // f) * f, -(-width // f) * f)
 
     def padded_input(self, x: torch.Tensor) -> torch.Tensor:
-        channels = self.config.in_channels  # type: ignore[union-attr]
+        channels = self.config.in_channels
         if x.dim() != 4 or x.shape[1] != channels:
             raise ValueError(f"expected (N, {channels}, H, W), got {tuple(x.shape)}")
         ph, pw = self.padded_size(x.shape[2], x.shape[3])
@@ -102,8 +105,8 @@ class ImageVAE(VAE):
     def latent_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         """``sample_shape`` is (C, H, W)."""
         ph, pw = self.padded_size(sample_shape[-2], sample_shape[-1])
-        f = self.config.downsample_factor  # type: ignore[union-attr]
-        return (self.config.latent_channels, ph // f, pw // f)  # type: ignore[union-attr]
+        f = self.config.downsample_factor
+        return (self.config.latent_channels, ph // f, pw // f)
 
 
 def split_moments(h: torch.Tensor, dim: int = 1) -> Posterior:

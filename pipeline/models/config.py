@@ -90,8 +90,9 @@ class DiffusersConfig:
         if not self.scaling_factor > 0:
             raise ConfigError(f"scaling_factor must be positive, got {self.scaling_factor}")
         if self.in_channels not in (1, 3) or self.latent_channels < 1 or self.downsample_factor < 1:
-            raise ConfigError("bad diffusers config: in_channels 1 or 3, positive latent "
-                              "channels and downsample factor")
+            raise ConfigError(
+                "bad diffusers config: in_channels 1 or 3, positive latent channels and downsample factor"
+            )
         _check_likelihood(self.likelihood)
 
 
@@ -106,12 +107,12 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+def config_from_dict(data: object) -> ModelConfig:
     """Rebuild a config from untrusted JSON: unknown kinds and fields are refused."""
     if not isinstance(data, dict):
         raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
     kind = data.get("kind")
-    cls = _KINDS.get(kind)  # type: ignore[arg-type]
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(_KINDS)}")
     names = {f.name for f in dataclasses.fields(cls)}

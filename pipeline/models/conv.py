@@ -52,12 +52,14 @@ class ConvVAE(ImageVAE):
         for w in widths:
             enc += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.SiLU()]
             prev = w
-        enc += [ResBlock(prev), ResBlock(prev), nn.SiLU(),
-                nn.Conv2d(prev, 2 * config.latent_channels, 1)]
+        enc += [ResBlock(prev), ResBlock(prev), nn.SiLU(), nn.Conv2d(prev, 2 * config.latent_channels, 1)]
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 3, padding=1),
-                                ResBlock(widths[-1]), ResBlock(widths[-1])]
+        dec: list[nn.Module] = [
+            nn.Conv2d(config.latent_channels, widths[-1], 3, padding=1),
+            ResBlock(widths[-1]),
+            ResBlock(widths[-1]),
+        ]
         outs = [*reversed(widths[:-1]), config.in_channels]
         prev = widths[-1]
         for w in outs:

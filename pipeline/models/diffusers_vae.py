@@ -14,6 +14,7 @@ no download.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -24,8 +25,9 @@ from pipeline.models.config import DiffusersConfig
 try:
     from diffusers import AutoencoderKL
 except ImportError as err:  # pragma: no cover - depends on the install
-    raise ConfigError("this checkpoint wraps a diffusers AutoencoderKL: "
-                      "pip install 'vaezip[diffusers]'") from err
+    raise ConfigError(
+        "this checkpoint wraps a diffusers AutoencoderKL: pip install 'vaezip[diffusers]'"
+    ) from err
 
 
 def _from_config(autoencoder: dict) -> AutoencoderKL:
@@ -35,7 +37,7 @@ def _from_config(autoencoder: dict) -> AutoencoderKL:
         raise ConfigError(f"bad AutoencoderKL config: {err}") from err
 
 
-def config_of(vae: AutoencoderKL) -> DiffusersConfig:
+def config_of(vae: Any) -> DiffusersConfig:
     """The vaezip config of a loaded AutoencoderKL, with its scaling and shift factors."""
     c = dict(vae.config)
     shift = c.get("shift_factor")
@@ -43,8 +45,10 @@ def config_of(vae: AutoencoderKL) -> DiffusersConfig:
         autoencoder={k: v for k, v in c.items() if not k.startswith("_")},
         scaling_factor=float(c.get("scaling_factor") or 1.0),
         shift_factor=float(shift) if shift is not None else 0.0,
-        in_channels=int(c.get("in_channels", 3)), latent_channels=int(c.get("latent_channels", 4)),
-        downsample_factor=2 ** (len(c.get("block_out_channels", (0,))) - 1))
+        in_channels=int(c.get("in_channels", 3)),
+        latent_channels=int(c.get("latent_channels", 4)),
+        downsample_factor=2 ** (len(c.get("block_out_channels", (0,))) - 1),
+    )
 
 
 class DiffusersVAE(ImageVAE):
@@ -52,7 +56,8 @@ class DiffusersVAE(ImageVAE):
 
     def __init__(self, config: DiffusersConfig, vae: AutoencoderKL | None = None) -> None:
         super().__init__(config)
-        self.vae = vae if vae is not None else _from_config(config.autoencoder)
+        # Any: diffusers is an optional extra, and its classes are not typed for mypy here.
+        self.vae: Any = vae if vae is not None else _from_config(config.autoencoder)
 
     def encode(self, x: torch.Tensor) -> Posterior:
         dist = self.vae.encode(self.padded_input(x) * 2.0 - 1.0).latent_dist

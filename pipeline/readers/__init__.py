@@ -24,15 +24,21 @@ from pipeline.readers.webdataset import iter_webdataset
 
 __all__ = ["Batch", "ReadOptions", "format_of", "iter_batches", "list_sources"]
 
-SUFFIXES = {".npy": "npy", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet",
-            ".tar": "webdataset", **{s: "images" for s in IMAGE_SUFFIXES}}
+SUFFIXES = {
+    ".npy": "npy",
+    ".npz": "npz",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".tar": "webdataset",
+    **{s: "images" for s in IMAGE_SUFFIXES},
+}
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     batch_rows: int = 256
-    array_key: str | None = None   # .npz: which array holds the samples
-    column: str | None = None      # Parquet column / WebDataset field holding the samples
+    array_key: str | None = None  # .npz: which array holds the samples
+    column: str | None = None  # Parquet column / WebDataset field holding the samples
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -62,8 +68,9 @@ def list_sources(uri: str) -> list[str]:
     return files
 
 
-def iter_batches(source: str, options: ReadOptions = ReadOptions(),
-                 members: tuple[str, ...] = ()) -> Iterator[Batch]:
+def iter_batches(
+    source: str, options: ReadOptions = ReadOptions(), members: tuple[str, ...] = ()
+) -> Iterator[Batch]:
     """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
     fmt = "images" if members else format_of(source)
     try:

@@ -44,8 +44,9 @@ class _NpyStream:
         if len(shape) == 0:
             raise InputError(uri, "a 0-d array holds no rows")
         if fortran and len(shape) > 1:
-            raise InputError(uri, "Fortran-ordered arrays cannot be streamed by row; "
-                                  "save with np.ascontiguousarray")
+            raise InputError(
+                uri, "Fortran-ordered arrays cannot be streamed by row; save with np.ascontiguousarray"
+            )
         self.shape, self.dtype = tuple(shape), dtype
         self.rows = shape[0]
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -57,8 +58,9 @@ class _NpyStream:
         data = self.f.read(want) if want else b""
         if len(data) != want:
             got = self.pos + len(data) // max(self.row_bytes, 1)
-            raise InputError(self.uri, f"file is truncated: header says {self.rows} rows, "
-                                       "data ends early", row=got)
+            raise InputError(
+                self.uri, f"file is truncated: header says {self.rows} rows, data ends early", row=got
+            )
         self.pos += n
         return np.frombuffer(data, dtype=self.dtype).reshape((n, *self.shape[1:]))
 

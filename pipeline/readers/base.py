@@ -15,11 +15,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Batch:
-    source: str                    # URI of the file the rows came from
-    start_row: int                 # index of the first row within that file
-    samples: list[np.ndarray]      # one array per row, source dtype and shape
+    source: str  # URI of the file the rows came from
+    start_row: int  # index of the first row within that file
+    samples: list[np.ndarray]  # one array per row, source dtype and shape
     columns: dict[str, list[Any]] = field(default_factory=dict)  # passthrough, per row
-    ids: list[str] | None = None   # the source's own id per row, where it has one
+    ids: list[str] | None = None  # the source's own id per row, where it has one
 
     def __len__(self) -> int:
         return len(self.samples)

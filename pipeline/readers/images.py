@@ -21,8 +21,16 @@ from pipeline.readers.base import Batch
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # Image modes decoded as they are; others are converted to the nearest of these.
-_KEEP_MODES = {"L": "L", "RGB": "RGB", "P": "RGB", "RGBA": "RGB", "LA": "L", "CMYK": "RGB",
-               "YCbCr": "RGB", "1": "L"}
+_KEEP_MODES = {
+    "L": "L",
+    "RGB": "RGB",
+    "P": "RGB",
+    "RGBA": "RGB",
+    "LA": "L",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "1": "L",
+}
 
 
 def decode_image(data: bytes, uri: str, row: int | None) -> np.ndarray:
@@ -45,8 +53,7 @@ def relative(uri: str, root: str) -> str:
 def iter_images(files: tuple[str, ...], root: str, batch_rows: int) -> Iterator[Batch]:
     """Decode ``files`` in order, ``batch_rows`` at a time; errors name the image file."""
     for start in range(0, len(files), batch_rows):
-        chunk = files[start: start + batch_rows]
+        chunk = files[start : start + batch_rows]
         samples = [decode_image(storage.read_bytes(f), f, None) for f in chunk]
         paths = [relative(f, root) for f in chunk]
-        yield Batch(source=root, start_row=start, samples=samples, columns={"path": paths},
-                    ids=paths)
+        yield Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)

@@ -57,7 +57,8 @@ def _value(field: str, data: bytes, uri: str, row: int) -> Any:
 
 
 def _samples(f: IO[bytes], uri: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    key, fields = None, {}
+    key: str | None = None
+    fields: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=f, mode="r|*") as tar:
             for member in tar:
@@ -87,21 +88,25 @@ def iter_webdataset(uri: str, batch_rows: int, column: str | None = None) -> Ite
     def flush() -> Batch:
         nonlocal names
         start = row - len(batch)
-        keys, samples, columns = [], [], {}
+        keys: list[str] = []
+        samples: list[np.ndarray] = []
+        columns: dict[str, list] = {}
         for i, (key, fields) in enumerate(batch):
             r = start + i
             field = column or next((f for f in (*IMAGE_FIELDS, "npy") if f in fields), None)
             if field is None or field not in fields:
-                want = f".{column} field" if column else \
-                    f"image field ({', '.join(IMAGE_FIELDS)}) or .npy field"
+                want = (
+                    f".{column} field" if column else f"image field ({', '.join(IMAGE_FIELDS)}) or .npy field"
+                )
                 raise InputError(uri, f"sample {key!r} has no {want}", row=r)
             data = fields.pop(field)
             samples.append(_npy(data, uri, r) if field == "npy" else decode_image(data, uri, r))
             if names is None:
                 names = sorted(fields)
             if sorted(fields) != names:
-                raise InputError(uri, f"sample {key!r} has fields {sorted(fields)}, earlier "
-                                      f"samples {names}", row=r)
+                raise InputError(
+                    uri, f"sample {key!r} has fields {sorted(fields)}, earlier samples {names}", row=r
+                )
             for name in names:
                 columns.setdefault(name, []).append(_value(name, fields[name], uri, r))
             keys.append(key)
