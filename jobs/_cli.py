@@ -120,6 +120,11 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except VaezipError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the driver's own disk: full, read-only, a name too long
+        logging.getLogger("jobs").debug("driver I/O error", exc_info=True)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,9 +10,11 @@ import time
 from tqdm import tqdm
 
 from pipeline import storage
-from pipeline.completion import ShardResult
+from pipeline.completion import ShardResult, temp_tag
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
+from pipeline.readers import ReadOptions
+from pipeline.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
 from pipeline.runner import Pool, PoolConfig
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,11 @@ class Summary:
         return "\n".join(lines)
 
 
-def dispatch(pool: Pool, output: str, todo: list[Shard], total: int, *args: object) -> Summary:
+def dispatch(
+    pool: Pool, output: str, todo: list[Shard], total: int, job_fingerprint: str, *args: object
+) -> Summary:
+    """Run ``todo`` on the pool with a progress bar; write failures.json; remove the temporary
+    files this job's dead workers left (nobody else's)."""
     start = time.perf_counter()
     done: list[ShardResult] = []
     failed: list[ShardResult] = []
@@ -78,7 +84,7 @@ def dispatch(pool: Pool, output: str, todo: list[Shard], total: int, *args: obje
         output,
         [{"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts} for r in failed],
     )
-    if storage.remove_stale_temps(output):
+    if storage.remove_stale_temps(output, temp_tag(job_fingerprint)) + storage.remove_stale_temps(output, ""):
         log.info("removed temporary files of workers that died mid-write")
     return Summary(
         shards=total, skipped=total - len(todo), done=done, failed=failed, seconds=time.perf_counter() - start
@@ -129,4 +135,31 @@ def pool_config(args: argparse.Namespace) -> PoolConfig:
         require_gpus=args.device == "cuda",
         max_attempts=args.max_attempts,
         address=args.address,
+    )
+
+
+def add_limit_args(p: argparse.ArgumentParser) -> None:
+    """What one input sample may claim before a worker allocates anything for it."""
+    g = p.add_argument_group("limits on hostile or broken input")
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="largest image, in pixels "
+        "(width x height, read from its header before decoding); larger ones fail their shard",
+    )
+    g.add_argument(
+        "--max-member-bytes",
+        type=int,
+        default=DEFAULT_MAX_MEMBER_BYTES,
+        help="largest WebDataset tar member, in bytes (from its header)",
+    )
+
+
+def read_options(args: argparse.Namespace) -> ReadOptions:
+    return ReadOptions(
+        batch_rows=args.batch_rows,
+        array_key=args.array_key,
+        column=args.column,
+        limits=Limits(max_pixels=args.max_pixels, max_member_bytes=args.max_member_bytes),
     )

@@ -21,6 +21,7 @@ import ray
 import torch
 
 from jobs._cli import Parser, run_main
+from jobs.benches import bombs as bomb_bench
 from jobs.benches import codec as codec_bench
 from jobs.benches import estimate as estimate_bench
 from jobs.benches import latents as latent_bench
@@ -34,7 +35,7 @@ from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
-SECTIONS = ("throughput", "memory", "codec", "latents", "rd", "features", "estimate")
+SECTIONS = ("throughput", "memory", "bombs", "codec", "latents", "rd", "features", "estimate")
 
 
 def machine() -> dict:
@@ -121,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["memory"] = memory_bench.measure(args.photos_checkpoint, crops, 64)
     if ray.is_initialized():
         ray.shutdown()
+    if "bombs" in sections:
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=64)
+        results["bombs"] = bomb_bench.measure(args.photos_checkpoint, crops)
     if "codec" in sections:
         out = {}
         for name, ck, arrays in (("photos", photos_ck, heldout), ("digits", digits_ck, digits)):

@@ -8,20 +8,25 @@ and passthrough column. Re-running finishes only what is missing.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
-from pipeline.completion import is_complete
+from pipeline.claim import claim
+from pipeline.completion import DONE, done_uri, is_complete, read_record
 from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.manifest import write_manifest
-from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES
-from pipeline.plan import fingerprint, plan_archive
+from pipeline.errors import InputError
+from pipeline.format import read_keys
+from pipeline.manifest import MANIFEST, write_manifest
+from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output, sample_path
+from pipeline.plan import Shard, check_separate, fingerprint, plan_archive
 from pipeline.runner import run
 
+log = logging.getLogger("jobs.decode")
 CONFIG = "decode.config.yaml"  # every option's final value, beside the output
 
 
@@ -42,26 +47,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     model_fp = verify_checkpoint(args.checkpoint)
+    check_separate(args.input, args.output)
     shards = plan_archive(args.input, SUFFIXES[args.format])
-    save_resolved(args, storage.join(args.output, CONFIG))
-    job_fp = fingerprint(model_fp, args.input, args.format)
-    todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
-    spec = DecodeSpec(
-        checkpoint=args.checkpoint,
-        output=args.output,
-        output_format=args.format,
-        batch_rows=args.batch_rows,
-        device=args.device,
-        threads=args.threads,
-        job_fingerprint=job_fp,
-    )
-    summary = run(
-        DecodeWorker, spec, pool_config(args), lambda pool: dispatch(pool, args.output, todo, len(shards))
-    )
-    print(summary.text("decoded"))
-    if not summary.failed:
-        write_manifest(args.output, shards, job_fp, {"kind": "decode", "archive": args.input})
+    # Completion names what the outputs were made from: the archive files' recorded hashes.
+    job_fp = fingerprint(model_fp, args.format, [(s.name, s.listed and s.listed.sha256) for s in shards])
+    if sample_path(args.format, "") is not None:
+        check_sample_paths(args.format, _keys(shards))
+    with claim(args.output, "decode"):
+        removed = clear_stale_outputs(args.output, shards, job_fp, args.overwrite)
+        if removed:
+            log.info("removed %d outputs of an earlier decode that this one replaces", removed)
+        save_resolved(args, storage.join(args.output, CONFIG))
+        todo = [s for s in shards if not is_complete(args.output, s.name, job_fp)]
+        spec = DecodeSpec(
+            checkpoint=args.checkpoint,
+            output=args.output,
+            output_format=args.format,
+            batch_rows=args.batch_rows,
+            device=args.device,
+            threads=args.threads,
+            job_fingerprint=job_fp,
+        )
+        summary = run(
+            DecodeWorker,
+            spec,
+            pool_config(args),
+            lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp),
+        )
+        print(summary.text("decoded"))
+        if not summary.failed:
+            write_manifest(args.output, shards, job_fp, {"kind": "decode", "archive": args.input})
     return 0 if len(summary.failed) <= args.max_failed_shards else 1
+
+
+def _keys(shards: list[Shard]) -> Iterator[tuple[str, int, str]]:
+    """Every key of the archive, with its file and row; a file that cannot be read is left to
+    fail its own shard."""
+    for s in shards:
+        try:
+            keys = read_keys(s.source)
+        except InputError:
+            continue
+        for row, key in enumerate(keys):
+            yield s.source, row, key
+
+
+def clear_stale_outputs(output: str, shards: list[Shard], job_fp: str, overwrite: bool) -> int:
+    """Remove the outputs (and records) of an earlier decode that this one does not keep: all
+    of them with ``--overwrite``, else those made from other archive contents or of files the
+    archive no longer holds. What is left is exactly this job's."""
+    names = {s.name for s in shards}
+    removed = 0
+    for record_name in storage.listdir(storage.join(output, DONE)):
+        name = record_name[: -len(".json")]
+        record = read_record(output, name)
+        if overwrite or record is None or record.job_fingerprint != job_fp or name not in names:
+            remove_output(output, name)
+            storage.remove(done_uri(output, name))
+            removed += 1
+    if removed:
+        storage.remove(storage.join(output, MANIFEST))
+    return removed
 
 
 def cli() -> None:

@@ -9,20 +9,23 @@ once every shard is complete, and ``failures.json`` when some failed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from jobs._cli import Parser, run_main, save_resolved
-from jobs._driver import Summary, add_running_args, dispatch, pool_config
+from jobs._driver import Summary, add_limit_args, add_running_args, dispatch, pool_config, read_options
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
+from pipeline.claim import claim
 from pipeline.codec import FRAMINGS, LAYOUTS, CodecConfig
 from pipeline.completion import is_complete
 from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.job import EncodeJob, JobParams, resume_job, save_job
+from pipeline.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
 from pipeline.manifest import write_manifest
-from pipeline.plan import plan_shards
+from pipeline.plan import Shard, check_separate, plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
 from pipeline.runner import Pool, run
@@ -104,6 +107,7 @@ def build_parser() -> Parser:
         default=1000,
         help="folders of image files: images per shard (one archive file each)",
     )
+    add_limit_args(p)
     return p
 
 
@@ -113,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cconfig = CodecConfig(
         level=args.zstd_level, layout=args.layout, framing=args.framing, dictionary=not args.no_dictionary
     )
-    read = ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column)
+    read = read_options(args)
     model_fp = verify_checkpoint(args.checkpoint)
+    check_separate(args.input, args.output)
     shards = plan_shards(args.input, args.images_per_shard)
     settings = {
         "model_fingerprint": model_fp,
@@ -126,7 +131,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "array_key": args.array_key,
         "column": args.column,
     }
+    with claim(args.output, "encode"):
+        return _run(args, shards, settings, qconfig, cconfig, read)
+
+
+def _run(
+    args: argparse.Namespace,
+    shards: list[Shard],
+    settings: dict[str, Any],
+    qconfig: QuantizerConfig,
+    cconfig: CodecConfig,
+    read: ReadOptions,
+) -> int:
+    """The job, once the output folder is this driver's."""
     previous = resume_job(args.output, settings, args.overwrite)
+    if args.overwrite and clear_archive(args.output):
+        log.info("--overwrite: removed the previous job's files from %s", args.output)
     save_resolved(args, storage.join(args.output, CONFIG))
     spec = EncodeSpec(
         checkpoint=args.checkpoint,
@@ -148,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             s for s in shards if args.overwrite or not is_complete(args.output, s.name, job.job_fingerprint)
         ]
         log.info("%d shards, %d to do", len(shards), len(todo))
-        return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job)
+        return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job.job_fingerprint, job)
 
     job_fp, summary = run(EncodeWorker, spec, pool_config(args), body)
     print(summary.text("encoded"))

@@ -13,15 +13,15 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
-from jobs._driver import add_running_args, dispatch, pool_config
+from jobs._driver import add_limit_args, add_running_args, dispatch, pool_config, read_options
 from pipeline import storage
 from pipeline.checkpoint import verify_checkpoint
+from pipeline.claim import claim
 from pipeline.completion import is_complete
 from pipeline.encode import EncodeSpec
 from pipeline.features import FeatureSpec, FeatureWorker
 from pipeline.names import FEATURES_SUFFIX
-from pipeline.plan import fingerprint, plan_shards
-from pipeline.readers import ReadOptions
+from pipeline.plan import check_separate, fingerprint, plan_shards
 from pipeline.runner import run
 
 CONFIG = "features.config.yaml"  # every option's final value, beside the output
@@ -40,10 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--images-per-shard", type=int, default=1000, help="folders of image files: images per output file"
     )
     add_running_args(p)
+    add_limit_args(p)
     args = p.parse_args(argv)
     model_fp = verify_checkpoint(args.checkpoint)
+    check_separate(args.input, args.output)
     shards = plan_shards(args.input, args.images_per_shard, suffix=FEATURES_SUFFIX)
-    save_resolved(args, storage.join(args.output, CONFIG))
     job_fp = fingerprint(
         "features",
         model_fp,
@@ -60,19 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=args.output,
             device=args.device,
             threads=args.threads,
-            read=ReadOptions(batch_rows=args.batch_rows, array_key=args.array_key, column=args.column),
+            read=read_options(args),
             key_column=args.key_column,
         ),
         with_logvar=args.logvar,
     )
 
-    todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
-    summary = run(
-        FeatureWorker,
-        spec,
-        pool_config(args),
-        lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp),
-    )
+    with claim(args.output, "features"):
+        save_resolved(args, storage.join(args.output, CONFIG))
+        todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp)]
+        summary = run(
+            FeatureWorker,
+            spec,
+            pool_config(args),
+            lambda pool: dispatch(pool, args.output, todo, len(shards), job_fp, job_fp),
+        )
     print(summary.text("features of"))
     return 0 if len(summary.failed) <= args.max_failed_shards else 1
 

@@ -10,12 +10,14 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs._cli import Parser, run_main
 from pipeline import storage
 from pipeline.errors import InputError
 from pipeline.format import BASE_NAMES, archive_files, read_meta
+from pipeline.integrity import check_archive
 from pipeline.manifest import FAILURES, MANIFEST
 
 
@@ -28,6 +30,22 @@ def _json_or_none(uri: str) -> object | None:
         raise InputError(uri, f"not valid JSON ({err})") from err
 
 
+def _read_file(f: str, column_bytes: Counter[str], passthrough: dict[str, str]) -> pa.Table:
+    """One file's column sizes and passthrough types (added to the totals) and its three small
+    shape columns, page checksums verified."""
+    with storage.open_read(f) as fh:
+        pf = pq.ParquetFile(fh, page_checksum_verification=True)
+        md = pf.metadata
+        for g in range(md.num_row_groups):
+            for c in range(md.num_columns):
+                col = md.row_group(g).column(c)
+                column_bytes[col.path_in_schema.split(".")[0]] += col.total_compressed_size
+        for field in pf.schema_arrow:
+            if field.name not in BASE_NAMES:
+                passthrough[field.name] = str(field.type)
+        return pf.read(columns=["vz_shape", "vz_dtype", "vz_latent_shape"])
+
+
 def describe(uri: str) -> dict:
     """Everything ``inspect`` prints, as one dict (footers and three small columns read)."""
     files = archive_files(uri)
@@ -38,23 +56,17 @@ def describe(uri: str) -> dict:
     rows = size = 0
     passthrough: dict[str, str] = {}
     for f in files:
-        with storage.open_read(f) as fh:
-            pf = pq.ParquetFile(fh)
-            md = pf.metadata
-            rows += md.num_rows
-            for g in range(md.num_row_groups):
-                for c in range(md.num_columns):
-                    col = md.row_group(g).column(c)
-                    column_bytes[col.path_in_schema.split(".")[0]] += col.total_compressed_size
-            for field in pf.schema_arrow:
-                if field.name not in BASE_NAMES:
-                    passthrough[field.name] = str(field.type)
-            t = pf.read(columns=["vz_shape", "vz_dtype", "vz_latent_shape"])
+        try:
+            t = _read_file(f, column_bytes, passthrough)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f, f"damaged archive file ({' '.join(str(err).split())})") from err
+        rows += t.num_rows
         for s, d in zip(t["vz_shape"].to_pylist(), t["vz_dtype"].to_pylist(), strict=True):
             shapes[f"{'x'.join(map(str, s))} {d}"] += 1
         latent_shapes.update("x".join(map(str, s)) for s in t["vz_latent_shape"].to_pylist())
         size += storage.size(f)
     first = metas[0]
+
     q = first.quantizer
     manifest = _json_or_none(storage.join(uri, MANIFEST))
     failures = _json_or_none(storage.join(uri, FAILURES))
@@ -112,8 +124,20 @@ def as_text(d: dict) -> str:
         "samples   " + "; ".join(f"{k} x{v:,}" for k, v in d["sample_shapes"].items()),
         "latents   " + "; ".join(f"{k} x{v:,}" for k, v in d["latent_shapes"].items()),
         "columns   " + (", ".join(f"{k} ({v})" for k, v in d["passthrough"].items()) or "none"),
-        "bytes by column (compressed, all files):",
     ]
+    problems = d.get("integrity")
+    lines.append(
+        "integrity "
+        + (
+            "not checked (--no-verify)"
+            if problems is None
+            else "every file matches the archive's records (size, sha256, rows)"
+            if not problems
+            else f"{len(problems)} file(s) FAILED:"
+        )
+    )
+    lines += [f"  {p}" for p in problems or []]
+    lines.append("bytes by column (compressed, all files):")
     total = sum(d["column_bytes"].values()) or 1
     lines += [
         f"  {k:<18}{v:>14,}  {100 * v / total:5.1f}%  {v / max(d['rows'], 1):8.2f}/row"
@@ -126,10 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.inspect", description=__doc__.split("\n\n")[0])
     p.add_argument("archive", help="archive folder, glob or file (path or URL)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip reading every file to check its "
+        "sha256 against the manifest (exit 1 when a file fails the check)",
+    )
     args = p.parse_args(argv)
     d = describe(args.archive)
+    d["integrity"] = check_archive(args.archive) if not args.no_verify else None
     print(json.dumps(d, indent=2) if args.json else as_text(d))
-    return 0
+    return 1 if d["integrity"] else 0
 
 
 def cli() -> None:

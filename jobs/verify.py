@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from jobs._cli import Parser, run_main
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.integrity import check_archive
 from pipeline.names import sample_key
 from pipeline.plan import plan_shards
 from pipeline.readers import ReadOptions, iter_batches
@@ -59,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{manifest['bytes'] / len(psnrs):.1f} bytes per sample)"
         )
     print(line)
+    if args.archive:
+        problems = check_archive(args.archive)
+        for problem in problems:
+            print(f"FAILED {problem}")
+        if problems:
+            return 1
+        print("archive: every file matches its manifest entry (size, sha256, rows)")
     return 0
 
 

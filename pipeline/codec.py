@@ -157,9 +157,19 @@ class Codec:
         """One row's uncompressed code bytes -> its ``vz_codes`` payload."""
         return self._c.compress(raw) if self.params.framing == "row" else raw
 
-    def raw(self, payload: bytes) -> bytes:
-        """A ``vz_codes`` value -> the row's uncompressed code bytes."""
-        return self.decompress(payload) if self.params.framing == "row" else payload
+    def raw(self, payload: bytes, expected: int | None = None) -> bytes:
+        """A ``vz_codes`` value -> the row's uncompressed code bytes. With ``expected`` (what
+        the row's latent shape says it holds), a frame that declares another size is refused
+        before anything is allocated for it: a 258 KB frame can claim 8 GB."""
+        if self.params.framing != "row":
+            return payload
+        if expected is not None:
+            declared = zstandard.frame_content_size(payload)
+            if declared != expected:
+                raise ValueError(
+                    f"the frame declares {declared:,} bytes, the latent shape needs {expected:,}"
+                )
+        return self.decompress(payload)
 
     def compress(self, rows: list[bytes]) -> list[bytes]:
         return [self._c.compress(r) for r in rows]

@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.plan import Shard
+
+if TYPE_CHECKING:  # plan imports the integrity checks, which read completion records
+    from pipeline.plan import Shard
 
 log = logging.getLogger(__name__)
 DONE = "_done"
@@ -102,8 +104,13 @@ def read_record(output: str, name: str) -> CompletionRecord | None:
         return None
 
 
+def temp_tag(job_fingerprint: str) -> str:
+    """What marks a job's temporary files as its own."""
+    return job_fingerprint[:16]
+
+
 def write_record(output: str, record: CompletionRecord) -> None:
-    storage.write_bytes(done_uri(output, record.name), record.to_json())
+    storage.write_bytes(done_uri(output, record.name), record.to_json(), temp_tag(record.job_fingerprint))
 
 
 def is_complete(output: str, name: str, job_fingerprint: str) -> bool:
@@ -180,7 +187,7 @@ def run_shard(
         clock.reset()
     uri = storage.join(output, name)
     try:
-        with storage.atomic_write(uri) as raw:
+        with storage.atomic_write(uri, temp_tag(job_fingerprint)) as raw:
             f = HashingWriter(raw)
             written = body(f, uri)
             if written.rows == 0:

@@ -17,6 +17,10 @@ from pipeline.codec import Codec, checksum, rows_to_codes
 from pipeline.errors import InputError
 from pipeline.quantize import QuantizerParams, dequantize, quantize
 
+# One row's codes: far above any real latent (an SD VAE's 4x128x128 latent is 64 KiB at 8 bits),
+# far below what would exhaust a worker.
+MAX_ROW_CODE_BYTES = 64 << 20
+
 
 def _by_shape(shapes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -61,12 +65,6 @@ def decompress(
     raws: list[bytes] = []
     shapes: list[tuple[int, ...]] = []
     for i, (payload, crc, lshape) in enumerate(zip(payloads, crcs, latent_shapes, strict=True)):
-        try:
-            data = codec.raw(payload)
-        except Exception as err:  # zstd raises its own error type for corrupt frames
-            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
-        if checksum(data) != crc:
-            raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
         if not lshape or lshape[0] != quantizer.channels:
             raise InputError(
                 uri,
@@ -74,7 +72,21 @@ def decompress(
                 row=start + i,
             )
         shape = tuple(lshape)
-        if len(data) != active * _positions(shape) * quantizer.dtype.itemsize:
+        expected = active * _positions(shape) * quantizer.dtype.itemsize
+        if expected > MAX_ROW_CODE_BYTES:
+            raise InputError(
+                uri,
+                f"latent shape {lshape} claims {expected:,} bytes of codes, over the "
+                f"limit of {MAX_ROW_CODE_BYTES:,}",
+                row=start + i,
+            )
+        try:
+            data = codec.raw(payload, expected)
+        except Exception as err:  # zstd raises its own error type for corrupt frames
+            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
+        if checksum(data) != crc:
+            raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
+        if len(data) != expected:
             raise InputError(uri, "code length does not fit the latent shape", row=start + i)
         raws.append(data)
         shapes.append(shape)

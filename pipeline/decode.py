@@ -9,15 +9,18 @@ footer (version, model fingerprint) -> prefetch thread: iter_latents (page and r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import storage
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
-from pipeline.completion import HashingWriter, ShardResult, Written, run_shard
+from pipeline.completion import HashingWriter, ShardResult, Written, failed, run_shard
 from pipeline.errors import InputError
 from pipeline.format import read_meta_and_rows
+from pipeline.integrity import verify_sha256
 from pipeline.model_worker import ModelWorker
 from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.overlap import one_behind, prefetch
@@ -55,6 +58,12 @@ class DecodeWorker(ModelWorker):
             yield batch, outputs
 
     def process(self, shard: Shard) -> ShardResult:
+        listed = shard.listed
+        if listed is not None and (listed.sha256 is None or not storage.exists(shard.source)):
+            return failed(
+                shard.name, shard.source, InputError(shard.source, str(listed.problem())), time.perf_counter()
+            )
+
         def body(f: HashingWriter, uri: str) -> Written:
             meta, rows_total = read_meta_and_rows(shard.source)
             check_model(meta, self.ckpt, shard.source)
@@ -68,6 +77,13 @@ class DecodeWorker(ModelWorker):
                     return len(batch.keys)
 
                 counts = one_behind(self._decoded(latents), write)
-            return Written(rows=sum(counts))
+            rows = sum(counts)
+            # Every row was checked on the way; now the whole file against its record, which
+            # also covers what no row checksum does.
+            if listed is not None and listed.sha256 is not None:
+                if rows != listed.rows:
+                    raise InputError(shard.source, f"{rows} rows, the archive's record says {listed.rows}")
+                verify_sha256(shard.source, listed.sha256)
+            return Written(rows=rows)
 
         return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body, self.clock)

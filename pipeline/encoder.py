@@ -47,6 +47,9 @@ def check_new_keys(shard: Shard, enc: Encoded, seen: set[str]) -> None:
         if key in seen:
             uri, row = where(shard, r)
             raise InputError(uri, f"duplicate key {key!r}", row=row)
+        if "\x00" in key:  # no file, tar member or URL can carry it downstream
+            uri, row = where(shard, r)
+            raise InputError(uri, f"key {key!r} holds a NUL character", row=row)
         seen.add(key)
 
 

@@ -24,6 +24,7 @@ every Parquet page checksum verified. Turning latents into codes and back is
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from pipeline.quantize import QuantizerParams
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 META_KEY = b"vaezip"
+META_SHA256_KEY = b"vaezip.sha256"  # sha256 (hex) of the META_KEY value: the footer's own checksum
 PREFIX = "vz_"
 BASE_FIELDS = [
     pa.field("vz_key", pa.string(), nullable=False),
@@ -157,7 +159,13 @@ def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise InputError(uri, "not a vaezip archive (no 'vaezip' metadata)")
-    return ArchiveMeta.from_json(raw, uri), footer.num_rows
+    meta = ArchiveMeta.from_json(raw, uri)
+    digest = (schema.metadata or {}).get(META_SHA256_KEY)
+    # Files written before the footer carried its own checksum are covered by the file's sha256
+    # in the manifest, which decode checks.
+    if digest is not None and digest.decode(errors="replace") != hashlib.sha256(raw).hexdigest():
+        raise InputError(uri, "archive metadata does not match its checksum: the footer was changed")
+    return meta, footer.num_rows
 
 
 def read_meta(uri: str) -> ArchiveMeta:
@@ -257,7 +265,10 @@ class ArchiveWriter:
         if self.writer is not None:
             # Footer key-value metadata, written once (store_schema=False above keeps pyarrow
             # from storing a second, base64 copy of it inside the serialized Arrow schema).
-            self.writer.add_key_value_metadata({META_KEY: self.meta.to_json().encode()})
+            raw = self.meta.to_json().encode()
+            self.writer.add_key_value_metadata(
+                {META_KEY: raw, META_SHA256_KEY: hashlib.sha256(raw).hexdigest().encode()}
+            )
             self.writer.close()
             self.writer = None
 
@@ -274,6 +285,17 @@ def archive_files(uri: str) -> list[str]:
     if not files:
         raise InputError(uri, f"no archive files (*{ARCHIVE_SUFFIX}) found")
     return files
+
+
+def read_keys(uri: str) -> list[str]:
+    """An archive file's sample keys alone (one small column)."""
+    try:
+        with storage.open_read(uri) as f:
+            return [str(k) for k in pq.ParquetFile(f).read(columns=["vz_key"])["vz_key"].to_pylist()]
+    except FileNotFoundError as err:
+        raise InputError(uri, "archive file not found") from err
+    except (pa.ArrowInvalid, OSError, KeyError) as err:
+        raise InputError(uri, f"not a readable Parquet archive ({err})") from err
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,15 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.codec import CodecParams
+from pipeline.completion import DONE
 from pipeline.errors import ConfigError
+from pipeline.manifest import FAILURES, MANIFEST
+from pipeline.names import ARCHIVE_SUFFIX
 from pipeline.plan import fingerprint
 from pipeline.quantize import QuantizerParams
 
 JOB = "job.json"
+OWN_FILES = {DONE, JOB, MANIFEST, FAILURES}
 
 
 @dataclass(frozen=True)
@@ -89,3 +93,13 @@ def resume_job(output: str, settings: dict[str, Any], overwrite: bool) -> Encode
 
 def save_job(output: str, job: EncodeJob) -> None:
     storage.write_bytes(storage.join(output, JOB), job.to_json())
+
+
+def clear_archive(output: str) -> int:
+    """``--overwrite``: remove every file an encode job writes in ``output`` (archive files,
+    completion records, job.json, manifest, failures, vaezip's temporary files), so the new
+    job's files are the only ones left; anybody else's files stay. Returns how many went."""
+    names = [n for n in storage.listdir(output) if n.endswith(ARCHIVE_SUFFIX) or n in OWN_FILES]
+    for name in names:
+        storage.remove(storage.join(output, name), recursive=name == DONE)
+    return len(names) + storage.remove_stale_temps(output, None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from pipeline import storage
 from pipeline.completion import read_record
 from pipeline.format import FORMAT_VERSION
-from pipeline.plan import Shard
+
+if TYPE_CHECKING:
+    from pipeline.plan import Shard
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"

@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline import storage
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.readers.images import IMAGE_SUFFIXES
 
 OUTPUT_FORMATS = ("npy", "parquet", "images", "webdataset")
@@ -190,7 +191,14 @@ class ImageFolderWriter(_TableSink):
                     f"be written to {name}; use --format parquet",
                 )
             self.files[name] = key
-            storage.write_bytes(storage.join(self.root, name), data)
+            try:
+                storage.write_bytes(storage.join(self.root, name), data)
+            except OSError as err:
+                if err.errno not in (errno.ENAMETOOLONG, errno.EINVAL):
+                    raise  # a full or failing disk: worth a retry
+                raise InputError(
+                    self.uri, f"key {key!r} cannot be a file name ({err.strerror})", row=len(self.files) - 1
+                ) from err
             files.append(name)
         self.write_table(pa.table({"key": keys, "file": files, **columns}))
 
@@ -251,3 +259,49 @@ WRITERS: dict[str, Callable[[storage.Sink, str, int], OutputWriter]] = {
 def open_output(fmt: str, f: storage.Sink, uri: str, rows: int) -> OutputWriter:
     """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``."""
     return WRITERS[fmt](f, uri, rows)
+
+
+def sample_path(fmt: str, key: str) -> str | None:
+    """Where a key's sample lands among all the job's outputs, for formats that name files
+    (images) or samples (webdataset) after keys; None for the others."""
+    if fmt == "images":
+        return path_of(key)
+    if fmt == "webdataset":
+        return tar_key(key)
+    return None
+
+
+def check_sample_paths(fmt: str, keys: Iterable[tuple[str, int, str]]) -> None:
+    """Refuse, before anything is written, two keys of the archive (in one file or in two) that
+    would land on one image file or one WebDataset key: one would silently replace the other.
+    ``keys``: (archive file, row, key)."""
+    seen: dict[str, tuple[str, int, str]] = {}
+    for uri, row, key in keys:
+        if "\x00" in key:
+            raise InputError(uri, f"key {key!r} holds a NUL character: no file can be named so", row=row)
+        where = sample_path(fmt, key)
+        if where is None:
+            return
+        if where in seen:
+            u, r, k = seen[where]
+            raise ConfigError(
+                f"keys {k!r} ({u} row {r}) and {key!r} ({uri} row {row}) would both be written as "
+                f"{where!r} by --format {fmt}; use --format parquet or npy"
+            )
+        seen[where] = (uri, row, key)
+
+
+def remove_output(folder: str, name: str) -> None:
+    """Remove a decode output and what was written beside it (a .npy's keys file, an image
+    folder's images), e.g. one a later decode of a re-encoded archive no longer writes."""
+    uri = storage.join(folder, name)
+    if name.endswith(SUFFIXES["images"]):
+        try:
+            files = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["file"])["file"]
+            for f in files.to_pylist():
+                storage.remove(storage.join(folder, f))
+        except (FileNotFoundError, KeyError, pa.ArrowInvalid):
+            pass  # an index that is missing or unreadable lists nothing we can remove
+    elif name.endswith(SUFFIXES["npy"]):
+        storage.remove(uri[: -len(".npy")] + ".keys.parquet")
+    storage.remove(uri)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from pipeline import storage
 from pipeline.errors import ConfigError
-from pipeline.format import archive_files
+from pipeline.integrity import Listed, listed_files
 from pipeline.names import ARCHIVE_SUFFIX, archive_stem, group_relpath, output_name
 from pipeline.readers import format_of, list_sources
 
@@ -33,6 +33,7 @@ class Shard:
     relpath: str  # path relative to the input root: the key prefix and the output's stem
     name: str  # output file name inside the output folder
     members: tuple[str, ...] = ()  # image files of a group (then ``source`` is their folder)
+    listed: Listed | None = None  # an archive file: what its manifest recorded of it
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -47,7 +48,7 @@ def _root(uri: str, files: list[str]) -> str:
     folder of the input file, else (a glob) the deepest folder holding every match."""
     if len(files) == 1 and files[0].rstrip("/") == uri.rstrip("/"):
         return posixpath.dirname(files[0].split("://", 1)[-1])
-    if not any(ch in uri for ch in "*?["):
+    if not storage.is_glob(uri):
         return storage.filesystem(uri)[1].rstrip("/")
     return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
 
@@ -74,15 +75,38 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCH
     for f in files:
         rel = posixpath.relpath(f.split("://", 1)[-1], root)
         shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix)))
+    return _refuse_collisions(shards)
+
+
+def _refuse_collisions(shards: list[Shard]) -> list[Shard]:
+    """Output names must be injective: two inputs never share one output file."""
+    seen: dict[str, Shard] = {}
+    for s in shards:
+        if s.name in seen:
+            raise ConfigError(
+                f"{seen[s.name].source} and {s.source} would both be written to {s.name}; "
+                "rename one of them (or encode them as separate inputs)"
+            )
+        seen[s.name] = s
     return shards
 
 
+def check_separate(input_uri: str, output_uri: str) -> None:
+    """Refuse an output folder inside the input (or the input itself): a re-run would read its
+    own outputs as input, or a decode would overwrite the archive's own manifest."""
+    if storage.within(output_uri, input_uri):
+        raise ConfigError(
+            f"--output {output_uri} lies inside --input {input_uri}; write to a folder outside the input"
+        )
+
+
 def plan_archive(uri: str, suffix: str) -> list[Shard]:
-    """An archive's files as shards whose outputs are named ``<archive stem><suffix>``."""
+    """An archive's files as shards whose outputs are named ``<archive stem><suffix>``, each
+    carrying what the archive's manifest recorded of it, for the worker to check."""
     shards = []
-    for f in archive_files(uri):
-        rel = archive_stem(storage.basename(f))
-        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix)))
+    for f in listed_files(uri):
+        rel = archive_stem(f.name)
+        shards.append(Shard(source=f.uri, relpath=rel, name=output_name(rel, suffix), listed=f))
     return shards
 
 

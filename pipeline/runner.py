@@ -47,6 +47,14 @@ class PoolConfig:
             raise ConfigError("threads_per_actor and max_attempts must be positive")
 
 
+def describe(err: BaseException) -> str:
+    """An error as one line, even one with no message (``MemoryError()``)."""
+    text = " ".join(str(err).split())
+    if not text:
+        return type(err).__name__
+    return text if isinstance(err, VaezipError) else f"{type(err).__name__}: {text}"
+
+
 def _check_reachable(address: str) -> None:
     """A host:port address with nobody listening fails here at once, instead of after
     Ray's own connection retries (a minute or more)."""
@@ -138,13 +146,39 @@ class Pool:
         )
 
     def call_one(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
-        try:
-            return ray.get(getattr(self.actors[0], method).remote(*args), timeout=timeout_s)
-        except RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            raise (cause if isinstance(cause, VaezipError) else err.as_instanceof_cause()) from None
-        except GetTimeoutError as err:
-            raise ConfigError(f"{method} did not answer in {timeout_s} s") from err
+        """``method(*args)`` on one actor (calibration); an actor that dies is replaced and the
+        call goes to another, at most ``max_attempts`` times, like a shard."""
+        for attempt in range(1, self.config.max_attempts + 1):
+            actor = self.actors[0]
+            try:
+                return ray.get(getattr(actor, method).remote(*args), timeout=timeout_s)
+            except RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                raise (cause if isinstance(cause, VaezipError) else err.as_instanceof_cause()) from None
+            except GetTimeoutError as err:
+                raise ConfigError(f"{method} did not answer in {timeout_s} s") from err
+            except RayActorError as err:
+                log.warning("actor died during %s (attempt %d): %s", method, attempt, err)
+                if attempt == self.config.max_attempts:
+                    raise ConfigError(
+                        f"{method} failed {attempt} times: the worker died each time ({err})"
+                    ) from None
+                self._replace(actor)
+                self._wait_started(timeout_s=self.config.start_timeout_s)
+        raise AssertionError("unreachable")
+
+    def _wait_started(self, timeout_s: float) -> None:
+        """Wait for the replacement actors to load their models (or fail to)."""
+        for ref, actor in list(self._starting.items()):
+            try:
+                ray.get(ref, timeout=timeout_s)
+            except (RayActorError, RayTaskError, GetTimeoutError) as err:
+                log.warning("a replacement actor failed to start: %s", err)
+                if actor in self.actors:
+                    self.actors.remove(actor)
+            del self._starting[ref]
+        if not self.actors:
+            raise ConfigError("no worker actor could be started to replace one that died")
 
     def call_all(self, method: str, *args: Any) -> list[Any]:
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
@@ -247,11 +281,13 @@ class Pool:
                 idle.append(actor)
                 if getattr(cause, "retryable", True):
                     log.warning("shard %s failed (attempt %d): %s", shard.name, attempt, cause)
-                    failed = retry(shard, attempt, str(cause))
+                    failed = retry(shard, attempt, describe(cause))
                     if failed:
                         yield failed
                 else:
-                    yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=str(cause))
+                    yield ShardResult(
+                        shard.name, shard.source, ok=False, attempts=attempt, error=describe(cause)
+                    )
                 continue
             idle.append(actor)
             if not result.ok and result.retryable:

@@ -15,6 +15,7 @@ lists next.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,20 @@ def basename(uri: str) -> str:
     return posixpath.basename(uri.rstrip("/"))
 
 
+def _canonical(uri: str) -> tuple[str, str]:
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        return "file", os.path.realpath(path)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return protocol, posixpath.normpath("/" + path.rstrip("/"))
+
+
+def within(uri: str, folder: str) -> bool:
+    """Whether ``uri`` is ``folder`` itself or lies inside it (symlinks resolved on a disk)."""
+    (p1, a), (p2, b) = _canonical(uri), _canonical(folder)
+    return p1 == p2 and (a == b or a.startswith(b.rstrip("/") + "/"))
+
+
 def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return bool(set(protocols) & _OBJECT_STORES)
@@ -86,10 +101,17 @@ def open_read(uri: str) -> IO[bytes]:
     return fs.open(path, "rb")
 
 
+def is_glob(uri: str) -> bool:
+    """A pattern to expand: glob characters, and no file or folder of that very name (a folder
+    may well be called ``scans[2024]``)."""
+    fs, path = filesystem(uri)
+    return any(ch in path for ch in "*?[") and not fs.exists(path)
+
+
 def expand(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     """A file, a folder (recursively) or a glob -> sorted file URIs, filtered by suffix."""
     fs, path = filesystem(uri)
-    if any(ch in path for ch in "*?["):
+    if is_glob(uri):
         found = [p for p in fs.glob(path) if fs.isfile(p)]
     elif fs.isdir(path):
         found = fs.find(path)
@@ -102,15 +124,34 @@ def expand(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     return sorted(_unstrip(fs, p) for p in found)
 
 
+def listdir(uri: str) -> list[str]:
+    """Names directly inside a folder (none if it does not exist)."""
+    fs, path = filesystem(uri)
+    try:
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+
+
 def makedirs(uri: str) -> None:
     fs, path = filesystem(uri)
     if not is_object_store(fs):
         fs.makedirs(path, exist_ok=True)
 
 
+def temp_name(path: str, tag: str) -> str:
+    """The temporary name beside ``path``: hidden, marked as vaezip's (``.vz``) and as the
+    job's (``tag``), so a clean-up can tell it from anyone else's ``.tmp`` file."""
+    marker = f"vz-{tag}" if tag else "vz"
+    return posixpath.join(
+        posixpath.dirname(path), f".{posixpath.basename(path)}.{marker}.{uuid.uuid4().hex}.tmp"
+    )
+
+
 @contextmanager
-def atomic_write(uri: str) -> Iterator[IO[bytes]]:
-    """Open ``uri`` for writing so it appears whole or not at all."""
+def atomic_write(uri: str, tag: str = "") -> Iterator[IO[bytes]]:
+    """Open ``uri`` for writing so it appears whole or not at all; ``tag`` marks the
+    temporary file as the job's own (see ``remove_stale_temps``)."""
     fs, path = filesystem(uri)
     if is_object_store(fs):
         # An object appears when its upload completes on close. On an error, abort the upload
@@ -126,7 +167,7 @@ def atomic_write(uri: str) -> Iterator[IO[bytes]]:
         f.close()
         return
     fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
-    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_name(path, tag)
     try:
         with fs.open(tmp, "wb") as f:
             yield f
@@ -136,25 +177,40 @@ def atomic_write(uri: str) -> Iterator[IO[bytes]]:
             fs.rm(tmp)
 
 
-def remove_stale_temps(folder: str) -> int:
-    """Delete the temporary files of writers that died mid-write; returns how many.
-
-    Only for a folder one job writes at a time (an archive or a decode output)."""
+def remove_stale_temps(folder: str, tag: str | None) -> int:
+    """Delete the temporary files that vaezip writers of job ``tag`` left when they died
+    mid-write (``tag=None``: of any vaezip job); returns how many. Anybody else's files,
+    ``.tmp`` or not, stay."""
     fs, path = filesystem(folder)
     if is_object_store(fs) or not fs.isdir(path):
         return 0
-    stale = [
-        p
-        for p in fs.find(path, withdirs=False)
-        if posixpath.basename(p).startswith(".") and p.endswith(".tmp")
-    ]
+    marker = ".vz." if tag == "" else f".vz-{tag}." if tag else ".vz"
+    stale = []
+    for p in fs.find(path, withdirs=False):
+        name = posixpath.basename(p)
+        if name.startswith(".") and name.endswith(".tmp") and marker in name:
+            stale.append(p)
     for p in stale:
         fs.rm(p)
     return len(stale)
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    with atomic_write(uri) as f:
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write ``uri`` only if nothing is there yet, atomically (O_EXCL on a disk, a conditional
+    PUT on S3); False if something was."""
+    fs, path = filesystem(uri)
+    if not is_object_store(fs):
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_bytes(uri: str, data: bytes, tag: str = "") -> None:
+    with atomic_write(uri, tag) as f:
         f.write(data)
 
 

@@ -4,6 +4,7 @@ Attempts are counted in files (a retry may land on another actor, another proces
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,16 @@ class FlakyWorker:
     def info(self) -> dict:
         return {"device": "cpu"}
 
+    def calibrate(self, times_to_die: int) -> int:
+        """Dies (the process, as an OOM kill would) the first ``times_to_die`` calls."""
+        mark = self.log / "calibrate"
+        with mark.open("a") as f:
+            f.write("x\n")
+        attempt = len(mark.read_text().splitlines())
+        if attempt <= times_to_die:
+            os._exit(1)
+        return attempt
+
     def process(self, shard: Shard) -> ShardResult:
         mark = self.log / shard.name
         with mark.open("a") as f:
@@ -27,6 +38,8 @@ class FlakyWorker:
         attempt = len(mark.read_text().splitlines())
         if shard.name.startswith("corrupt"):
             raise InputError(shard.source, "corrupt input", row=3)
+        if shard.name.startswith("oom"):
+            raise MemoryError()
         if attempt <= self.fail_times.get(shard.name, 0):
             raise ConnectionError(f"{shard.source}: connection reset by peer")
         return ShardResult(shard.name, shard.source, ok=True, rows=1)

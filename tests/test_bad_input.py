@@ -200,6 +200,49 @@ def image_file_corrupt(d, x, y):
     return ["--images-per-shard", "5"], "images-00002", r"b/bad\.png: corrupt image bytes"
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb:
+    45 bytes that claim 2.5 billion pixels)."""
+    import struct
+    import zlib
+
+    data = bytearray(png(np.zeros((1, 1), np.uint8)))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def parquet_png_bomb(d, x, y):
+    t = table(x[:10], y[:10])
+    images = t["image"].to_pylist()
+    images[4] = png_declaring(50000, 50000)
+    pq.write_table(t.set_column(0, "image", pa.array(images, pa.binary())), d / "b.parquet")
+    return [], "b.parquet", r"b\.parquet row 4: image (of 50000x50000 pixels )?is over the limit"
+
+
+def image_file_too_large(d, x, y):
+    (d / "b").mkdir()
+    (d / "b" / "big.png").write_bytes(png_declaring(12000, 12000))
+    return ["--images-per-shard", "5"], "images-00002", r"b/big\.png: image of 12000x12000 pixels"
+
+
+def tar_member_too_large(d, x, y):
+    with tarfile.open(d / "b.tar", "w") as t:
+        info = tarfile.TarInfo("k_000.npy")
+        info.size = 16 << 30  # the header claims 16 GB; nothing follows
+        t.addfile(info)
+    return [], "b.tar", r"b\.tar: member 'k_000\.npy' declares 17,179,869,184 bytes, over the limit"
+
+
+def parquet_nul_key(d, x, y):
+    ids = [f"d{i}" for i in range(10)]
+    ids[6] = "d\x006"
+    pq.write_table(table(x[:10], y[:10]).set_column(2, "id", pa.array(ids)), d / "b.parquet")
+    return ["--key-column", "id"], "b.parquet", r"b\.parquet row 6: key 'd\\x006' holds a NUL character"
+
+
 GOOD = {
     "npy": lambda d, x, y, i: np.save(d / f"a{i}.npy", x),
     "npz": lambda d, x, y, i: np.savez(d / f"a{i}.npz", image=x, label=y),
@@ -241,6 +284,10 @@ CASES = {
     tar_sample_without_image: "tar",
     tar_bad_class: "tar",
     image_file_corrupt: "images",
+    parquet_png_bomb: "parquet",
+    image_file_too_large: "images",
+    tar_member_too_large: "tar",
+    parquet_nul_key: "parquet",
 }
 
 
@@ -375,7 +422,7 @@ DAMAGE = [
 def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_ckpt):
     arch = tmp_path / "arch"
     arch.mkdir()
-    for p in archive.glob("*.vz.parquet"):
+    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
         (arch / p.name).write_bytes(p.read_bytes())
     pattern = damage(arch / "p1.npz.vz.parquet")
     rec = tmp_path / "rec"
@@ -424,3 +471,82 @@ def test_input_errors_cross_processes_intact():
     err = pickle.loads(pickle.dumps(InputError("s3://b/x.npy", "truncated", row=7, retryable=True)))
     assert (err.uri, err.reason, err.row, err.retryable) == ("s3://b/x.npy", "truncated", 7, True)
     assert str(err) == "s3://b/x.npy row 7: truncated"
+
+
+def _replace_row(path, column: str, row: int, value, type_) -> None:
+    pf = pq.ParquetFile(path)
+    t = pf.read()
+    values = t[column].to_pylist()
+    values[row] = value
+    t = t.set_column(t.schema.get_field_index(column), column, pa.array(values, type_))
+    pq.write_table(t.replace_schema_metadata(pf.schema_arrow.metadata), path)
+
+
+@pytest.mark.parametrize("bomb", ["frame", "latent_shape"])
+def test_decode_bombs_are_refused_before_allocating(bomb, tmp_path, digits, digits_ckpt):
+    """A row's zstd frame that declares far more than its latent shape holds, or a latent shape
+    that claims gigabytes: refused from the headers, the row named, the other shards finished."""
+    import zstandard
+
+    x, y = digits
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        np.savez(data / f"p{i}.npz", image=x[i * 50 : (i + 1) * 50], label=y[i * 50 : (i + 1) * 50])
+    arch = tmp_path / "arch"
+    assert encode(data, digits_ckpt, arch, "--framing", "row") == 0
+    victim = arch / "p1.npz.vz.parquet"
+    if bomb == "frame":  # 1 MiB of zeros compresses to a few dozen bytes
+        frame = zstandard.ZstdCompressor().compress(bytes(1 << 20))
+        _replace_row(victim, "vz_codes", 5, frame, pa.binary())
+        pattern = r"p1\.npz\.vz\.parquet row 5: codes do not decompress \(the frame declares 1,048,576 bytes"
+    else:
+        _replace_row(victim, "vz_latent_shape", 5, [8, 1 << 20, 1 << 20], pa.list_(pa.int32()))
+        pattern = r"p1\.npz\.vz\.parquet row 5: latent shape .* claims [\d,]+ bytes of codes, over the limit"
+    rec = tmp_path / "rec"
+    assert decode(arch, digits_ckpt, rec) == 1
+    failures = json.loads((rec / "failures.json").read_text())
+    assert [f["shard"] for f in failures] == ["p1.npz.npy"] and failures[0]["attempts"] == 1
+    assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
+    assert sorted(p.name for p in rec.glob("*.npy")) == ["p0.npz.npy", "p2.npz.npy"]
+
+
+def test_inspect_of_a_damaged_page_is_one_line(tmp_path, archive, capsys):
+    from jobs import inspect as inspect_job
+    from jobs._cli import run_main
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
+        (arch / p.name).write_bytes(p.read_bytes())
+    path = arch / "p1.npz.vz.parquet"
+    md = pq.ParquetFile(path).metadata  # a page inspect reads: the latent shapes
+    chunk = md.row_group(0).column(pq.ParquetFile(path).schema_arrow.get_field_index("vz_latent_shape"))
+    data = bytearray(path.read_bytes())
+    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+    assert run_main(inspect_job.main, [str(arch)]) == 2
+    assert "p1.npz.vz.parquet: damaged archive file" in error_line(capsys.readouterr().err)
+    flipped_byte_on_disk(archive_copy := arch / "p0.npz.vz.parquet")  # a page it does not read
+    path.write_bytes((archive / "p1.npz.vz.parquet").read_bytes())
+    assert run_main(inspect_job.main, [str(arch)]) == 1  # the sha256 check still finds it
+    assert f"{archive_copy}: sha256 does not match" in capsys.readouterr().out
+
+
+def test_a_key_too_long_for_a_file_name_fails_its_shard_once(tmp_path, digits, digits_ckpt):
+    x, y = digits
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        ids = [f"k{i}-{j}" for j in range(10)]
+        if i == 1:
+            ids[3] = "k" * 300  # a valid key, but no file system takes it as a name
+        pq.write_table(table(x[:10], y[:10]).set_column(2, "id", pa.array(ids)), data / f"p{i}.parquet")
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert encode(data, digits_ckpt, arch, "--key-column", "id") == 0
+    assert decode(arch, digits_ckpt, rec, "--format", "images") == 1
+    failures = json.loads((rec / "failures.json").read_text())
+    assert [f["shard"] for f in failures] == ["p1.parquet.index.parquet"] and failures[0]["attempts"] == 1
+    assert re.search(
+        r"p1\.parquet\.index\.parquet row 3: key 'k+' cannot be a file name", failures[0]["error"]
+    )

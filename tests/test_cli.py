@@ -162,3 +162,21 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     text = caplog.text
     assert "shard good.npy.vz.parquet: 20 rows" in text
     assert "shard bad.npy.vz.parquet failed: " in text and "bad.npy row 7: sample holds NaN" in text
+
+
+@pytest.mark.parametrize(
+    "err, line",
+    [
+        (
+            OSError(28, "No space left on device", "/out/failures.json"),
+            "error: /out/failures.json: No space left on device",
+        ),
+        (PermissionError(13, "Permission denied", "/ro/job.json"), "error: /ro/job.json: Permission denied"),
+    ],
+)
+def test_the_drivers_own_io_errors_are_one_line(capsys, err, line):
+    def main(argv):
+        raise err
+
+    assert run_main(main, []) == 2
+    assert capsys.readouterr().err == line + "\n"

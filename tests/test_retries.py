@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
 
 
 def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tmp_path):
-    shards = [Shard(f"s3://bucket/{n}", n, n) for n in ["ok", "flaky", "down", "corrupt"]]
+    shards = [Shard(f"s3://bucket/{n}", n, n) for n in ["ok", "flaky", "down", "corrupt", "oom"]]
     spec = {"log": str(tmp_path), "fail_times": {"flaky": 2, "down": 99}}
     config = PoolConfig(actors=2, max_attempts=3, retry_backoff_s=0.3)
     results = run(FlakyWorker, spec, config, lambda pool: {r.name: r for r in pool.map(shards)})
@@ -27,3 +27,24 @@ def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tm
     assert not results["corrupt"].ok and results["corrupt"].attempts == 1  # not retried
     assert results["corrupt"].error == "s3://bucket/corrupt row 3: corrupt input"
     assert len((tmp_path / "corrupt").read_text().split()) == 1
+    # an error with no message still says what it was
+    assert results["oom"].error == "failed 3 times; last: MemoryError"
+
+
+def test_a_worker_dying_during_calibration_is_replaced_and_calibration_retried(tmp_path):
+    spec = {"log": str(tmp_path), "fail_times": {}}
+    config = PoolConfig(actors=1, max_attempts=3)
+    assert run(FlakyWorker, spec, config, lambda pool: pool.call_one("calibrate", 2)) == 3
+
+
+def test_calibration_that_keeps_killing_workers_is_one_clear_error(tmp_path):
+    from pipeline.errors import ConfigError
+
+    spec = {"log": str(tmp_path), "fail_times": {}}
+    with pytest.raises(ConfigError, match="calibrate failed 2 times: the worker died each time"):
+        run(
+            FlakyWorker,
+            spec,
+            PoolConfig(actors=1, max_attempts=2),
+            lambda pool: pool.call_one("calibrate", 9),
+        )

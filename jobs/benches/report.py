@@ -13,6 +13,9 @@ NOTES = "docs/BENCHMARK_NOTES.md"
 DIGIT_CODECS = ("jpeg", "webp", "jpeg_tiled", "webp_tiled", "png", "png_tiled")
 
 
+BOMB_BOUND_MIB = 1536  # a worker's peak on any bomb (the reliability issue's figure)
+
+
 def _s(d: dict, fmt: str = ".2f") -> str:
     return f"{d['median']:{fmt}} ({d['low']:{fmt}}-{d['high']:{fmt}})"
 
@@ -83,6 +86,15 @@ def targets(results: dict) -> list[list[str]]:
             results["memory"]["ratio"],
             results["memory"]["ratio"] <= 1.2,
             ".3f",
+        )
+    bombs = [b for b in results.get("bombs", []) if b["case"] != "good shard"]
+    if bombs:
+        worst = max(b["peak_mib"] for b in bombs)
+        add(
+            f"hostile input: worker peak MiB <= {BOMB_BOUND_MIB} on each bomb, each refused",
+            worst,
+            worst <= BOMB_BOUND_MIB and not any(b["ok"] for b in bombs),
+            ".0f",
         )
     for name, c in results.get("codec", {}).items():
         r = c["vaezip_bytes"] / min(c["h_channel_bytes"], c["h_channel_left_bytes"])
@@ -253,6 +265,28 @@ def write_page(results: dict, page: str, out: str) -> None:
             ],
         )
         lines += [f"Ratio 10x / 1x: **{mem['ratio']:.3f}**.", ""]
+    if "bombs" in results:
+        lines += [
+            "## Hostile input",
+            "",
+            "Peak RSS of a fresh worker process (demo photo model loaded, calibrated, then one "
+            "shard holding a decompression bomb beside good rows; `jobs/benches/bombs.py`). "
+            "Each bomb is refused from its header (`--max-pixels`, `--max-member-bytes`, a row "
+            f"frame's declared size) before anything is allocated for it. Bound: {BOMB_BOUND_MIB} MiB.",
+            "",
+        ]
+        lines += _table(
+            ["case", "refused with", "peak after start MiB", "peak MiB"],
+            [
+                [
+                    b["case"],
+                    "-" if b["ok"] else (b["error"] or "").split(": ", 1)[-1][:90],
+                    f"{b['peak_after_start_mib']:.0f}",
+                    f"{b['peak_mib']:.0f}",
+                ]
+                for b in results["bombs"]
+            ],
+        )
     if "codec" in results:
         level = next(iter(results["codec"].values()))["level"]
         lines += [

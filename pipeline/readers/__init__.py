@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
 from pipeline.readers.arrays import iter_npy, iter_npz
-from pipeline.readers.base import Batch
+from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, iter_images
 from pipeline.readers.parquet import iter_parquet
 from pipeline.readers.webdataset import iter_webdataset
@@ -39,6 +39,7 @@ class ReadOptions:
     batch_rows: int = 256
     array_key: str | None = None  # .npz: which array holds the samples
     column: str | None = None  # Parquet column / WebDataset field holding the samples
+    limits: Limits = Limits()  # what one sample may claim (pixels, tar member bytes)
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -76,15 +77,15 @@ def iter_batches(
     try:
         if fmt == "images":  # one image file alone is a group of one under its folder
             root = source if members else posixpath.dirname(source)
-            yield from iter_images(members or (source,), root, options.batch_rows)
+            yield from iter_images(members or (source,), root, options.batch_rows, options.limits.max_pixels)
         elif fmt == "webdataset":
-            yield from iter_webdataset(source, options.batch_rows, options.column)
+            yield from iter_webdataset(source, options.batch_rows, options.column, options.limits)
         elif fmt == "npy":
             yield from iter_npy(source, options.batch_rows)
         elif fmt == "npz":
             yield from iter_npz(source, options.batch_rows, options.array_key)
         else:
-            yield from iter_parquet(source, options.batch_rows, options.column)
+            yield from iter_parquet(source, options.batch_rows, options.column, options.limits.max_pixels)
     except FileNotFoundError as err:
         raise InputError(err.filename or source, "file not found") from err
     except PermissionError as err:

@@ -27,3 +27,16 @@ class Batch:
     @property
     def rows(self) -> range:
         return range(self.start_row, self.start_row + len(self.samples))
+
+
+# What one sample may claim before anything is allocated for it. A 45-byte PNG can declare
+# 50000x50000 pixels, a 10 KB sparse tar member 16 GB: limits are checked against the
+# headers, so a worker's memory stays bounded whatever the input claims.
+DEFAULT_MAX_PIXELS = 1 << 22  # 4.2 million pixels (2048 x 2048): a demo conv VAE's activations
+DEFAULT_MAX_MEMBER_BYTES = 256 << 20  # one WebDataset member
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES

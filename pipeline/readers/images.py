@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.readers.base import Batch
+from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -33,15 +33,28 @@ _KEEP_MODES = {
 }
 
 
-def decode_image(data: bytes, uri: str, row: int | None) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W) or (H, W, 3)."""
+def decode_image(data: bytes, uri: str, row: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> uint8 (H, W) or (H, W, 3); an image whose header declares more
+    than ``max_pixels`` is refused before its pixels are decoded."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise InputError(
+                    uri,
+                    f"image of {img.width}x{img.height} pixels is over the limit of {max_pixels:,} "
+                    "(--max-pixels)",
+                    row=row,
+                )
             img.load()
             mode = _KEEP_MODES.get(img.mode)
             if mode is None:
                 raise InputError(uri, f"unsupported image mode {img.mode!r}", row=row)
             return np.asarray(img.convert(mode) if img.mode != mode else img, dtype=np.uint8).copy()
+    except Image.DecompressionBombError as err:
+        # Pillow's own guard fired first (past twice its MAX_IMAGE_PIXELS): the same refusal
+        raise InputError(
+            uri, f"image is over the limit of {max_pixels:,} pixels (--max-pixels; {err})", row=row
+        ) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise InputError(uri, f"corrupt image bytes ({err})", row=row) from err
 
@@ -50,10 +63,12 @@ def relative(uri: str, root: str) -> str:
     return posixpath.relpath(uri.split("://", 1)[-1], root.split("://", 1)[-1])
 
 
-def iter_images(files: tuple[str, ...], root: str, batch_rows: int) -> Iterator[Batch]:
+def iter_images(
+    files: tuple[str, ...], root: str, batch_rows: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Batch]:
     """Decode ``files`` in order, ``batch_rows`` at a time; errors name the image file."""
     for start in range(0, len(files), batch_rows):
         chunk = files[start : start + batch_rows]
-        samples = [decode_image(storage.read_bytes(f), f, None) for f in chunk]
+        samples = [decode_image(storage.read_bytes(f), f, None, max_pixels) for f in chunk]
         paths = [relative(f, root) for f in chunk]
         yield Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.readers.base import Batch
+from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 from pipeline.readers.images import decode_image
 
 
@@ -46,21 +46,23 @@ def pick_column(schema: pa.Schema, uri: str, column: str | None) -> str:
     raise InputError(uri, f"no image-bytes or tensor column among {schema.names}; pass --column")
 
 
-def _sample(value: Any, kind: str, uri: str, row: int) -> np.ndarray:
+def _sample(value: Any, kind: str, uri: str, row: int, max_pixels: int) -> np.ndarray:
     if value is None:
         raise InputError(uri, "sample is null", row=row)
     if kind == "image":
         data = value.get("bytes") if isinstance(value, dict) else value
         if data is None:
             raise InputError(uri, "image struct has no bytes", row=row)
-        return decode_image(data, uri, row)
+        return decode_image(data, uri, row, max_pixels)
     try:
         return np.asarray(value)
     except ValueError as err:
         raise InputError(uri, f"ragged tensor ({err})", row=row) from err
 
 
-def iter_parquet(uri: str, batch_rows: int, column: str | None = None) -> Iterator[Batch]:
+def iter_parquet(
+    uri: str, batch_rows: int, column: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
             pf = pq.ParquetFile(f)
@@ -73,7 +75,7 @@ def iter_parquet(uri: str, batch_rows: int, column: str | None = None) -> Iterat
         try:
             for rb in pf.iter_batches(batch_size=batch_rows):
                 values = rb.column(name).to_pylist()
-                samples = [_sample(v, kind, uri, start + i) for i, v in enumerate(values)]
+                samples = [_sample(v, kind, uri, start + i, max_pixels) for i, v in enumerate(values)]
                 cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
                 yield Batch(source=uri, start_row=start, samples=samples, columns=cols)
                 start += len(values)

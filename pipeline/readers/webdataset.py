@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.readers.base import Batch
+from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, decode_image
 
 IMAGE_FIELDS = tuple(s[1:] for s in IMAGE_SUFFIXES)
@@ -56,7 +56,7 @@ def _value(field: str, data: bytes, uri: str, row: int) -> Any:
     return data
 
 
-def _samples(f: IO[bytes], uri: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+def _samples(f: IO[bytes], uri: str, max_member_bytes: int) -> Iterator[tuple[str, dict[str, bytes]]]:
     key: str | None = None
     fields: dict[str, bytes] = {}
     try:
@@ -71,6 +71,12 @@ def _samples(f: IO[bytes], uri: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                     key, fields = k, {}
                 if field in fields:
                     raise InputError(uri, f"sample {k!r} has field .{field} twice")
+                if member.size > max_member_bytes:  # checked on the header, before reading
+                    raise InputError(
+                        uri,
+                        f"member {member.name!r} declares {member.size:,} bytes, over the limit of "
+                        f"{max_member_bytes:,}",
+                    )
                 extracted = tar.extractfile(member)
                 assert extracted is not None
                 fields[field] = extracted.read()
@@ -80,7 +86,9 @@ def _samples(f: IO[bytes], uri: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, fields
 
 
-def iter_webdataset(uri: str, batch_rows: int, column: str | None = None) -> Iterator[Batch]:
+def iter_webdataset(
+    uri: str, batch_rows: int, column: str | None = None, limits: Limits = Limits()
+) -> Iterator[Batch]:
     row = 0
     names: list[str] | None = None
     batch: list[tuple[str, dict[str, bytes]]] = []
@@ -100,7 +108,9 @@ def iter_webdataset(uri: str, batch_rows: int, column: str | None = None) -> Ite
                 )
                 raise InputError(uri, f"sample {key!r} has no {want}", row=r)
             data = fields.pop(field)
-            samples.append(_npy(data, uri, r) if field == "npy" else decode_image(data, uri, r))
+            samples.append(
+                _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
+            )
             if names is None:
                 names = sorted(fields)
             if sorted(fields) != names:
@@ -114,7 +124,7 @@ def iter_webdataset(uri: str, batch_rows: int, column: str | None = None) -> Ite
         return Batch(source=uri, start_row=start, samples=samples, columns=columns, ids=keys)
 
     with storage.open_read(uri) as f:
-        for sample in _samples(f, uri):
+        for sample in _samples(f, uri, limits.max_member_bytes):
             batch.append(sample)
             row += 1
             if len(batch) == batch_rows:

@@ -1,0 +1,134 @@
+"""What decode, inspect and verify trust about an archive, checked against what encode
+recorded when it committed each file.
+
+    archive folder -> manifest.json (or, before it exists, the _done/ records)
+      -> every listed file present, with its recorded size; every archive file listed
+      -> Listed(uri, rows, bytes, sha256) per file, for the reader to check the file's
+         sha256 and row count against (verify_sha256) before it trusts the contents
+
+Together with the Parquet page CRCs, the per-row CRC-32 of the codes and the footer's own
+checksum (pipeline.format), every byte decode trusts is covered by a checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+
+from pipeline import storage
+from pipeline.completion import read_record
+from pipeline.errors import InputError
+from pipeline.format import archive_files, read_meta_and_rows
+from pipeline.manifest import MANIFEST
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An archive file as its completion record or the manifest describes it (``sha256`` None:
+    nothing describes it)."""
+
+    uri: str
+    name: str
+    rows: int | None
+    bytes: int | None
+    sha256: str | None
+
+    def problem(self) -> str | None:
+        """What is wrong with the file that can be told without reading it."""
+        if self.sha256 is None:
+            return (
+                "not listed in the archive's manifest or completion records, so no checksum "
+                "covers it (a file of another job, or copied in by hand?)"
+            )
+        try:
+            size = storage.size(self.uri)
+        except FileNotFoundError:
+            return "listed in the archive's manifest but missing"
+        if size != self.bytes:
+            return (
+                f"{size:,} bytes, the archive's record says {self.bytes:,}: the file changed "
+                "after it was written"
+            )
+        return None
+
+
+def _folder_of(uri: str, files: list[str]) -> str:
+    """The archive folder: the input itself, or the folder of the file (or glob) named."""
+    if storage.is_glob(uri) or (len(files) == 1 and files[0].rstrip("/") == uri.rstrip("/")):
+        return posixpath.dirname(files[0]) or "."
+    return uri
+
+
+def _manifest_entries(folder: str) -> dict[str, dict] | None:
+    uri = storage.join(folder, MANIFEST)
+    try:
+        data = json.loads(storage.read_bytes(uri))
+        entries = {str(e["name"]): e for e in data["shards"]}
+        for e in entries.values():
+            int(e["rows"]), int(e["bytes"]), str(e["sha256"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(uri, f"not a readable manifest ({err})") from err
+    return entries
+
+
+def listed_files(archive: str) -> list[Listed]:
+    """Every archive file found, and (for a whole archive folder) every file its manifest lists,
+    with what the manifest (or, while the archive is being written, the completion records)
+    recorded of it. Nothing is judged here: each file's ``problem()`` fails its own shard."""
+    files = archive_files(archive)
+    folder = _folder_of(archive, files)
+    entries = _manifest_entries(folder)
+    if entries is None:
+        entries = {}
+        for f in files:
+            r = read_record(folder, storage.basename(f))
+            if r is not None:
+                entries[r.name] = {"rows": r.rows, "bytes": r.bytes, "sha256": r.sha256}
+    found = {storage.basename(f): f for f in files}
+    if not storage.is_glob(archive) and storage.within(folder, archive):  # the whole folder
+        found.update({n: storage.join(folder, n) for n in entries if n not in found})
+    listed = []
+    for name in sorted(found):
+        e = entries.get(name)
+        if e is None:
+            listed.append(Listed(found[name], name, None, None, None))
+        else:
+            listed.append(Listed(found[name], name, int(e["rows"]), int(e["bytes"]), str(e["sha256"])))
+    return listed
+
+
+def sha256_of(uri: str) -> str:
+    h = hashlib.sha256()
+    with storage.open_read(uri) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(uri: str, expected: str) -> None:
+    if sha256_of(uri) != expected:
+        raise InputError(
+            uri, "sha256 does not match the archive's record: the file changed after it was written"
+        )
+
+
+def check_archive(uri: str) -> list[str]:
+    """Every file of an archive checked against its manifest (or completion records): presence,
+    size, sha256 and row count. Returns the problems, one line each (none: all is well)."""
+    problems = []
+    for f in listed_files(uri):
+        problem = f.problem()
+        if problem is None and f.sha256 is not None:
+            if sha256_of(f.uri) != f.sha256:
+                problem = "sha256 does not match the archive's record: the file changed after it was written"
+            elif read_meta_and_rows(f.uri)[1] != f.rows:
+                problem = f"row count differs from the archive's record ({f.rows})"
+        if problem:
+            problems.append(f"{f.uri}: {problem}")
+    return problems

@@ -1,0 +1,245 @@
+"""Nothing silently wrong: decode, inspect and verify trust only what a checksum covers, and an
+output folder holds exactly one job's files. Real Ray; each case is one an attack run found."""
+
+import hashlib
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from jobs import inspect as inspect_job
+from jobs import verify as verify_job
+from jobs._cli import run_main
+from tests.helpers import decode, encode
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, digits_dir, digits_ckpt):
+    arch = tmp_path_factory.mktemp("integrity") / "arch"
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    return arch
+
+
+@pytest.fixture
+def arch(tmp_path, archive):
+    """A private copy of the archive to damage."""
+    return shutil.copytree(archive, tmp_path / "arch")
+
+
+def _failures(out) -> dict[str, str]:
+    return {f["shard"]: f["error"] for f in json.loads((out / "failures.json").read_text())}
+
+
+def _change_a_step_digit(path, keep_footer_checksum_valid: bool) -> None:
+    """Change one digit of the first quantizer step inside the footer JSON, in place (the
+    file keeps its size: a bit flip, or a careless hand edit)."""
+    data = bytearray(path.read_bytes())
+    begin = data.index(b'{"codec"')  # the footer JSON (sorted keys), ending with source_uri
+    end = data.index(b'"}', data.index(b'"source_uri"', begin)) + 2
+    old_digest = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
+    start = data.index(b'"step": [', begin) + len(b'"step": [')
+    i = next(j for j in range(start, start + 40) if chr(data[j]) in "123456789")
+    data[i] = ord("1") if data[i] != ord("1") else ord("2")
+    if keep_footer_checksum_valid:  # as one who knows the format would: only the manifest catches it
+        at = data.index(old_digest, end)
+        data[at : at + 64] = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("valid_footer", [False, True])
+def test_a_changed_quantizer_step_in_a_footer_is_caught(arch, tmp_path, digits_ckpt, valid_footer):
+    victim = arch / "digits-00001.npz.vz.parquet"
+    size = victim.stat().st_size
+    _change_a_step_digit(victim, valid_footer)
+    assert victim.stat().st_size == size
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out) == 1
+    error = _failures(out)["digits-00001.npz.npy"]
+    expected = "sha256 does not match" if valid_footer else "metadata does not match its checksum"
+    assert expected in error and "digits-00001.npz.vz.parquet" in error
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"digits-0000{i}.npz.npy" for i in (0, 2, 3)]
+    assert run_main(inspect_job.main, [str(arch)]) != 0
+
+
+def test_a_file_deleted_after_the_manifest_fails_its_shard(arch, tmp_path, digits_ckpt, capsys):
+    (arch / "digits-00002.npz.vz.parquet").unlink()
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out) == 1
+    assert "listed in the archive's manifest but missing" in _failures(out)["digits-00002.npz.npy"]
+    assert run_main(inspect_job.main, [str(arch)]) == 1
+    assert (
+        "digits-00002.npz.vz.parquet: listed in the archive's manifest but missing" in capsys.readouterr().out
+    )
+
+
+def test_a_lying_manifest_is_caught(arch, tmp_path, digits_ckpt, capsys):
+    manifest = json.loads((arch / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = "0" * 64  # a hash that lies
+    manifest["shards"].append(dict(manifest["shards"][1], name="ghost.npz.vz.parquet"))  # a ghost
+    (arch / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out) == 1
+    failures = _failures(out)
+    assert "sha256 does not match" in failures["digits-00000.npz.npy"]
+    assert "missing" in failures["ghost.npz.npy"]
+    assert set(failures) == {"digits-00000.npz.npy", "ghost.npz.npy"}
+    assert run_main(inspect_job.main, [str(arch)]) == 1
+    text = capsys.readouterr().out
+    assert "2 file(s) FAILED" in text
+
+
+def test_a_file_no_record_covers_is_refused(arch, tmp_path, digits_ckpt):
+    shutil.copy(arch / "digits-00003.npz.vz.parquet", arch / "stranger.vz.parquet")
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out) == 1
+    assert "no checksum covers it" in _failures(out)["stranger.npy"]
+
+
+def test_verify_checks_the_archive_against_its_manifest(arch, tmp_path, digits_dir, digits_ckpt, capsys):
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out) == 0
+    args = ["--original", digits_dir, "--restored", str(out), "--archive", str(arch)]
+    assert run_main(verify_job.main, args) == 0
+    assert "every file matches its manifest entry" in capsys.readouterr().out
+    data = bytearray((arch / "digits-00000.npz.vz.parquet").read_bytes())
+    data[len(data) // 2] ^= 1
+    (arch / "digits-00000.npz.vz.parquet").write_bytes(bytes(data))
+    assert run_main(verify_job.main, args) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_overwrite_leaves_exactly_one_jobs_files(tmp_path, digits_dir, digits_ckpt):
+    arch = tmp_path / "arch"
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    shutil.copy(f"{digits_dir}/digits-00000.npz", narrow / "only.npz")
+    (arch / "colleague-notes.txt").write_text("not vaezip's")
+    assert encode(narrow, digits_ckpt, arch, "--overwrite", "--zstd-level", "3") == 0
+    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["only.npz.vz.parquet"]
+    assert sorted(p.name for p in (arch / "_done").iterdir()) == ["only.npz.vz.parquet.json"]
+    assert (arch / "colleague-notes.txt").exists()
+    assert [s["name"] for s in json.loads((arch / "manifest.json").read_text())["shards"]] == [
+        "only.npz.vz.parquet"
+    ]
+
+
+def test_a_decode_rerun_after_a_reencode_redoes_everything_and_keeps_nothing_stale(
+    tmp_path, digits_dir, digits_ckpt, capsys
+):
+    arch, out = tmp_path / "arch", tmp_path / "out"
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    assert decode(arch, digits_ckpt, out, "--format", "images") == 0
+    first_index = sorted(p.name for p in out.glob("*.index.parquet"))
+    assert len(first_index) == 4
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    shutil.copy(f"{digits_dir}/digits-00003.npz", narrow / "late.npz")
+    assert encode(narrow, digits_ckpt, arch, "--overwrite") == 0
+    capsys.readouterr()
+    assert decode(arch, digits_ckpt, out, "--format", "images") == 0
+    assert re.search(r"decoded 1 shards \(0 already complete", capsys.readouterr().out)
+    assert sorted(p.name for p in out.glob("*.index.parquet")) == ["late.npz.index.parquet"]
+    assert not list(out.glob("digits-*/*.png"))  # the earlier decode's images are gone
+    assert len(list((out / "late.npz").iterdir())) == 1797 - 3 * 512
+
+
+def test_a_second_driver_on_a_claimed_output_is_refused_with_one_line(
+    tmp_path, digits_dir, digits_ckpt, capsys
+):
+    import os
+    import socket
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    holder = {"kind": "encode", "host": socket.gethostname(), "pid": os.getppid(), "since": 0}
+    (arch / "_claim.json").write_text(json.dumps(holder))  # a live driver (this test's parent)
+    assert encode(digits_dir, digits_ckpt, arch) == 2
+    err = capsys.readouterr().err
+    assert f"is in use by another encode driver, pid {os.getppid()}" in err and err.count("\n") == 1
+    assert sorted(p.name for p in arch.iterdir()) == ["_claim.json"]  # nothing written
+    holder["pid"] = 2**22 + 12345  # a driver that died: its claim is taken over
+    (arch / "_claim.json").write_text(json.dumps(holder))
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    assert not (arch / "_claim.json").exists()  # released at the end
+
+
+def test_only_this_jobs_temporary_files_are_removed(tmp_path, digits_dir, digits_ckpt):
+    arch = tmp_path / "arch"
+    (arch / "colleague").mkdir(parents=True)
+    theirs = [arch / "colleague" / ".upload-in-progress.tmp", arch / ".other.vz-0123456789abcdef.1.tmp"]
+    for p in theirs:
+        p.write_bytes(b"x")
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    tag = json.loads((arch / "job.json").read_text())["job_fingerprint"][:16]
+    mine = arch / f".digits-00000.npz.vz.parquet.vz-{tag}.dead.tmp"  # a worker that died mid-write
+    mine.write_bytes(b"half")
+    (arch / "_done" / "digits-00000.npz.vz.parquet.json").unlink()  # so the re-run has work to do
+    assert encode(digits_dir, digits_ckpt, arch) == 0
+    assert not mine.exists()
+    assert all(p.exists() for p in theirs)
+
+
+def test_outputs_that_overlap_the_input_are_refused(tmp_path, archive, digits_dir, digits_ckpt, capsys):
+    assert encode(digits_dir, digits_ckpt, f"{digits_dir}/archive") == 2
+    assert "lies inside --input" in capsys.readouterr().err
+    assert decode(archive, digits_ckpt, archive) == 2
+    assert "lies inside --input" in capsys.readouterr().err
+    assert (archive / "manifest.json").exists() and not (archive / "decode.config.yaml").exists()
+
+
+def test_a_folder_named_with_brackets_is_not_a_glob(tmp_path, digits, digits_ckpt):
+    folder = tmp_path / "scans[2024]"
+    folder.mkdir()
+    np.save(folder / "a.npy", digits[0][:20])
+    assert encode(folder, digits_ckpt, tmp_path / "arch") == 0
+    assert (tmp_path / "arch" / "a.npy.vz.parquet").exists()
+
+
+def test_two_inputs_never_share_an_output_file(tmp_path, digits, digits_ckpt, capsys):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    np.save(tmp_path / "in" / "sub" / "d.npy", digits[0][:100])
+    np.save(tmp_path / "in" / "sub__d.npy", digits[0][:50])
+    assert encode(tmp_path / "in", digits_ckpt, tmp_path / "arch") == 2
+    err = capsys.readouterr().err
+    assert (
+        "sub/d.npy" in err and "sub__d.npy" in err and "would both be written to sub__d.npy.vz.parquet" in err
+    )
+    assert not (tmp_path / "arch").exists()
+
+
+def test_decoded_images_never_overwrite_each_other_across_shards(tmp_path, digits, digits_ckpt, capsys):
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    for ext in ("jpg", "png"):
+        Image.fromarray(digits[0][0].astype(np.uint8)).save(tmp_path / "in" / f"x.{ext}")
+    arch = tmp_path / "arch"
+    assert encode(tmp_path / "in", digits_ckpt, arch, "--images-per-shard", "1") == 0
+    capsys.readouterr()
+    assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "images") == 2
+    err = capsys.readouterr().err
+    assert "keys 'x.jpg'" in err and "'x.png'" in err and "would both be written as 'x'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_webdataset_tars_never_share_a_key(tmp_path, digits_ckpt, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):  # ids repeat across files: each file is fine alone
+        pq.write_table(
+            pa.table({"x": [[0.5] * 64] * 3, "id": ["one", "two", "three"]}),
+            tmp_path / "in" / f"{name}.parquet",
+        )
+    arch = tmp_path / "arch"
+    assert encode(tmp_path / "in", digits_ckpt, arch, "--key-column", "id", "--column", "x") == 0
+    capsys.readouterr()
+    assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "webdataset") == 2
+    assert "keys 'one'" in capsys.readouterr().err
+    assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "npy") == 0  # one file per shard
