@@ -10,8 +10,11 @@ samples.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+
+import numpy as np
 
 from jobs._cli import Parser, run_main, save_resolved
 from pipeline import storage
@@ -63,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage.write_bytes(storage.join(args.output, "samples", f"{i:06d}.{ext}"), data)
     storage.write_bytes(storage.join(args.output, "samples.npy"), npy(samples))
     if samples.ndim >= 3:
-        grid = tile(samples, args.columns)
-        zoom = max(1, 512 // max(grid.shape[:2]))  # small samples drawn large, pixel-exact
-        grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
+        cols = args.columns or math.isqrt(len(samples) - 1) + 1
+        zoom = max(1, 512 // (max(samples.shape[1:3]) * cols))  # small samples drawn large, pixel-exact
+        big = samples.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        grid = tile(big, cols, gap=2, fill=255 if big.dtype == np.uint8 else 1.0)  # white between
         _, data = sample_file(grid)
         storage.write_bytes(storage.join(args.output, "grid.png"), data)
     save_resolved(args, storage.join(args.output, CONFIG))

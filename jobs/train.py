@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -124,6 +125,15 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
     )
 
 
+def expected_steps(step: int, total: int, elapsed_s: float, max_seconds: float | None) -> int:
+    """Where training will stop: the last epoch's end, or (with --max-minutes) sooner, when the
+    remaining time at the rate so far runs out. The progress bar's end, so it does not promise
+    39 minutes for a 3-minute budget."""
+    if max_seconds and step >= 5 and elapsed_s > 0:
+        total = min(total, step + int((max_seconds - elapsed_s) * step / elapsed_s) + 1)
+    return max(total, step)
+
+
 @torch.no_grad()
 def grid(model: VAE, title: str, data: np.ndarray, layout: SampleLayout, device: torch.device) -> Grid:
     x = torch.from_numpy(data[:GRID_COLUMNS]).to(device)
@@ -163,9 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = build_model(config)
     with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
+        started = time.perf_counter()
 
         def on_step(step: int, total: int, loss: float) -> None:
-            bar.total = total
+            bar.total = expected_steps(step, total, time.perf_counter() - started, settings.max_seconds)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
 

@@ -11,7 +11,11 @@ Where work runs
     overlap.py       Iterators -> the same items, read ahead (prefetch) or written one behind.
     plan.py          An input (or archive) URI -> deterministic Shard descriptors; fingerprints.
     names.py         A relative path -> its output file names; a row -> its sample key.
-    job.py           Encode settings + calibrated parameters -> JobParams and job.json.
+    job.py           Encode settings + calibrated parameters -> JobParams and job.json;
+                     --overwrite's clean-up of the previous job's files.
+    claim.py         An output folder -> held by one driver at a time (_claim.json).
+    integrity.py     An archive -> its files with what the manifest recorded (size, sha256,
+                     rows); the checks decode, inspect and verify make.
     manifest.py      Completion records -> manifest.json; failures -> failures.json.
     storage.py       URIs -> bytes, listings and atomic writes (the one door to fsspec).
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def tile(samples: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """N equal (H, W[, C]) samples -> one (rows*H, columns*W[, C]) image."""
+def tile(samples: np.ndarray, columns: int | None = None, gap: int = 0, fill: float = 0) -> np.ndarray:
+    """N equal (H, W[, C]) samples -> one image of ``columns`` per row. ``gap`` pixels of
+    ``fill`` between cells keep small samples (digits) apart in a picture; without a gap the
+    grid is exactly (rows*H, columns*W[, C]), as the tiled-codec benchmark needs (``untile``)."""
     n, h, w = samples.shape[:3]
     cols = columns or int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
-    grid = np.zeros((rows * cols, *samples.shape[1:]), dtype=samples.dtype)
-    grid[:n] = samples
-    grid = grid.reshape(rows, cols, h, w, *samples.shape[3:]).swapaxes(1, 2)
-    return grid.reshape(rows * h, cols * w, *samples.shape[3:])
+    grid = np.full((rows * cols, h + gap, w + gap, *samples.shape[3:]), fill, dtype=samples.dtype)
+    grid[:n, :h, :w] = samples
+    grid = grid.reshape(rows, cols, h + gap, w + gap, *samples.shape[3:]).swapaxes(1, 2)
+    image = grid.reshape(rows * (h + gap), cols * (w + gap), *samples.shape[3:])
+    return image[: image.shape[0] - gap, : image.shape[1] - gap] if gap else image
 
 
 def untile(image: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -46,7 +46,8 @@ class Shard:
 def _root(uri: str, files: list[str]) -> str:
     """The folder keys and output names are relative to: the input folder itself, else the
     folder of the input file, else (a glob) the deepest folder holding every match."""
-    if len(files) == 1 and files[0].rstrip("/") == uri.rstrip("/"):
+    fs, path = storage.filesystem(uri)
+    if len(files) == 1 and not storage.is_glob(uri) and not fs.isdir(path):  # one file, named
         return posixpath.dirname(files[0].split("://", 1)[-1])
     if not storage.is_glob(uri):
         return storage.filesystem(uri)[1].rstrip("/")

@@ -49,6 +49,16 @@ def test_reconstruction_grid_has_a_row_per_rate():
     curve = [{"bytes_per_sample": 14.0, "psnr": 23.0}, {"bytes_per_sample": 9.0, "psnr": 20.0}]
     img = np.asarray(Image.open(io.BytesIO(grid_picture(digits, shown, curve))))
     zoom = 48 // 8
-    assert img.shape == (3 * 8 * zoom, 260 + 8 * 8 * zoom, 3)
+    assert img.shape == (3 * 8 * zoom, 260 + 8 * 8 * zoom + 7 * 2, 3)  # 2 px between digits
     top = img[: 8 * zoom : zoom, 260 : 260 + 8 * zoom : zoom, 0]
     assert np.array_equal(top, digits[0])  # the first original, pixel for pixel
+
+
+def test_picture_grids_keep_cells_apart():
+    from pipeline.grid import tile
+
+    samples = np.zeros((5, 3, 4), np.uint8)
+    image = tile(samples, columns=3, gap=2, fill=255)
+    assert image.shape == (2 * 3 + 2, 3 * 4 + 2 * 2)  # no gap after the last row or column
+    assert (image[3:5] == 255).all() and (image[:, 4:6] == 255).all()
+    assert (image[:3, :4] == 0).all() and (image[5:, 12:] == 255).all()  # the blank sixth cell

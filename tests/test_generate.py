@@ -40,9 +40,11 @@ def test_samples_are_the_decoder_of_prior_draws(tmp_path, digits_ckpt):
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
     assert np.array_equal(np.asarray(Image.open(files[4])), samples[4])
     grid = np.asarray(Image.open(out / "grid.png"))
-    zoom = 512 // (4 * 8)  # 10 samples: a 4x3 grid of 8x8
-    assert grid.shape == (3 * 8 * zoom, 4 * 8 * zoom)
-    assert np.array_equal(grid[::zoom, ::zoom][:8, 8:16], samples[1])
+    zoom = 512 // (4 * 8)  # 10 samples: a 4x3 grid of 8x8, enlarged, 2 white pixels apart
+    cell = 8 * zoom
+    assert grid.shape == (3 * cell + 2 * 2, 4 * cell + 3 * 2)
+    assert np.array_equal(grid[:cell:zoom, cell + 2 : 2 * cell + 2 : zoom], samples[1])
+    assert (grid[:, cell : cell + 2] == 255).all()
 
 
 def test_same_seed_same_samples_other_seed_other_samples(tmp_path, digits_ckpt):

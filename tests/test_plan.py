@@ -57,3 +57,10 @@ def test_names_and_keys():
     with pytest.raises(ValueError, match="not an archive file name"):
         archive_stem("x.parquet")
     assert sample_key("x/y.npz", 17) == "x/y.npz:17"
+
+
+def test_a_single_file_named_by_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("d.npy", np.zeros((3, 4), np.float32))
+    (shard,) = plan_shards("d.npy")
+    assert (shard.relpath, shard.name) == ("d.npy", "d.npy.vz.parquet")  # was "..vz.parquet", ".:0"

@@ -215,3 +215,18 @@ def test_webdataset_npy_field_and_errors(tmp_path):
     _tar(tmp_path / "d.tar", [("k0.cls", b"x"), ("k0.npy", buf.getvalue())])
     with pytest.raises(InputError, match=r"d\.tar row 0: field \.cls is not an integer"):
         _collect(str(tmp_path / "d.tar"))
+
+
+def test_npz_metadata_arrays_beside_the_samples_are_skipped(tmp_path):
+    from pipeline.readers import iter_batches
+
+    np.savez(
+        tmp_path / "m.npz",
+        image=np.zeros((3, 8, 8), np.uint8),
+        label=np.arange(3),
+        date=np.array("2024-01-01"),
+        unit=np.array(1.5),
+        other=np.arange(7),
+    )
+    (batch,) = iter_batches(str(tmp_path / "m.npz"))
+    assert len(batch) == 3 and batch.columns == {"label": [0, 1, 2]}

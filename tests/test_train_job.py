@@ -88,3 +88,13 @@ def test_argparse_errors_exit_2(capsys):
         train.main(["--output", "never-written"])
     assert exc.value.code == 2
     assert "--input" in capsys.readouterr().err
+
+
+def test_the_progress_bar_ends_where_the_time_budget_does():
+    from jobs.train import expected_steps
+
+    # 50 epochs of 66 steps, 3-minute budget, 10 steps in 15 s: about 120 steps, not 3,300
+    assert expected_steps(10, 3300, 15.0, 180.0) == 10 + int(165 * 10 / 15) + 1
+    assert expected_steps(10, 3300, 15.0, None) == 3300
+    assert expected_steps(10, 40, 1.0, 180.0) == 40  # the epochs end first
+    assert expected_steps(300, 250, 200.0, 180.0) == 300  # never behind the bar's position

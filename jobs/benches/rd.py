@@ -227,8 +227,8 @@ def grid_picture(originals: np.ndarray, shown: list, curve: list[dict]) -> bytes
     zoom = max(1, 48 // originals.shape[1])
     strips = []
     for _, x in rows:
-        strip = tile(x, columns=len(x))
-        strips.append(strip.repeat(zoom, axis=0).repeat(zoom, axis=1))
+        big = x.repeat(zoom, axis=1).repeat(zoom, axis=2)  # enlarge, then 2 px white between
+        strips.append(tile(big, columns=len(x), gap=2, fill=255 if big.dtype == np.uint8 else 1.0))
     label_w, h = 260, strips[0].shape[0]
     width = label_w + strips[0].shape[1]
     canvas = Image.new("RGB", (width, h * len(rows)), "white")

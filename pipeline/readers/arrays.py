@@ -27,7 +27,7 @@ DATA_KEYS = ("x", "image", "images", "data")
 class _NpyStream:
     """Reads rows of one .npy stream without holding the whole array."""
 
-    def __init__(self, f: IO[bytes], uri: str) -> None:
+    def __init__(self, f: IO[bytes], uri: str, scalar_ok: bool = False) -> None:
         self.f, self.uri = f, uri
         try:
             version = np.lib.format.read_magic(f)
@@ -41,14 +41,14 @@ class _NpyStream:
             raise InputError(uri, f"not a readable .npy array ({err})") from err
         if dtype.hasobject:
             raise InputError(uri, "object arrays are refused (they need pickle)")
-        if len(shape) == 0:
+        if len(shape) == 0 and not scalar_ok:
             raise InputError(uri, "a 0-d array holds no rows")
         if fortran and len(shape) > 1:
             raise InputError(
                 uri, "Fortran-ordered arrays cannot be streamed by row; save with np.ascontiguousarray"
             )
         self.shape, self.dtype = tuple(shape), dtype
-        self.rows = shape[0]
+        self.rows = shape[0] if shape else 0
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         self.pos = 0
 
@@ -102,10 +102,16 @@ def iter_npz(uri: str, batch_rows: int, array_key: str | None = None) -> Iterato
             key = _pick_data_key(names, uri, array_key)
             try:
                 data = _NpyStream(zf.open(f"{key}.npy"), f"{uri}[{key}]")
-                extra = {n: _NpyStream(zf.open(f"{n}.npy"), f"{uri}[{n}]") for n in names if n != key}
+                extra = {
+                    n: _NpyStream(zf.open(f"{n}.npy"), f"{uri}[{n}]", scalar_ok=True)
+                    for n in names
+                    if n != key
+                }
             except (zipfile.BadZipFile, OSError) as err:
                 raise InputError(uri, f"corrupt .npz member ({err})") from err
-            columns = {n: s for n, s in extra.items() if s.rows == data.rows}
+            # Arrays of one value per row pass through; 0-d metadata (a date, a unit) and
+            # arrays of other lengths beside the samples are left out.
+            columns = {n: s for n, s in extra.items() if s.shape and s.rows == data.rows}
             while data.pos < data.rows:
                 start = data.pos
                 try:
