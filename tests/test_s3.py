@@ -111,6 +111,22 @@ def test_a_writer_killed_mid_upload_leaves_no_object(s3):
     assert not storage.exists("s3://arch/killed.bin")
 
 
+def test_an_output_is_claimed_exclusively_on_s3_too(s3):
+    """The claim is a conditional PUT (If-None-Match): the second writer is told no. (Placed
+    before the test that turns on IAM enforcement for the rest of the module.)"""
+    from pipeline.claim import claim
+    from pipeline.errors import ConfigError
+
+    assert storage.create_exclusive("s3://arch/claimed/x.json", b"first")
+    assert not storage.create_exclusive("s3://arch/claimed/x.json", b"second")
+    assert storage.read_bytes("s3://arch/claimed/x.json") == b"first"
+    with claim("s3://arch/claimed", "encode"):
+        with pytest.raises(ConfigError, match="is in use by another encode driver"):
+            with claim("s3://arch/claimed", "decode"):
+                pass
+    assert not storage.exists("s3://arch/claimed/_claim.json")
+
+
 def test_missing_bucket_is_one_clear_error(tmp_path, s3, digits_ckpt, capsys):
     assert encode("s3://no-such-bucket/digits", digits_ckpt, tmp_path / "arch") == 2
     assert "s3://no-such-bucket/digits: no such file, folder or bucket" in capsys.readouterr().err
@@ -173,18 +189,3 @@ def test_permission_denied_fails_that_shard_only(tmp_path, s3, digits_ckpt):
     done = sorted(p.name for p in (arch / "_done").iterdir())
     assert done == [f"digits-{i:05d}.npz.vz.parquet.json" for i in (0, 2, 3)]
     assert key["SecretAccessKey"] not in res.stdout + res.stderr
-
-
-def test_an_output_is_claimed_exclusively_on_s3_too(s3):
-    """The claim is a conditional PUT (If-None-Match): the second writer is told no."""
-    from pipeline.claim import claim
-    from pipeline.errors import ConfigError
-
-    assert storage.create_exclusive("s3://arch/claimed/x.json", b"first")
-    assert not storage.create_exclusive("s3://arch/claimed/x.json", b"second")
-    assert storage.read_bytes("s3://arch/claimed/x.json") == b"first"
-    with claim("s3://arch/claimed", "encode"):
-        with pytest.raises(ConfigError, match="is in use by another encode driver"):
-            with claim("s3://arch/claimed", "decode"):
-                pass
-    assert not storage.exists("s3://arch/claimed/_claim.json")
