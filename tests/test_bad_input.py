@@ -425,8 +425,12 @@ def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_
     for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
         (arch / p.name).write_bytes(p.read_bytes())
     pattern = damage(arch / "p1.npz.vz.parquet")
-    rec = tmp_path / "rec"
-    assert decode(arch, digits_ckpt, rec) == 1
+    assert_p1_fails_alone(arch, tmp_path / "rec", digits_ckpt, pattern)
+
+
+def assert_p1_fails_alone(arch, rec, ckpt, pattern: str) -> None:
+    """Decode: p1 fails once with ``pattern``; p0 and p2 are restored; nothing half-written."""
+    assert decode(arch, ckpt, rec) == 1
     failures = json.loads((rec / "failures.json").read_text())
     assert [f["shard"] for f in failures] == ["p1.npz.npy"] and failures[0]["attempts"] == 1
     assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
@@ -503,12 +507,7 @@ def test_decode_bombs_are_refused_before_allocating(bomb, tmp_path, digits, digi
     else:
         _replace_row(victim, "vz_latent_shape", 5, [8, 1 << 20, 1 << 20], pa.list_(pa.int32()))
         pattern = r"p1\.npz\.vz\.parquet row 5: latent shape .* claims [\d,]+ bytes of codes, over the limit"
-    rec = tmp_path / "rec"
-    assert decode(arch, digits_ckpt, rec) == 1
-    failures = json.loads((rec / "failures.json").read_text())
-    assert [f["shard"] for f in failures] == ["p1.npz.npy"] and failures[0]["attempts"] == 1
-    assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
-    assert sorted(p.name for p in rec.glob("*.npy")) == ["p0.npz.npy", "p2.npz.npy"]
+    assert_p1_fails_alone(arch, tmp_path / "rec", digits_ckpt, pattern)
 
 
 def test_inspect_of_a_damaged_page_is_one_line(tmp_path, archive, capsys):

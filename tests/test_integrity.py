@@ -243,3 +243,55 @@ def test_webdataset_tars_never_share_a_key(tmp_path, digits_ckpt, capsys):
     assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "webdataset") == 2
     assert "keys 'one'" in capsys.readouterr().err
     assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "npy") == 0  # one file per shard
+
+
+def test_two_drivers_started_together_leave_one_jobs_archive(tmp_path, digits_dir, digits_ckpt):
+    """Two encode drivers with different settings on one output, started at once (each with
+    its own local Ray): one finishes, the other is refused with one line, and every file in
+    the archive belongs to the one job that ran."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    root = Path(__file__).resolve().parents[1]
+    arch = tmp_path / "arch"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobs.encode",
+                "--input",
+                digits_dir,
+                "--checkpoint",
+                digits_ckpt,
+                "--output",
+                str(arch),
+                "--calibration-rows",
+                "256",
+                "--zstd-level",
+                level,
+            ],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for level in ("3", "9")
+    ]
+    outcomes = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in outcomes) == [0, 2], outcomes
+    refused = next(err for rc, err in outcomes if rc == 2)
+    assert [ln for ln in refused.splitlines() if ln.startswith("error: ")], refused
+    job = json.loads((arch / "job.json").read_text())
+    files = sorted(arch.glob("*.vz.parquet"))
+    assert len(files) == 4
+    metas = [json.loads(pq.ParquetFile(f).schema_arrow.metadata[b"vaezip"]) for f in files]
+    assert {m["job_fingerprint"] for m in metas} == {job["job_fingerprint"]}
+    manifest = json.loads((arch / "manifest.json").read_text())
+    assert manifest["job_fingerprint"] == job["job_fingerprint"]
