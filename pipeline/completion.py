@@ -172,6 +172,7 @@ class Written:
 
     rows: int
     clipped: int = 0
+    extra_bytes: int = 0  # written beside the output file (a decode's images): counted, not hashed
 
 
 Body = Callable[[HashingWriter, str], Written]
@@ -214,7 +215,7 @@ def run_shard(
         ok=True,
         rows=written.rows,
         input_bytes=record.input_bytes,
-        output_bytes=f.bytes,
+        output_bytes=f.bytes + written.extra_bytes,
         clipped=written.clipped,
         seconds=seconds,
         model_seconds=clock.seconds if clock is not None else 0.0,

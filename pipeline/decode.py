@@ -76,14 +76,15 @@ class DecodeWorker(ModelWorker):
                     writer.write(batch.keys, samples, batch.columns)
                     return len(batch.keys)
 
-                counts = one_behind(self._decoded(latents), write)
-            rows = sum(counts)
-            # Every row was checked on the way; now the whole file against its record, which
-            # also covers what no row checksum does.
-            if listed is not None and listed.sha256 is not None:
-                if rows != listed.rows:
-                    raise InputError(shard.source, f"{rows} rows, the archive's record says {listed.rows}")
-                verify_sha256(shard.source, listed.sha256)
-            return Written(rows=rows)
+                rows = sum(one_behind(self._decoded(latents), write))
+                # Every row was checked on the way; now the whole file against its record, which
+                # also covers what no row checksum does (before the writer finishes anything).
+                if listed is not None and listed.sha256 is not None:
+                    if rows != listed.rows:
+                        raise InputError(
+                            shard.source, f"{rows} rows, the archive's record says {listed.rows}"
+                        )
+                    verify_sha256(shard.source, listed.sha256)
+            return Written(rows=rows, extra_bytes=writer.extra_bytes)
 
         return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body, self.clock)

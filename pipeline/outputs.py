@@ -74,6 +74,8 @@ class OutputWriter:
     (``close``) and only releases what it holds on an error (``abort``): the caller's atomic
     write then discards the file, and nothing beside it is written."""
 
+    extra_bytes = 0  # bytes written beside the output file (images, a .npy's keys)
+
     def __enter__(self) -> OutputWriter:
         return self
 
@@ -129,8 +131,10 @@ class NpyWriter(OutputWriter):
         if len(self.keys) != self.rows:
             raise InputError(self.uri, f"wrote {len(self.keys)} rows, the archive holds {self.rows}")
         table = pa.table({"key": self.keys, **self.columns})
-        with storage.atomic_write(self.uri[: -len(".npy")] + ".keys.parquet") as f:
-            pq.write_table(table, f)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        storage.write_bytes(self.uri[: -len(".npy")] + ".keys.parquet", buf.getvalue())
+        self.extra_bytes += len(buf.getvalue())
 
 
 class _TableSink(OutputWriter):
@@ -193,6 +197,7 @@ class ImageFolderWriter(_TableSink):
             self.files[name] = key
             try:
                 storage.write_bytes(storage.join(self.root, name), data)
+                self.extra_bytes += len(data)
             except OSError as err:
                 if err.errno not in (errno.ENAMETOOLONG, errno.EINVAL):
                     raise  # a full or failing disk: worth a retry

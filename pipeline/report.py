@@ -33,16 +33,28 @@ def _displayable(x: np.ndarray) -> np.ndarray | None:
     return np.clip(x, 0.0, 1.0) if x.ndim in (2, 3) else None
 
 
+def per_value_bits(nats_per_sample: float, values_per_sample: int) -> float:
+    """A loss in nats per sample as bits per stored value, the unit that compares across sample
+    sizes (a 64x64x3 crop's -15,000 nats is -1.76 bits per value)."""
+    return nats_per_sample / (values_per_sample * math.log(2))
+
+
 def render(history: list[dict[str, float]], grids: list[Grid]) -> bytes:
     cols = max([len(g.originals) for g in grids] + [1])
-    fig = plt.figure(figsize=(max(8.0, cols * 1.1), 3.2 + 2.4 * len(grids)), dpi=100)
-    spec = fig.add_gridspec(1 + 2 * len(grids), cols, height_ratios=[3.0] + [1.0] * 2 * len(grids))
+    # Thumbnails of about 1.6 inches: large enough to judge a reconstruction by eye.
+    fig = plt.figure(figsize=(max(10.0, cols * 1.6), 3.6 + 3.4 * len(grids)), dpi=100)
+    spec = fig.add_gridspec(1 + 2 * len(grids), cols, height_ratios=[2.0] + [1.0] * 2 * len(grids))
     ax = fig.add_subplot(spec[0, :])
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (-ELBO with beta_t)")
-    ax.plot(epochs, [-h["val_elbo_nats"] for h in history], label="validation -ELBO")
+    values = next((int(g.originals[0].size) for g in grids if g.originals), 1)
+    ax.plot(
+        epochs,
+        [per_value_bits(h["train_loss"], values) for h in history],
+        label="train loss (-ELBO with beta_t)",
+    )
+    ax.plot(epochs, [per_value_bits(-h["val_elbo_nats"], values) for h in history], label="validation -ELBO")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per sample")
+    ax.set_ylabel(f"bits per value ({values} values a sample;\nbelow 0: a density, not a code length)")
     ax.legend(loc="upper left")
     ax2 = ax.twinx()
     ax2.plot(epochs, [h["val_psnr_db"] for h in history], color="tab:green", label="val PSNR")

@@ -98,3 +98,10 @@ def test_the_progress_bar_ends_where_the_time_budget_does():
     assert expected_steps(10, 3300, 15.0, None) == 3300
     assert expected_steps(10, 40, 1.0, 180.0) == 40  # the epochs end first
     assert expected_steps(300, 250, 200.0, 180.0) == 300  # never behind the bar's position
+
+
+def test_the_report_speaks_bits_per_value():
+    from pipeline.report import per_value_bits
+
+    assert per_value_bits(-15000.0, 64 * 64 * 3) == pytest.approx(-1.761, abs=1e-3)
+    assert per_value_bits(36.1, 64) == pytest.approx(0.814, abs=1e-3)
