@@ -84,7 +84,7 @@ def dispatch(
         output,
         [{"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts} for r in failed],
     )
-    if storage.remove_stale_temps(output, temp_tag(job_fingerprint)) + storage.remove_stale_temps(output, ""):
+    if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), "")):
         log.info("removed temporary files of workers that died mid-write")
     return Summary(
         shards=total, skipped=total - len(todo), done=done, failed=failed, seconds=time.perf_counter() - start

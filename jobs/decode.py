@@ -22,7 +22,7 @@ from pipeline.decode import DecodeSpec, DecodeWorker
 from pipeline.errors import InputError
 from pipeline.format import read_keys
 from pipeline.manifest import MANIFEST, write_manifest
-from pipeline.outputs import OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output, sample_path
+from pipeline.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output
 from pipeline.plan import Shard, check_separate, fingerprint, plan_archive
 from pipeline.runner import run
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shards = plan_archive(args.input, SUFFIXES[args.format])
     # Completion names what the outputs were made from: the archive files' recorded hashes.
     job_fp = fingerprint(model_fp, args.format, [(s.name, s.listed and s.listed.sha256) for s in shards])
-    if sample_path(args.format, "") is not None:
+    if args.format in KEYED_FORMATS:
         check_sample_paths(args.format, _keys(shards))
     with claim(args.output, "decode"):
         removed = clear_stale_outputs(args.output, shards, job_fp, args.overwrite)

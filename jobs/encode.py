@@ -144,9 +144,12 @@ def _run(
     read: ReadOptions,
 ) -> int:
     """The job, once the output folder is this driver's."""
-    previous = resume_job(args.output, settings, args.overwrite)
-    if args.overwrite and clear_archive(args.output):
-        log.info("--overwrite: removed the previous job's files from %s", args.output)
+    if args.overwrite:  # start afresh: exactly one job's files will be left
+        if clear_archive(args.output):
+            log.info("--overwrite: removed the previous job's files from %s", args.output)
+        previous = None
+    else:
+        previous = resume_job(args.output, settings)
     save_resolved(args, storage.join(args.output, CONFIG))
     spec = EncodeSpec(
         checkpoint=args.checkpoint,
@@ -164,9 +167,7 @@ def _run(
             qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows, qconfig, cconfig)
             job = JobParams.of(settings, qparams, cparams)
         save_job(args.output, EncodeJob(settings, job))
-        todo = [
-            s for s in shards if args.overwrite or not is_complete(args.output, s.name, job.job_fingerprint)
-        ]
+        todo = [s for s in shards if not is_complete(args.output, s.name, job.job_fingerprint)]
         log.info("%d shards, %d to do", len(shards), len(todo))
         return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job.job_fingerprint, job)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import storage
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.completion import HashingWriter, ShardResult, Written, failed, run_shard
 from pipeline.errors import InputError
@@ -59,10 +58,11 @@ class DecodeWorker(ModelWorker):
 
     def process(self, shard: Shard) -> ShardResult:
         listed = shard.listed
-        if listed is not None and (listed.sha256 is None or not storage.exists(shard.source)):
-            return failed(
-                shard.name, shard.source, InputError(shard.source, str(listed.problem())), time.perf_counter()
-            )
+        # Unrecorded or missing: refused at once. A wrong size is left to the sha256 check at
+        # the end, so a damaged file first reports what is damaged in it (row, page, footer).
+        problem = listed.problem(size=False) if listed is not None else None
+        if problem is not None:
+            return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
 
         def body(f: HashingWriter, uri: str) -> Written:
             meta, rows_total = read_meta_and_rows(shard.source)

@@ -24,6 +24,8 @@ from pipeline.format import archive_files, read_meta_and_rows
 from pipeline.manifest import MANIFEST
 
 CHUNK = 1 << 20
+CHANGED = "sha256 does not match the archive's record: the file changed after it was written"
+Recorded = tuple[int, int, str]  # rows, bytes, sha256
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,21 @@ class Listed:
     bytes: int | None
     sha256: str | None
 
-    def problem(self) -> str | None:
-        """What is wrong with the file that can be told without reading it."""
+    def problem(self, size: bool = True) -> str | None:
+        """What is wrong with the file that can be told without reading it (``size=False``:
+        only whether a record covers it and whether it is there)."""
         if self.sha256 is None:
             return (
                 "not listed in the archive's manifest or completion records, so no checksum "
                 "covers it (a file of another job, or copied in by hand?)"
             )
         try:
-            size = storage.size(self.uri)
+            actual = storage.size(self.uri)
         except FileNotFoundError:
             return "listed in the archive's manifest but missing"
-        if size != self.bytes:
+        if size and actual != self.bytes:
             return (
-                f"{size:,} bytes, the archive's record says {self.bytes:,}: the file changed "
+                f"{actual:,} bytes, the archive's record says {self.bytes:,}: the file changed "
                 "after it was written"
             )
         return None
@@ -58,23 +61,18 @@ class Listed:
 
 def _folder_of(uri: str, files: list[str]) -> str:
     """The archive folder: the input itself, or the folder of the file (or glob) named."""
-    if storage.is_glob(uri) or (len(files) == 1 and files[0].rstrip("/") == uri.rstrip("/")):
-        return posixpath.dirname(files[0]) or "."
-    return uri
+    return uri if not storage.is_glob(uri) and storage.is_dir(uri) else posixpath.dirname(files[0]) or "."
 
 
-def _manifest_entries(folder: str) -> dict[str, dict] | None:
+def _manifest_entries(folder: str) -> dict[str, Recorded] | None:
     uri = storage.join(folder, MANIFEST)
     try:
         data = json.loads(storage.read_bytes(uri))
-        entries = {str(e["name"]): e for e in data["shards"]}
-        for e in entries.values():
-            int(e["rows"]), int(e["bytes"]), str(e["sha256"])
+        return {str(e["name"]): (int(e["rows"]), int(e["bytes"]), str(e["sha256"])) for e in data["shards"]}
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(uri, f"not a readable manifest ({err})") from err
-    return entries
 
 
 def listed_files(archive: str) -> list[Listed]:
@@ -85,22 +83,12 @@ def listed_files(archive: str) -> list[Listed]:
     folder = _folder_of(archive, files)
     entries = _manifest_entries(folder)
     if entries is None:
-        entries = {}
-        for f in files:
-            r = read_record(folder, storage.basename(f))
-            if r is not None:
-                entries[r.name] = {"rows": r.rows, "bytes": r.bytes, "sha256": r.sha256}
+        records = (read_record(folder, storage.basename(f)) for f in files)
+        entries = {r.name: (r.rows, r.bytes, r.sha256) for r in records if r is not None}
     found = {storage.basename(f): f for f in files}
     if not storage.is_glob(archive) and storage.within(folder, archive):  # the whole folder
         found.update({n: storage.join(folder, n) for n in entries if n not in found})
-    listed = []
-    for name in sorted(found):
-        e = entries.get(name)
-        if e is None:
-            listed.append(Listed(found[name], name, None, None, None))
-        else:
-            listed.append(Listed(found[name], name, int(e["rows"]), int(e["bytes"]), str(e["sha256"])))
-    return listed
+    return [Listed(found[n], n, *entries.get(n, (None, None, None))) for n in sorted(found)]
 
 
 def sha256_of(uri: str) -> str:
@@ -113,9 +101,7 @@ def sha256_of(uri: str) -> str:
 
 def verify_sha256(uri: str, expected: str) -> None:
     if sha256_of(uri) != expected:
-        raise InputError(
-            uri, "sha256 does not match the archive's record: the file changed after it was written"
-        )
+        raise InputError(uri, CHANGED)
 
 
 def check_archive(uri: str) -> list[str]:
@@ -126,7 +112,7 @@ def check_archive(uri: str) -> list[str]:
         problem = f.problem()
         if problem is None and f.sha256 is not None:
             if sha256_of(f.uri) != f.sha256:
-                problem = "sha256 does not match the archive's record: the file changed after it was written"
+                problem = CHANGED
             elif read_meta_and_rows(f.uri)[1] != f.rows:
                 problem = f"row count differs from the archive's record ({f.rows})"
         if problem:

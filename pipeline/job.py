@@ -79,10 +79,10 @@ def load_job(output: str) -> EncodeJob | None:
         ) from err
 
 
-def resume_job(output: str, settings: dict[str, Any], overwrite: bool) -> EncodeJob | None:
-    """The earlier job to finish in ``output`` (None: calibrate afresh); refuses an output
-    that holds another job's archive unless ``overwrite``."""
-    previous = None if overwrite else load_job(output)
+def resume_job(output: str, settings: dict[str, Any]) -> EncodeJob | None:
+    """The earlier job to finish in ``output`` (None: there is none, calibrate afresh); refuses
+    an output that holds another job's archive."""
+    previous = load_job(output)
     if previous is not None and previous.settings != settings:
         raise ConfigError(
             f"{output} already holds an archive of another job "
@@ -102,4 +102,4 @@ def clear_archive(output: str) -> int:
     names = [n for n in storage.listdir(output) if n.endswith(ARCHIVE_SUFFIX) or n in OWN_FILES]
     for name in names:
         storage.remove(storage.join(output, name), recursive=name == DONE)
-    return len(names) + storage.remove_stale_temps(output, None)
+    return len(names) + storage.remove_stale_temps(output, tags=None)

@@ -266,27 +266,19 @@ def open_output(fmt: str, f: storage.Sink, uri: str, rows: int) -> OutputWriter:
     return WRITERS[fmt](f, uri, rows)
 
 
-def sample_path(fmt: str, key: str) -> str | None:
-    """Where a key's sample lands among all the job's outputs, for formats that name files
-    (images) or samples (webdataset) after keys; None for the others."""
-    if fmt == "images":
-        return path_of(key)
-    if fmt == "webdataset":
-        return tar_key(key)
-    return None
+KEYED_FORMATS = {"images": path_of, "webdataset": tar_key}  # formats that name files after keys
 
 
 def check_sample_paths(fmt: str, keys: Iterable[tuple[str, int, str]]) -> None:
     """Refuse, before anything is written, two keys of the archive (in one file or in two) that
     would land on one image file or one WebDataset key: one would silently replace the other.
-    ``keys``: (archive file, row, key)."""
+    ``keys``: (archive file, row, key); ``fmt`` one of ``KEYED_FORMATS``."""
+    place = KEYED_FORMATS[fmt]
     seen: dict[str, tuple[str, int, str]] = {}
     for uri, row, key in keys:
         if "\x00" in key:
             raise InputError(uri, f"key {key!r} holds a NUL character: no file can be named so", row=row)
-        where = sample_path(fmt, key)
-        if where is None:
-            return
+        where = place(key)
         if where in seen:
             u, r, k = seen[where]
             raise ConfigError(

@@ -46,12 +46,11 @@ class Shard:
 def _root(uri: str, files: list[str]) -> str:
     """The folder keys and output names are relative to: the input folder itself, else the
     folder of the input file, else (a glob) the deepest folder holding every match."""
-    fs, path = storage.filesystem(uri)
-    if len(files) == 1 and not storage.is_glob(uri) and not fs.isdir(path):  # one file, named
-        return posixpath.dirname(files[0].split("://", 1)[-1])
-    if not storage.is_glob(uri):
+    if storage.is_glob(uri):
+        return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
+    if storage.is_dir(uri):
         return storage.filesystem(uri)[1].rstrip("/")
-    return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
+    return posixpath.dirname(files[0].split("://", 1)[-1])  # one file, named
 
 
 def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCHIVE_SUFFIX) -> list[Shard]:

@@ -101,6 +101,11 @@ def open_read(uri: str) -> IO[bytes]:
     return fs.open(path, "rb")
 
 
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return bool(fs.isdir(path))
+
+
 def is_glob(uri: str) -> bool:
     """A pattern to expand: glob characters, and no file or folder of that very name (a folder
     may well be called ``scans[2024]``)."""
@@ -177,18 +182,18 @@ def atomic_write(uri: str, tag: str = "") -> Iterator[IO[bytes]]:
             fs.rm(tmp)
 
 
-def remove_stale_temps(folder: str, tag: str | None) -> int:
-    """Delete the temporary files that vaezip writers of job ``tag`` left when they died
-    mid-write (``tag=None``: of any vaezip job); returns how many. Anybody else's files,
-    ``.tmp`` or not, stay."""
+def remove_stale_temps(folder: str, tags: tuple[str, ...] | None) -> int:
+    """Delete the temporary files that vaezip writers left when they died mid-write: those
+    written with one of ``tags`` ("" for untagged ones), or (``None``) any of vaezip's. Returns
+    how many. Anybody else's files, ``.tmp`` or not, stay."""
     fs, path = filesystem(folder)
     if is_object_store(fs) or not fs.isdir(path):
         return 0
-    marker = ".vz." if tag == "" else f".vz-{tag}." if tag else ".vz"
+    markers = (".vz",) if tags is None else tuple(f".vz-{t}." if t else ".vz." for t in tags)
     stale = []
     for p in fs.find(path, withdirs=False):
         name = posixpath.basename(p)
-        if name.startswith(".") and name.endswith(".tmp") and marker in name:
+        if name.startswith(".") and name.endswith(".tmp") and any(m in name for m in markers):
             stale.append(p)
     for p in stale:
         fs.rm(p)

@@ -295,3 +295,12 @@ def test_two_drivers_started_together_leave_one_jobs_archive(tmp_path, digits_di
     assert {m["job_fingerprint"] for m in metas} == {job["job_fingerprint"]}
     manifest = json.loads((arch / "manifest.json").read_text())
     assert manifest["job_fingerprint"] == job["job_fingerprint"]
+
+
+def test_one_archive_file_named_by_a_relative_path_is_checked_against_its_folder(
+    arch, tmp_path, digits_ckpt, monkeypatch
+):
+    monkeypatch.chdir(arch.parent)
+    out = tmp_path / "one"
+    assert decode("arch/digits-00001.npz.vz.parquet", digits_ckpt, out) == 0
+    assert sorted(p.name for p in out.glob("*.npy")) == ["digits-00001.npz.npy"]
