@@ -25,6 +25,7 @@ from pipeline.completion import is_complete
 from pipeline.encode import EncodeSpec, EncodeWorker
 from pipeline.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
 from pipeline.manifest import write_manifest
+from pipeline.names import NAMES_VERSION
 from pipeline.plan import Shard, check_separate, plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "key_column": args.key_column,
         "array_key": args.array_key,
         "column": args.column,
+        "names_version": NAMES_VERSION,
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.completion import HashingWriter, ShardResult, Written, failed, run_shard
 from pipeline.errors import InputError
-from pipeline.format import read_meta_and_rows
+from pipeline.format import read_features, read_meta_and_rows
 from pipeline.integrity import verify_sha256
 from pipeline.model_worker import ModelWorker
 from pipeline.outputs import OUTPUT_FORMATS, open_output
@@ -68,7 +68,8 @@ class DecodeWorker(ModelWorker):
             meta, rows_total = read_meta_and_rows(shard.source)
             check_model(meta, self.ckpt, shard.source)
             latents = prefetch(lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta))
-            with open_output(self.spec.output_format, f, uri, rows_total) as writer:
+            features = read_features(shard.source)
+            with open_output(self.spec.output_format, f, uri, rows_total, features) as writer:
 
                 def write(item: Decoded) -> int:
                     batch, outputs = item

@@ -126,7 +126,7 @@ class EncodeWorker(ModelWorker):
                 def write(enc: Encoded) -> tuple[int, int]:
                     check_new_keys(shard, enc, seen)
                     rows, clipped = code_rows(enc, job, codec)
-                    writer.write(rows, enc.batch.columns)
+                    writer.write(rows, enc.batch.columns, enc.batch.features)
                     return len(rows), clipped
 
                 counts = one_behind(self.encoder.encoded(shard), write)

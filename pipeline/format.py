@@ -44,6 +44,7 @@ from pipeline.quantize import QuantizerParams
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 META_KEY = b"vaezip"
+HF_KEY = b"huggingface"  # Hugging Face ``datasets`` features of the passthrough columns
 META_SHA256_KEY = b"vaezip.sha256"  # sha256 (hex) of the META_KEY value: the footer's own checksum
 PREFIX = "vz_"
 BASE_FIELDS = [
@@ -168,6 +169,24 @@ def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
     return meta, footer.num_rows
 
 
+def hf_metadata(features: dict[str, Any]) -> bytes:
+    """Schema metadata that ``datasets`` reads its features from (``Features.from_arrow_schema``
+    takes each column's feature where it matches the column's Arrow type)."""
+    return json.dumps({"info": {"features": features}}, sort_keys=True).encode()
+
+
+def read_features(uri: str) -> dict[str, Any]:
+    """The Hugging Face features of an archive file's passthrough columns ({} if none)."""
+    try:
+        with storage.open_read(uri) as f:
+            raw = (pq.ParquetFile(f).schema_arrow.metadata or {}).get(HF_KEY)
+        return dict(json.loads(raw)["info"]["features"]) if raw else {}
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as err:
+        raise InputError(uri, f"not a readable Parquet archive ({err})") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(uri, f"bad {HF_KEY.decode()} metadata ({err})") from err
+
+
 def read_meta(uri: str) -> ArchiveMeta:
     return read_meta_and_rows(uri)[0]
 
@@ -196,6 +215,7 @@ class ArchiveWriter:
 
     def __init__(self, f: storage.Sink, meta: ArchiveMeta, uri: str) -> None:
         self.f, self.meta, self.uri = f, meta, uri
+        self.features: dict[str, Any] = {}
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.pending: list[pa.Table] = []
@@ -213,10 +233,17 @@ class ArchiveWriter:
                 self.writer.close()
             self.writer = None
 
-    def write(self, rows: CodeRows, passthrough: dict[str, list]) -> None:
+    def write(
+        self, rows: CodeRows, passthrough: dict[str, list], features: dict[str, Any] | None = None
+    ) -> None:
+        """``features``: the source's Hugging Face features of passthrough columns, if any."""
+        if features and not self.features:
+            self.features = {k: v for k, v in features.items() if k in passthrough}
         for name in passthrough:
             if name.startswith(PREFIX):
-                raise InputError(self.uri, f"source column {name!r} uses the reserved prefix {PREFIX!r}")
+                raise InputError(
+                    self.meta.source_uri, f"source column {name!r} uses the reserved prefix {PREFIX!r}"
+                )
         if self.schema is None:
             fields = list(BASE_FIELDS)
             for name, values in passthrough.items():
@@ -239,13 +266,14 @@ class ArchiveWriter:
         names = set(self.schema.names) - set(BASE_NAMES)
         if set(passthrough) != names:
             raise InputError(
-                self.uri, f"passthrough columns changed from {sorted(names)} to {sorted(passthrough)}"
+                self.meta.source_uri,
+                f"passthrough columns changed from {sorted(names)} to {sorted(passthrough)}",
             )
         try:
             table = pa.table({**rows.columns(), **passthrough}, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise InputError(
-                self.uri, f"passthrough values do not fit the first rows' types ({err})"
+                self.meta.source_uri, f"passthrough values do not fit the first rows' types ({err})"
             ) from err
         self.pending.append(table)
         if sum(len(t) for t in self.pending) >= ROW_GROUP_ROWS:
@@ -266,9 +294,10 @@ class ArchiveWriter:
             # Footer key-value metadata, written once (store_schema=False above keeps pyarrow
             # from storing a second, base64 copy of it inside the serialized Arrow schema).
             raw = self.meta.to_json().encode()
-            self.writer.add_key_value_metadata(
-                {META_KEY: raw, META_SHA256_KEY: hashlib.sha256(raw).hexdigest().encode()}
-            )
+            metadata = {META_KEY: raw, META_SHA256_KEY: hashlib.sha256(raw).hexdigest().encode()}
+            if self.features:
+                metadata[HF_KEY] = hf_metadata(self.features)
+            self.writer.add_key_value_metadata(metadata)
             self.writer.close()
             self.writer = None
 

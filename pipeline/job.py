@@ -83,6 +83,12 @@ def resume_job(output: str, settings: dict[str, Any]) -> EncodeJob | None:
     """The earlier job to finish in ``output`` (None: there is none, calibrate afresh); refuses
     an output that holds another job's archive."""
     previous = load_job(output)
+    if previous is not None and previous.settings.get("names_version") != settings.get("names_version"):
+        raise ConfigError(
+            f"{output} holds an archive written by an older vaezip, which named files "
+            "<input>.<extension>.vz.parquet; this one writes <input>.vz.parquet. Decode that archive "
+            "as it is, or encode again into another --output (or with --overwrite)"
+        )
     if previous is not None and previous.settings != settings:
         raise ConfigError(
             f"{output} already holds an archive of another job "

@@ -1,15 +1,25 @@
-"""Writers for decoded reconstructions, one output file per archive shard.
+r"""Writers for decoded reconstructions, one output file per archive shard.
 
 - ``npy``: one ``.npy`` array of every row (rows must share shape and dtype), streamed, with a
   ``.keys.parquet`` beside it holding ``key`` and the passthrough columns in the same order.
 - ``parquet``: ``key``, ``image`` as the Hugging Face ``{bytes: PNG, path}`` struct for uint8
   images (or ``data`` as nested lists otherwise), and the passthrough columns.
+
+Every Parquet file a decode writes (the ``parquet`` output, a ``.npy``'s keys, an image
+folder's index) carries Hugging Face ``datasets`` feature metadata: ``image`` is an
+``Image()``, ``key`` a string, and passthrough columns keep the features the source recorded
+(``ClassLabel`` names, ...), so ``datasets.load_dataset("parquet", ...)`` reads them as such.
 - ``images``: one PNG per row (``.npy`` for non-image samples) at a path taken from its key
-  (``cats/001.jpg`` -> ``cats/001.png``, ``digits.npz:17`` -> ``digits.npz/17.png``), and a
+  (``cats/001.jpg`` -> ``cats/001.png``, ``digits:17`` -> ``digits/17.png``), and a
   ``<shard>.index.parquet`` with ``key``, ``file`` and the passthrough columns.
-- ``webdataset``: one ``.tar`` per shard; sample ``<key>`` holds ``<key>.png`` (or ``.npy``),
-  ``<key>.key`` (the archive key as text) and ``<key>.<column>`` per passthrough column. Dots
-  and ``%`` in a key are escaped as ``%2E`` and ``%25``, since WebDataset splits at the first dot.
+- ``webdataset``: one ``.tar`` per shard, following WebDataset's conventions: sample
+  ``<tar key>`` holds ``<tar key>.png`` (or ``.npy``), ``<tar key>.vzkey.txt`` (the archive
+  key as text) and one field per passthrough column, named ``<column>.<type>`` (``.cls`` for
+  integers, ``.txt`` for text and floats, ``.json`` for lists and dicts, no extension for bytes;
+  a column whose name already is a field name, ``txt``/``cls``/``json``/..., keeps it).
+  The tar key is the archive key with ``%``, ``.`` and ``\`` percent-escaped (WebDataset
+  splits a member's name at the first dot of its base name), and a ``/`` that would make an
+  empty or absolute path too: ``urllib.parse.unquote`` gives the archive key back.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from PIL import Image
 
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
+from pipeline.format import hf_metadata
 from pipeline.readers.images import IMAGE_SUFFIXES
 
 OUTPUT_FORMATS = ("npy", "parquet", "images", "webdataset")
@@ -66,7 +77,49 @@ def path_of(key: str) -> str:
 
 
 def tar_key(key: str) -> str:
-    return path_of(key.replace("%", "%25").replace(".", "%2E"))
+    """The WebDataset key of an archive key: reversible with ``urllib.parse.unquote``."""
+    out = []
+    for i, c in enumerate(key):
+        if c in "%.\\" or ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"%{ord(c):02X}")
+        elif c == "/" and (i == 0 or i == len(key) - 1 or key[i - 1] == "/"):
+            out.append("%2F")  # never an absolute path or an empty folder name
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+KEY_FIELD = "vzkey.txt"  # the archive key of a decoded sample (pipeline.readers.webdataset reads it)
+# The extensions WebDataset's default decoders turn back into values (never its pickle ones)
+FIELD_EXTENSIONS = (
+    "txt",
+    "text",
+    "transcript",
+    "cls",
+    "cls2",
+    "class",
+    "count",
+    "index",
+    "inx",
+    "id",
+    "json",
+    "jsn",
+)
+
+
+def field_name(column: str, value: Any) -> str:
+    """A passthrough column's WebDataset field: its name, plus the extension WebDataset's
+    decoders read its type from where the name has none."""
+    name = column.replace("/", "_")
+    if "." in name or name in FIELD_EXTENSIONS or isinstance(value, bytes):
+        return name
+    if isinstance(value, bool):
+        return f"{name}.txt"
+    if isinstance(value, int):
+        return f"{name}.cls"
+    if isinstance(value, list | dict):
+        return f"{name}.json"
+    return f"{name}.txt"
 
 
 class OutputWriter:
@@ -97,9 +150,19 @@ class OutputWriter:
         """Release resources without finishing the output."""
 
 
+KEY_FEATURE = {"dtype": "string", "_type": "Value"}
+IMAGE_FEATURE = {"_type": "Image"}
+
+
+def with_features(table: pa.Table, features: dict[str, Any]) -> pa.Table:
+    """``table`` with the ``datasets`` features of those of its columns ``features`` names."""
+    known = {k: v for k, v in features.items() if k in table.column_names}
+    return table.replace_schema_metadata({b"huggingface": hf_metadata(known)}) if known else table
+
+
 class NpyWriter(OutputWriter):
-    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
-        self.f, self.uri, self.rows = f, uri, rows
+    def __init__(self, f: storage.Sink, uri: str, rows: int, features: dict[str, Any]) -> None:
+        self.f, self.uri, self.rows, self.features = f, uri, rows, features
         self.first: np.ndarray | None = None
         self.keys: list[str] = []
         self.columns: dict[str, list[Any]] = {}
@@ -130,7 +193,7 @@ class NpyWriter(OutputWriter):
     def close(self) -> None:
         if len(self.keys) != self.rows:
             raise InputError(self.uri, f"wrote {len(self.keys)} rows, the archive holds {self.rows}")
-        table = pa.table({"key": self.keys, **self.columns})
+        table = with_features(pa.table({"key": self.keys, **self.columns}), self.features)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         storage.write_bytes(self.uri[: -len(".npy")] + ".keys.parquet", buf.getvalue())
@@ -140,12 +203,13 @@ class NpyWriter(OutputWriter):
 class _TableSink(OutputWriter):
     """A Parquet stream whose schema is fixed by the first table written to it."""
 
-    def __init__(self, f: storage.Sink) -> None:
-        self.f = f
+    def __init__(self, f: storage.Sink, features: dict[str, Any]) -> None:
+        self.f, self.features = f, features
         self.writer: pq.ParquetWriter | None = None
 
     def write_table(self, table: pa.Table) -> None:
         if self.writer is None:
+            table = with_features(table, self.features)
             self.writer = pq.ParquetWriter(self.f, table.schema, compression="zstd")
         self.writer.write_table(table.cast(self.writer.schema))
 
@@ -162,8 +226,8 @@ class _TableSink(OutputWriter):
 
 
 class ParquetImageWriter(_TableSink):
-    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
-        super().__init__(f)
+    def __init__(self, f: storage.Sink, uri: str, rows: int, features: dict[str, Any]) -> None:
+        super().__init__(f, {"key": KEY_FEATURE, "image": IMAGE_FEATURE, **features})
         self.uri = uri
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
@@ -177,8 +241,8 @@ class ParquetImageWriter(_TableSink):
 
 
 class ImageFolderWriter(_TableSink):
-    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
-        super().__init__(f)
+    def __init__(self, f: storage.Sink, uri: str, rows: int, features: dict[str, Any]) -> None:
+        super().__init__(f, features)
         self.uri = uri
         self.root = posixpath.dirname(uri)
         self.files: dict[str, str] = {}
@@ -219,7 +283,7 @@ def _field_bytes(value: Any) -> bytes:
 
 
 class WebDatasetWriter(OutputWriter):
-    def __init__(self, f: storage.Sink, uri: str, rows: int) -> None:
+    def __init__(self, f: storage.Sink, uri: str, rows: int, features: dict[str, Any]) -> None:
         self.uri = uri
         # A "w|" stream only writes; typeshed's fileobj protocol also asks for read and seek.
         self.tar = tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
@@ -240,10 +304,10 @@ class WebDatasetWriter(OutputWriter):
             self.seen[k] = key
             ext, data = sample_file(x)
             self._add(f"{k}.{ext}", data)
-            self._add(f"{k}.key", key.encode())
+            self._add(f"{k}.{KEY_FIELD}", key.encode())
             for name, values in columns.items():
                 if values[i] is not None:
-                    self._add(f"{k}.{name.replace('/', '_')}", _field_bytes(values[i]))
+                    self._add(f"{k}.{field_name(name, values[i])}", _field_bytes(values[i]))
 
     def close(self) -> None:
         self.tar.close()
@@ -253,7 +317,7 @@ class WebDatasetWriter(OutputWriter):
             self.tar.close()
 
 
-WRITERS: dict[str, Callable[[storage.Sink, str, int], OutputWriter]] = {
+WRITERS: dict[str, Callable[[storage.Sink, str, int, dict[str, Any]], OutputWriter]] = {
     "npy": NpyWriter,
     "parquet": ParquetImageWriter,
     "images": ImageFolderWriter,
@@ -261,9 +325,12 @@ WRITERS: dict[str, Callable[[storage.Sink, str, int], OutputWriter]] = {
 }
 
 
-def open_output(fmt: str, f: storage.Sink, uri: str, rows: int) -> OutputWriter:
-    """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``."""
-    return WRITERS[fmt](f, uri, rows)
+def open_output(
+    fmt: str, f: storage.Sink, uri: str, rows: int, features: dict[str, Any] | None = None
+) -> OutputWriter:
+    """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``;
+    ``features``: the Hugging Face features of the archive's passthrough columns."""
+    return WRITERS[fmt](f, uri, rows, features or {})
 
 
 KEYED_FORMATS = {"images": path_of, "webdataset": tar_key}  # formats that name files after keys

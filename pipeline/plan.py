@@ -3,8 +3,8 @@
 One input file is one shard, named from its path relative to the input root
 (``pipeline.names``), so a re-run, a retry and a resume all land on the same name:
 
-    data/photos/train/train-00003.parquet  ->  train-00003.parquet.vz.parquet
-    data/x/a/b.npy (root data/x)           ->  a__b.npy.vz.parquet
+    data/photos/train/train-00003.parquet  ->  train-00003.vz.parquet
+    data/x/a/b.npy (root data/x)           ->  a__b.vz.parquet
 
 Image files are the exception: sorted by path, they are grouped ``images_per_shard`` at a
 time into shards ``images-00000.vz.parquet``, ``images-00001.vz.parquet``, ...
@@ -107,7 +107,7 @@ def plan_archive(uri: str, suffix: str) -> list[Shard]:
     for f in listed_files(uri):
         rel = archive_stem(f.name)
         shards.append(Shard(source=f.uri, relpath=rel, name=output_name(rel, suffix), listed=f))
-    return shards
+    return _refuse_collisions(shards)
 
 
 def fingerprint(*parts: object) -> str:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipeline.names import output_name
 from tests.helpers import decode, encode
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("local_ray")]
@@ -311,11 +312,12 @@ def test_bad_input_fails_its_shard_only(case, tmp_path, digits, digits_ckpt):
     arch = tmp_path / "arch"
     assert encode(data, digits_ckpt, arch, *extra) == 1
     failures = json.loads((arch / "failures.json").read_text())
-    assert [f["shard"] for f in failures] == [f"{bad}.vz.parquet"]
+    name = output_name(bad)
+    assert [f["shard"] for f in failures] == [name]
     assert failures[0]["attempts"] == 1  # corrupt input: not retried
     assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
     done = sorted(p.name for p in (arch / "_done").iterdir())
-    assert len(done) == 2 and f"{bad}.vz.parquet.json" not in done
+    assert len(done) == 2 and f"{name}.json" not in done
     assert not (arch / "manifest.json").exists()
     # --max-failed-shards decides the exit code; the good shards are not redone
     assert encode(data, digits_ckpt, arch, *extra, "--max-failed-shards", "1") == 0
@@ -348,7 +350,7 @@ def flipped_code_byte(path):
     codes[5] = bytes([codes[5][0] ^ 0x5A]) + codes[5][1:]
     t = t.set_column(t.schema.get_field_index("vz_codes"), "vz_codes", pa.array(codes, pa.binary()))
     pq.write_table(t.replace_schema_metadata(pf.schema_arrow.metadata), path)
-    return r"p1\.npz\.vz\.parquet row 5: checksum mismatch"
+    return r"p1\.vz\.parquet row 5: checksum mismatch"
 
 
 def flipped_byte_on_disk(path):
@@ -358,17 +360,17 @@ def flipped_byte_on_disk(path):
     data = bytearray(path.read_bytes())
     data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x5A
     path.write_bytes(bytes(data))
-    return r"p1\.npz\.vz\.parquet row 0: corrupt Parquet data \(.*(CRC|checksum)"
+    return r"p1\.vz\.parquet row 0: corrupt Parquet data \(.*(CRC|checksum)"
 
 
 def truncated_archive(path):
     path.write_bytes(path.read_bytes()[:-300])
-    return r"p1\.npz\.vz\.parquet: not a readable Parquet archive"
+    return r"p1\.vz\.parquet: not a readable Parquet archive"
 
 
 def unknown_version(path):
     _rewrite_meta(path, lambda m: m.update(format_version=99))
-    return r"p1\.npz\.vz\.parquet: unknown archive format version 99"
+    return r"p1\.vz\.parquet: unknown archive format version 99"
 
 
 def quantizer_mismatch(path):
@@ -377,18 +379,18 @@ def quantizer_mismatch(path):
             m["quantizer"][k] = m["quantizer"][k][:-1]
 
     _rewrite_meta(path, drop_channel)
-    return r"p1\.npz\.vz\.parquet row 0: latent shape .* does not fit the quantizer"
+    return r"p1\.vz\.parquet row 0: latent shape .* does not fit the quantizer"
 
 
 def metadata_not_json(path):
     t = pq.read_table(path)
     pq.write_table(t.replace_schema_metadata({b"vaezip": b"{not json"}), path)
-    return r"p1\.npz\.vz\.parquet: archive metadata is not valid JSON"
+    return r"p1\.vz\.parquet: archive metadata is not valid JSON"
 
 
 def metadata_bad_types(path):
     _rewrite_meta(path, lambda m: m["quantizer"].update(levels="many"))
-    return r"p1\.npz\.vz\.parquet: bad archive metadata"
+    return r"p1\.vz\.parquet: bad archive metadata"
 
 
 def bad_stored_dtype(path):
@@ -397,12 +399,12 @@ def bad_stored_dtype(path):
     dtypes[2] = "object"
     t = t.set_column(t.schema.get_field_index("vz_dtype"), "vz_dtype", pa.array(dtypes))
     pq.write_table(t, path)
-    return r"p1\.npz\.vz\.parquet row 2: unknown sample dtype 'object'"
+    return r"p1\.vz\.parquet row 2: unknown sample dtype 'object'"
 
 
 def not_an_archive(path):
     pq.write_table(pa.table({"x": [1, 2]}), path)
-    return r"p1\.npz\.vz\.parquet: not a vaezip archive"
+    return r"p1\.vz\.parquet: not a vaezip archive"
 
 
 DAMAGE = [
@@ -424,7 +426,7 @@ def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_
     arch.mkdir()
     for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
         (arch / p.name).write_bytes(p.read_bytes())
-    pattern = damage(arch / "p1.npz.vz.parquet")
+    pattern = damage(arch / "p1.vz.parquet")
     assert_p1_fails_alone(arch, tmp_path / "rec", digits_ckpt, pattern)
 
 
@@ -432,9 +434,9 @@ def assert_p1_fails_alone(arch, rec, ckpt, pattern: str) -> None:
     """Decode: p1 fails once with ``pattern``; p0 and p2 are restored; nothing half-written."""
     assert decode(arch, ckpt, rec) == 1
     failures = json.loads((rec / "failures.json").read_text())
-    assert [f["shard"] for f in failures] == ["p1.npz.npy"] and failures[0]["attempts"] == 1
+    assert [f["shard"] for f in failures] == ["p1.npy"] and failures[0]["attempts"] == 1
     assert re.search(pattern, failures[0]["error"]), failures[0]["error"]
-    assert sorted(p.name for p in rec.glob("*.npy")) == ["p0.npz.npy", "p2.npz.npy"]
+    assert sorted(p.name for p in rec.glob("*.npy")) == ["p0.npy", "p2.npy"]
     assert not list(rec.glob(".*.tmp"))
 
 
@@ -499,14 +501,14 @@ def test_decode_bombs_are_refused_before_allocating(bomb, tmp_path, digits, digi
         np.savez(data / f"p{i}.npz", image=x[i * 50 : (i + 1) * 50], label=y[i * 50 : (i + 1) * 50])
     arch = tmp_path / "arch"
     assert encode(data, digits_ckpt, arch, "--framing", "row") == 0
-    victim = arch / "p1.npz.vz.parquet"
+    victim = arch / "p1.vz.parquet"
     if bomb == "frame":  # 1 MiB of zeros compresses to a few dozen bytes
         frame = zstandard.ZstdCompressor().compress(bytes(1 << 20))
         _replace_row(victim, "vz_codes", 5, frame, pa.binary())
-        pattern = r"p1\.npz\.vz\.parquet row 5: codes do not decompress \(the frame declares 1,048,576 bytes"
+        pattern = r"p1\.vz\.parquet row 5: codes do not decompress \(the frame declares 1,048,576 bytes"
     else:
         _replace_row(victim, "vz_latent_shape", 5, [8, 1 << 20, 1 << 20], pa.list_(pa.int32()))
-        pattern = r"p1\.npz\.vz\.parquet row 5: latent shape .* claims [\d,]+ bytes of codes, over the limit"
+        pattern = r"p1\.vz\.parquet row 5: latent shape .* claims [\d,]+ bytes of codes, over the limit"
     assert_p1_fails_alone(arch, tmp_path / "rec", digits_ckpt, pattern)
 
 
@@ -518,16 +520,16 @@ def test_inspect_of_a_damaged_page_is_one_line(tmp_path, archive, capsys):
     arch.mkdir()
     for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
         (arch / p.name).write_bytes(p.read_bytes())
-    path = arch / "p1.npz.vz.parquet"
+    path = arch / "p1.vz.parquet"
     md = pq.ParquetFile(path).metadata  # a page inspect reads: the latent shapes
     chunk = md.row_group(0).column(pq.ParquetFile(path).schema_arrow.get_field_index("vz_latent_shape"))
     data = bytearray(path.read_bytes())
     data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x5A
     path.write_bytes(bytes(data))
     assert run_main(inspect_job.main, [str(arch)]) == 2
-    assert "p1.npz.vz.parquet: damaged archive file" in error_line(capsys.readouterr().err)
-    flipped_byte_on_disk(archive_copy := arch / "p0.npz.vz.parquet")  # a page it does not read
-    path.write_bytes((archive / "p1.npz.vz.parquet").read_bytes())
+    assert "p1.vz.parquet: damaged archive file" in error_line(capsys.readouterr().err)
+    flipped_byte_on_disk(archive_copy := arch / "p0.vz.parquet")  # a page it does not read
+    path.write_bytes((archive / "p1.vz.parquet").read_bytes())
     assert run_main(inspect_job.main, [str(arch)]) == 1  # the sha256 check still finds it
     assert f"{archive_copy}: sha256 does not match" in capsys.readouterr().out
 
@@ -545,7 +547,5 @@ def test_a_key_too_long_for_a_file_name_fails_its_shard_once(tmp_path, digits, d
     assert encode(data, digits_ckpt, arch, "--key-column", "id") == 0
     assert decode(arch, digits_ckpt, rec, "--format", "images") == 1
     failures = json.loads((rec / "failures.json").read_text())
-    assert [f["shard"] for f in failures] == ["p1.parquet.index.parquet"] and failures[0]["attempts"] == 1
-    assert re.search(
-        r"p1\.parquet\.index\.parquet row 3: key 'k+' cannot be a file name", failures[0]["error"]
-    )
+    assert [f["shard"] for f in failures] == ["p1.index.parquet"] and failures[0]["attempts"] == 1
+    assert re.search(r"p1\.index\.parquet row 3: key 'k+' cannot be a file name", failures[0]["error"])

@@ -160,8 +160,8 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     assert results["good.npy"].ok and not results["bad.npy"].ok
     assert 0 < results["good.npy"].model_seconds < results["good.npy"].seconds
     text = caplog.text
-    assert "shard good.npy.vz.parquet: 20 rows" in text
-    assert "shard bad.npy.vz.parquet failed: " in text and "bad.npy row 7: sample holds NaN" in text
+    assert "shard good.vz.parquet: 20 rows" in text
+    assert "shard bad.vz.parquet failed: " in text and "bad.npy row 7: sample holds NaN" in text
 
 
 @pytest.mark.parametrize(

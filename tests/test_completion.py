@@ -27,7 +27,7 @@ def shard(tmp_path):
     src = tmp_path / "in" / "a.npy"
     src.parent.mkdir()
     src.write_bytes(b"0123456789")
-    return Shard(source=str(src), relpath="a.npy", name="a.npy.vz.parquet")
+    return Shard(source=str(src), relpath="a.npy", name="a.vz.parquet")
 
 
 def test_the_driver_side_imports_no_torch():
@@ -41,7 +41,7 @@ def test_run_shard_commits_the_output_then_its_record(tmp_path, shard):
     clock = Stopwatch()
 
     def body(f, uri):
-        assert uri == f"{out}/a.npy.vz.parquet"
+        assert uri == f"{out}/a.vz.parquet"
         with clock.timing():
             f.write(b"hello ")
         f.write(b"world")

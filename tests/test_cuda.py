@@ -31,11 +31,9 @@ def test_digits_round_trip_on_cuda(tmp_path, digits_dir, digits_ckpt, digits):
     assert encode(digits_dir, digits_ckpt, arch) == 0
     assert decode(arch, digits_ckpt, rec) == 0
     direct = direct_reconstructions(str(arch), digits_ckpt, device="cuda")
-    recs = np.concatenate([np.load(rec / f"digits-{i:05d}.npz.npy") for i in range(4)])
+    recs = np.concatenate([np.load(rec / f"digits-{i:05d}.npy") for i in range(4)])
     keys = [
-        k
-        for i in range(4)
-        for k in pq.read_table(rec / f"digits-{i:05d}.npz.keys.parquet")["key"].to_pylist()
+        k for i in range(4) for k in pq.read_table(rec / f"digits-{i:05d}.keys.parquet")["key"].to_pylist()
     ]
     assert len(set(keys)) == 1797
     assert all(np.array_equal(direct[k], r) for k, r in zip(keys, recs, strict=True))

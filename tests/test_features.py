@@ -24,11 +24,11 @@ def test_feature_table_holds_the_encoder_means_with_keys_and_labels(
     # the summary reports the model's share (its size depends on the machine's load: no bound)
     assert re.search(r"workers spent \d+% of their shard time in the model", capsys.readouterr().out)
     files = sorted(out.glob("*.features.parquet"))
-    assert [f.name for f in files] == [f"digits-{i:05d}.npz.features.parquet" for i in range(4)]
+    assert [f.name for f in files] == [f"digits-{i:05d}.features.parquet" for i in range(4)]
     table = pq.read_table(files)
     assert table.num_rows == len(digits[0])
     assert table.column_names == ["key", "mean", "logvar", "latent_shape", "label"]
-    assert table["key"][0].as_py() == "digits-00000.npz:0"
+    assert table["key"][0].as_py() == "digits-00000:0"
     ckpt = load_checkpoint(digits_ckpt)
     with torch.inference_mode():
         post = ckpt.model.encode(torch.from_numpy(digits[0].reshape(len(digits[0]), -1) / 255.0).float())

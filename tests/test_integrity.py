@@ -52,48 +52,46 @@ def _change_a_step_digit(path, keep_footer_checksum_valid: bool) -> None:
 
 @pytest.mark.parametrize("valid_footer", [False, True])
 def test_a_changed_quantizer_step_in_a_footer_is_caught(arch, tmp_path, digits_ckpt, valid_footer):
-    victim = arch / "digits-00001.npz.vz.parquet"
+    victim = arch / "digits-00001.vz.parquet"
     size = victim.stat().st_size
     _change_a_step_digit(victim, valid_footer)
     assert victim.stat().st_size == size
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
-    error = _failures(out)["digits-00001.npz.npy"]
+    error = _failures(out)["digits-00001.npy"]
     expected = "sha256 does not match" if valid_footer else "metadata does not match its checksum"
-    assert expected in error and "digits-00001.npz.vz.parquet" in error
-    assert sorted(p.name for p in out.glob("*.npy")) == [f"digits-0000{i}.npz.npy" for i in (0, 2, 3)]
+    assert expected in error and "digits-00001.vz.parquet" in error
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"digits-0000{i}.npy" for i in (0, 2, 3)]
     assert run_main(inspect_job.main, [str(arch)]) != 0
 
 
 def test_a_file_deleted_after_the_manifest_fails_its_shard(arch, tmp_path, digits_ckpt, capsys):
-    (arch / "digits-00002.npz.vz.parquet").unlink()
+    (arch / "digits-00002.vz.parquet").unlink()
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
-    assert "listed in the archive's manifest but missing" in _failures(out)["digits-00002.npz.npy"]
+    assert "listed in the archive's manifest but missing" in _failures(out)["digits-00002.npy"]
     assert run_main(inspect_job.main, [str(arch)]) == 1
-    assert (
-        "digits-00002.npz.vz.parquet: listed in the archive's manifest but missing" in capsys.readouterr().out
-    )
+    assert "digits-00002.vz.parquet: listed in the archive's manifest but missing" in capsys.readouterr().out
 
 
 def test_a_lying_manifest_is_caught(arch, tmp_path, digits_ckpt, capsys):
     manifest = json.loads((arch / "manifest.json").read_text())
     manifest["shards"][0]["sha256"] = "0" * 64  # a hash that lies
-    manifest["shards"].append(dict(manifest["shards"][1], name="ghost.npz.vz.parquet"))  # a ghost
+    manifest["shards"].append(dict(manifest["shards"][1], name="ghost.vz.parquet"))  # a ghost
     (arch / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
     failures = _failures(out)
-    assert "sha256 does not match" in failures["digits-00000.npz.npy"]
-    assert "missing" in failures["ghost.npz.npy"]
-    assert set(failures) == {"digits-00000.npz.npy", "ghost.npz.npy"}
+    assert "sha256 does not match" in failures["digits-00000.npy"]
+    assert "missing" in failures["ghost.npy"]
+    assert set(failures) == {"digits-00000.npy", "ghost.npy"}
     assert run_main(inspect_job.main, [str(arch)]) == 1
     text = capsys.readouterr().out
     assert "2 file(s) FAILED" in text
 
 
 def test_a_file_no_record_covers_is_refused(arch, tmp_path, digits_ckpt):
-    shutil.copy(arch / "digits-00003.npz.vz.parquet", arch / "stranger.vz.parquet")
+    shutil.copy(arch / "digits-00003.vz.parquet", arch / "stranger.vz.parquet")
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
     assert "no checksum covers it" in _failures(out)["stranger.npy"]
@@ -105,9 +103,9 @@ def test_verify_checks_the_archive_against_its_manifest(arch, tmp_path, digits_d
     args = ["--original", digits_dir, "--restored", str(out), "--archive", str(arch)]
     assert run_main(verify_job.main, args) == 0
     assert "every file matches its manifest entry" in capsys.readouterr().out
-    data = bytearray((arch / "digits-00000.npz.vz.parquet").read_bytes())
+    data = bytearray((arch / "digits-00000.vz.parquet").read_bytes())
     data[len(data) // 2] ^= 1
-    (arch / "digits-00000.npz.vz.parquet").write_bytes(bytes(data))
+    (arch / "digits-00000.vz.parquet").write_bytes(bytes(data))
     assert run_main(verify_job.main, args) == 1
     assert "FAILED" in capsys.readouterr().out
 
@@ -120,11 +118,11 @@ def test_overwrite_leaves_exactly_one_jobs_files(tmp_path, digits_dir, digits_ck
     shutil.copy(f"{digits_dir}/digits-00000.npz", narrow / "only.npz")
     (arch / "colleague-notes.txt").write_text("not vaezip's")
     assert encode(narrow, digits_ckpt, arch, "--overwrite", "--zstd-level", "3") == 0
-    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["only.npz.vz.parquet"]
-    assert sorted(p.name for p in (arch / "_done").iterdir()) == ["only.npz.vz.parquet.json"]
+    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["only.vz.parquet"]
+    assert sorted(p.name for p in (arch / "_done").iterdir()) == ["only.vz.parquet.json"]
     assert (arch / "colleague-notes.txt").exists()
     assert [s["name"] for s in json.loads((arch / "manifest.json").read_text())["shards"]] == [
-        "only.npz.vz.parquet"
+        "only.vz.parquet"
     ]
 
 
@@ -143,9 +141,9 @@ def test_a_decode_rerun_after_a_reencode_redoes_everything_and_keeps_nothing_sta
     capsys.readouterr()
     assert decode(arch, digits_ckpt, out, "--format", "images") == 0
     assert re.search(r"decoded 1 shards \(0 already complete", capsys.readouterr().out)
-    assert sorted(p.name for p in out.glob("*.index.parquet")) == ["late.npz.index.parquet"]
+    assert sorted(p.name for p in out.glob("*.index.parquet")) == ["late.index.parquet"]
     assert not list(out.glob("digits-*/*.png"))  # the earlier decode's images are gone
-    assert len(list((out / "late.npz").iterdir())) == 1797 - 3 * 512
+    assert len(list((out / "late").iterdir())) == 1797 - 3 * 512  # key late:<row> -> late/<row>.png
 
 
 def test_a_second_driver_on_a_claimed_output_is_refused_with_one_line(
@@ -176,9 +174,9 @@ def test_only_this_jobs_temporary_files_are_removed(tmp_path, digits_dir, digits
         p.write_bytes(b"x")
     assert encode(digits_dir, digits_ckpt, arch) == 0
     tag = json.loads((arch / "job.json").read_text())["job_fingerprint"][:16]
-    mine = arch / f".digits-00000.npz.vz.parquet.vz-{tag}.dead.tmp"  # a worker that died mid-write
+    mine = arch / f".digits-00000.vz.parquet.vz-{tag}.dead.tmp"  # a worker that died mid-write
     mine.write_bytes(b"half")
-    (arch / "_done" / "digits-00000.npz.vz.parquet.json").unlink()  # so the re-run has work to do
+    (arch / "_done" / "digits-00000.vz.parquet.json").unlink()  # so the re-run has work to do
     assert encode(digits_dir, digits_ckpt, arch) == 0
     assert not mine.exists()
     assert all(p.exists() for p in theirs)
@@ -197,7 +195,7 @@ def test_a_folder_named_with_brackets_is_not_a_glob(tmp_path, digits, digits_ckp
     folder.mkdir()
     np.save(folder / "a.npy", digits[0][:20])
     assert encode(folder, digits_ckpt, tmp_path / "arch") == 0
-    assert (tmp_path / "arch" / "a.npy.vz.parquet").exists()
+    assert (tmp_path / "arch" / "a.vz.parquet").exists()
 
 
 def test_two_inputs_never_share_an_output_file(tmp_path, digits, digits_ckpt, capsys):
@@ -206,9 +204,7 @@ def test_two_inputs_never_share_an_output_file(tmp_path, digits, digits_ckpt, ca
     np.save(tmp_path / "in" / "sub__d.npy", digits[0][:50])
     assert encode(tmp_path / "in", digits_ckpt, tmp_path / "arch") == 2
     err = capsys.readouterr().err
-    assert (
-        "sub/d.npy" in err and "sub__d.npy" in err and "would both be written to sub__d.npy.vz.parquet" in err
-    )
+    assert "sub/d.npy" in err and "sub__d.npy" in err and "would both be written to sub__d.vz.parquet" in err
     assert not (tmp_path / "arch").exists()
 
 
@@ -302,5 +298,5 @@ def test_one_archive_file_named_by_a_relative_path_is_checked_against_its_folder
 ):
     monkeypatch.chdir(arch.parent)
     out = tmp_path / "one"
-    assert decode("arch/digits-00001.npz.vz.parquet", digits_ckpt, out) == 0
-    assert sorted(p.name for p in out.glob("*.npy")) == ["digits-00001.npz.npy"]
+    assert decode("arch/digits-00001.vz.parquet", digits_ckpt, out) == 0
+    assert sorted(p.name for p in out.glob("*.npy")) == ["digits-00001.npy"]

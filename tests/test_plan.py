@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from pipeline.names import ARCHIVE_SUFFIX, FEATURES_SUFFIX, archive_stem, output_name, sample_key
+from pipeline import readers
+from pipeline.errors import ConfigError
+from pipeline.names import (
+    ARCHIVE_SUFFIX,
+    DATA_SUFFIXES,
+    FEATURES_SUFFIX,
+    archive_stem,
+    output_name,
+    sample_key,
+)
 from pipeline.plan import plan_archive, plan_shards
 
 
@@ -18,24 +27,42 @@ def nested(tmp_path):
 def test_shards_are_named_from_their_path_under_the_input_root(nested):
     shards = plan_shards(str(nested))
     assert [(s.relpath, s.name) for s in shards] == [
-        ("a.npy", "a.npy.vz.parquet"),
-        ("sub/d.npy", "sub__d.npy.vz.parquet"),
+        ("a.npy", "a.vz.parquet"),
+        ("sub/d.npy", "sub__d.vz.parquet"),
     ]
     assert [s.name for s in plan_shards(str(nested), suffix=FEATURES_SUFFIX)] == [
-        "a.npy.features.parquet",
-        "sub__d.npy.features.parquet",
+        "a.features.parquet",
+        "sub__d.features.parquet",
     ]
-    assert [s.name for s in plan_shards(str(nested), suffix="")] == ["a.npy", "sub__d.npy"]
+    assert [s.name for s in plan_shards(str(nested), suffix="")] == ["a", "sub__d"]
+
+
+def test_two_inputs_with_one_stem_are_refused_before_anything_is_written(nested, tmp_path):
+    np.save(nested / "sub__d.npy", np.zeros((2, 4), np.float32))
+    with pytest.raises(ConfigError, match=r"sub/d\.npy and .*sub__d\.npy would both be written to sub__d"):
+        plan_shards(str(nested))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pq").mkdir()
+    for name in ("t.parquet", "t.pq"):
+        pq.write_table(pa.table({"x": [[1.0, 2.0]]}), tmp_path / "pq" / name)
+    with pytest.raises(ConfigError, match=r"would both be written to t\.vz\.parquet"):
+        plan_shards(str(tmp_path / "pq"))
 
 
 def test_decode_names_its_outputs_after_the_archive_files(tmp_path):
     arch = tmp_path / "arch"
     arch.mkdir()
-    for name in ("sub__d.npy.vz.parquet", "a.npy.vz.parquet", "notes.txt"):
+    # one archive file of today's names, one of an older vaezip's (input extension kept)
+    for name in ("sub__d.npy.vz.parquet", "a.vz.parquet", "notes.txt"):
         (arch / name).write_bytes(b"")
     shards = plan_archive(str(arch), ".tar")
-    assert [(s.relpath, s.name) for s in shards] == [("a.npy", "a.npy.tar"), ("sub__d.npy", "sub__d.npy.tar")]
-    assert shards[0].source == str(arch / "a.npy.vz.parquet")
+    assert [(s.relpath, s.name) for s in shards] == [("a", "a.tar"), ("sub__d", "sub__d.tar")]
+    assert shards[0].source == str(arch / "a.vz.parquet")
+    (arch / "a.npy.vz.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"would both be written to a\.tar"):
+        plan_archive(str(arch), ".tar")
 
 
 def test_image_folders_are_grouped_into_numbered_shards(tmp_path):
@@ -52,15 +79,24 @@ def test_image_folders_are_grouped_into_numbered_shards(tmp_path):
 
 
 def test_names_and_keys():
-    assert output_name("x/y.npz") == "x__y.npz" + ARCHIVE_SUFFIX
-    assert archive_stem("x__y.npz.vz.parquet") == "x__y.npz"
+    assert output_name("x/y.npz") == "x__y" + ARCHIVE_SUFFIX
+    assert output_name("v1.2.npy") == "v1.2" + ARCHIVE_SUFFIX  # only a data file's extension goes
+    assert output_name("images-00003") == "images-00003" + ARCHIVE_SUFFIX
+    assert archive_stem("x__y.vz.parquet") == "x__y"
+    assert archive_stem("x__y.npz.vz.parquet") == "x__y"  # an archive of an older vaezip
+    assert archive_stem("v1.2.vz.parquet") == "v1.2"
     with pytest.raises(ValueError, match="not an archive file name"):
         archive_stem("x.parquet")
-    assert sample_key("x/y.npz", 17) == "x/y.npz:17"
+    assert sample_key("x/y.npz", 17) == "x/y:17"
+    assert sample_key(".npy", 0) == ".npy:0"  # a hidden file keeps its whole name
+
+
+def test_every_format_the_readers_take_is_a_data_suffix():
+    assert set(readers.SUFFIXES) == set(DATA_SUFFIXES)
 
 
 def test_a_single_file_named_by_a_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.save("d.npy", np.zeros((3, 4), np.float32))
     (shard,) = plan_shards("d.npy")
-    assert (shard.relpath, shard.name) == ("d.npy", "d.npy.vz.parquet")  # was "..vz.parquet", ".:0"
+    assert (shard.relpath, shard.name) == ("d.npy", "d.vz.parquet")  # was "..vz.parquet", ".:0"

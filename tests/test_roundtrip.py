@@ -24,8 +24,8 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
     direct = direct_reconstructions(str(arch), digits_ckpt)
     keys, labels, recs = [], [], []
     for i in range(4):
-        recs.append(np.load(rec / f"digits-{i:05d}.npz.npy"))
-        side = pq.read_table(rec / f"digits-{i:05d}.npz.keys.parquet").to_pydict()
+        recs.append(np.load(rec / f"digits-{i:05d}.npy"))
+        side = pq.read_table(rec / f"digits-{i:05d}.keys.parquet").to_pydict()
         keys += side["key"]
         labels += side["label"]
     recs = np.concatenate(recs)
@@ -61,12 +61,12 @@ def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):
     assert encode(digits_dir, digits_ckpt, arch) == 0
     before = {p.name: p.read_bytes() for p in arch.glob("*.vz.parquet")}
     mtimes = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
-    (arch / "digits-00002.npz.vz.parquet").unlink()
+    (arch / "digits-00002.vz.parquet").unlink()
     assert encode(digits_dir, digits_ckpt, arch) == 0
     after = {p.name: p.stat().st_mtime_ns for p in arch.glob("*.vz.parquet")}
     redone = sorted(n for n in after if after[n] != mtimes.get(n))
-    assert redone == ["digits-00002.npz.vz.parquet"]
-    assert (arch / "digits-00002.npz.vz.parquet").read_bytes() == before["digits-00002.npz.vz.parquet"]
+    assert redone == ["digits-00002.vz.parquet"]
+    assert (arch / "digits-00002.vz.parquet").read_bytes() == before["digits-00002.vz.parquet"]
 
 
 def test_an_output_holding_another_jobs_archive_is_refused(tmp_path, digits_dir, digits_ckpt, capsys):

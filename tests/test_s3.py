@@ -53,7 +53,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     names = sorted(os.path.basename(p) for p in fs.ls("arch/digits"))
     assert names == [
         "_done",
-        *[f"digits-{i:05d}.npz.vz.parquet" for i in range(4)],
+        *[f"digits-{i:05d}.vz.parquet" for i in range(4)],
         "encode.config.yaml",
         "job.json",
         "manifest.json",
@@ -67,7 +67,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
         keys = pq.read_table(stem + ".keys.parquet", filesystem=fs)["key"].to_pylist()
         assert all(np.array_equal(direct[k], r) for k, r in zip(keys, restored, strict=True))
     assert (
-        sum(len(pq.read_table(f"arch/digits/digits-{i:05d}.npz.vz.parquet", filesystem=fs)) for i in range(4))
+        sum(len(pq.read_table(f"arch/digits/digits-{i:05d}.vz.parquet", filesystem=fs)) for i in range(4))
         == 1797
     )
     secret = env["AWS_SECRET_ACCESS_KEY"]
@@ -184,8 +184,8 @@ def test_permission_denied_fails_that_shard_only(tmp_path, s3, digits_ckpt):
     )
     assert res.returncode == 1, res.stderr
     failures = json.loads((arch / "failures.json").read_text())
-    assert [f["shard"] for f in failures] == ["digits-00001.npz.vz.parquet"]
+    assert [f["shard"] for f in failures] == ["digits-00001.vz.parquet"]
     assert "s3://data/digits/digits-00001.npz: permission denied" in failures[0]["error"]
     done = sorted(p.name for p in (arch / "_done").iterdir())
-    assert done == [f"digits-{i:05d}.npz.vz.parquet.json" for i in (0, 2, 3)]
+    assert done == [f"digits-{i:05d}.vz.parquet.json" for i in (0, 2, 3)]
     assert key["SecretAccessKey"] not in res.stdout + res.stderr

@@ -122,7 +122,7 @@ def _decode_bomb(worker: Any, calib: list, job: Any, ckpt: str, work: str, peak:
     from pipeline.plan import plan_archive
 
     assert worker.process(calib[0], job).ok
-    path = f"{work}/arch/calib.npy.vz.parquet"
+    path = f"{work}/arch/calib.vz.parquet"
     pf = pq.ParquetFile(path)
     t = pf.read()
     codes = t["vz_codes"].to_pylist()

@@ -4,8 +4,10 @@
         -> list_sources(): sorted data files, one format
         -> iter_batches(source): Batch(source, start_row, samples, passthrough columns, ids)
 
-Formats: ``.npy``/``.npz`` arrays, Parquet (image bytes or tensors), WebDataset ``.tar`` and
-image files. Image files are read as groups (``members``) under a root folder.
+Formats: ``.npy``/``.npz`` arrays, Parquet (image bytes or tensors), the Arrow files of a
+Hugging Face ``save_to_disk`` (``data-*.arrow``), WebDataset ``.tar`` (img2dataset's output
+too: its ``.parquet`` indexes beside the tars are left out) and image files.
+Image files are read as groups (``members``) under a root folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.readers.arrays import iter_npy, iter_npz
 from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, iter_images
-from pipeline.readers.parquet import iter_parquet
+from pipeline.readers.parquet import iter_arrow, iter_parquet
 from pipeline.readers.webdataset import iter_webdataset
 
 __all__ = ["Batch", "ReadOptions", "format_of", "iter_batches", "list_sources"]
@@ -29,6 +31,7 @@ SUFFIXES = {
     ".npz": "npz",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".arrow": "arrow",
     ".tar": "webdataset",
     **{s: "images" for s in IMAGE_SUFFIXES},
 }
@@ -63,10 +66,19 @@ def list_sources(uri: str) -> list[str]:
         raise InputError(uri, f"permission denied ({err})") from err
     if not files:
         raise InputError(uri, f"no data files ({', '.join(sorted(SUFFIXES))}) found")
+    files = _without_tar_indexes(files)
     formats = {format_of(f) for f in files}
     if len(formats) > 1:
         raise InputError(uri, f"mixed formats {sorted(formats)}; point at one kind of file")
     return files
+
+
+def _without_tar_indexes(files: list[str]) -> list[str]:
+    """img2dataset's layout: ``00000.tar`` beside its index ``00000.parquet`` (one row per URL
+    tried, with its status). The tars hold every sample that was fetched, with the same
+    captions and metadata, so they are the data and the indexes are left out."""
+    tars = {f[: -len(".tar")] for f in files if format_of(f) == "webdataset"}
+    return [f for f in files if not (format_of(f) == "parquet" and posixpath.splitext(f)[0] in tars)]
 
 
 def iter_batches(
@@ -84,6 +96,8 @@ def iter_batches(
             yield from iter_npy(source, options.batch_rows)
         elif fmt == "npz":
             yield from iter_npz(source, options.batch_rows, options.array_key)
+        elif fmt == "arrow":
+            yield from iter_arrow(source, options.batch_rows, options.column, options.limits.max_pixels)
         else:
             yield from iter_parquet(source, options.batch_rows, options.column, options.limits.max_pixels)
     except FileNotFoundError as err:

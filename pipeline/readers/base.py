@@ -20,6 +20,8 @@ class Batch:
     samples: list[np.ndarray]  # one array per row, source dtype and shape
     columns: dict[str, list[Any]] = field(default_factory=dict)  # passthrough, per row
     ids: list[str] | None = None  # the source's own id per row, where it has one
+    # Hugging Face ``datasets`` features of passthrough columns, where the source records them
+    features: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)

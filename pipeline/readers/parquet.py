@@ -1,18 +1,23 @@
-"""Parquet sources: one column holds the samples, every other column passes through.
+"""Tables of samples: Parquet files, and the Arrow files of a Hugging Face ``save_to_disk``.
 
-The sample column is either encoded image bytes (plain ``binary``, or the Hugging Face
-``{bytes, path}`` struct) or a tensor (nested lists of numbers). Without ``column``, the first
-column of one of those types is taken. Rows are read a batch at a time with
-``ParquetFile.iter_batches``, so memory is bounded by a batch plus one row group.
+One column holds the samples, every other column passes through. The sample column is either
+encoded image bytes (plain ``binary``, or the Hugging Face ``{bytes, path}`` struct) or a tensor
+(nested lists of numbers). Without ``column``, the column the file's Hugging Face ``datasets``
+metadata calls an ``Image()`` is taken, else the first column of one of those types. That
+metadata's features of the passthrough columns (``ClassLabel`` names, ``Value`` types) travel
+with the batch into the archive. Rows are read a batch at a time (``ParquetFile.iter_batches``;
+an Arrow IPC stream batch by batch), so memory is bounded by a batch plus one row group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from pipeline import storage
@@ -35,11 +40,29 @@ def _is_tensor_type(t: pa.DataType) -> bool:
     return False
 
 
+HF_METADATA_KEY = b"huggingface"
+
+
+def hf_features(schema: pa.Schema) -> dict[str, Any]:
+    """The Hugging Face ``datasets`` features a file's schema metadata records, by column."""
+    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
+    try:
+        features = json.loads(raw)["info"]["features"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return {}  # unreadable metadata of another tool: the Arrow types still tell the columns
+    return features if isinstance(features, dict) else {}
+
+
 def pick_column(schema: pa.Schema, uri: str, column: str | None) -> str:
     if column is not None:
         if column not in schema.names:
             raise InputError(uri, f"missing column {column!r}; columns are {schema.names}")
         return column
+    features = hf_features(schema)
+    for f in schema:
+        feature = features.get(f.name)
+        if isinstance(feature, dict) and feature.get("_type") == "Image" and _is_image_type(f.type):
+            return f.name
     for f in schema:
         if _is_image_type(f.type) or _is_tensor_type(f.type):
             return f.name
@@ -60,6 +83,29 @@ def _sample(value: Any, kind: str, uri: str, row: int, max_pixels: int) -> np.nd
         raise InputError(uri, f"ragged tensor ({err})", row=row) from err
 
 
+def _batches(
+    uri: str,
+    what: str,
+    schema: pa.Schema,
+    record_batches: Iterable[pa.RecordBatch],
+    column: str | None,
+    max_pixels: int,
+) -> Iterator[Batch]:
+    name = pick_column(schema, uri, column)
+    kind = "image" if _is_image_type(schema.field(name).type) else "tensor"
+    features = {k: v for k, v in hf_features(schema).items() if k != name and k in schema.names}
+    start = 0
+    try:
+        for rb in record_batches:
+            values = rb.column(name).to_pylist()
+            samples = [_sample(v, kind, uri, start + i, max_pixels) for i, v in enumerate(values)]
+            cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
+            yield Batch(source=uri, start_row=start, samples=samples, columns=cols, features=features or None)
+            start += len(values)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(uri, f"corrupt {what} data ({err})", row=start) from err
+
+
 def iter_parquet(
     uri: str, batch_rows: int, column: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Iterator[Batch]:
@@ -68,16 +114,24 @@ def iter_parquet(
             pf = pq.ParquetFile(f)
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Parquet file ({err})") from err
-        schema = pf.schema_arrow
-        name = pick_column(schema, uri, column)
-        kind = "image" if _is_image_type(schema.field(name).type) else "tensor"
-        start = 0
+        yield from _batches(
+            uri, "Parquet", pf.schema_arrow, pf.iter_batches(batch_size=batch_rows), column, max_pixels
+        )
+
+
+def _rebatched(reader: pa.RecordBatchStreamReader, rows: int) -> Iterator[pa.RecordBatch]:
+    for rb in reader:
+        for start in range(0, rb.num_rows, rows):
+            yield rb.slice(start, rows)
+
+
+def iter_arrow(
+    uri: str, batch_rows: int, column: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Batch]:
+    """An Arrow IPC stream (what ``datasets``' ``save_to_disk`` writes as ``data-*.arrow``)."""
+    with storage.open_read(uri) as f:
         try:
-            for rb in pf.iter_batches(batch_size=batch_rows):
-                values = rb.column(name).to_pylist()
-                samples = [_sample(v, kind, uri, start + i, max_pixels) for i, v in enumerate(values)]
-                cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
-                yield Batch(source=uri, start_row=start, samples=samples, columns=cols)
-                start += len(values)
+            reader = pyarrow.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err
+            raise InputError(uri, f"not a readable Arrow IPC stream ({err})") from err
+        yield from _batches(uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels)

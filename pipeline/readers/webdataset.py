@@ -5,7 +5,9 @@ dot of its file name (``train/0001.jpg`` and ``train/0001.cls`` are sample ``tra
 fields ``jpg`` and ``cls``). One field holds the sample: ``column`` if given, else the first
 image field (jpg, png, webp, ...) or ``npy``. Every other field passes through as a column of
 that name: ``cls``/``cls2``/``index`` as integers, ``txt``/``json``/``caption`` and the like
-as text, anything else as bytes. The sample's key is its WebDataset key.
+as text, anything else as bytes (the field's last extension decides: ``label.cls`` is an
+integer). The sample's key is its WebDataset key, or the archive key a vaezip decode wrote in
+its ``vzkey.txt`` field (so a decoded tar archived again keeps its keys).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pipeline.readers.images import IMAGE_SUFFIXES, decode_image
 
 IMAGE_FIELDS = tuple(s[1:] for s in IMAGE_SUFFIXES)
 INT_FIELDS = ("cls", "cls2", "index", "label")
-TEXT_FIELDS = ("txt", "text", "json", "caption", "cap", "id", "url", "key")
+TEXT_FIELDS = ("txt", "text", "json", "jsn", "caption", "cap", "id", "url", "key")
+KEY_FIELD = "vzkey.txt"  # written by pipeline.outputs' WebDataset writer
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -43,12 +46,13 @@ def _npy(data: bytes, uri: str, row: int) -> np.ndarray:
 
 
 def _value(field: str, data: bytes, uri: str, row: int) -> Any:
-    if field in INT_FIELDS:
+    kind = field.rsplit(".", 1)[-1]
+    if kind in INT_FIELDS:
         try:
             return int(data.decode().strip())
         except (UnicodeDecodeError, ValueError) as err:
             raise InputError(uri, f"field .{field} is not an integer ({data[:20]!r})", row=row) from err
-    if field in TEXT_FIELDS:
+    if kind in TEXT_FIELDS:
         try:
             return data.decode()
         except UnicodeDecodeError as err:
@@ -108,6 +112,8 @@ def iter_webdataset(
                 )
                 raise InputError(uri, f"sample {key!r} has no {want}", row=r)
             data = fields.pop(field)
+            if KEY_FIELD in fields:
+                key = _value(KEY_FIELD, fields.pop(KEY_FIELD), uri, r)
             samples.append(
                 _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
             )
