@@ -132,6 +132,18 @@ def parquet_null_image(d, x, y):
     return [], "b.parquet", r"b\.parquet row 2: sample is null"
 
 
+def parquet_image_path_missing(d, x, y):
+    t = table(x[:10], y[:10]).to_pydict()
+    t["image"] = [{"bytes": b, "path": None} for b in t["image"]]
+    t["image"][4] = {"bytes": None, "path": "gone.png"}  # Dataset.to_parquet of a file's image
+    pq.write_table(pa.table(t), d / "b.parquet")
+    return (
+        [],
+        "b.parquet",
+        r"b\.parquet row 4: image struct has no bytes and its path .*gone\.png cannot be read",
+    )
+
+
 def parquet_missing_column(d, x, y):
     pq.write_table(table(x[:10], y[:10]).rename_columns(["picture", "label", "id"]), d / "b.parquet")
     return ["--column", "image"], "b.parquet", r"b\.parquet: missing column 'image'"
@@ -273,6 +285,7 @@ CASES = {
     npz_which_array: "npz",
     parquet_corrupt_image: "parquet",
     parquet_null_image: "parquet",
+    parquet_image_path_missing: "parquet",
     parquet_missing_column: "parquet",
     parquet_not_parquet: "parquet",
     parquet_truncated: "parquet",

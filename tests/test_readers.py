@@ -75,6 +75,50 @@ def test_parquet_hf_image_struct_round_trips_pixels(tmp_path):
     assert sum((b.columns["caption"] for b in batches), []) == [f"c{i}" for i in range(5)]
 
 
+def test_images_named_by_path_alone_are_read_from_beside_the_file(tmp_path):
+    """``Dataset.to_parquet`` of images loaded from files stores ``{bytes: None, path}``."""
+    rng = np.random.default_rng(2)
+    imgs = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(3)]
+    (tmp_path / "imgs").mkdir()
+    for i, im in enumerate(imgs):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(_png(im))
+    paths = ["imgs/0.png", str(tmp_path / "imgs" / "1.png"), "imgs/2.png"]  # relative and absolute
+    rows = [{"image": {"bytes": None, "path": p}} for p in paths]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    _, samples = _collect(str(tmp_path / "p.parquet"))
+    assert all(np.array_equal(a, b) for a, b in zip(samples, imgs, strict=True))
+    rows[1]["image"]["path"] = "imgs/gone.png"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    with pytest.raises(
+        InputError, match=r"p\.parquet row 1: image struct has no bytes and its path .*gone\.png"
+    ):
+        _collect(str(tmp_path / "p.parquet"))
+
+
+def test_the_column_datasets_calls_an_image_is_the_sample(tmp_path):
+    import json
+
+    mask = {"bytes": _png(np.zeros((4, 4), np.uint8)), "path": None}
+    photo = {"bytes": _png(np.full((4, 4, 3), 7, np.uint8)), "path": None}
+    table = pa.Table.from_pylist([{"mask": mask, "photo": photo, "label": 1}])
+    features = {"photo": {"_type": "Image"}, "label": {"_type": "ClassLabel", "names": ["a", "b"]}}
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, tmp_path / "p.parquet")
+    (batch,), (sample,) = _collect(str(tmp_path / "p.parquet"))
+    assert sample.shape == (4, 4, 3) and sample[0, 0, 0] == 7  # not the first image column
+    assert set(batch.columns) == {"mask", "label"}
+    assert batch.features == {"label": features["label"]}  # travels with the passthrough columns
+
+
+def test_img2dataset_indexes_beside_their_tars_are_left_out(tmp_path):
+    for name in ("00000.tar", "00000.parquet", "00001.tar", "00001.parquet", "00000_stats.json"):
+        (tmp_path / name).write_bytes(b"")
+    assert [f.rsplit("/", 1)[1] for f in list_sources(str(tmp_path))] == ["00000.tar", "00001.tar"]
+    (tmp_path / "extra.parquet").write_bytes(b"")  # a Parquet file that is no tar's index
+    with pytest.raises(InputError, match="mixed formats"):
+        list_sources(str(tmp_path))
+
+
 def test_parquet_plain_binary_and_tensor_columns(tmp_path):
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     pq.write_table(pa.table({"id": [7], "png": [_png(gray)]}), tmp_path / "b.parquet")

@@ -146,9 +146,9 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
             files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
         for name, data in files.items():
             stem, field = name.split(".", 1)
-            if field == "key":
+            if field == "vzkey.txt":
                 key = data.decode()
-                assert files[f"{stem}.path"].decode() == key
+                assert files[f"{stem}.path.txt"].decode() == key
                 seen[key] = decode_image(files[f"{stem}.png"], name, None)
     assert sorted(seen) == sorted(direct)
     assert all(np.array_equal(seen[k], direct[k]) for k in direct)
@@ -183,5 +183,5 @@ def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckp
     assert keys == [f"s{p}_{i:04d}" for p in range(2) for i in range(30)]
     assert [c for b in got for c in b.columns["cls"]] == [i % 7 for _ in range(2) for i in range(30)]
     assert [t for b in got for t in b.columns["txt"]] == [n for n, _ in crops]
-    assert [k for b in got for k in b.columns["key"]] == keys
+    assert set(got[0].columns) == {"cls", "txt"}  # the vzkey.txt field is the key, not a column
     assert all(np.array_equal(x, direct[k]) for b in got for k, x in zip(b.ids, b.samples, strict=True))

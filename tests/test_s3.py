@@ -62,7 +62,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     fs.get("arch/digits/", str(local), recursive=True)
     direct = direct_reconstructions(str(local), digits_ckpt)
     for i in range(4):
-        stem = f"arch/restored/digits-{i:05d}.npz"
+        stem = f"arch/restored/digits-{i:05d}"
         restored = np.load(fs.open(stem + ".npy"))
         keys = pq.read_table(stem + ".keys.parquet", filesystem=fs)["key"].to_pylist()
         assert all(np.array_equal(direct[k], r) for k, r in zip(keys, restored, strict=True))

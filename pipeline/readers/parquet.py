@@ -12,6 +12,7 @@ an Arrow IPC stream batch by batch), so memory is bounded by a batch plus one ro
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -69,13 +70,28 @@ def pick_column(schema: pa.Schema, uri: str, column: str | None) -> str:
     raise InputError(uri, f"no image-bytes or tensor column among {schema.names}; pass --column")
 
 
+def _image_file(path: str | None, uri: str, row: int) -> bytes:
+    """The bytes of an image a ``datasets`` Image struct names by ``path`` alone (what
+    ``Dataset.to_parquet`` writes for images loaded from files): an absolute path or URL as it
+    is, a relative one beside the Parquet file."""
+    if not path:
+        raise InputError(uri, "image struct has neither bytes nor a path", row=row)
+    where = path if "://" in path or posixpath.isabs(path) else storage.join(posixpath.dirname(uri), path)
+    try:
+        return storage.read_bytes(where)
+    except OSError as err:
+        raise InputError(
+            uri, f"image struct has no bytes and its path {where} cannot be read ({err})", row=row
+        ) from err
+
+
 def _sample(value: Any, kind: str, uri: str, row: int, max_pixels: int) -> np.ndarray:
     if value is None:
         raise InputError(uri, "sample is null", row=row)
     if kind == "image":
         data = value.get("bytes") if isinstance(value, dict) else value
         if data is None:
-            raise InputError(uri, "image struct has no bytes", row=row)
+            data = _image_file(value.get("path") if isinstance(value, dict) else None, uri, row)
         return decode_image(data, uri, row, max_pixels)
     try:
         return np.asarray(value)
