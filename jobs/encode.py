@@ -30,6 +30,7 @@ from pipeline.plan import Shard, check_separate, plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
 from pipeline.runner import Pool, run
+from pipeline.value_range import ValueRange
 
 log = logging.getLogger("jobs.encode")
 CONFIG = "encode.config.yaml"  # every option's final value, beside the output
@@ -97,6 +98,13 @@ def build_parser() -> Parser:
     )
     d.add_argument("--array-key", help=".npz: the array that holds the samples")
     d.add_argument(
+        "--value-range",
+        metavar="LO,HI",
+        help="the data's units that the model's 0..1 stands for, recorded in every archive file and "
+        "undone on decode (default: the range the checkpoint was trained with, else 0..255 for "
+        "integer pixels and 0..1 for floats); values outside it are refused, naming file and row",
+    )
+    d.add_argument(
         "--column",
         help="Parquet: the column that holds the samples; WebDataset: "
         "the field (file extension) that does (default: the first image field, "
@@ -132,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "array_key": args.array_key,
         "column": args.column,
         "names_version": NAMES_VERSION,
+        **({"value_range": args.value_range} if args.value_range else {}),
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)
@@ -160,6 +169,7 @@ def _run(
         device=args.device,
         threads=args.threads,
         key_column=args.key_column,
+        value_range=ValueRange.of(args.value_range),
     )
 
     def body(pool: Pool) -> tuple[str, Summary]:

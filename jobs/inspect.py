@@ -99,6 +99,7 @@ def describe(uri: str) -> dict:
             "dictionary_bytes": len(first.codec.dictionary),
         },
         "column_bytes": dict(column_bytes.most_common()),
+        "value_range": first.value_range.to_list() if first.value_range else None,
         "sample_shapes": dict(shapes.most_common()),
         "latent_shapes": dict(latent_shapes.most_common()),
         "passthrough": passthrough,
@@ -121,7 +122,13 @@ def as_text(d: dict) -> str:
         f"levels {min(q['levels'])}-{max(q['levels'])}, {q['code_dtype']} codes",
         f"codec     zstd level {c['level']}, {c['layout']}-major, {c['framing']} framing"
         + (f", dictionary {c['dictionary_bytes']:,} bytes" if c["dictionary_bytes"] else ""),
-        "samples   " + "; ".join(f"{k} x{v:,}" for k, v in d["sample_shapes"].items()),
+        "samples   "
+        + "; ".join(f"{k} x{v:,}" for k, v in d["sample_shapes"].items())
+        + (
+            f"; values {d['value_range'][0]:g}..{d['value_range'][1]:g} -> 0..1"
+            if d["value_range"]
+            else "; values as pixels 0..255 (integers) or 0..1 (floats)"
+        ),
         "latents   " + "; ".join(f"{k} x{v:,}" for k, v in d["latent_shapes"].items()),
         "columns   " + (", ".join(f"{k} ({v})" for k, v in d["passthrough"].items()) or "none"),
     ]

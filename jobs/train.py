@@ -23,7 +23,7 @@ from tqdm import tqdm
 from jobs._cli import Parser, int_tuple, run_main
 from pipeline import storage
 from pipeline.checkpoint import save_checkpoint
-from pipeline.dataset import RawSample, input_shape_of, read_samples, stack_for_model
+from pipeline.dataset import RawSample, choose_range, input_shape_of, read_samples, stack_for_model
 from pipeline.errors import ConfigError
 from pipeline.model_worker import pick_device
 from pipeline.models import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
@@ -97,6 +97,14 @@ def build_parser() -> Parser:
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     r = p.add_argument_group("reading")
     r.add_argument("--array-key", help=".npz: the array that holds the samples")
+    r.add_argument(
+        "--value-range",
+        default="auto",
+        metavar="auto|LO,HI",
+        help="the data's units the model's 0..1 stands for, recorded in the checkpoint: auto = the "
+        "dtype's range for 8/16-bit integers (0..65535 for a 16-bit scan), 0..1 for floats within "
+        "it, else the training sample's extent (metres, kelvin, ...)",
+    )
     r.add_argument("--column", help="Parquet: the column that holds the samples")
     return p
 
@@ -160,13 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ReadOptions(array_key=args.array_key, column=args.column)
     samples = read_samples(args.input, options, args.max_rows)
     config = model_config(args, samples)
-    data, layout = stack_for_model(samples, config)
+    value_range = choose_range(args.value_range, samples)
+    data, layout = stack_for_model(samples, config, value_range)
     del samples
     log.info(
-        "training %s on %d rows of shape %s from %s (device %s)",
+        "training %s on %d rows of shape %s %s (values %s -> 0..1) from %s (device %s)",
         config.kind,
         len(data),
         layout.shape,
+        layout.dtype,
+        layout.range,
         args.input,
         device,
     )
@@ -182,8 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = train(model, data, settings, device, on_step)
 
-    _, val_idx = split(len(data), settings.val_fraction, settings.seed)
-    grids = [grid(model, "validation split", data[np.sort(val_idx)], layout, device)]
+    train_idx, val_idx = split(len(data), settings.val_fraction, settings.seed)
+    if len(val_idx):
+        grids = [grid(model, "validation split", data[np.sort(val_idx)], layout, device)]
+    else:  # --val-fraction 0: the figures below are the training rows' own
+        grids = [grid(model, "training rows (no validation split)", data[np.sort(train_idx)], layout, device)]
     report = {
         "model": config_to_dict(config),
         "device": str(device),
@@ -198,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.eval_input:
         held = read_samples(args.eval_input, options)
-        held_data, held_layout = stack_for_model(held, config)
+        held_data, held_layout = stack_for_model(held, config, value_range)
         ev = evaluate(model, torch.from_numpy(held_data).to(device), seed=settings.seed)
         report["held_out"] = {"input": args.eval_input, "rows": len(held_data), **dataclasses.asdict(ev)}
         step = max(1, len(held_data) // GRID_COLUMNS)
@@ -214,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sample_shape": list(layout.shape),
             "sample_dtype": layout.dtype,
         },
+        value_range=value_range,
     )
     report["fingerprint"] = fingerprint
     storage.write_bytes(storage.join(args.output, "report.json"), json.dumps(report, indent=2).encode())
@@ -224,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = result.evaluation
     print(
         f"trained {config.kind} VAE in {result.seconds:.1f} s ({result.steps} steps): "
-        f"val ELBO {ev.elbo_nats:.2f} nats, PSNR {ev.psnr_db:.2f} dB, "
+        f"{'val' if result.val_rows else 'training-rows'} ELBO {ev.elbo_nats:.2f} nats, "
+        f"PSNR {ev.psnr_db:.2f} dB, "
         f"active channels {ev.active_channels}/{len(ev.kl_per_channel_nats)}"
         + (f"; held-out PSNR {report['held_out']['psnr_db']:.2f} dB" if "held_out" in report else "")
         + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"

@@ -1,66 +1,187 @@
-"""Compare restored samples with the originals:
-``python -m jobs.verify --original DATA --restored DIR`` (restored with ``--format npy``).
+"""Compare restored samples with the originals, in the data's own units:
+``python -m jobs.verify --original DATA --restored DIR [--archive ARCHIVE]``.
 
-Matches rows by key, checks that every original key was restored exactly once, and prints
-the mean per-sample PSNR (peak 255 for uint8, 1 for float data) and the archive ratio.
+Reads every decode format (npy, parquet, images, webdataset: whichever each shard was written
+as), matches rows by key, checks that every original key was restored exactly once, and
+prints the mean per-sample PSNR against the data's true peak, the RMSE and the largest error
+in the data's units, and (with ``--archive``) the archive's size against the input's own bytes
+and against the same values stored as float16.
+
+The peak is the value range the archive recorded (``--value-range`` of train or encode): 255
+for 8-bit pixels, 65535 for a 16-bit scan, HI - LO for a raster in metres. Without
+``--archive`` it is the dtype's range for integers and the originals' extent for floats.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import posixpath
 import sys
+import tarfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
 from jobs._cli import Parser, run_main
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.format import archive_files, read_meta
 from pipeline.integrity import check_archive
 from pipeline.names import sample_key
-from pipeline.plan import plan_shards
+from pipeline.plan import Shard, plan_shards
 from pipeline.readers import ReadOptions, iter_batches
+from pipeline.readers.webdataset import KEY_FIELD, split_key
+from pipeline.samples import INTS, dtype_range
+from pipeline.value_range import ValueRange
+
+Restored = dict[str, np.ndarray]  # key -> restored sample
+
+
+def _array(data: bytes, ext: str) -> np.ndarray:
+    if ext == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+def _from_npy(stem: str) -> Restored:
+    arrays = np.load(io.BytesIO(storage.read_bytes(stem + ".npy")), allow_pickle=False)
+    keys = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".keys.parquet")), columns=["key"])
+    return dict(zip(keys["key"].to_pylist(), arrays, strict=True))
+
+
+def _from_parquet(stem: str) -> Restored:
+    table = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".parquet"))).to_pydict()
+    if "image" in table:
+        samples = [_array(v["bytes"], "png") for v in table["image"]]
+    else:
+        samples = [np.asarray(v) for v in table["data"]]
+    return dict(zip(table["key"], samples, strict=True))
+
+
+def _from_images(stem: str) -> Restored:
+    index = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".index.parquet")), columns=["key", "file"])
+    folder = posixpath.dirname(stem)
+    return {
+        key: _array(storage.read_bytes(storage.join(folder, f)), f.rsplit(".", 1)[-1])
+        for key, f in zip(index["key"].to_pylist(), index["file"].to_pylist(), strict=True)
+    }
+
+
+def _from_tar(stem: str) -> Restored:
+    out: Restored = {}
+    fields: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(stem + ".tar"))) as tar:
+        for m in tar:
+            f = tar.extractfile(m) if m.isfile() else None
+            if f is not None:
+                key, field = split_key(m.name)
+                fields.setdefault(key, {})[field] = f.read()
+    for sample in fields.values():
+        ext = "png" if "png" in sample else "npy"
+        out[sample[KEY_FIELD].decode()] = _array(sample[ext], ext)
+    return out
+
+
+READERS = {".npy": _from_npy, ".parquet": _from_parquet, ".index.parquet": _from_images, ".tar": _from_tar}
+
+
+def read_restored(folder: str, shard: Shard) -> Restored:
+    """The decode of ``shard`` in ``folder``, in whichever format it was written."""
+    stem = storage.join(folder, shard.name)
+    for suffix in (".index.parquet", ".npy", ".parquet", ".tar"):  # an index before plain Parquet
+        if storage.exists(stem + suffix):
+            return READERS[suffix](stem)
+    raise InputError(stem, "restored shard is missing (no .npy, .parquet, .index.parquet or .tar)")
+
+
+@dataclass
+class Errors:
+    """Running error sums in the data's units."""
+
+    psnrs: list[float]
+    squared: float = 0.0
+    values: int = 0
+    max_error: float = 0.0
+
+    def add(self, x: np.ndarray, y: np.ndarray, peak: float) -> None:
+        d = x.astype(np.float64) - y.astype(np.float64)
+        mse = float(np.mean(d**2)) if d.size else 0.0
+        self.psnrs.append(10 * np.log10(peak**2 / max(mse, 1e-30)))
+        self.squared += float(np.sum(d**2))
+        self.values += d.size
+        self.max_error = max(self.max_error, float(np.abs(d).max()) if d.size else 0.0)
+
+
+def _peak(archive: str | None, originals: list[np.ndarray]) -> ValueRange:
+    if archive:
+        meta = read_meta(archive_files(archive)[0])
+        if meta.value_range is not None:
+            return meta.value_range
+    dtype = originals[0].dtype.name
+    if dtype == "uint8" or (archive and dtype in INTS):  # the archive's default: 0..255
+        return ValueRange(0.0, 255.0)
+    if dtype in INTS:
+        return dtype_range(dtype)
+    lo = min(float(x.min()) for x in originals)
+    hi = max(float(x.max()) for x in originals)
+    return ValueRange(0.0, 1.0) if 0.0 <= lo and hi <= 1.0 else ValueRange(lo, max(hi, lo + 1e-12))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m jobs.verify", description=__doc__.split("\n\n")[0])
     p.add_argument("--original", required=True, help="the dataset that was encoded")
-    p.add_argument("--restored", required=True, help="output folder of jobs.decode --format npy")
-    p.add_argument("--archive", help="archive folder, to report its size against the input")
+    p.add_argument("--restored", required=True, help="output folder of jobs.decode (any --format)")
+    p.add_argument(
+        "--archive", help="archive folder: its recorded value range and its size against the input"
+    )
     args = p.parse_args(argv)
-    psnrs: list[float] = []
+    errors = Errors(psnrs=[])
     input_bytes = 0
+    float16_bytes = 0
+    value_range: ValueRange | None = None
     for shard in plan_shards(args.original, suffix=""):
-        stem = storage.join(args.restored, shard.name)
-        try:
-            restored = np.load(io.BytesIO(storage.read_bytes(stem + ".npy")))
-            keys = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".keys.parquet")))["key"]
-        except FileNotFoundError as err:
-            raise InputError(stem + ".npy", "restored shard is missing") from err
-        keys = keys.to_pylist()
+        restored = read_restored(args.restored, shard)
         batches = list(iter_batches(shard.source, ReadOptions(), shard.members))
         originals = [s for b in batches for s in b.samples]
         expected = [k for b in batches for k in (b.ids or [sample_key(shard.relpath, r) for r in b.rows])]
-        if keys != expected:
-            raise InputError(stem + ".keys.parquet", "keys differ from the original rows")
-        for x, y in zip(originals, restored, strict=True):
-            peak = 255.0 if x.dtype == np.uint8 else 1.0
-            mse = np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2)
-            psnr = 10 * np.log10(peak**2 / max(mse, 1e-12))
-            psnrs.append(psnr)
+        if sorted(restored) != sorted(expected):
+            missing = sorted(set(expected) - set(restored))[:3]
+            extra = sorted(set(restored) - set(expected))[:3]
+            raise InputError(
+                storage.join(args.restored, shard.name),
+                f"keys differ from the original rows (missing {missing}, unexpected {extra})",
+            )
+        value_range = value_range or _peak(args.archive, originals)
+        for key, x in zip(expected, originals, strict=True):
+            y = restored[key]
+            if y.shape != x.shape:
+                raise InputError(
+                    storage.join(args.restored, shard.name),
+                    f"key {key!r}: shape {y.shape}, original {x.shape}",
+                )
+            errors.add(x, y, value_range.span)
+            float16_bytes += 2 * x.size
         input_bytes += shard.input_bytes()
-    line = f"verified {len(psnrs)} rows: mean PSNR {np.mean(psnrs):.2f} dB"
+    assert value_range is not None
+    rmse = (errors.squared / max(errors.values, 1)) ** 0.5
+    print(
+        f"verified {len(errors.psnrs)} rows: mean PSNR {np.mean(errors.psnrs):.2f} dB "
+        f"(peak {value_range.span:g}, values {value_range}); RMSE {rmse:.4g}, "
+        f"max error {errors.max_error:.4g} (in the data's units)"
+    )
     if args.archive:
         manifest = json.loads(storage.read_bytes(storage.join(args.archive, "manifest.json")))
-        line += (
-            f"; archive {manifest['bytes']:,} bytes for {input_bytes:,} input bytes "
-            f"(ratio {input_bytes / manifest['bytes']:.2f}, "
-            f"{manifest['bytes'] / len(psnrs):.1f} bytes per sample)"
+        size = manifest["bytes"]
+        print(
+            f"archive {size:,} bytes for {input_bytes:,} input bytes (ratio {input_bytes / size:.2f}; "
+            f"{size / float16_bytes:.3f}x the values as float16), "
+            f"{size / len(errors.psnrs):.1f} bytes per sample"
         )
-    print(line)
-    if args.archive:
         problems = check_archive(args.archive)
         for problem in problems:
             print(f"FAILED {problem}")

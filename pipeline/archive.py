@@ -43,7 +43,7 @@ def latents_of(
     latents = decompress(rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri, start)
     try:
         layouts = [
-            SampleLayout(tuple(int(v) for v in s), str(d))
+            SampleLayout(tuple(int(v) for v in s), str(d), meta.value_range)
             for s, d in zip(rows.shapes, rows.dtypes, strict=True)
         ]
     except (TypeError, ValueError) as err:

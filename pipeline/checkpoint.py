@@ -3,7 +3,9 @@
     ckpt/
       model.safetensors   weights only (safetensors: no code runs on load)
       config.json         {"format": "vaezip-checkpoint", "version": 1, "model": {...},
-                           "weights_sha256": "...", "training": {...}}
+                           "weights_sha256": "...", "training": {...},
+                           "value_range": [LO, HI]}   (the data units [0, 1] stands for;
+                                                       absent: pipeline.samples' defaults)
 
 The fingerprint is the sha256 of the weights file's bytes. It is recorded in config.json and
 checked on every load, so a truncated or edited weights file is refused rather than used, and
@@ -25,6 +27,7 @@ from safetensors.torch import save as st_save
 from pipeline import storage
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.models import VAE, ModelConfig, build_model, config_from_dict, config_to_dict
+from pipeline.value_range import ValueRange
 
 FORMAT = "vaezip-checkpoint"
 VERSION = 1
@@ -39,9 +42,12 @@ class Checkpoint:
     fingerprint: str
     uri: str
     training: dict[str, Any] = field(default_factory=dict)
+    value_range: ValueRange | None = None  # what the model's [0, 1] stands for
 
 
-def save_checkpoint(model: VAE, uri: str, training: dict[str, Any] | None = None) -> str:
+def save_checkpoint(
+    model: VAE, uri: str, training: dict[str, Any] | None = None, value_range: ValueRange | None = None
+) -> str:
     """Write the checkpoint folder at ``uri``; returns the fingerprint."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     blob = st_save(state)
@@ -53,6 +59,8 @@ def save_checkpoint(model: VAE, uri: str, training: dict[str, Any] | None = None
         "weights_sha256": fingerprint,
         "training": training or {},
     }
+    if value_range is not None:
+        meta["value_range"] = value_range.to_list()
     storage.write_bytes(storage.join(uri, WEIGHTS), blob)
     storage.write_bytes(storage.join(uri, CONFIG), json.dumps(meta, indent=2).encode())
     return fingerprint
@@ -79,6 +87,7 @@ def _verified(uri: str) -> tuple[dict[str, Any], ModelConfig, bytes, str]:
     meta = read_checkpoint_meta(uri)
     try:
         config = config_from_dict(meta.get("model"))
+        ValueRange.of(meta.get("value_range"))
     except ConfigError as err:
         raise CheckpointError(f"{storage.join(uri, CONFIG)}: {err}") from err
     path = storage.join(uri, WEIGHTS)
@@ -116,5 +125,10 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> Checkpoint:
         raise CheckpointError(f"{path}: weights do not fit the config: {err}") from err
     model.to(device).eval()
     return Checkpoint(
-        model=model, config=config, fingerprint=fingerprint, uri=uri, training=meta.get("training") or {}
+        model=model,
+        config=config,
+        fingerprint=fingerprint,
+        uri=uri,
+        training=meta.get("training") or {},
+        value_range=ValueRange.of(meta.get("value_range")),
     )

@@ -13,7 +13,8 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.models import ModelConfig
 from pipeline.readers import ReadOptions, iter_batches, list_sources
-from pipeline.samples import SampleLayout, infer_model_input, to_model
+from pipeline.samples import INTS, SampleLayout, dtype_range, infer_model_input, to_model
+from pipeline.value_range import ValueRange
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,40 @@ def input_shape_of(samples: list[RawSample]) -> dict[str, int]:
     return infer_model_input(first.array)
 
 
-def stack_for_model(samples: list[RawSample], config: ModelConfig) -> tuple[np.ndarray, SampleLayout]:
+WIDEINTS = ("int32", "int64", "uint32", "uint64")
+
+
+def choose_range(spec: str | None, samples: list[RawSample]) -> ValueRange | None:
+    """``--value-range``: ``LO,HI`` as given; ``auto`` (the default) from the data: the
+    dtype's range for 8- and 16-bit integers (a 16-bit scan is 0..65535), 0..255 for wider
+    integers holding pixels, 0..1 for floats within it, else the sample's extent (an
+    elevation in metres). Bools need none."""
+    if spec not in (None, "auto"):
+        return ValueRange.of(spec)
+    dtype = samples[0].array.dtype.name
+    if dtype == "bool":
+        return None
+    if dtype in INTS and dtype not in WIDEINTS:
+        return dtype_range(dtype)
+    lo = min(float(s.array.min()) for s in samples if s.array.size)
+    hi = max(float(s.array.max()) for s in samples if s.array.size)
+    usual = ValueRange(0.0, 255.0) if dtype in WIDEINTS else ValueRange(0.0, 1.0)
+    if usual.lo <= lo and hi <= usual.hi:
+        return usual
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        raise InputError(
+            samples[0].source,
+            f"cannot take a value range from values {lo:g}..{hi:g}; pass --value-range LO,HI",
+        )
+    return ValueRange(lo, hi)
+
+
+def stack_for_model(
+    samples: list[RawSample], config: ModelConfig, value_range: ValueRange | None = None
+) -> tuple[np.ndarray, SampleLayout]:
     arrays, layout = [], None
     for s in samples:
-        x, layout = to_model(s.array, config, s.source, s.row)
+        x, layout = to_model(s.array, config, s.source, s.row, value_range)
         arrays.append(x)
     assert layout is not None
     return np.stack(arrays), layout

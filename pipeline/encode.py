@@ -26,6 +26,7 @@ from pipeline.overlap import one_behind
 from pipeline.plan import Shard
 from pipeline.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
 from pipeline.readers import ReadOptions
+from pipeline.value_range import ValueRange
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class EncodeSpec:
     device: str = "auto"
     threads: int | None = None
     key_column: str | None = None
+    value_range: ValueRange | None = None  # None: the checkpoint's
 
 
 def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int]:
@@ -59,7 +61,9 @@ class EncodeWorker(ModelWorker):
     def __init__(self, spec: EncodeSpec) -> None:
         super().__init__(spec.checkpoint, spec.device, spec.threads)
         self.spec = spec
-        self.encoder = Encoder(self.ckpt, self.device, spec.read, spec.key_column, self.clock)
+        self.encoder = Encoder(
+            self.ckpt, self.device, spec.read, spec.key_column, self.clock, spec.value_range
+        )
 
     def calibrate(
         self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig, cconfig: CodecConfig
@@ -116,6 +120,7 @@ class EncodeWorker(ModelWorker):
             codec=job.codec,
             source_uri=shard.source,
             job_fingerprint=job.job_fingerprint,
+            value_range=self.encoder.value_range,
         )
         codec = Codec(job.codec)
 

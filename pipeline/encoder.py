@@ -22,6 +22,7 @@ from pipeline.overlap import prefetch
 from pipeline.plan import Shard
 from pipeline.readers import Batch, ReadOptions, iter_batches
 from pipeline.samples import SampleLayout, to_model
+from pipeline.value_range import ValueRange
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,18 @@ class Encoder:
         read: ReadOptions,
         key_column: str | None,
         clock: Stopwatch,
+        value_range: ValueRange | None = None,
     ) -> None:
         self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
+        # the data units the model's [0, 1] stands for: as asked, else as the model was trained
+        self.value_range = value_range or ckpt.value_range
         self.model = ckpt.model
         self.clock = clock
 
     def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
         for batch in iter_batches(shard.source, self.read, shard.members):
             pairs = [
-                to_model(s, self.ckpt.config, *where(shard, r))
+                to_model(s, self.ckpt.config, *where(shard, r), self.value_range)
                 for r, s in zip(batch.rows, batch.samples, strict=True)
             ]
             yield batch, [p[0] for p in pairs], [p[1] for p in pairs]

@@ -40,6 +40,7 @@ from pipeline.codec import CodecParams
 from pipeline.errors import ConfigError, InputError
 from pipeline.names import ARCHIVE_SUFFIX
 from pipeline.quantize import QuantizerParams
+from pipeline.value_range import ValueRange
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -104,6 +105,7 @@ class ArchiveMeta:
     source_uri: str
     job_fingerprint: str
     format_version: int = FORMAT_VERSION
+    value_range: ValueRange | None = None  # the data units [0, 1] stood for (None: defaults)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -114,6 +116,7 @@ class ArchiveMeta:
                 "codec": self.codec.to_dict(),
                 "source_uri": self.source_uri,
                 "job_fingerprint": self.job_fingerprint,
+                **({"value_range": self.value_range.to_list()} if self.value_range else {}),
             },
             sort_keys=True,
         )
@@ -139,6 +142,7 @@ class ArchiveMeta:
                 codec=CodecParams.from_dict(data["codec"]),
                 source_uri=str(data["source_uri"]),
                 job_fingerprint=str(data["job_fingerprint"]),
+                value_range=ValueRange.of(data.get("value_range")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err

@@ -1,9 +1,14 @@
 """Raw samples <-> model arrays, and back exactly.
 
-A model sees float32 in [0, 1] (uint8 data is divided by 255, and so are other integer types
-whose values lie in 0..255, as pixel tensors stored as int64 do; float data is taken as is):
-the MLP a flat vector, the conv VAE (C, H, W). ``SampleLayout`` remembers the source shape and
-dtype so a reconstruction is returned in the shape and dtype that came in.
+A model sees float32 in [0, 1]: a sample's values in their own units are mapped from its
+``ValueRange`` (LO, HI) to [0, 1], ``(x - LO) / (HI - LO)``, and back on decode. Training
+picks the range (``--value-range``: the dtype's range for integer images, e.g. 0..65535 for a
+16-bit scan, or the sample's extent for floats in other units, metres of elevation) and
+records it in the checkpoint; encode records the range it used in every archive file. Without
+one (older checkpoints and archives) the range is 0..255 for integer types (pixels, also when
+stored as int64) and 0..1 for floats and bools, as before. The MLP sees a flat vector, the
+conv VAE (C, H, W). ``SampleLayout`` remembers the source shape, dtype and range so a
+reconstruction is returned in the shape, dtype and units that came in.
 """
 
 from __future__ import annotations
@@ -14,52 +19,86 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.models import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig
+from pipeline.value_range import ValueRange
 
 _FLOATS = ("float16", "float32", "float64")
-_INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
-SUPPORTED_DTYPES = (*_INTS, "bool", *_FLOATS)
+INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+SUPPORTED_DTYPES = (*INTS, "bool", *_FLOATS)
+
+
+def default_range(dtype: str) -> ValueRange:
+    """The range a sample of ``dtype`` is taken in when nothing records one: 0..255 for
+    integers (pixels), 0..1 for floats and bools."""
+    return ValueRange(0.0, 255.0) if dtype in INTS else ValueRange(0.0, 1.0)
+
+
+def dtype_range(dtype: str) -> ValueRange:
+    """Every value ``dtype`` can hold (integers; floats and bools: 0..1)."""
+    if dtype in INTS:
+        info = np.iinfo(np.dtype(dtype))
+        return ValueRange(float(info.min), float(info.max))
+    return ValueRange(0.0, 1.0)
 
 
 @dataclass(frozen=True)
 class SampleLayout:
     shape: tuple[int, ...]
     dtype: str
+    value_range: ValueRange | None = None  # None: default_range(dtype)
+
+    @property
+    def range(self) -> ValueRange:
+        return self.value_range or default_range(self.dtype)
 
     def restore(self, x: np.ndarray) -> np.ndarray:
-        """Model output for one sample -> the source's shape and dtype."""
+        """Model output for one sample -> the source's shape, dtype and units."""
         return self.restore_batch(x[None])[0]
 
     def restore_batch(self, x: np.ndarray) -> np.ndarray:
         """Model outputs for N samples of this layout -> (N, *shape) in the source's dtype."""
-        if self.dtype in _INTS:
-            x = np.clip(np.rint(x * 255.0), 0, 255)
+        r = self.range
+        if self.dtype in INTS:
+            held = dtype_range(self.dtype)
+            x = np.clip(np.rint(x * r.span + r.lo), max(r.lo, held.lo), min(r.hi, held.hi))
         elif self.dtype == "bool":
             x = x > 0.5
+        elif r != ValueRange(0.0, 1.0):
+            x = x.astype(np.float64) * r.span + r.lo
         if len(self.shape) == 3 and x.ndim == 4:  # (N, C, H, W) -> (N, H, W, C)
             x = np.moveaxis(x, 1, -1)
         return x.reshape(len(x), *self.shape).astype(self.dtype)
 
 
 def to_model(
-    arr: np.ndarray, config: ModelConfig, uri: str = "?", row: int | None = None
+    arr: np.ndarray,
+    config: ModelConfig,
+    uri: str = "?",
+    row: int | None = None,
+    value_range: ValueRange | None = None,
 ) -> tuple[np.ndarray, SampleLayout]:
-    """One raw sample -> (float32 model array, layout to restore it)."""
+    """One raw sample -> (float32 model array, layout to restore it). Values outside the
+    range (the model's, or ``default_range``) are refused: the model was never trained there
+    and its output cannot reach them, so they would come back silently wrong."""
     dtype = arr.dtype.name
     if dtype not in SUPPORTED_DTYPES:
         raise InputError(uri, f"dtype {dtype} is not supported (use one of {SUPPORTED_DTYPES})", row=row)
+    r = value_range or default_range(dtype)
     x = arr.astype(np.float32)
-    if dtype in _INTS:
-        if dtype != "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
+    if dtype in _FLOATS and not np.isfinite(x).all():
+        raise InputError(uri, "sample holds NaN or infinity", row=row)
+    if dtype != "bool" and arr.size:
+        lo, hi = arr.min(), arr.max()
+        if lo < r.lo or hi > r.hi:
             raise InputError(
                 uri,
-                f"{dtype} values outside 0..255 ({arr.min()}..{arr.max()}); "
-                "store pixels as uint8 or scale to float in [0, 1]",
+                f"{dtype} values {lo:g}..{hi:g} lie outside the value range {r} "
+                f"{'the model was trained on' if value_range else 'assumed for ' + dtype}; "
+                "train with --value-range auto (or LO,HI) covering the data's units",
                 row=row,
             )
-        x /= 255.0
-    elif dtype in _FLOATS and not np.isfinite(x).all():
-        raise InputError(uri, "sample holds NaN or infinity", row=row)
-    layout = SampleLayout(shape=tuple(arr.shape), dtype=dtype)
+    if r != ValueRange(0.0, 1.0):
+        x = (x - np.float32(r.lo)) / np.float32(r.span)
+    layout = SampleLayout(shape=tuple(arr.shape), dtype=dtype, value_range=value_range)
     if isinstance(config, MLPConfig):
         if x.size != config.input_dim:
             raise InputError(

@@ -41,8 +41,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be positive")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.beta <= 0 or self.learning_rate <= 0:
             raise ConfigError("beta and learning_rate must be positive")
         if self.warmup_steps < 0:
@@ -72,7 +72,11 @@ class TrainResult:
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows); ``val_fraction`` 0 holds nothing out (one big image cut
+    into crops has no rows to spare): the figures are then the training rows' own."""
     order = np.random.default_rng(seed).permutation(n)
+    if val_fraction == 0:
+        return order, order[:0]
     n_val = max(1, int(round(n * val_fraction)))
     if n - n_val < 1:
         raise ConfigError(f"{n} rows are too few to hold out a validation split")
@@ -118,7 +122,7 @@ def train(
     torch.manual_seed(settings.seed)
     train_idx, val_idx = split(len(data), settings.val_fraction, settings.seed)
     x_train = torch.from_numpy(data[train_idx]).to(device)
-    x_val = torch.from_numpy(data[val_idx]).to(device)
+    x_val = torch.from_numpy(data[val_idx if len(val_idx) else train_idx]).to(device)
     model.to(device)
     # The likelihood's one scale parameter gets a 10x learning rate: Adam moves each weight by
     # about lr per step, and the scale must travel a few units in log space, not 1e-3.
@@ -185,5 +189,5 @@ def train(
         steps=step,
         epochs=epoch,
         train_rows=len(x_train),
-        val_rows=len(x_val),
+        val_rows=len(val_idx),
     )

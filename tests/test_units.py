@@ -1,0 +1,142 @@
+"""Data in its own units: a 16-bit scan decodes to uint16 and a raster in metres decodes in
+metres, the range recorded in the checkpoint and in every archive file; values outside the
+range a model was trained on are refused with the file and row."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from jobs import train as train_job
+from jobs import verify as verify_job
+from jobs._cli import run_main
+from pipeline.checkpoint import load_checkpoint
+from pipeline.dataset import RawSample, choose_range
+from pipeline.errors import ConfigError, InputError
+from pipeline.format import archive_files, read_meta
+from pipeline.models import MLPConfig
+from pipeline.samples import SampleLayout, to_model
+from pipeline.value_range import ValueRange
+from tests.format_reader import read_archive_codes
+from tests.helpers import decode, encode
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+def _tiles(image: np.ndarray, size: int = 16) -> np.ndarray:
+    h, w = (s - s % size for s in image.shape[:2])
+    t = image[:h, :w].reshape(h // size, size, w // size, size)
+    return t.swapaxes(1, 2).reshape(-1, size, size)
+
+
+@pytest.fixture(scope="module")
+def camera():
+    from skimage import data
+
+    return data.camera()  # 512x512 uint8, a real photograph
+
+
+def _train(inp, out, *extra):
+    argv = ["--input", str(inp), "--output", str(out), "--epochs", "4", "--model", "mlp", "--latent", "12"]
+    assert run_main(train_job.main, [*argv, *extra]) == 0
+    return str(out)
+
+
+def _decoded_against_the_decoder(arch, ckpt_uri, rec):
+    """key -> (restored sample, what the decoder gives on the archive's codes, mapped to units)."""
+    ckpt = load_checkpoint(ckpt_uri)
+    (name,) = archive_files(str(arch))
+    meta = read_meta(name)
+    rows = read_archive_codes(name)
+    with torch.inference_mode():
+        x = ckpt.model.decode(torch.from_numpy(np.stack([r["latent"] for r in rows]))).clamp(0, 1).numpy()
+    stem = name.rsplit("/", 1)[1][: -len(".vz.parquet")]
+    restored = np.load(rec / f"{stem}.npy")
+    keys = pq.read_table(rec / f"{stem}.keys.parquet")["key"].to_pylist()
+    assert keys == [r["key"] for r in rows]
+    return meta, restored, x.reshape(restored.shape)
+
+
+def test_a_16_bit_scan_decodes_to_uint16_in_its_units(camera, tmp_path, local_ray, capsys):
+    scan = np.minimum(camera.astype(np.uint32) * 257 + 100, 65535).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "scan.npy", _tiles(scan))
+    ckpt = _train(tmp_path / "in", tmp_path / "ckpt", "--val-fraction", "0")  # one image: no rows to spare
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["value_range"] == [0, 65535]
+    report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
+    assert report["val_rows"] == 0 and report["train_rows"] == 1024
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert encode(tmp_path / "in", ckpt, arch) == 0
+    assert decode(arch, ckpt, rec) == 0
+    meta, restored, x = _decoded_against_the_decoder(arch, ckpt, rec)
+    assert meta.value_range == ValueRange(0, 65535)
+    assert restored.dtype == np.uint16
+    assert np.array_equal(restored, np.clip(np.rint(x * 65535.0), 0, 65535).astype(np.uint16))
+    assert restored.max() > 255  # in 16-bit units, not pixels scaled to 0..255
+    capsys.readouterr()
+    assert run_main(verify_job.main, ["--original", str(tmp_path / "in"), "--restored", str(rec)]) == 0
+    line = capsys.readouterr().out
+    psnr = float(line.split("mean PSNR ")[1].split(" dB")[0])
+    assert "(peak 65535" in line and psnr > 10  # was -21 dB against a peak of 1.0
+
+
+def test_a_raster_in_metres_decodes_in_metres(camera, tmp_path, local_ray, capsys):
+    metres = (camera.astype(np.float32) / 255.0 * 3050.0 - 50.0).astype(np.float32)  # -50..3000 m
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "dem.npy", _tiles(metres))
+    ckpt = _train(tmp_path / "in", tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["value_range"] == pytest.approx(
+        [float(metres.min()), float(metres.max())]
+    )
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert encode(tmp_path / "in", ckpt, arch) == 0
+    assert decode(arch, ckpt, rec) == 0
+    meta, restored, x = _decoded_against_the_decoder(arch, ckpt, rec)
+    r = meta.value_range
+    assert restored.dtype == np.float32
+    assert np.array_equal(restored, (x.astype(np.float64) * r.span + r.lo).astype(np.float32))
+    assert -50.0 <= restored.min() and restored.max() <= 3000.0 + 1e-3
+    capsys.readouterr()
+    args = ["--original", str(tmp_path / "in"), "--restored", str(rec), "--archive", str(arch)]
+    assert run_main(verify_job.main, args) == 0
+    out = capsys.readouterr().out
+    rmse = float(out.split("RMSE ")[1].split(",")[0])
+    assert "values -50..3000" in out and 1.0 < rmse < 1500.0  # metres, not a [0, 1] error
+    assert "x the values as float16" in out
+
+
+def test_values_outside_the_models_range_are_refused_with_file_and_row(tmp_path):
+    config = MLPConfig(input_dim=4, latent_dim=2)
+    with pytest.raises(
+        InputError, match=r"dem\.npy row 7: float32 values -3..2 lie outside the value range 0..1"
+    ):
+        to_model(np.array([0, 1, 2, -3], np.float32), config, "dem.npy", 7)
+    with pytest.raises(InputError, match=r"row 3: uint16 values 0..4000 lie outside the value range 0..255"):
+        to_model(np.array([0, 1, 2, 4000], np.uint16), config, "s.npy", 3)
+    wide = ValueRange(-50.0, 3000.0)
+    with pytest.raises(InputError, match="outside the value range -50..3000 the model was trained on"):
+        to_model(np.array([0, 1, 2, 3001], np.float32), config, "dem.npy", 0, wide)
+    x, layout = to_model(np.array([-50, 0, 1475, 3000], np.float32), config, "dem.npy", 0, wide)
+    assert x.tolist() == pytest.approx([0.0, 50 / 3050, 0.5, 1.0])
+    assert layout.restore(x).tolist() == pytest.approx([-50, 0, 1475, 3000], abs=1e-3)
+
+
+def test_auto_ranges_and_their_defaults():
+    def samples(a):
+        return [RawSample("s", 0, np.asarray(a))]
+
+    assert choose_range(None, samples(np.zeros(3, np.uint16))) == ValueRange(0, 65535)
+    assert choose_range("auto", samples(np.zeros(3, np.uint8))) == ValueRange(0, 255)
+    assert choose_range("auto", samples(np.array([0, 200], np.int64))) == ValueRange(0, 255)  # pixels
+    assert choose_range("auto", samples(np.array([0.1, 0.9], np.float32))) == ValueRange(0, 1)
+    assert choose_range("auto", samples(np.array([-3.0, 12.5]))) == ValueRange(-3.0, 12.5)
+    assert choose_range("1,5", samples(np.zeros(3))) == ValueRange(1, 5)
+    with pytest.raises(ConfigError, match="LO,HI"):
+        choose_range("1", samples(np.zeros(3)))
+    with pytest.raises(ConfigError, match="finite LO < HI"):
+        choose_range("5,1", samples(np.zeros(3)))
+    # without a recorded range, uint8 pixels restore exactly as they always did
+    lay = SampleLayout((2,), "uint8")
+    assert lay.restore(np.array([0.5, 1.0], np.float32)).tolist() == [128, 255]
