@@ -13,6 +13,7 @@ that needs a CPU would otherwise wait forever.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -71,11 +72,18 @@ def _check_reachable(address: str) -> None:
         ) from err
 
 
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
         _check_reachable(address)
+    elif not os.environ.get("RAY_ADDRESS"):
+        # A new local Ray, started for this job alone and gone with it, turns token
+        # authentication on by default and announces it on every job: keep it on, quietly.
+        logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except ConnectionError as err:

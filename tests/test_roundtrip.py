@@ -56,6 +56,29 @@ def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
         assert np.array_equal(decode_image(img["bytes"], "x", 0), direct[key])
 
 
+def test_verify_reads_every_decode_format_alike(tmp_path, photos, photos_ckpt, capsys):
+    from jobs import verify
+
+    arch = tmp_path / "arch"
+    assert encode(photos / "heldout", photos_ckpt, arch) == 0
+    lines = {}
+    for fmt in ("npy", "parquet", "images", "webdataset"):
+        assert decode(arch, photos_ckpt, tmp_path / fmt, "--format", fmt) == 0
+        capsys.readouterr()
+        args = [
+            "--original",
+            str(photos / "heldout"),
+            "--restored",
+            str(tmp_path / fmt),
+            "--archive",
+            str(arch),
+        ]
+        assert run_main(verify.main, args) == 0
+        lines[fmt] = capsys.readouterr().out.splitlines()[0]
+    assert len(set(lines.values())) == 1, lines  # the same rows, errors and peak from each
+    assert "(peak 255, values 0..255)" in lines["npy"]
+
+
 def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):
     arch = tmp_path / "arch"
     assert encode(digits_dir, digits_ckpt, arch) == 0
