@@ -23,7 +23,14 @@ from tqdm import tqdm
 from jobs._cli import Parser, int_tuple, run_main
 from pipeline import storage
 from pipeline.checkpoint import save_checkpoint
-from pipeline.dataset import RawSample, choose_range, input_shape_of, read_samples, stack_for_model
+from pipeline.dataset import (
+    RawSample,
+    choose_range,
+    input_shape_of,
+    random_crops,
+    read_samples,
+    stack_for_model,
+)
 from pipeline.errors import ConfigError
 from pipeline.model_worker import pick_device
 from pipeline.models import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
@@ -92,6 +99,19 @@ def build_parser() -> Parser:
         "--val-fraction", type=float, default=d.val_fraction, help="share of rows held out for validation"
     )
     t.add_argument("--max-rows", type=int, help="train on at most this many rows")
+    t.add_argument(
+        "--crop",
+        type=int,
+        metavar="N",
+        help="train on random NxN crops of the images (any sizes, at least N a side): one large "
+        "photo or raster is enough data; the conv VAE then encodes whole images of any size",
+    )
+    t.add_argument(
+        "--crops-per-image",
+        type=int,
+        metavar="K",
+        help="--crop: crops taken from each image (default: enough to cover it about 4 times)",
+    )
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, batches)")
     t.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
@@ -167,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     options = ReadOptions(array_key=args.array_key, column=args.column)
     samples = read_samples(args.input, options, args.max_rows)
+    if args.crop:
+        samples = random_crops(samples, args.crop, args.crops_per_image, args.seed)
     config = model_config(args, samples)
     value_range = choose_range(args.value_range, samples)
     data, layout = stack_for_model(samples, config, value_range)
@@ -212,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.eval_input:
         held = read_samples(args.eval_input, options)
+        if args.crop:
+            held = random_crops(held, args.crop, args.crops_per_image, args.seed + 1)
         held_data, held_layout = stack_for_model(held, config, value_range)
         ev = evaluate(model, torch.from_numpy(held_data).to(device), seed=settings.seed)
         report["held_out"] = {"input": args.eval_input, "rows": len(held_data), **dataclasses.asdict(ev)}

@@ -54,7 +54,29 @@ def input_shape_of(samples: list[RawSample]) -> dict[str, int]:
     return infer_model_input(first.array)
 
 
-WIDEINTS = ("int32", "int64", "uint32", "uint64")
+def random_crops(
+    samples: list[RawSample], size: int, per_image: int | None = None, seed: int = 0
+) -> list[RawSample]:
+    """``size`` x ``size`` crops at random places of each image ((H, W) or (H, W, C)), so a
+    few large images (one photo, one raster) are enough to train on. ``per_image`` defaults to
+    enough crops to cover each image about four times over."""
+    if size < 1:
+        raise InputError(samples[0].source if samples else "?", f"--crop must be positive, got {size}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        a = s.array
+        if a.ndim not in (2, 3) or min(a.shape[:2]) < size:
+            raise InputError(s.source, f"a sample of shape {a.shape} has no {size}x{size} crop", row=s.row)
+        h, w = a.shape[:2]
+        count = per_image or max(1, round(4 * h * w / size**2))
+        ys, xs = rng.integers(0, h - size + 1, count), rng.integers(0, w - size + 1, count)
+        for y, x in zip(ys, xs, strict=True):
+            out.append(RawSample(s.source, s.row, np.ascontiguousarray(a[y : y + size, x : x + size])))
+    return out
+
+
+WIDE_INTS = ("int32", "int64", "uint32", "uint64")
 
 
 def choose_range(spec: str | None, samples: list[RawSample]) -> ValueRange | None:
@@ -67,11 +89,11 @@ def choose_range(spec: str | None, samples: list[RawSample]) -> ValueRange | Non
     dtype = samples[0].array.dtype.name
     if dtype == "bool":
         return None
-    if dtype in INTS and dtype not in WIDEINTS:
+    if dtype in INTS and dtype not in WIDE_INTS:
         return dtype_range(dtype)
     lo = min(float(s.array.min()) for s in samples if s.array.size)
     hi = max(float(s.array.max()) for s in samples if s.array.size)
-    usual = ValueRange(0.0, 255.0) if dtype in WIDEINTS else ValueRange(0.0, 1.0)
+    usual = ValueRange(0.0, 255.0) if dtype in WIDE_INTS else ValueRange(0.0, 1.0)
     if usual.lo <= lo and hi <= usual.hi:
         return usual
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:

@@ -140,3 +140,30 @@ def test_auto_ranges_and_their_defaults():
     # without a recorded range, uint8 pixels restore exactly as they always did
     lay = SampleLayout((2,), "uint8")
     assert lay.restore(np.array([0.5, 1.0], np.float32)).tolist() == [128, 255]
+
+
+def test_one_large_photo_is_enough_to_train_on_and_archives_whole(tmp_path, local_ray, capsys):
+    from PIL import Image
+    from skimage import data
+
+    photo = data.astronaut()[:320, :288]  # one real photo, 320x288x3
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo).save(tmp_path / "in" / "astronaut.png")
+    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "ckpt"), "--crop", "32"]
+    argv += ["--crops-per-image", "96", "--epochs", "2", "--model", "conv", "--base-channels", "8"]
+    assert run_main(train_job.main, argv) == 0
+    report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
+    assert report["train_rows"] + report["val_rows"] == 96
+    ckpt = load_checkpoint(str(tmp_path / "ckpt"))
+    assert ckpt.config.kind == "conv" and ckpt.value_range == ValueRange(0, 255)
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert encode(tmp_path / "in", str(tmp_path / "ckpt"), arch) == 0
+    assert decode(arch, str(tmp_path / "ckpt"), rec, "--format", "images") == 0
+    restored = np.asarray(Image.open(rec / "astronaut.png"))
+    assert restored.shape == photo.shape and restored.dtype == np.uint8  # the whole image
+    with pytest.raises(
+        InputError, match=r"astronaut\.png row 0: a sample of shape \(320, 288, 3\) has no 400x400 crop"
+    ):
+        from pipeline.dataset import random_crops, read_samples
+
+        random_crops(read_samples(str(tmp_path / "in")), 400)
