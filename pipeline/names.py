@@ -70,3 +70,8 @@ def group_relpath(index: int) -> str:
 def sample_key(relpath: str, row: int) -> str:
     """A sample's key when its source has no id column: its file (no extension) and row."""
     return f"{drop_data_suffix(relpath)}:{row}"
+
+
+def legacy_sample_key(relpath: str, row: int) -> str:
+    """The key archives written before keys dropped the extension gave the same row."""
+    return f"{relpath}:{row}"

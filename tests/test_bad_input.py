@@ -70,7 +70,7 @@ def npy_object(d, x, y):
 
 def npy_int_out_of_range(d, x, y):
     np.save(d / "b.npy", x[:10].astype(np.int32) * 100)
-    return [], "b.npy", r"b\.npy row \d+: int32 values outside 0\.\.255"
+    return [], "b.npy", r"b\.npy row \d+: int32 values 0\.\.25500 lie outside the value range 0\.\.255"
 
 
 def npy_wrong_dtype(d, x, y):

@@ -1,6 +1,7 @@
 """Encode and decode through a real local Ray; exact round trips against the decoder itself."""
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -77,6 +78,31 @@ def test_verify_reads_every_decode_format_alike(tmp_path, photos, photos_ckpt, c
         lines[fmt] = capsys.readouterr().out.splitlines()[0]
     assert len(set(lines.values())) == 1, lines  # the same rows, errors and peak from each
     assert "(peak 255, values 0..255)" in lines["npy"]
+    args = [
+        "--original",
+        str(photos / "heldout"),
+        "--restored",
+        str(tmp_path / "npy"),
+        "--archive",
+        str(arch),
+    ]
+    assert run_main(verify.main, [*args, "--baseline", "--baseline-rows", "40"]) == 0
+    out = capsys.readouterr().out
+    target = float(re.search(r"at vaezip's mean PSNR of ([\d.]+) dB", out).group(1))
+    table = {
+        m[0].strip(): m for m in re.findall(r"^  (.{36}) (\S+(?: \d+)?) +([\d,]+) +[\d.]+ +(\S+)", out, re.M)
+    }
+    assert set(table) == {
+        "vaezip (this archive)",
+        "PNG",
+        "JPEG per sample",
+        "JPEG tiled",
+        "WEBP per sample",
+        "WEBP tiled",
+    }
+    assert table["PNG"][3] == "lossless"
+    for codec in ("JPEG per sample", "JPEG tiled", "WEBP per sample", "WEBP tiled"):
+        assert float(table[codec][3].rstrip("*")) >= target or table[codec][3].endswith("*")
 
 
 def test_rerun_redoes_only_the_missing_shard(tmp_path, digits_dir, digits_ckpt):

@@ -100,8 +100,9 @@ def test_a_raster_in_metres_decodes_in_metres(camera, tmp_path, local_ray, capsy
     assert -50.0 <= restored.min() and restored.max() <= 3000.0 + 1e-3
     capsys.readouterr()
     args = ["--original", str(tmp_path / "in"), "--restored", str(rec), "--archive", str(arch)]
-    assert run_main(verify_job.main, args) == 0
+    assert run_main(verify_job.main, [*args, "--baseline"]) == 0
     out = capsys.readouterr().out
+    assert "zstd -19 of the raw values" in out and "float16 + zstd -19" in out  # arrays: no JPEG
     rmse = float(out.split("RMSE ")[1].split(",")[0])
     assert "values -50..3000" in out and 1.0 < rmse < 1500.0  # metres, not a [0, 1] error
     assert "x the values as float16" in out
