@@ -55,8 +55,9 @@ def _encode(x: np.ndarray, fmt: str, quality: int | None) -> bytes:
 
 
 def _decode(data: bytes, like: np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img).reshape(like.shape)
+    with Image.open(io.BytesIO(data)) as img:  # WebP has no grey: it comes back as RGB
+        mode = "RGB" if like.ndim == 3 and like.shape[-1] == 3 else "L"
+        return np.asarray(img.convert(mode)).reshape(like.shape)
 
 
 def mosaic(samples: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -84,14 +84,14 @@ def npy_wrong_shape(d, x, y):
 
 
 def npy_nan(d, x, y):
-    bad = x[:10].astype(np.float32) / 16
+    bad = x[:10].astype(np.float32) / 255
     bad[7, 3, 3] = np.nan
     np.save(d / "b.npy", bad)
     return [], "b.npy", r"b\.npy row 7: sample holds NaN or infinity"
 
 
 def npy_infinity(d, x, y):
-    bad = x[:10].astype(np.float32) / 16
+    bad = x[:10].astype(np.float32) / 255
     bad[4, 0, 0] = np.inf
     np.save(d / "b.npy", bad)
     return [], "b.npy", r"b\.npy row 4: sample holds NaN or infinity"
