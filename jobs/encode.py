@@ -23,6 +23,7 @@ from pipeline.claim import claim
 from pipeline.codec import FRAMINGS, LAYOUTS, CodecConfig
 from pipeline.completion import is_complete
 from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.errors import ConfigError
 from pipeline.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
 from pipeline.manifest import write_manifest
 from pipeline.names import NAMES_VERSION
@@ -98,6 +99,13 @@ def build_parser() -> Parser:
     )
     d.add_argument("--array-key", help=".npz: the array that holds the samples")
     d.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help="archive images as tiles of NxN pixels (keys <key>@y,x), put back together exactly on "
+        "decode: bounds the model's memory on very large images (default: whole images)",
+    )
+    d.add_argument(
         "--value-range",
         metavar="LO,HI",
         help="the data's units that the model's 0..1 stands for, recorded in every archive file and "
@@ -127,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.zstd_level, layout=args.layout, framing=args.framing, dictionary=not args.no_dictionary
     )
     read = read_options(args)
+    if args.tile is not None and args.tile < 1:
+        raise ConfigError(f"--tile must be positive, got {args.tile}")
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
     shards = plan_shards(args.input, args.images_per_shard)
@@ -141,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "column": args.column,
         "names_version": NAMES_VERSION,
         **({"value_range": args.value_range} if args.value_range else {}),
+        **({"tile": args.tile} if args.tile else {}),
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)
@@ -170,6 +181,7 @@ def _run(
         threads=args.threads,
         key_column=args.key_column,
         value_range=ValueRange.of(args.value_range),
+        tile=args.tile,
     )
 
     def body(pool: Pool) -> tuple[str, Summary]:

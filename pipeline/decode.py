@@ -18,12 +18,13 @@ import numpy as np
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.completion import HashingWriter, ShardResult, Written, failed, run_shard
 from pipeline.errors import InputError
-from pipeline.format import read_features, read_meta_and_rows
+from pipeline.format import read_features, read_keys, read_meta_and_rows
 from pipeline.integrity import verify_sha256
 from pipeline.model_worker import ModelWorker
 from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.overlap import one_behind, prefetch
 from pipeline.plan import Shard
+from pipeline.tiles import Reassembled, images_in
 
 log = logging.getLogger(__name__)
 Decoded = tuple[LatentBatch, list[tuple[list[int], np.ndarray]]]
@@ -69,7 +70,10 @@ class DecodeWorker(ModelWorker):
             check_model(meta, self.ckpt, shard.source)
             latents = prefetch(lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta))
             features = read_features(shard.source)
-            with open_output(self.spec.output_format, f, uri, rows_total, features) as writer:
+            if meta.tile:  # whole images are written: as many as the tiles make up
+                rows_total = images_in(read_keys(shard.source))
+            output = open_output(self.spec.output_format, f, uri, rows_total, features)
+            with Reassembled(output, shard.source) if meta.tile else output as writer:
 
                 def write(item: Decoded) -> int:
                     batch, outputs = item

@@ -42,6 +42,7 @@ class EncodeSpec:
     threads: int | None = None
     key_column: str | None = None
     value_range: ValueRange | None = None  # None: the checkpoint's
+    tile: int | None = None  # --tile: images archived as tiles of tile x tile pixels
 
 
 def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int]:
@@ -62,7 +63,7 @@ class EncodeWorker(ModelWorker):
         super().__init__(spec.checkpoint, spec.device, spec.threads)
         self.spec = spec
         self.encoder = Encoder(
-            self.ckpt, self.device, spec.read, spec.key_column, self.clock, spec.value_range
+            self.ckpt, self.device, spec.read, spec.key_column, self.clock, spec.value_range, spec.tile
         )
 
     def calibrate(
@@ -121,6 +122,7 @@ class EncodeWorker(ModelWorker):
             source_uri=shard.source,
             job_fingerprint=job.job_fingerprint,
             value_range=self.encoder.value_range,
+            tile=self.spec.tile,
         )
         codec = Codec(job.codec)
 

@@ -22,6 +22,7 @@ from pipeline.overlap import prefetch
 from pipeline.plan import Shard
 from pipeline.readers import Batch, ReadOptions, iter_batches
 from pipeline.samples import SampleLayout, to_model
+from pipeline.tiles import tiled
 from pipeline.value_range import ValueRange
 
 
@@ -65,15 +66,19 @@ class Encoder:
         key_column: str | None,
         clock: Stopwatch,
         value_range: ValueRange | None = None,
+        tile: int | None = None,
     ) -> None:
         self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
         # the data units the model's [0, 1] stands for: as asked, else as the model was trained
         self.value_range = value_range or ckpt.value_range
+        self.tile = tile  # --tile: images go in as tiles of tile x tile pixels
         self.model = ckpt.model
         self.clock = clock
 
     def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
         for batch in iter_batches(shard.source, self.read, shard.members):
+            if self.tile:
+                batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
             pairs = [
                 to_model(s, self.ckpt.config, *where(shard, r), self.value_range)
                 for r, s in zip(batch.rows, batch.samples, strict=True)
@@ -82,6 +87,9 @@ class Encoder:
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column
+        if batch.source_rows is not None:  # tiles: their keys are made already
+            assert batch.ids is not None
+            return batch.ids
         if col is None:
             return batch.ids or [sample_key(shard.relpath, r) for r in batch.rows]
         if col not in batch.columns:

@@ -106,6 +106,7 @@ class ArchiveMeta:
     job_fingerprint: str
     format_version: int = FORMAT_VERSION
     value_range: ValueRange | None = None  # the data units [0, 1] stood for (None: defaults)
+    tile: int | None = None  # images stored as tiles of this many pixels a side (pipeline.tiles)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -117,6 +118,7 @@ class ArchiveMeta:
                 "source_uri": self.source_uri,
                 "job_fingerprint": self.job_fingerprint,
                 **({"value_range": self.value_range.to_list()} if self.value_range else {}),
+                **({"tile": self.tile} if self.tile else {}),
             },
             sort_keys=True,
         )
@@ -143,6 +145,7 @@ class ArchiveMeta:
                 source_uri=str(data["source_uri"]),
                 job_fingerprint=str(data["job_fingerprint"]),
                 value_range=ValueRange.of(data.get("value_range")),
+                tile=int(data["tile"]) if data.get("tile") is not None else None,
             )
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err

@@ -168,3 +168,35 @@ def test_one_large_photo_is_enough_to_train_on_and_archives_whole(tmp_path, loca
         from pipeline.dataset import random_crops, read_samples
 
         random_crops(read_samples(str(tmp_path / "in")), 400)
+
+
+def test_tiles_go_in_with_keys_naming_them_and_come_back_as_whole_images(tmp_path, photos_ckpt, local_ray):
+    from PIL import Image
+    from skimage import data
+
+    from tests.helpers import direct_reconstructions
+
+    images = {"astronaut.png": data.astronaut()[:150, :130], "coffee.png": data.coffee()[:70, :90]}
+    (tmp_path / "in").mkdir()
+    for name, x in images.items():
+        Image.fromarray(x).save(tmp_path / "in" / name)
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    assert encode(tmp_path / "in", photos_ckpt, arch, "--tile", "64") == 0
+    (name,) = archive_files(str(arch))
+    assert read_meta(name).tile == 64
+    tiles = direct_reconstructions(str(arch), photos_ckpt)
+    assert sorted(tiles)[:3] == ["astronaut.png@0,0", "astronaut.png@0,128", "astronaut.png@0,64"]
+    assert len(tiles) == 3 * 3 + 2 * 2  # 150x130 in 64-pixel tiles, 70x90
+    assert tiles["astronaut.png@128,128"].shape == (22, 2, 3)  # the corner's leftover
+    assert decode(arch, photos_ckpt, rec, "--format", "images") == 0
+    index = pq.read_table(rec / "images-00000.index.parquet").to_pydict()
+    assert index["key"] == list(images) and index["path"] == list(images)  # one row per image
+    for key, x in images.items():
+        expected = np.zeros_like(x)
+        for k, t in tiles.items():
+            base, _, place = k.partition("@")
+            if base == key:
+                y, x0 = map(int, place.split(","))
+                expected[y : y + t.shape[0], x0 : x0 + t.shape[1]] = t
+        restored = np.asarray(Image.open(rec / key))
+        assert restored.shape == x.shape and np.array_equal(restored, expected)

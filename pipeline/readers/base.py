@@ -22,12 +22,16 @@ class Batch:
     ids: list[str] | None = None  # the source's own id per row, where it has one
     # Hugging Face ``datasets`` features of passthrough columns, where the source records them
     features: dict[str, Any] | None = None
+    # the source row of each sample where they are not consecutive rows (tiles of images)
+    source_rows: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     @property
-    def rows(self) -> range:
+    def rows(self) -> range | list[int]:
+        if self.source_rows is not None:
+            return self.source_rows
         return range(self.start_row, self.start_row + len(self.samples))
 
 
