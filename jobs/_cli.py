@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -128,6 +129,11 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        # Release Arrow readers and their I/O threads while Arrow is still whole: left to the
+        # interpreter's last teardown, one can abort the process after its work is done
+        # ("terminate called without an active exception", apache/arrow#34314).
+        gc.collect()
 
 
 def int_tuple(text: str) -> tuple[int, ...]:
