@@ -42,7 +42,7 @@ demo: $(STAMP)
 	@echo "reports: $(RUNS)/digits-mlp/report.png $(RUNS)/photos-conv/report.png"
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
 # they are missing. jobs.bench alone took about 5 minutes on 2 CPU cores.
