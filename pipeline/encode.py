@@ -9,9 +9,11 @@ Encoder (prefetch thread reads; this thread runs the encoder)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
 from pipeline.completion import HashingWriter, ShardResult, Written, run_shard
@@ -25,6 +27,7 @@ from pipeline.models import config_to_dict
 from pipeline.overlap import one_behind
 from pipeline.plan import Shard
 from pipeline.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
+from pipeline.ratecontrol import Rows, calibrate_loss
 from pipeline.readers import ReadOptions
 from pipeline.value_range import ValueRange
 
@@ -71,12 +74,16 @@ class EncodeWorker(ModelWorker):
     ) -> tuple[QuantizerParams, CodecParams]:
         """Quantizer and codec parameters from the first ``max_rows`` rows of ``shards``."""
         means, logvars = [], []
+        rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
         for shard in shards:
             try:
                 for enc in self.encoder.encoded(shard):
                     means += [m.T for m in enc.means]  # (P, C): positions pool across rows
                     logvars += [v.T for v in enc.logvars]
+                    if qconfig.mode == "loss":  # model input, latent, latent shape, sample shape
+                        shapes = [lay.shape for lay in enc.layouts]
+                        rows += zip(enc.inputs, enc.means, enc.latent_shapes, shapes, strict=True)
                     if len(means) >= max_rows:
                         break
             except InputError as err:  # a bad shard fails on its own later, not the job
@@ -93,6 +100,11 @@ class EncodeWorker(ModelWorker):
         m = np.concatenate(means)[:, :, None]  # (sum P, C, 1)
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
+        if qconfig.mode == "loss":
+            assert qconfig.max_loss_db is not None
+            qparams = calibrate_loss(
+                self._loss_rows(rows[:max_rows]), qconfig.max_loss_db, np.asarray(qparams.active)
+            )
         samples = []
         if cconfig.framing == "row" and cconfig.dictionary:
             for a in means[:max_rows]:
@@ -112,6 +124,32 @@ class EncodeWorker(ModelWorker):
             len(cparams.dictionary),
         )
         return qparams, cparams
+
+    def _loss_rows(
+        self, rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]]
+    ) -> list[Rows]:
+        """Calibration rows grouped by shape, each group with the decoder on this device."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, _, lshape, sshape) in enumerate(rows):
+            groups.setdefault((lshape, sshape), []).append(i)
+        out = []
+        for (lshape, sshape), idx in groups.items():
+            size = None if self.ckpt.config.kind == "mlp" else (sshape[0], sshape[1])
+            x = np.stack([rows[i][0] for i in idx])
+            z = np.stack([rows[i][1].reshape(lshape) for i in idx])
+            out.append(Rows(x, z, self._decoder(size)))
+        return out
+
+    def _decoder(self, size: tuple[int, int] | None) -> Callable[[np.ndarray], np.ndarray]:
+        @torch.inference_mode()
+        def decode(z: np.ndarray) -> np.ndarray:
+            parts = []
+            for i in range(0, len(z), 64):
+                zt = torch.from_numpy(np.ascontiguousarray(z[i : i + 64], dtype=np.float32)).to(self.device)
+                parts.append(self.ckpt.model.decode(zt, size).float().clamp(0.0, 1.0).cpu().numpy())
+            return np.concatenate(parts)
+
+        return decode
 
     def process(self, shard: Shard, job: JobParams) -> ShardResult:
         meta = ArchiveMeta(

@@ -36,6 +36,7 @@ class Encoded:
     latent_shapes: list[tuple[int, ...]]
     means: list[np.ndarray]  # per row, (C, P)
     logvars: list[np.ndarray]
+    inputs: list[np.ndarray]  # per row, what the model was given
 
 
 def where(shard: Shard, row: int) -> tuple[str, int | None]:
@@ -116,4 +117,4 @@ class Encoder:
                     means[i] = m[j].reshape(lshape[0], -1)
                     logvars[i] = lv[j].reshape(lshape[0], -1)
                     shapes[i] = lshape
-            yield Encoded(batch, self._keys(shard, batch), layouts, shapes, means, logvars)
+            yield Encoded(batch, self._keys(shard, batch), layouts, shapes, means, logvars, arrays)

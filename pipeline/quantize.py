@@ -8,6 +8,9 @@ the conv VAE) at P positions. Two modes:
   ``step_sigmas`` times its mean posterior sigma, so a code is never finer than the encoder's
   own uncertainty; channels whose KL is below ``dead_kl_nats`` carry no information about x
   and are dropped (they dequantize to 0, the prior mean).
+- ``loss``: the steps that keep the decoded output's PSNR within ``max_loss_db`` of the
+  unquantized latents' with the fewest bits (``pipeline.ratecontrol``; needs the decoder, so
+  the encode worker calibrates it).
 
     x -> code = clip(round((x - lo) / step), 0, levels - 1)      (clipped values are counted)
     code -> lo + code * step
@@ -24,7 +27,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-MODES = ("affine", "posterior")
+MODES = ("affine", "posterior", "loss")
 # Range margin beyond the calibration sample's extremes, as a share of its span: unseen data
 # reaches a little further than the sample did.
 RANGE_MARGIN = 0.05
@@ -35,11 +38,16 @@ class QuantizerConfig:
     mode: str = "posterior"
     bits: int = 8  # affine: exact; posterior: the most a channel may use
     step_sigmas: float = 1.0  # posterior: step = step_sigmas * mean posterior sigma
-    dead_kl_nats: float = 0.01  # posterior: channels below this KL per element are dropped
+    dead_kl_nats: float = 0.01  # posterior, loss: channels below this KL per element are dropped
+    max_loss_db: float | None = None  # loss: the most PSNR quantizing may cost, in dB
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"quantizer mode must be one of {MODES}, got {self.mode!r}")
+        if (self.mode == "loss") != (self.max_loss_db is not None):
+            raise ConfigError("--max-loss-db and the loss quantizer come together")
+        if self.max_loss_db is not None and not 0 < self.max_loss_db <= 20:
+            raise ConfigError(f"--max-loss-db must be in (0, 20] dB, got {self.max_loss_db}")
         if not 1 <= self.bits <= 16:
             raise ConfigError(f"bits must be in 1..16, got {self.bits}")
         if self.step_sigmas <= 0 or self.dead_kl_nats < 0:
@@ -53,6 +61,11 @@ class QuantizerParams:
     step: tuple[float, ...]  # per channel
     levels: tuple[int, ...]  # per channel
     active: tuple[bool, ...]  # per channel; inactive channels are not stored
+    # loss mode: the bound asked for, the loss measured on calibration rows it did not fit on,
+    # and the codes' order-0 entropy there (bits per stored latent value)
+    target_loss_db: float | None = None
+    measured_loss_db: float | None = None
+    bits_per_value: float | None = None
 
     @property
     def channels(self) -> int:
@@ -69,6 +82,15 @@ class QuantizerParams:
             "step": list(self.step),
             "levels": list(self.levels),
             "active": list(self.active),
+            **{
+                k: v
+                for k, v in (
+                    ("target_loss_db", self.target_loss_db),
+                    ("measured_loss_db", self.measured_loss_db),
+                    ("bits_per_value", self.bits_per_value),
+                )
+                if v is not None
+            },
         }
 
     @classmethod
@@ -81,6 +103,11 @@ class QuantizerParams:
                 step=tuple(float(v) for v in data["step"]),
                 levels=tuple(int(v) for v in data["levels"]),
                 active=tuple(bool(v) for v in data["active"]),
+                **{
+                    k: float(data[k])
+                    for k in ("target_loss_db", "measured_loss_db", "bits_per_value")
+                    if data.get(k) is not None
+                },
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"bad quantizer parameters: {err}") from err

@@ -1,0 +1,174 @@
+"""Quantizer steps chosen by decoded quality: ``--max-loss-db D``.
+
+The loss is what quantizing costs in the decoder's output: with ``y0`` the decoder's output
+from the unquantized latents and ``yq`` from the quantized ones, against the model's input
+``x`` (all in the model's 0..1 units, pooled over rows),
+
+    loss_db = 10 * log10(mse(x, yq) / mse(x, y0))     (the PSNR drop, in dB)
+
+Calibration, on a sample the workers read:
+
+1. Split the rows: even rows fit, odd rows check (the check rows are never fitted on).
+2. Per channel c, quantize that channel alone with a trial step and measure the mean squared
+   change it makes in the decoder's output: its gain ``g_c`` (error per unit of step**2 / 12).
+3. Equal slope: at high rate a channel costs ``-log2(step)`` bits per value and adds
+   ``g_c * step**2 / 12`` of error, so the fewest bits for a given error give every channel the
+   same share of it: ``step_c = alpha / sqrt(g_c)``.
+4. ``alpha``: bisection on the fit rows for the largest whose expected loss (the quantizing
+   error alone, ``expected_loss_db``) stays within D; then the check rows are measured, and
+   ``alpha`` shrinks until they are within D too, as measured and as expected.
+
+The measured loss on the check rows and the codes' entropy there (bits per latent value, the
+order-0 bound a per-channel entropy coder would reach) go into the quantizer's parameters,
+hence into job.json, every archive file's metadata and the job summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pipeline.quantize import RANGE_MARGIN, QuantizerParams, dequantize, quantize
+
+# decode(z) for a batch of latents of one shape (N, C, ...) -> model outputs (N, ...)
+Decode = Callable[[np.ndarray], np.ndarray]
+MAX_LEVELS = 1 << 16
+BISECTION_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Calibration rows of one latent and sample shape."""
+
+    x: np.ndarray  # (N, ...) model inputs
+    z: np.ndarray  # (N, C, ...) posterior means
+    decode: Decode
+
+
+def _flat(z: np.ndarray) -> np.ndarray:
+    return z.reshape(z.shape[0], z.shape[1], -1)
+
+
+def _params(lo: np.ndarray, hi: np.ndarray, step: np.ndarray, active: np.ndarray) -> QuantizerParams:
+    step = np.maximum(step, (hi - lo) / (MAX_LEVELS - 1))
+    levels = np.minimum(np.floor((hi - lo) / step).astype(np.int64) + 1, MAX_LEVELS)
+    return QuantizerParams(
+        mode="loss",
+        lo=tuple(float(v) for v in lo),
+        step=tuple(float(v) for v in step),
+        levels=tuple(int(max(v, 2)) for v in levels),
+        active=tuple(bool(v) for v in active),
+    )
+
+
+def _quantized(rows: Rows, params: QuantizerParams) -> np.ndarray:
+    codes, _ = quantize(_flat(rows.z), params)
+    return dequantize(codes, params).reshape(rows.z.shape)
+
+
+def _errors(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> tuple[float, float]:
+    """(mse(x, y0), mse(x, yq)) pooled over every row of ``groups``."""
+    base = quant = 0.0
+    n = 0
+    for rows, y in zip(groups, y0, strict=True):
+        yq = rows.decode(_quantized(rows, params))
+        base += float(np.sum((rows.x - y) ** 2))
+        quant += float(np.sum((rows.x - yq) ** 2))
+        n += rows.x.size
+    return base / n, quant / n
+
+
+def loss_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
+    """The PSNR drop as measured: 10 log10(mse(x, yq) / mse(x, y0))."""
+    base, quant = _errors(groups, params, y0)
+    return 10 * math.log10(max(quant, 1e-30) / max(base, 1e-30))
+
+
+def expected_loss_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
+    """The drop the quantizing error alone makes, 10 log10(1 + mse(y0, yq) / mse(x, y0)):
+    what the measured drop is on average, without the cross term between the model's own error
+    and the quantizing error, which is noise of either sign on a sample of rows and would make
+    the search wander (a coarser step can even measure better)."""
+    base = change = 0.0
+    for rows, y in zip(groups, y0, strict=True):
+        base += float(np.sum((rows.x - y) ** 2))
+        change += float(np.sum((rows.decode(_quantized(rows, params)) - y) ** 2))
+    return 10 * math.log10(1 + change / max(base, 1e-30))
+
+
+def bits_per_value(groups: list[Rows], params: QuantizerParams) -> float:
+    """Order-0 entropy of the codes, per channel, averaged over the stored latent values."""
+    codes = np.concatenate(
+        [np.moveaxis(quantize(_flat(r.z), params)[0], 1, 0).reshape(sum(params.active), -1) for r in groups],
+        axis=1,
+    )
+    total = 0.0
+    for channel in codes:
+        _, counts = np.unique(channel, return_counts=True)
+        p = counts / counts.sum()
+        total += float(-(p * np.log2(p)).sum())
+    return total / max(len(codes), 1)
+
+
+def _split(groups: list[Rows]) -> tuple[list[Rows], list[Rows]]:
+    fit, check = [], []
+    for r in groups:
+        if len(r.x) >= 2:
+            fit.append(Rows(r.x[0::2], r.z[0::2], r.decode))
+            check.append(Rows(r.x[1::2], r.z[1::2], r.decode))
+        else:
+            fit.append(r)
+    return fit, check or fit
+
+
+def calibrate_loss(groups: list[Rows], max_loss_db: float, active: np.ndarray) -> QuantizerParams:
+    """Per-channel steps meeting ``max_loss_db`` on rows not fitted on, with the fewest bits.
+    ``active``: the channels to store (the others decode as 0, the prior mean)."""
+    fit, check = _split(groups)
+    flat = np.concatenate([_flat(r.z) for r in groups])  # (N, C, P)
+    mn, mx = flat.min(axis=(0, 2)), flat.max(axis=(0, 2))
+    lo, hi = mn - RANGE_MARGIN * (mx - mn), mx + RANGE_MARGIN * (mx - mn) + 1e-6
+    y0_fit = [r.decode(r.z) for r in fit]
+    # 2. each channel's gain, from a trial step of a tenth of its spread
+    trial = np.maximum(flat.std(axis=(0, 2)) / 10, 1e-6)
+    gains = np.zeros(len(lo))
+    n = sum(r.x.size for r in fit)
+    for c in np.flatnonzero(active):
+        change = 0.0
+        for r, y in zip(fit, y0_fit, strict=True):
+            z = r.z.copy()  # channel c quantized alone, every other channel as it is
+            z[:, c] = lo[c] + np.rint((z[:, c] - lo[c]) / trial[c]) * trial[c]
+            change += float(np.sum((r.decode(z) - y) ** 2))
+        gains[c] = change / n / (trial[c] ** 2 / 12)
+    gains = np.maximum(gains, 1e-12)
+
+    def steps(alpha: float) -> QuantizerParams:
+        return _params(lo, hi, alpha / np.sqrt(gains), active)
+
+    # 3-4. equal slope, scaled: bisection on log(alpha) over the fit rows
+    lo_a, hi_a = -20.0, 5.0  # natural log of alpha
+    for _ in range(BISECTION_STEPS * 2):
+        mid = (lo_a + hi_a) / 2
+        if expected_loss_db(fit, steps(math.exp(mid)), y0_fit) <= max_loss_db:
+            lo_a = mid
+        else:
+            hi_a = mid
+    alpha = math.exp(lo_a)
+    y0_check = [r.decode(r.z) for r in check]
+    params = steps(alpha)
+    measured = loss_db(check, params, y0_check)
+    for _ in range(20):  # the check rows must hold the bound, as measured and as expected
+        if max(measured, expected_loss_db(check, params, y0_check)) <= max_loss_db:
+            break
+        alpha *= 0.9
+        params = steps(alpha)
+        measured = loss_db(check, params, y0_check)
+    return replace(
+        params,
+        target_loss_db=max_loss_db,
+        measured_loss_db=round(measured, 4),
+        bits_per_value=round(bits_per_value(check, params), 4),
+    )

@@ -1,0 +1,61 @@
+"""--max-loss-db: steps chosen through the decoder, checked on rows they were not fitted on."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.format import archive_files, read_meta
+from pipeline.quantize import QuantizerConfig, QuantizerParams
+from pipeline.ratecontrol import Rows, calibrate_loss, expected_loss_db, loss_db
+from tests.helpers import decode, encode
+
+
+def _linear(gains):
+    """A decoder y = z * sqrt(gain) per channel, and noisy inputs: its error is known."""
+    scale = np.sqrt(np.asarray(gains))[None, :, None]
+    return lambda z: z * scale
+
+
+def test_equal_slope_gives_each_channel_a_step_by_its_gain_and_meets_the_bound():
+    rng = np.random.default_rng(0)
+    gains = [1.0, 4.0, 16.0, 0.25]
+    z = rng.normal(0, 1, (400, 4, 16))
+    dec = _linear(gains)
+    x = dec(z) + rng.normal(0, 0.05, z.shape)  # the model's own error: 0.05 rms
+    rows = [Rows(x, z, dec)]
+    params = calibrate_loss(rows, 0.2, np.ones(4, bool))
+    steps = np.asarray(params.step)
+    # equal slope: step * sqrt(gain) is the same for every channel
+    assert steps * np.sqrt(gains) == pytest.approx(np.full(4, steps[0]), rel=0.02)
+    assert params.mode == "loss" and params.target_loss_db == 0.2
+    assert params.measured_loss_db <= 0.2 and params.bits_per_value > 0
+    y0 = [dec(z)]
+    assert expected_loss_db(rows, params, y0) <= 0.2 + 0.02  # all rows, fitted and checked
+    assert 0.1 < loss_db(rows, params, y0)  # and not needlessly fine
+
+
+def test_loss_parameters_travel_through_json_and_are_checked():
+    p = QuantizerParams("loss", (0.0,), (0.5,), (9,), (True,), 0.1, 0.08, 2.5)
+    again = QuantizerParams.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again == p
+    assert "measured_loss_db" not in QuantizerParams("affine", (0.0,), (0.5,), (9,), (True,)).to_dict()
+    with pytest.raises(ConfigError, match="come together"):
+        QuantizerConfig(mode="loss")
+    with pytest.raises(ConfigError, match=r"must be in \(0, 20\]"):
+        QuantizerConfig(mode="loss", max_loss_db=0)
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.timeout(300)
+def test_an_archive_at_a_loss_bound_records_what_it_measured(tmp_path, digits_dir, digits_ckpt, capsys):
+    arch = tmp_path / "arch"
+    assert encode(digits_dir, digits_ckpt, arch, "--max-loss-db", "0.3") == 0
+    out = capsys.readouterr().out
+    job = json.loads((arch / "job.json").read_text())["quantizer"]
+    assert job["mode"] == "loss" and job["target_loss_db"] == 0.3 and job["measured_loss_db"] <= 0.3
+    assert f"loss {job['measured_loss_db']:.3f} dB (bound 0.3 dB)" in out
+    for f in archive_files(str(arch)):
+        assert read_meta(f).quantizer.to_dict() == job
+    assert decode(arch, digits_ckpt, tmp_path / "rec") == 0
