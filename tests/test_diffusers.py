@@ -97,3 +97,31 @@ def test_a_folder_without_a_vae_is_one_clear_line(tmp_path, capsys):
     assert run_main(import_diffusers.main, ["--source", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a local diffusers AutoencoderKL folder" in err and "\n" not in err
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.timeout(300)
+def test_an_sd_like_posterior_falls_back_to_8_bits_and_the_loss_bound_does_not(tiny_vae, photos, tmp_path):
+    """The SD VAEs (KL weight 1e-6) predict log-variances far below their latents' spread: the
+    sigma step would need far more than 256 levels, so every channel falls back to 8 bits."""
+    import json
+
+    vae, folder = tiny_vae
+    sd_like = diffusers.AutoencoderKL.from_pretrained(str(folder))
+    with torch.no_grad():
+        sd_like.quant_conv.bias[4:] = -30.0  # log-variance channels: sigma ~ 3e-7
+    sd_like.save_pretrained(str(tmp_path / "sd" / "vae"))
+    ckpt = str(tmp_path / "ckpt")
+    argv = ["--source", str(tmp_path / "sd"), "--subfolder", "vae", "--output", ckpt]
+    assert run_main(import_diffusers.main, argv) == 0
+    sizes = {}
+    for name, extra in (("posterior", ()), ("loss", ("--max-loss-db", "0.1"))):
+        arch = tmp_path / name
+        assert encode(photos / "heldout", ckpt, arch, *extra) == 0
+        q = json.loads((arch / "job.json").read_text())["quantizer"]
+        sizes[name] = sum(p.stat().st_size for p in arch.glob("*.vz.parquet"))
+        if name == "posterior":
+            assert q["levels"] == [256] * 4  # the 8-bit fall-back on every channel
+        else:
+            assert q["measured_loss_db"] <= 0.1 and max(q["levels"]) < 256
+    assert sizes["loss"] < sizes["posterior"]
