@@ -147,7 +147,7 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
     data.mkdir()
     good = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     np.save(data / "good.npy", good)
-    bad = good.astype(np.float32)
+    bad = good.astype(np.float32) / 255  # floats in 0..1, as the model takes them
     bad[7, 2, 2] = np.nan
     np.save(data / "bad.npy", bad)
     worker = EncodeWorker(EncodeSpec(checkpoint=digits_ckpt, output=str(tmp_path / "arch")))
