@@ -60,15 +60,16 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
     return out
 
 
-def stop_group(proc) -> None:
+def stop_group(proc, grace: float = 5.0) -> None:
     """SIGTERM a process started with ``start_new_session=True`` and all its children; SIGKILL
-    them if they are not gone in a minute."""
+    them if they are not gone in ``grace`` seconds (a Ray head's graceful stop takes half a
+    minute, and a test's throwaway cluster holds nothing worth it)."""
     import signal
     import subprocess
 
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(60)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
