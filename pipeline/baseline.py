@@ -18,6 +18,8 @@ import numpy as np
 import zstandard
 from PIL import Image
 
+from pipeline.grid import tile, untile
+
 ZSTD_LEVEL = 19
 
 
@@ -60,20 +62,6 @@ def _decode(data: bytes, like: np.ndarray) -> np.ndarray:
         return np.asarray(img.convert(mode)).reshape(like.shape)
 
 
-def mosaic(samples: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Samples of one shape tiled into one image, row-major, about square; and each one's place."""
-    h, w = samples[0].shape[:2]
-    cols = math.ceil(math.sqrt(len(samples)))
-    rows = math.ceil(len(samples) / cols)
-    out = np.zeros((rows * h, cols * w, *samples[0].shape[2:]), np.uint8)
-    places = []
-    for i, x in enumerate(samples):
-        y0, x0 = (i // cols) * h, (i % cols) * w
-        out[y0 : y0 + h, x0 : x0 + w] = x
-        places.append((y0, x0))
-    return out, places
-
-
 Trial = Callable[[int], tuple[int, float]]  # quality -> (bytes, mean PSNR)
 
 
@@ -96,13 +84,12 @@ def _lowest_quality(trial: Trial, target: float) -> tuple[int, int, float, bool]
 
 
 def _tiled_trial(samples: list[np.ndarray], fmt: str) -> Trial:
-    grid, places = mosaic(samples)
-    h, w = samples[0].shape[:2]
+    grid = tile(np.stack(samples))
 
     def trial(q: int) -> tuple[int, float]:
         data = _encode(grid, fmt, q)
-        back = _decode(data, grid)
-        return len(data), mean_psnr(samples, [back[y : y + h, x : x + w] for y, x in places], 255.0)
+        back = untile(_decode(data, grid), len(samples), samples[0].shape)
+        return len(data), mean_psnr(samples, list(back), 255.0)
 
     return trial
 

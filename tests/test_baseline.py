@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipeline.baseline import baselines, mosaic, psnr
+from pipeline.baseline import baselines, psnr
 
 
 def test_grey_and_colour_images_meet_the_target_with_each_codec(digits):
@@ -25,11 +25,3 @@ def test_arrays_get_lossless_and_float16_figures():
     assert lossless.setting == "lossless" and 0 < lossless.bytes <= 8 * 16 * 16 * 4 + 64
     expected = np.mean([psnr(x, x.astype(np.float16), 400.0) for x in samples])
     assert half.setting == "float16" and half.psnr_db == expected
-
-
-def test_mosaic_places_every_sample_once():
-    samples = [np.full((2, 3), i, np.uint8) for i in range(5)]
-    grid, places = mosaic(samples)
-    assert grid.shape == (4, 9)  # 3 columns, 2 rows and len(set(places)) == 5
-    for i, (y, x) in enumerate(places):
-        assert (grid[y : y + 2, x : x + 3] == i).all()
