@@ -29,17 +29,25 @@ The workers (plain classes, made remote by runner.py)
 
 The codec and the format (pure functions over arrays and bytes; no Ray)
     quantize.py      Latent statistics -> QuantizerParams; latents <-> integer codes.
+    ratecontrol.py   Calibration rows + the decoder + a loss bound in dB -> per-channel steps
+                     (--max-loss-db), checked on rows they were not fitted on.
     codec.py         Integer codes <-> byte rows (layout, crc32, zstd framing).
     compress.py      Per-row latents <-> vz_codes payloads (quantize + codec, both directions).
     format.py        CodeRows + passthrough columns <-> archive files (schema, metadata,
                      ArchiveWriter, iter_stored, archive_files).
     archive.py       Archive files -> LatentBatch (dequantized, checked) -> samples (SampleDecoder).
-    outputs.py       Restored samples -> .npy, Parquet with PNGs, image folders, WebDataset.
+    outputs.py       Restored samples -> .npy, Parquet with PNGs, image folders, WebDataset
+                     (with datasets feature metadata and WebDataset's key conventions).
+    tiles.py         Images <-> NxN tiles with keys <key>@y,x, put back together on decode.
 
 Data in and out
-    readers/         Dataset files (.npy/.npz, Parquet, WebDataset, image folders) -> Batch.
-    samples.py       Raw samples <-> model arrays, restored exactly (SampleLayout).
-    dataset.py       A dataset sample -> in-memory model arrays (training, evaluation).
+    readers/         Dataset files (.npy/.npz, Parquet, datasets' Arrow, WebDataset,
+                     img2dataset folders, image folders) -> Batch.
+    value_range.py   The data units a model's 0..1 stands for (no torch).
+    samples.py       Raw samples in their units <-> model arrays, restored exactly (SampleLayout).
+    dataset.py       A dataset sample -> in-memory model arrays (training, evaluation); random
+                     crops; the value range training picks.
+    baseline.py      Samples + a target PSNR -> what PNG, JPEG, WebP, zstd spend on them.
     demo_data.py     Package-shipped real data (digits, skimage photos) -> demo shards.
     torch_data.py    An archive -> a PyTorch IterableDataset of latents or samples.
     raydata.py       An archive -> a Ray Dataset of latents or samples.
