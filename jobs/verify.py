@@ -21,35 +21,33 @@ import io
 import json
 import posixpath
 import sys
-import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image
 
 from jobs._cli import Parser, run_main
 from pipeline import storage
-from pipeline.baseline import baselines
+from pipeline.baseline import baselines, psnr
 from pipeline.errors import ConfigError, InputError
 from pipeline.format import archive_files, read_meta
 from pipeline.integrity import check_archive
 from pipeline.names import legacy_sample_key, sample_key
 from pipeline.plan import Shard, plan_shards
 from pipeline.readers import ReadOptions, iter_batches
-from pipeline.readers.webdataset import KEY_FIELD, split_key
-from pipeline.samples import INTS, dtype_range
+from pipeline.readers.base import Batch, Limits
+from pipeline.readers.images import decode_image
+from pipeline.readers.parquet import iter_parquet
+from pipeline.readers.webdataset import iter_webdataset
+from pipeline.samples import INTS, default_range, dtype_range
 from pipeline.value_range import ValueRange
 
 Restored = dict[str, np.ndarray]  # key -> restored sample
 
 
-def _array(data: bytes, ext: str) -> np.ndarray:
-    if ext == "npy":
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img)
+def _keyed(batches: Iterator[Batch]) -> Restored:
+    return {k: x for b in batches for k, x in zip(b.ids or b.columns["key"], b.samples, strict=True)}
 
 
 def _from_npy(stem: str) -> Restored:
@@ -58,37 +56,26 @@ def _from_npy(stem: str) -> Restored:
     return dict(zip(keys["key"].to_pylist(), arrays, strict=True))
 
 
-def _from_parquet(stem: str) -> Restored:
-    table = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".parquet"))).to_pydict()
-    if "image" in table:
-        samples = [_array(v["bytes"], "png") for v in table["image"]]
-    else:
-        samples = [np.asarray(v) for v in table["data"]]
-    return dict(zip(table["key"], samples, strict=True))
+def _from_parquet(stem: str) -> Restored:  # the key column beside the image (or data) column
+    return _keyed(iter_parquet(stem + ".parquet", 256, max_pixels=1 << 62))
 
 
 def _from_images(stem: str) -> Restored:
     index = pq.read_table(io.BytesIO(storage.read_bytes(stem + ".index.parquet")), columns=["key", "file"])
     folder = posixpath.dirname(stem)
-    return {
-        key: _array(storage.read_bytes(storage.join(folder, f)), f.rsplit(".", 1)[-1])
-        for key, f in zip(index["key"].to_pylist(), index["file"].to_pylist(), strict=True)
-    }
-
-
-def _from_tar(stem: str) -> Restored:
     out: Restored = {}
-    fields: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(stem + ".tar"))) as tar:
-        for m in tar:
-            f = tar.extractfile(m) if m.isfile() else None
-            if f is not None:
-                key, field = split_key(m.name)
-                fields.setdefault(key, {})[field] = f.read()
-    for sample in fields.values():
-        ext = "png" if "png" in sample else "npy"
-        out[sample[KEY_FIELD].decode()] = _array(sample[ext], ext)
+    for key, f in zip(index["key"].to_pylist(), index["file"].to_pylist(), strict=True):
+        data = storage.read_bytes(storage.join(folder, f))
+        out[key] = (
+            np.load(io.BytesIO(data), allow_pickle=False)
+            if f.endswith(".npy")
+            else decode_image(data, f, None, 1 << 62)
+        )
     return out
+
+
+def _from_tar(stem: str) -> Restored:  # the reader takes each sample's vzkey.txt as its key
+    return _keyed(iter_webdataset(stem + ".tar", 256, limits=Limits(max_pixels=1 << 62)))
 
 
 READERS = {".npy": _from_npy, ".parquet": _from_parquet, ".index.parquet": _from_images, ".tar": _from_tar}
@@ -114,21 +101,20 @@ class Errors:
 
     def add(self, x: np.ndarray, y: np.ndarray, peak: float) -> None:
         d = x.astype(np.float64) - y.astype(np.float64)
-        mse = float(np.mean(d**2)) if d.size else 0.0
-        self.psnrs.append(10 * np.log10(peak**2 / max(mse, 1e-30)))
+        self.psnrs.append(psnr(x, y, peak))
         self.squared += float(np.sum(d**2))
         self.values += d.size
         self.max_error = max(self.max_error, float(np.abs(d).max()) if d.size else 0.0)
 
 
 def _peak(archive: str | None, originals: list[np.ndarray]) -> ValueRange:
-    if archive:
-        meta = read_meta(archive_files(archive)[0])
-        if meta.value_range is not None:
-            return meta.value_range
+    """The data's range: as the archive recorded it (its defaults where it recorded none), else
+    the dtype's range for integers and the originals' extent for floats."""
     dtype = originals[0].dtype.name
-    if dtype == "uint8" or (archive and dtype in INTS):  # the archive's default: 0..255
-        return ValueRange(0.0, 255.0)
+    if archive:
+        return read_meta(archive_files(archive)[0]).value_range or default_range(dtype)
+    if dtype == "uint8":
+        return default_range(dtype)
     if dtype in INTS:
         return dtype_range(dtype)
     lo = min(float(x.min()) for x in originals)

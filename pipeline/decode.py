@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.completion import HashingWriter, ShardResult, Written, failed, run_shard
 from pipeline.errors import InputError
-from pipeline.format import read_features, read_keys, read_meta_and_rows
+from pipeline.format import read_footer, read_keys
 from pipeline.integrity import verify_sha256
 from pipeline.model_worker import ModelWorker
 from pipeline.outputs import OUTPUT_FORMATS, open_output
@@ -66,13 +66,13 @@ class DecodeWorker(ModelWorker):
             return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
 
         def body(f: HashingWriter, uri: str) -> Written:
-            meta, rows_total = read_meta_and_rows(shard.source)
+            footer = read_footer(shard.source)
+            meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
             latents = prefetch(lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta))
-            features = read_features(shard.source)
             if meta.tile:  # whole images are written: as many as the tiles make up
                 rows_total = images_in(read_keys(shard.source))
-            output = open_output(self.spec.output_format, f, uri, rows_total, features)
+            output = open_output(self.spec.output_format, f, uri, rows_total, footer.features)
             with Reassembled(output, shard.source) if meta.tile else output as writer:
 
                 def write(item: Decoded) -> int:

@@ -154,8 +154,16 @@ class ArchiveMeta:
         return meta
 
 
-def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
-    """An archive file's metadata (checked, version first) and its row count: one footer read."""
+@dataclass(frozen=True)
+class Footer:
+    meta: ArchiveMeta
+    rows: int
+    features: dict[str, Any]  # Hugging Face features of the passthrough columns ({}: none)
+
+
+def read_footer(uri: str) -> Footer:
+    """An archive file's metadata (checked, version first), row count and passthrough
+    features: one footer read."""
     try:
         with storage.open_read(uri) as f:
             footer = pq.ParquetFile(f).metadata
@@ -173,7 +181,13 @@ def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
     # in the manifest, which decode checks.
     if digest is not None and digest.decode(errors="replace") != hashlib.sha256(raw).hexdigest():
         raise InputError(uri, "archive metadata does not match its checksum: the footer was changed")
-    return meta, footer.num_rows
+    return Footer(meta, footer.num_rows, hf_features(schema))
+
+
+def read_meta_and_rows(uri: str) -> tuple[ArchiveMeta, int]:
+    """An archive file's metadata (checked, version first) and its row count: one footer read."""
+    footer = read_footer(uri)
+    return footer.meta, footer.rows
 
 
 def hf_metadata(features: dict[str, Any]) -> bytes:
@@ -182,16 +196,15 @@ def hf_metadata(features: dict[str, Any]) -> bytes:
     return json.dumps({"info": {"features": features}}, sort_keys=True).encode()
 
 
-def read_features(uri: str) -> dict[str, Any]:
-    """The Hugging Face features of an archive file's passthrough columns ({} if none)."""
+def hf_features(schema: pa.Schema) -> dict[str, Any]:
+    """The Hugging Face ``datasets`` features a schema's metadata records, by column ({} when
+    there are none, or another tool's metadata cannot be read: the Arrow types still tell)."""
+    raw = (schema.metadata or {}).get(HF_KEY)
     try:
-        with storage.open_read(uri) as f:
-            raw = (pq.ParquetFile(f).schema_arrow.metadata or {}).get(HF_KEY)
-        return dict(json.loads(raw)["info"]["features"]) if raw else {}
-    except (FileNotFoundError, pa.ArrowInvalid, OSError) as err:
-        raise InputError(uri, f"not a readable Parquet archive ({err})") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(uri, f"bad {HF_KEY.decode()} metadata ({err})") from err
+        features = json.loads(raw)["info"]["features"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return features if isinstance(features, dict) else {}
 
 
 def read_meta(uri: str) -> ArchiveMeta:

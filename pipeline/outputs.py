@@ -41,8 +41,9 @@ from PIL import Image
 
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
-from pipeline.format import hf_metadata
+from pipeline.format import HF_KEY, hf_metadata
 from pipeline.readers.images import IMAGE_SUFFIXES
+from pipeline.readers.webdataset import KEY_FIELD
 
 OUTPUT_FORMATS = ("npy", "parquet", "images", "webdataset")
 SUFFIXES = {"npy": ".npy", "parquet": ".parquet", "images": ".index.parquet", "webdataset": ".tar"}
@@ -89,7 +90,6 @@ def tar_key(key: str) -> str:
     return "".join(out)
 
 
-KEY_FIELD = "vzkey.txt"  # the archive key of a decoded sample (pipeline.readers.webdataset reads it)
 # The extensions WebDataset's default decoders turn back into values (never its pickle ones)
 FIELD_EXTENSIONS = (
     "txt",
@@ -157,7 +157,7 @@ IMAGE_FEATURE = {"_type": "Image"}
 def with_features(table: pa.Table, features: dict[str, Any]) -> pa.Table:
     """``table`` with the ``datasets`` features of those of its columns ``features`` names."""
     known = {k: v for k, v in features.items() if k in table.column_names}
-    return table.replace_schema_metadata({b"huggingface": hf_metadata(known)}) if known else table
+    return table.replace_schema_metadata({HF_KEY: hf_metadata(known)}) if known else table
 
 
 class NpyWriter(OutputWriter):

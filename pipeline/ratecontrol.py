@@ -69,34 +69,31 @@ def _quantized(rows: Rows, params: QuantizerParams) -> np.ndarray:
     return dequantize(codes, params).reshape(rows.z.shape)
 
 
-def _errors(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> tuple[float, float]:
-    """(mse(x, y0), mse(x, yq)) pooled over every row of ``groups``."""
-    base = quant = 0.0
-    n = 0
+def losses(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> tuple[float, float]:
+    """(measured, expected) loss in dB from one decode of ``groups``: measured is the PSNR drop
+    itself, ``10 log10(mse(x, yq) / mse(x, y0))``; expected is the drop the quantizing error
+    alone makes, ``10 log10(1 + mse(y0, yq) / mse(x, y0))``, what the measured drop is on
+    average without the cross term between the model's own error and the quantizing error,
+    which is noise of either sign on a sample of rows and would make a search wander (a coarser
+    step can even measure better)."""
+    base = quant = change = 0.0
     for rows, y in zip(groups, y0, strict=True):
         yq = rows.decode(_quantized(rows, params))
         base += float(np.sum((rows.x - y) ** 2))
         quant += float(np.sum((rows.x - yq) ** 2))
-        n += rows.x.size
-    return base / n, quant / n
+        change += float(np.sum((yq - y) ** 2))
+    base = max(base, 1e-30)
+    return 10 * math.log10(max(quant, 1e-30) / base), 10 * math.log10(1 + change / base)
 
 
 def loss_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
-    """The PSNR drop as measured: 10 log10(mse(x, yq) / mse(x, y0))."""
-    base, quant = _errors(groups, params, y0)
-    return 10 * math.log10(max(quant, 1e-30) / max(base, 1e-30))
+    """The PSNR drop as measured (``losses``)."""
+    return losses(groups, params, y0)[0]
 
 
 def expected_loss_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
-    """The drop the quantizing error alone makes, 10 log10(1 + mse(y0, yq) / mse(x, y0)):
-    what the measured drop is on average, without the cross term between the model's own error
-    and the quantizing error, which is noise of either sign on a sample of rows and would make
-    the search wander (a coarser step can even measure better)."""
-    base = change = 0.0
-    for rows, y in zip(groups, y0, strict=True):
-        base += float(np.sum((rows.x - y) ** 2))
-        change += float(np.sum((rows.decode(_quantized(rows, params)) - y) ** 2))
-    return 10 * math.log10(1 + change / max(base, 1e-30))
+    """The PSNR drop the quantizing error alone makes (``losses``)."""
+    return losses(groups, params, y0)[1]
 
 
 def bits_per_value(groups: list[Rows], params: QuantizerParams) -> float:
@@ -159,13 +156,13 @@ def calibrate_loss(groups: list[Rows], max_loss_db: float, active: np.ndarray) -
     alpha = math.exp(lo_a)
     y0_check = [r.decode(r.z) for r in check]
     params = steps(alpha)
-    measured = loss_db(check, params, y0_check)
+    measured, expected = losses(check, params, y0_check)
     for _ in range(20):  # the check rows must hold the bound, as measured and as expected
-        if max(measured, expected_loss_db(check, params, y0_check)) <= max_loss_db:
+        if max(measured, expected) <= max_loss_db:
             break
         alpha *= 0.9
         params = steps(alpha)
-        measured = loss_db(check, params, y0_check)
+        measured, expected = losses(check, params, y0_check)
     return replace(
         params,
         target_loss_db=max_loss_db,

@@ -11,7 +11,6 @@ an Arrow IPC stream batch by batch), so memory is bounded by a batch plus one ro
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.format import hf_features
 from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 from pipeline.readers.images import decode_image
 
@@ -39,19 +39,6 @@ def _is_tensor_type(t: pa.DataType) -> bool:
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
             return True
     return False
-
-
-HF_METADATA_KEY = b"huggingface"
-
-
-def hf_features(schema: pa.Schema) -> dict[str, Any]:
-    """The Hugging Face ``datasets`` features a file's schema metadata records, by column."""
-    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
-    try:
-        features = json.loads(raw)["info"]["features"] if raw else None
-    except (ValueError, KeyError, TypeError):
-        return {}  # unreadable metadata of another tool: the Arrow types still tell the columns
-    return features if isinstance(features, dict) else {}
 
 
 def pick_column(schema: pa.Schema, uri: str, column: str | None) -> str:
