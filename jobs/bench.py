@@ -21,13 +21,13 @@ import ray
 import torch
 
 from jobs._cli import Parser, run_main
+from jobs.benches import agreement, sdlike, throughput
 from jobs.benches import bombs as bomb_bench
 from jobs.benches import codec as codec_bench
 from jobs.benches import estimate as estimate_bench
 from jobs.benches import latents as latent_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
-from jobs.benches import throughput
 from jobs.benches.common import load_arrays
 from jobs.benches.report import write_page, write_plots
 from pipeline.checkpoint import Checkpoint, load_checkpoint
@@ -35,7 +35,7 @@ from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
-SECTIONS = ("throughput", "memory", "bombs", "codec", "latents", "rd", "features", "estimate")
+SECTIONS = ("throughput", "memory", "bombs", "codec", "latents", "agreement", "rd", "features", "estimate")
 
 
 def machine() -> dict:
@@ -131,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lat = latent_bench.encode(ck, arrays)
             default = CodecConfig()
             st = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(), default)
+            before = latent_bench.vaezip_codes(
+                ck, lat, arrays, QuantizerConfig(), CodecConfig(layout="position", transform="none")
+            )
             frames = latent_bench.vaezip_codes(
                 ck, lat, arrays, QuantizerConfig(), CodecConfig(level=3, framing="row")
             )
@@ -138,19 +141,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             out[name] = {
                 "rows": len(arrays),
                 "level": default.level,
+                "layout": st.codec.layout,
                 "vaezip_bytes": st.code_bytes,
+                "vaezip_position_unfolded_bytes": before.code_bytes,
                 "vaezip_row_frames_bytes": frames.code_bytes,
                 "vaezip_dictionary_bytes": frames.dictionary_bytes,
                 **codec_bench.entropy_bounds(st.codes.astype(np.int64), width),
-                **codec_bench.coders(st.codes, default.layout),
-                "speeds": codec_bench.speeds(st.codes, default.layout, repeats=args.repeats),
+                **codec_bench.coders(st.codes, st.codec.layout),
+                "speeds": codec_bench.speeds(
+                    st.codes, st.codec.layout, repeats=args.repeats, centers=st.codec.centers
+                ),
             }
         results["codec"] = out
     if "latents" in sections:
+        with tempfile.TemporaryDirectory(prefix="vzbench-sd-") as tmp:
+            train = load_arrays(f"{args.data}/photos/train", max_rows=2048)
+            sd_like = load_checkpoint(sdlike.train(train, tmp))
         results["latents"] = {
             "photos": latent_bench.compare(photos_ck, heldout),
             "digits": latent_bench.compare(digits_ck, digits),
+            "SD-like (diffusers AutoencoderKL, photos)": latent_bench.compare(sd_like, heldout),
         }
+    if "agreement" in sections:
+        results["agreement"] = [
+            agreement.measure(data, ck, d)
+            for data, ck in (
+                (f"{args.data}/digits", args.digits_checkpoint),
+                (f"{args.data}/photos/train", args.photos_checkpoint),
+            )
+            for d in (0.1, 0.5)
+        ]
     if "rd" in sections:
         results["rd"] = rd(photos_ck, heldout, digits_ck, digits, args.output)
     if "features" in sections:

@@ -10,6 +10,11 @@ compresses the first ``--baseline-rows`` samples with the classic codecs (PNG, a
 WebP at the lowest quality that reaches vaezip's PSNR on them, per sample and tiled; zstd and
 float16 + zstd for arrays) and prints their bytes beside vaezip's.
 
+``--checkpoint`` (with ``--archive``; the checkpoint the archive was written with) also runs
+the originals through the model without quantizing and prints what quantizing cost: the PSNR
+drop ``10 log10(SSE(restored) / SSE(unquantized))`` over all rows, the figure
+``jobs.encode --max-loss-db`` bounds and reports from its calibration rows.
+
 The peak is the value range the archive recorded (``--value-range`` of train or encode): 255
 for 8-bit pixels, 65535 for a 16-bit scan, HI - LO for a raster in metres. Without
 ``--archive`` it is the dtype's range for integers and the originals' extent for floats.
@@ -26,10 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
 from jobs._cli import Parser, run_main
 from pipeline import storage
 from pipeline.baseline import baselines, psnr
+from pipeline.checkpoint import Checkpoint, load_checkpoint
 from pipeline.errors import ConfigError, InputError
 from pipeline.format import archive_files, read_meta
 from pipeline.integrity import check_archive
@@ -40,7 +47,7 @@ from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import decode_image
 from pipeline.readers.parquet import iter_parquet
 from pipeline.readers.webdataset import iter_webdataset
-from pipeline.samples import INTS, default_range, dtype_range
+from pipeline.samples import INTS, default_range, dtype_range, to_model
 from pipeline.value_range import ValueRange
 
 Restored = dict[str, np.ndarray]  # key -> restored sample
@@ -107,6 +114,48 @@ class Errors:
         self.max_error = max(self.max_error, float(np.abs(d).max()) if d.size else 0.0)
 
 
+@dataclass
+class Unquantized:
+    """The decoder's output from unquantized latents, against the restored rows: the loss."""
+
+    ckpt: Checkpoint
+    restored_sse: float = 0.0
+    unquantized_sse: float = 0.0
+
+    @classmethod
+    def of(cls, checkpoint: str, archive: str | None) -> Unquantized:
+        if not archive:
+            raise ConfigError("--checkpoint measures the archive's quantizing loss: pass --archive too")
+        meta = read_meta(archive_files(archive)[0])
+        if meta.tile:
+            raise ConfigError("--checkpoint does not yet rebuild a --tile archive's unquantized output")
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt.fingerprint != meta.model_fingerprint:
+            raise ConfigError(
+                f"{checkpoint} is not the archive's model (fingerprint {ckpt.fingerprint[:12]}, "
+                f"the archive's {meta.model_fingerprint[:12]})"
+            )
+        return cls(ckpt)
+
+    @torch.inference_mode()
+    def add(self, x: np.ndarray, y: np.ndarray, value_range: ValueRange, uri: str) -> None:
+        arr, layout = to_model(x, self.ckpt.config, uri, value_range=value_range)
+        size = None if self.ckpt.config.kind == "mlp" else (x.shape[0], x.shape[1])
+        z = self.ckpt.model.encode(torch.from_numpy(arr[None])).mean
+        y0 = layout.restore(self.ckpt.model.decode(z, size).float().clamp(0, 1).numpy()[0])
+        x64 = x.astype(np.float64)
+        self.restored_sse += float(np.sum((x64 - y.astype(np.float64)) ** 2))
+        self.unquantized_sse += float(np.sum((x64 - y0.astype(np.float64)) ** 2))
+
+    def line(self) -> str:
+        loss = 10 * np.log10(max(self.restored_sse, 1e-30) / max(self.unquantized_sse, 1e-30))
+        return (
+            f"quantizing cost {loss:.3f} dB of PSNR over all rows (errors against the originals: "
+            f"restored {self.restored_sse:.6g}, decoded from unquantized latents "
+            f"{self.unquantized_sse:.6g}, sums of squares)"
+        )
+
+
 def _peak(archive: str | None, originals: list[np.ndarray]) -> ValueRange:
     """The data's range: as the archive recorded it (its defaults where it recorded none), else
     the dtype's range for integers and the originals' extent for floats."""
@@ -136,9 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "float16 (arrays) and print their bytes beside the archive's (needs --archive)",
     )
     p.add_argument("--baseline-rows", type=int, default=256, help="--baseline: how many samples (the first)")
+    p.add_argument(
+        "--checkpoint",
+        help="the archive's checkpoint: also decode the originals' unquantized latents and print "
+        "the PSNR that quantizing cost over all rows (what --max-loss-db bounds; needs --archive)",
+    )
     args = p.parse_args(argv)
     if args.baseline and not args.archive:
         raise ConfigError("--baseline compares against the archive's size: pass --archive too")
+    reference = Unquantized.of(args.checkpoint, args.archive) if args.checkpoint else None
     firsts: list[tuple[np.ndarray, float]] = []  # (original, vaezip's PSNR) for --baseline
     errors = Errors(psnrs=[])
     input_bytes = 0
@@ -168,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"key {key!r}: shape {y.shape}, original {x.shape}",
                 )
             errors.add(x, y, value_range.span)
+            if reference:
+                reference.add(x, y, value_range, shard.source)
             float16_bytes += 2 * x.size
             if args.baseline and len(firsts) < args.baseline_rows:
                 firsts.append((x, errors.psnrs[-1]))
@@ -179,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(peak {value_range.span:g}, values {value_range}); RMSE {rmse:.4g}, "
         f"max error {errors.max_error:.4g} (in the data's units)"
     )
+    if reference:
+        print(reference.line())
     if args.archive:
         manifest = json.loads(storage.read_bytes(storage.join(args.archive, "manifest.json")))
         size = manifest["bytes"]

@@ -93,7 +93,11 @@ def decompress(
     out: list[np.ndarray] = [np.empty(0)] * len(raws)
     for group_shape, idx in _by_shape(shapes).items():
         codes = rows_to_codes(
-            [raws[i] for i in idx], (active, _positions(group_shape)), quantizer.dtype, codec.params.layout
+            [raws[i] for i in idx],
+            (active, _positions(group_shape)),
+            quantizer.dtype,
+            codec.params.layout,
+            codec.params.centers,
         )
         latents = dequantize(codes, quantizer).reshape(len(idx), *group_shape)
         for j, i in enumerate(idx):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
+from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
 from pipeline.completion import HashingWriter, ShardResult, Written, run_shard
 from pipeline.compress import compress
 from pipeline.encoder import Encoded, Encoder, check_new_keys
@@ -101,26 +101,18 @@ class EncodeWorker(ModelWorker):
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
         if qconfig.mode == "loss":
-            assert qconfig.max_loss_db is not None
             qparams = calibrate_loss(
                 self._loss_rows(rows[:max_rows]), qconfig.max_loss_db, np.asarray(qparams.active)
             )
-        samples = []
-        if cconfig.framing == "row" and cconfig.dictionary:
-            for a in means[:max_rows]:
-                codes, _ = quantize(np.ascontiguousarray(a.T)[None], qparams)
-                samples += row_bytes(codes, cconfig.layout)
-        cparams = CodecParams(
-            level=cconfig.level,
-            layout=cconfig.layout,
-            framing=cconfig.framing,
-            dictionary=train_dictionary(samples, cconfig),
+        cparams = calibrate_codec(
+            [quantize(np.ascontiguousarray(a.T)[None], qparams)[0] for a in means[:max_rows]], cconfig
         )
         log.info(
-            "calibrated on %d rows: %d of %d channels active, dictionary %d bytes",
+            "calibrated on %d rows: %d of %d channels active, %s-major codes, dictionary %d bytes",
             len(means),
             sum(qparams.active),
             qparams.channels,
+            cparams.layout,
             len(cparams.dictionary),
         )
         return qparams, cparams

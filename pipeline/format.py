@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -151,6 +152,14 @@ class ArchiveMeta:
             raise InputError(uri, f"bad archive metadata: {err}") from err
         if version == 1 and meta.codec.framing != "row":
             raise InputError(uri, "bad archive metadata: format version 1 has per-row frames only")
+        centers, q = meta.codec.centers, meta.quantizer
+        top = int(np.iinfo(q.dtype).max)
+        if centers and (len(centers) != sum(q.active) or not all(0 <= v <= top for v in centers)):
+            raise InputError(
+                uri,
+                f"bad archive metadata: {len(centers)} fold centers for {sum(q.active)} stored "
+                f"channels, or one outside 0..{top}",
+            )
         return meta
 
 

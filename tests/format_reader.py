@@ -39,6 +39,14 @@ def read_archive_codes(path):
             codes = codes.reshape(int(active.sum()), positions)
         else:
             codes = codes.reshape(positions, int(active.sum())).T
+        if c.get("transform", "none") == "fold":  # undo the fold around each channel's center
+            top = np.iinfo(dtype).max
+            m = np.array(c["centers"], dtype=np.int64)[:, None]
+            k = np.minimum(m, top - m)
+            v = codes.astype(np.int64)
+            near = np.where(v % 2 == 1, (v + 1) // 2, -(v // 2))
+            far = np.where(top - m > m, v - k, k - v)
+            codes = (m + np.where(v <= 2 * k, near, far)).astype(dtype)
         latent = np.zeros((len(active), positions), dtype=np.float32)
         latent[active] = (lo[:, None] + codes.astype(np.float64) * step[:, None]).astype(np.float32)
         rows.append(

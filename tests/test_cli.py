@@ -89,7 +89,7 @@ def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, d
     "text, message",
     [
         ("zstd-levl: 5\n", "unknown option 'zstd-levl'"),
-        ("layout: diagonal\n", "layout: 'diagonal' is not one of ['channel', 'position']"),
+        ("layout: diagonal\n", "layout: 'diagonal' is not one of ['auto', 'channel', 'position']"),
         ("[not, a, mapping]\n", "must hold a mapping"),
         ("a: [\n", "does not parse"),
     ],

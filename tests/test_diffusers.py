@@ -115,7 +115,7 @@ def test_an_sd_like_posterior_falls_back_to_8_bits_and_the_loss_bound_does_not(t
     argv = ["--source", str(tmp_path / "sd"), "--subfolder", "vae", "--output", ckpt]
     assert run_main(import_diffusers.main, argv) == 0
     sizes = {}
-    for name, extra in (("posterior", ()), ("loss", ("--max-loss-db", "0.1"))):
+    for name, extra in (("posterior", ("--quantizer", "posterior")), ("loss", ())):  # loss: the default
         arch = tmp_path / name
         assert encode(photos / "heldout", ckpt, arch, *extra) == 0
         q = json.loads((arch / "job.json").read_text())["quantizer"]
@@ -123,5 +123,5 @@ def test_an_sd_like_posterior_falls_back_to_8_bits_and_the_loss_bound_does_not(t
         if name == "posterior":
             assert q["levels"] == [256] * 4  # the 8-bit fall-back on every channel
         else:
-            assert q["measured_loss_db"] <= 0.1 and max(q["levels"]) < 256
+            assert q["target_loss_db"] == 0.1 and q["measured_loss_db"] <= 0.1 and max(q["levels"]) < 256
     assert sizes["loss"] < sizes["posterior"]

@@ -14,6 +14,7 @@ from pipeline.codec import (
     CodecConfig,
     CodecParams,
     checksum,
+    fold,
     row_bytes,
     rows_to_codes,
 )
@@ -47,6 +48,7 @@ def archive(request, tmp_path_factory, digits_dir, trained_mlp):
 def test_format_md_decoder_matches_vaezip(archive):
     path = str(next(archive.glob("*.vz.parquet")))
     meta = read_meta(path)
+    assert meta.codec.transform == "fold" and len(meta.codec.centers) == sum(meta.quantizer.active)
     theirs = read_archive_codes(path)
     table = pq.read_table(path).to_pydict()
     ours = decompress(
@@ -92,11 +94,23 @@ def test_codes_round_trip_exactly_in_both_layouts():
     for dtype in (np.uint8, np.uint16):
         codes = rng.integers(0, np.iinfo(dtype).max, (5, 3, 7), dtype=dtype)
         for layout in ("channel", "position"):
-            rows = row_bytes(codes, layout)
-            codec = Codec(CodecParams(level=3, layout=layout))
-            back = [codec.decompress(f) for f in codec.compress(rows)]
-            assert back == rows
-            assert np.array_equal(rows_to_codes(back, (3, 7), np.dtype(dtype), layout), codes)
+            for centers in ((), (0, np.iinfo(dtype).max, 3)):
+                rows = row_bytes(codes, layout, centers)
+                codec = Codec(CodecParams(level=3, layout=layout, centers=centers))
+                back = [codec.decompress(f) for f in codec.compress(rows)]
+                assert back == rows
+                got = rows_to_codes(back, (3, 7), np.dtype(dtype), layout, centers)
+                assert np.array_equal(got, codes)
+
+
+def test_fold_is_a_bijection_that_puts_each_center_first():
+    values = np.arange(256, dtype=np.uint8)[None, None, :]
+    for m in range(256):
+        folded = fold(values, [m])
+        assert sorted(folded.ravel().tolist()) == list(range(256))
+        assert folded[0, 0, m] == 0 and np.array_equal(fold(folded, [m], inverse=True), values)
+        if 0 < m < 255:
+            assert folded[0, 0, m + 1] == 1 and folded[0, 0, m - 1] == 2
 
 
 def test_quantizer_error_is_within_half_a_step():
@@ -156,6 +170,9 @@ def test_flipped_code_byte_is_caught_by_the_checksum(archive):
         (lambda m: m["quantizer"].update(step=[0.0]), "bad archive metadata"),
         (lambda m: m["codec"].update(name="lz4"), "bad archive metadata"),
         (lambda m: m["codec"].update(dictionary_b64="!!"), "bad archive metadata"),
+        (lambda m: m["codec"].update(centers=[1]), "fold centers for"),
+        (lambda m: m["codec"].update(centers=[300] * len(m["codec"]["centers"])), "outside 0..255"),
+        (lambda m: m["codec"].update(transform="none"), "transform 'none' with"),
     ],
 )
 def test_untrusted_metadata_is_checked(archive, edit, match):

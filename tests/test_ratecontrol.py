@@ -1,10 +1,15 @@
 """--max-loss-db: steps chosen through the decoder, checked on rows they were not fitted on."""
 
 import json
+import re
 
 import numpy as np
 import pytest
+import torch
 
+from jobs import encode as encode_job
+from jobs import verify as verify_job
+from jobs._cli import run_main
 from pipeline.errors import ConfigError
 from pipeline.format import archive_files, read_meta
 from pipeline.quantize import QuantizerConfig, QuantizerParams
@@ -41,15 +46,16 @@ def test_loss_parameters_travel_through_json_and_are_checked():
     again = QuantizerParams.from_dict(json.loads(json.dumps(p.to_dict())))
     assert again == p
     assert "measured_loss_db" not in QuantizerParams("affine", (0.0,), (0.5,), (9,), (True,)).to_dict()
-    with pytest.raises(ConfigError, match="come together"):
-        QuantizerConfig(mode="loss")
+    assert QuantizerConfig() == QuantizerConfig(mode="loss", max_loss_db=0.1)  # the default
     with pytest.raises(ConfigError, match=r"must be in \(0, 20\]"):
         QuantizerConfig(mode="loss", max_loss_db=0)
 
 
 @pytest.mark.usefixtures("local_ray")
 @pytest.mark.timeout(300)
-def test_an_archive_at_a_loss_bound_records_what_it_measured(tmp_path, digits_dir, digits_ckpt, capsys):
+def test_an_archive_at_a_loss_bound_records_what_it_measured(
+    tmp_path, digits, digits_dir, digits_ckpt, trained_mlp, capsys
+):
     arch = tmp_path / "arch"
     assert encode(digits_dir, digits_ckpt, arch, "--max-loss-db", "0.3") == 0
     out = capsys.readouterr().out
@@ -59,3 +65,23 @@ def test_an_archive_at_a_loss_bound_records_what_it_measured(tmp_path, digits_di
     for f in archive_files(str(arch)):
         assert read_meta(f).quantizer.to_dict() == job
     assert decode(arch, digits_ckpt, tmp_path / "rec") == 0
+    # afterwards, over every row: verify decodes the unquantized latents and reports the loss
+    argv = ["--original", str(digits_dir), "--restored", str(tmp_path / "rec"), "--archive", str(arch)]
+    assert run_main(verify_job.main, [*argv, "--checkpoint", digits_ckpt]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("quantizing cost"))
+    loss = float(re.search(r"cost (-?[\d.]+) dB", line).group(1))
+    unquantized = float(re.search(r"unquantized latents ([\d.e+]+)", line).group(1))
+    x = digits[0].reshape(len(digits[0]), -1)
+    with torch.inference_mode():
+        z = trained_mlp[0].encode(torch.from_numpy((x / 255.0).astype(np.float32))).mean
+        y0 = np.rint(trained_mlp[0].decode(z).clamp(0, 1).numpy() * 255)
+    assert unquantized == pytest.approx(float(np.sum((x - y0) ** 2)), rel=1e-5)
+    assert abs(loss - job["measured_loss_db"]) < 0.1  # 1,797 rows against 256 check rows
+
+
+def test_a_loss_bound_with_another_quantizer_is_one_clear_line(tmp_path, digits_dir, digits_ckpt, capsys):
+    argv = ["--input", str(digits_dir), "--checkpoint", digits_ckpt, "--output", str(tmp_path / "a")]
+    assert run_main(encode_job.main, [*argv, "--quantizer", "posterior", "--max-loss-db", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --max-loss-db bounds the loss quantizer; --quantizer posterior has no such bound"]
+    assert not (tmp_path / "a").exists()

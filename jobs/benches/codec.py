@@ -18,7 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
+from pipeline.codec import (
+    LAYOUTS,
+    Codec,
+    CodecConfig,
+    CodecParams,
+    row_bytes,
+    rows_to_codes,
+    train_dictionary,
+)
 
 
 def _entropy_bits(symbols: np.ndarray, contexts: np.ndarray) -> float:
@@ -46,10 +54,13 @@ def entropy_bounds(codes: np.ndarray, width: int) -> dict:
 
 
 def coders(codes: np.ndarray, layout: str) -> dict:
-    """Bytes of the same codes, laid out as vaezip lays them out, under other coders."""
+    """Bytes of the same codes, laid out as vaezip lays them out, under other coders; xz -9 of
+    the unfolded codes is also given in the layout that suits it best (the smaller of the two)."""
     rows = row_bytes(codes, layout)
     raw = b"".join(rows)
+    xz_best = min(len(lzma.compress(b"".join(row_bytes(codes, lay)), preset=9)) for lay in LAYOUTS)
     return {
+        "xz9_best_layout_bytes": xz_best,
         "raw_bytes": len(raw),
         "zstd3_column_bytes": len(zstandard.ZstdCompressor(level=3).compress(raw)),
         "zstd19_column_bytes": len(zstandard.ZstdCompressor(level=19).compress(raw)),
@@ -65,12 +76,17 @@ def coders(codes: np.ndarray, layout: str) -> dict:
 
 
 def speeds(
-    codes: np.ndarray, layout: str, levels: tuple[int, ...] = (1, 3, 9, 19), repeats: int = 3
+    codes: np.ndarray,
+    layout: str,
+    levels: tuple[int, ...] = (1, 3, 9, 19),
+    repeats: int = 3,
+    centers: tuple[int, ...] = (),
 ) -> list[dict]:
     """Compress and decompress MB/s (of uncompressed codes) per zstd level and framing: per-row
     frames (dictionary trained on the rows), and a Parquet column of raw rows compressed by
-    Parquet's zstd, as the archive writer stores ``vz_codes`` in column framing."""
-    rows = row_bytes(codes, layout)
+    Parquet's zstd, as the archive writer stores ``vz_codes`` in column framing. The folding
+    (``centers``) is timed with them: compress from codes, decompress back to codes."""
+    rows = row_bytes(codes, layout, centers)
     mb = sum(len(r) for r in rows) / 1e6
     out = []
     for level in levels:
@@ -80,24 +96,22 @@ def speeds(
                 level=level, layout=layout, framing="row", dictionary=train_dictionary(rows[:2048], cfg)
             )
         )
-        column = pa.table({"vz_codes": pa.array(rows, pa.binary())})
+        n, c, p = codes.shape
         for framing in ("row", "column"):
             c_times, d_times = [], []
             for _ in range(repeats):
+                start = time.perf_counter()
+                laid = row_bytes(codes, layout, centers)
                 if framing == "row":
-                    start = time.perf_counter()
-                    frames = codec.compress(rows)
+                    frames = codec.compress(laid)
                     c_times.append(time.perf_counter() - start)
                     size = sum(len(f) for f in frames)
                     start = time.perf_counter()
-                    for f in frames:
-                        codec.decompress(f)
-                    d_times.append(time.perf_counter() - start)
+                    back = [codec.decompress(f) for f in frames]
                 else:
                     buf = io.BytesIO()
-                    start = time.perf_counter()
                     pq.write_table(
-                        column,
+                        pa.table({"vz_codes": pa.array(laid, pa.binary())}),
                         buf,
                         compression="zstd",
                         compression_level=level,
@@ -108,8 +122,10 @@ def speeds(
                     c_times.append(time.perf_counter() - start)
                     size = len(buf.getvalue())
                     start = time.perf_counter()
-                    pq.read_table(io.BytesIO(buf.getvalue()))
-                    d_times.append(time.perf_counter() - start)
+                    back = pq.read_table(io.BytesIO(buf.getvalue())).column("vz_codes").to_pylist()
+                got = rows_to_codes(back, (c, p), codes.dtype, layout, centers)
+                d_times.append(time.perf_counter() - start)
+                assert np.array_equal(got, codes)
             out.append(
                 {
                     "level": level,

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.codec import Codec, CodecConfig, CodecParams, row_bytes, train_dictionary
+from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
 from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
 from pipeline.models import config_to_dict
 from pipeline.names import sample_key
@@ -29,6 +29,7 @@ from pipeline.quantize import (
     quantize,
     stats_from_latents,
 )
+from pipeline.ratecontrol import Rows, calibrate_loss
 from pipeline.samples import to_model
 
 
@@ -68,6 +69,10 @@ def reconstruct(
     return np.concatenate(out).reshape(originals.shape)
 
 
+def sse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over samples of the per-sample PSNR (peak 255)."""
     err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
@@ -84,6 +89,35 @@ class Stored:
     dictionary_bytes: int  # row framing's shared dictionary, once per file (in the footer)
     row_bytes: int  # the archive file less its footer: codes, keys, checksums, shapes
     footer_bytes: int  # once per file: schema, row-group index, metadata JSON
+    quantizer: QuantizerParams
+    codec: CodecParams
+
+
+def model_rows(ckpt: Checkpoint, lat: Latents, arrays: np.ndarray, batch: int = 256) -> Rows:
+    """The rows as rate control sees them: model inputs, latents, and the decoder (0..1)."""
+    x = np.stack([to_model(a, ckpt.config)[0] for a in arrays])
+    size = None if ckpt.config.kind == "mlp" else tuple(arrays.shape[1:3])
+
+    @torch.inference_mode()
+    def decode(z: np.ndarray) -> np.ndarray:
+        parts = []
+        for i in range(0, len(z), batch):
+            zt = torch.from_numpy(np.ascontiguousarray(z[i : i + batch], dtype=np.float32))
+            parts.append(ckpt.model.decode(zt, size).float().clamp(0, 1).numpy())
+        return np.concatenate(parts)
+
+    return Rows(x, lat.mean.reshape(len(arrays), *lat.shape), decode)
+
+
+def quantizer(lat: Latents, qconfig: QuantizerConfig, rows: Rows | None = None) -> QuantizerParams:
+    """Calibrated as the encode job calibrates (loss mode needs the rows and their decoder)."""
+    pooled_m = lat.mean.transpose(0, 2, 1).reshape(-1, lat.mean.shape[1])[:, :, None]
+    pooled_v = lat.logvar.transpose(0, 2, 1).reshape(-1, lat.mean.shape[1])[:, :, None]
+    q = calibrate(stats_from_latents(pooled_m, pooled_v), qconfig)
+    if qconfig.mode == "loss":
+        assert rows is not None
+        q = calibrate_loss([rows], qconfig.max_loss_db, np.asarray(q.active))
+    return q
 
 
 def vaezip_codes(
@@ -92,19 +126,24 @@ def vaezip_codes(
     arrays: np.ndarray,
     qconfig: QuantizerConfig,
     cconfig: CodecConfig = CodecConfig(),
+    rows: Rows | None = None,
 ) -> Stored:
     """Quantize as the encode job does (calibrated on these latents) and write the rows into a
     real archive file in memory, with the ArchiveWriter the job uses."""
-    pooled_m = lat.mean.transpose(0, 2, 1).reshape(-1, lat.mean.shape[1])[:, :, None]
-    pooled_v = lat.logvar.transpose(0, 2, 1).reshape(-1, lat.mean.shape[1])[:, :, None]
-    q = calibrate(stats_from_latents(pooled_m, pooled_v), qconfig)
+    q = quantizer(lat, qconfig, rows)
     codes, _ = quantize(lat.mean, q)
-    dictionary = train_dictionary(row_bytes(codes[:2048], cconfig.layout), cconfig)
-    cparams = CodecParams(
-        level=cconfig.level, layout=cconfig.layout, framing=cconfig.framing, dictionary=dictionary
-    )
+    cparams = calibrate_codec([codes[:2048]], cconfig)
     code_bytes, file_bytes, footer = archive_bytes(ckpt, codes, q, cparams, lat.shape, arrays)
-    return Stored(codes, dequantize(codes, q), code_bytes, len(dictionary), file_bytes - footer, footer)
+    return Stored(
+        codes,
+        dequantize(codes, q),
+        code_bytes,
+        len(cparams.dictionary),
+        file_bytes - footer,
+        footer,
+        q,
+        cparams,
+    )
 
 
 def archive_bytes(
@@ -151,46 +190,66 @@ def naive_int8(z: np.ndarray) -> np.ndarray:
 
 
 QUANTIZERS = {
+    "loss, 0.1 dB (default)": QuantizerConfig(),
     "posterior, step 0.5 sigma": QuantizerConfig(mode="posterior", step_sigmas=0.5),
-    "posterior, step 1 sigma (default)": QuantizerConfig(mode="posterior", step_sigmas=1.0),
+    "posterior, step 1 sigma": QuantizerConfig(mode="posterior", step_sigmas=1.0),
     "posterior, step 2 sigma": QuantizerConfig(mode="posterior", step_sigmas=2.0),
     "affine, 8 bits": QuantizerConfig(mode="affine", bits=8),
     "affine, 6 bits": QuantizerConfig(mode="affine", bits=6),
 }
 
 
-def compare(ckpt: Checkpoint, arrays: np.ndarray) -> list[dict]:
+# the rate-distortion sweep of --max-loss-db, in dB
+LOSS_TARGETS = (0.02, 0.05, 0.2, 0.5, 1.0)  # and the default, 0.1
+
+
+def compare(ckpt: Checkpoint, arrays: np.ndarray, targets: tuple[float, ...] = LOSS_TARGETS) -> list[dict]:
     lat = encode(ckpt, arrays)
+    mrows = model_rows(ckpt, lat, arrays)
     n, values = len(arrays), lat.mean[0].size
     ref = reconstruct(ckpt, lat.mean, lat.shape, arrays)
-    ref_psnr = psnr(ref, arrays)
+    ref_psnr, ref_sse = psnr(ref, arrays), sse(ref, arrays)
+    f16 = reconstruct(ckpt, lat.mean.astype(np.float16).astype(np.float32), lat.shape, arrays)
+    i8 = reconstruct(ckpt, naive_int8(lat.mean), lat.shape, arrays)
     rows = [
-        {"store": "float32 latents", "bytes_per_sample": 4 * values, "psnr": ref_psnr},
+        {"store": "float32 latents", "bytes_per_sample": 4 * values, "psnr": ref_psnr, "sse": ref_sse},
         {
             "store": "float16 latents",
             "bytes_per_sample": 2 * values,
-            "psnr": psnr(
-                reconstruct(ckpt, lat.mean.astype(np.float16).astype(np.float32), lat.shape, arrays), arrays
-            ),
+            "psnr": psnr(f16, arrays),
+            "sse": sse(f16, arrays),
         },
         {
             "store": "naive int8 (clipped range, raw)",
             "bytes_per_sample": values,
-            "psnr": psnr(reconstruct(ckpt, naive_int8(lat.mean), lat.shape, arrays), arrays),
+            "psnr": psnr(i8, arrays),
+            "sse": sse(i8, arrays),
         },
     ]
-    for name, qconfig in QUANTIZERS.items():
-        st = vaezip_codes(ckpt, lat, arrays, qconfig)
+    configs = dict(QUANTIZERS)
+    configs.update({f"loss, {d:g} dB": QuantizerConfig(mode="loss", max_loss_db=d) for d in targets})
+    for name, qconfig in configs.items():
+        st = vaezip_codes(ckpt, lat, arrays, qconfig, rows=mrows)
+        y = reconstruct(ckpt, st.latents, lat.shape, arrays)
+        q = st.quantizer if qconfig.mode == "loss" else None
         rows.append(
             {
                 "store": f"vaezip {name}",
+                "mode": qconfig.mode,
+                "target_loss_db": qconfig.max_loss_db if qconfig.mode == "loss" else None,
+                "reported_loss_db": q.measured_loss_db if q else None,
+                "bits_per_value": q.bits_per_value if q else None,
+                "max_levels": int(st.codes.max()) + 1,
                 "bytes_per_sample": st.row_bytes / n,
                 "footer_bytes": st.footer_bytes,
                 "code_bytes_per_sample": st.code_bytes / n,
-                "psnr": psnr(reconstruct(ckpt, st.latents, lat.shape, arrays), arrays),
+                "psnr": psnr(y, arrays),
+                "sse": sse(y, arrays),
             }
         )
     for r in rows:
         r["vs_float16_bytes"] = r["bytes_per_sample"] / (2 * values)
         r["psnr_loss_db"] = ref_psnr - r["psnr"]
+        # the job's own measure: the PSNR drop of the pooled error, over every row
+        r["pooled_loss_db"] = 10 * np.log10(max(r.pop("sse"), 1e-30) / max(ref_sse, 1e-30))
     return rows

@@ -20,7 +20,40 @@ def _s(d: dict, fmt: str = ".2f") -> str:
     return f"{d['median']:{fmt}} ({d['low']:{fmt}}-{d['high']:{fmt}})"
 
 
+def _latent_plot(name: str) -> str:
+    return "rd_latents_" + "".join(ch if ch.isalnum() else "_" for ch in name.split(" ")[0].lower()) + ".png"
+
+
+def write_latent_plots(results: dict, out: str) -> None:
+    """Bytes per sample against the pooled loss: the --max-loss-db sweep as a curve, the
+    fixed stores as points."""
+    for name, rows_ in results.get("latents", {}).items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        loss = sorted((r for r in rows_ if r.get("mode") == "loss"), key=lambda r: r["target_loss_db"])
+        ax.plot(
+            [r["bytes_per_sample"] for r in loss],
+            [r["pooled_loss_db"] for r in loss],
+            "o-",
+            label="vaezip --max-loss-db 0.02..1",
+        )
+        for r in loss:
+            ax.annotate(f"{r['target_loss_db']:g}", (r["bytes_per_sample"], r["pooled_loss_db"]), fontsize=7)
+        for r in rows_:
+            if r.get("mode") != "loss" and r["store"] != "float32 latents":
+                ax.plot([r["bytes_per_sample"]], [r["pooled_loss_db"]], "s", label=r["store"])
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per sample (archive rows; float16 = 1.0x at the right)")
+        ax.set_ylabel("measured loss, dB (pooled PSNR drop)")
+        ax.set_title(f"{name}: bytes against quality loss")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, _latent_plot(name)), dpi=110)
+        plt.close(fig)
+
+
 def write_plots(results: dict, out: str) -> None:
+    write_latent_plots(results, out)
     rd = results.get("rd")
     if not rd:
         return
@@ -105,20 +138,26 @@ def targets(results: dict) -> list[list[str]]:
             best / c["vaezip_bytes"],
             best >= 0.95 * c["vaezip_bytes"],
         )
+    for name, c in results.get("codec", {}).items():
+        if "xz9_best_layout_bytes" in c:
+            r = c["vaezip_bytes"] / c["xz9_best_layout_bytes"]
+            add(f"{name}: codes column / xz -9 <= 1.05 (zstd {c['level']})", r, r <= 1.05)
+    bounds = {"photos": 0.06, "digits": 0.30}
     for name, rows_ in results.get("latents", {}).items():
-        default = next(r for r in rows_ if "default" in r["store"])
-        add(
-            f"{name}: default bytes / float16 <= 0.15",
-            default["vs_float16_bytes"],
-            default["vs_float16_bytes"] <= 0.15,
-            ".3f",
-        )
-        add(
-            f"{name}: default PSNR loss <= 0.1 dB",
-            default["psnr_loss_db"],
-            default["psnr_loss_db"] <= 0.1,
-            ".3f",
-        )
+        bound = bounds.get(name, 0.20)  # the SD-like model's
+        ok = [r for r in rows_ if r.get("mode") == "loss" and r["pooled_loss_db"] <= 0.1]
+        if ok:
+            best = min(ok, key=lambda r: r["vs_float16_bytes"])
+            add(
+                f"{name}: bytes / float16 <= {bound} at a measured loss <= 0.1 dB ({best['store']})",
+                best["vs_float16_bytes"],
+                best["vs_float16_bytes"] <= bound,
+                ".3f",
+            )
+    agree = results.get("agreement", [])
+    if agree:
+        worst = max(abs(a["difference_db"]) for a in agree)
+        add("job's reported loss vs verify's, |difference| <= 0.02 dB", worst, worst <= 0.02, ".3f")
     rd = results.get("rd")
     if rd:
         digits = next(r for r in rd["digits_ratios"] if r["step_sigmas"] == 1.0)
@@ -292,8 +331,9 @@ def write_page(results: dict, page: str, out: str) -> None:
         lines += [
             "## Codec against its bounds",
             "",
-            f"Default quantizer and codec (posterior, step 1 sigma; zstd level {level} over "
-            "Parquet pages of position-major codes, as the archive writer stores them). "
+            f"Default quantizer and codec (loss, 0.1 dB; zstd level {level} over Parquet pages "
+            "of folded codes in the layout chosen on the calibration rows, as the archive "
+            "writer stores them; before 2026-11-29: position-major, unfolded). "
             "Per-row frames (level 3, trained dictionary) are the other framing. Entropy "
             "bounds are counted on the same codes, without the cost of describing the "
             "statistics, so they are optimistic. Targets: code bytes <= 1.10x the smaller "
@@ -310,12 +350,14 @@ def write_page(results: dict, page: str, out: str) -> None:
                     f"{c['raw_bytes']:,}",
                     f"{c['h_channel_bytes']:,.0f}",
                     f"{c['h_channel_left_bytes']:,.0f}",
-                    f"{c['vaezip_bytes']:,}",
+                    f"{c['vaezip_bytes']:,} ({c.get('layout', 'position')})",
                     f"{c['vaezip_bytes'] / bound:.2f}x",
+                    f"{c.get('vaezip_position_unfolded_bytes', c['vaezip_bytes']):,}",
                     f"{c['vaezip_row_frames_bytes']:,} (+{c['vaezip_dictionary_bytes']:,} dict)",
                     f"{c['zstd3_column_bytes']:,}",
                     f"{c['zstd19_column_bytes']:,}",
-                    f"{c['xz9_column_bytes']:,} / {c['xz9_per_row_bytes']:,}",
+                    f"{c['xz9_column_bytes']:,} / {c['xz9_per_row_bytes']:,} / "
+                    f"{c.get('xz9_best_layout_bytes', c['xz9_column_bytes']):,}",
                     f"{c['brotli11_column_bytes']:,} / {c['brotli11_per_row_bytes']:,}",
                 ]
             )
@@ -326,12 +368,13 @@ def write_page(results: dict, page: str, out: str) -> None:
                 "raw bytes",
                 "H(x|channel)",
                 "H(x|channel, left)",
-                "vaezip",
+                "vaezip (layout)",
                 "vs bound",
+                "before: position-major, unfolded",
                 "vaezip per-row frames",
                 "zstd-3 one frame",
                 "zstd-19 one frame",
-                "xz -9 column / per row",
+                "xz -9 column / per row / best layout",
                 "brotli -11 column / per row",
             ],
             rows,
@@ -366,9 +409,18 @@ def write_page(results: dict, page: str, out: str) -> None:
             "",
         ]
         for name, rows_ in results["latents"].items():
-            lines += [f"**{name}**", ""]
+            lines += [f"**{name}**", "", f"![rd latents]({out}/{_latent_plot(name)})", ""]
             lines += _table(
-                ["store", "bytes/sample", "x float16", "PSNR dB", "loss dB"],
+                [
+                    "store",
+                    "bytes/sample",
+                    "x float16",
+                    "PSNR dB",
+                    "loss dB (mean PSNR)",
+                    "loss dB (pooled, as the job measures)",
+                    "job reported",
+                    "most levels",
+                ],
                 [
                     [
                         r["store"],
@@ -376,10 +428,35 @@ def write_page(results: dict, page: str, out: str) -> None:
                         f"{r['vs_float16_bytes']:.3f}",
                         f"{r['psnr']:.2f}",
                         f"{r['psnr_loss_db']:.3f}",
+                        f"{r['pooled_loss_db']:.3f}" if "pooled_loss_db" in r else "-",
+                        f"{r['reported_loss_db']:.3f}" if r.get("reported_loss_db") is not None else "-",
+                        str(r.get("max_levels", "-")),
                     ]
                     for r in rows_
                 ],
             )
+    if "agreement" in results:
+        lines += [
+            "## Reported loss against verified loss",
+            "",
+            "`jobs.encode --max-loss-db D` reports the PSNR drop it measured on calibration rows "
+            "it did not fit on; `jobs.verify --checkpoint` measures it afterwards over every "
+            "row (real jobs, local Ray). Target: within 0.02 dB.",
+            "",
+        ]
+        lines += _table(
+            ["data", "D", "job reported dB", "verify dB", "difference dB"],
+            [
+                [
+                    a["data"],
+                    f"{a['target_loss_db']:g}",
+                    f"{a['job_loss_db']:.3f}",
+                    f"{a['verify_loss_db']:.3f}",
+                    f"{a['difference_db']:+.3f}",
+                ]
+                for a in results["agreement"]
+            ],
+        )
     if "rd" in results:
         rd = results["rd"]
         lines += [
