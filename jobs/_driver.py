@@ -13,6 +13,7 @@ from pipeline import storage
 from pipeline.completion import ShardResult, temp_tag
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
+from pipeline.precision import PRECISIONS
 from pipeline.readers import ReadOptions
 from pipeline.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
 from pipeline.runner import Pool, PoolConfig
@@ -27,6 +28,7 @@ class Summary:
     done: list[ShardResult]
     failed: list[ShardResult]
     seconds: float
+    pool: str = ""  # the pool's shape, device, precision and host workers
 
     @property
     def rows(self) -> int:
@@ -49,6 +51,8 @@ class Summary:
             f"(ratio {ratio:.2f}), {self.rows / max(self.seconds, 1e-9):.1f} rows/s "
             f"in {self.seconds:.1f} s"
         ]
+        if self.pool:
+            lines.append(f"  pool: {self.pool}")
         worker_s = sum(r.seconds for r in self.done)
         if worker_s > 0:
             lines.append(
@@ -87,7 +91,23 @@ def dispatch(
     if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), "")):
         log.info("removed temporary files of workers that died mid-write")
     return Summary(
-        shards=total, skipped=total - len(todo), done=done, failed=failed, seconds=time.perf_counter() - start
+        shards=total,
+        skipped=total - len(todo),
+        done=done,
+        failed=failed,
+        seconds=time.perf_counter() - start,
+        pool=pool_line(pool),
+    )
+
+
+def pool_line(pool: Pool) -> str:
+    """``2 GPU actor(s), each on a whole GPU with 7 CPU(s) for host work; model at bf16 on
+    cuda, 7 host workers each``."""
+    info = pool.infos[0] if pool.infos else {}
+    where = str(info.get("device", "?")).split(":")[0]
+    return (
+        f"{pool.shape.describe()}; model at {info.get('precision', '?')} on {where}, "
+        f"{info.get('host_workers', '?')} host worker(s) each"
     )
 
 
@@ -99,12 +119,35 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="worker actors (default: one per GPU, else one per --threads CPUs of the cluster)",
     )
-    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per actor")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per CPU actor")
+    r.add_argument(
+        "--actors-per-gpu",
+        type=int,
+        default=1,
+        help="GPU actors sharing one GPU (each asks Ray for 1/N of it): for models too small "
+        "to keep a GPU busy from one actor; the node's CPUs are split between all actors",
+    )
+    r.add_argument(
+        "--host-workers",
+        type=int,
+        help="threads per actor for the host's share: reading, image decoding and conversion "
+        "to model arrays (default: the CPUs Ray gave the actor: on a GPU node, all of its "
+        "CPUs split between its GPU actors; on CPU actors, --threads)",
+    )
+    r.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="what the model runs at: auto is bf16 on a GPU that supports it, else fp32 (on "
+        "the demo models bf16 changed the decoded PSNR by at most 0.03 dB: BENCHMARKS.md); "
+        "fp16 for GPUs without bf16; the weights stay float32 (torch.autocast)",
+    )
     r.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="auto: one GPU per actor when the cluster has GPUs, else CPU actors; "
+        help="auto: GPU actors when the cluster has GPUs (one per GPU, or --actors-per-gpu), "
+        "else CPU actors; "
         "cpu: never a GPU; cuda: GPUs or a clear error",
     )
     r.add_argument(
@@ -131,6 +174,7 @@ def pool_config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig(
         actors=args.actors,
         threads_per_actor=args.threads,
+        actors_per_gpu=args.actors_per_gpu,
         use_gpus=args.device != "cpu",
         require_gpus=args.device == "cuda",
         max_attempts=args.max_attempts,

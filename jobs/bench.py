@@ -25,6 +25,8 @@ from jobs.benches import agreement, sdlike, throughput
 from jobs.benches import bombs as bomb_bench
 from jobs.benches import codec as codec_bench
 from jobs.benches import estimate as estimate_bench
+from jobs.benches import gpu as gpu_bench
+from jobs.benches import host as host_bench
 from jobs.benches import latents as latent_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
@@ -35,7 +37,20 @@ from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
-SECTIONS = ("throughput", "memory", "bombs", "codec", "latents", "agreement", "rd", "features", "estimate")
+SECTIONS = (
+    "throughput",
+    "memory",
+    "bombs",
+    "codec",
+    "latents",
+    "agreement",
+    "precision",
+    "host",
+    "gpu",
+    "rd",
+    "features",
+    "estimate",
+)
 
 
 def machine() -> dict:
@@ -162,6 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "digits": latent_bench.compare(digits_ck, digits),
             "SD-like (diffusers AutoencoderKL, photos)": latent_bench.compare(sd_like, heldout),
         }
+    if "precision" in sections:
+        results["precision"] = {
+            "photos": latent_bench.precision_psnr(photos_ck, heldout),
+            "digits": latent_bench.precision_psnr(digits_ck, digits),
+        }
+    if "host" in sections:
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=2048)
+        results["host"] = host_bench.measure(args.photos_checkpoint, crops, (1, 2), args.repeats)
+    if "gpu" in sections:
+        results["gpu"] = gpu_bench.measure(args.photos_checkpoint, args.repeats)
     if "agreement" in sections:
         results["agreement"] = [
             agreement.measure(data, ck, d)

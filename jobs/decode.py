@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_rows=args.batch_rows,
             device=args.device,
             threads=args.threads,
+            precision=args.precision,
+            host_workers=args.host_workers,
             job_fingerprint=job_fp,
         )
         summary = run(

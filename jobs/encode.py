@@ -217,6 +217,8 @@ def _run(
         read=read,
         device=args.device,
         threads=args.threads,
+        precision=args.precision,
+        host_workers=args.host_workers,
         key_column=args.key_column,
         value_range=ValueRange.of(args.value_range),
         tile=args.tile,

@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=args.output,
             device=args.device,
             threads=args.threads,
+            precision=args.precision,
+            host_workers=args.host_workers,
             read=read_options(args),
             key_column=args.key_column,
         ),

@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lat = encode(ckpt, originals)
         reference = psnr(reconstruct(ckpt, lat.mean, lat.shape, originals), originals)
         for step in args.step_sigmas:
-            st = vaezip_codes(ckpt, lat, originals, QuantizerConfig(step_sigmas=step))
+            st = vaezip_codes(ckpt, lat, originals, QuantizerConfig(mode="posterior", step_sigmas=step))
             back = reconstruct(ckpt, st.latents, lat.shape, originals)
             per = st.row_bytes / len(originals)
             rows.append(

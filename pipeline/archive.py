@@ -21,6 +21,7 @@ from pipeline.codec import Codec
 from pipeline.compress import decompress
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, CodeRows, iter_stored, read_meta
+from pipeline.precision import autocast, to_device
 from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
 
 
@@ -69,8 +70,8 @@ def iter_latents(
 class SampleDecoder:
     """The checkpoint's decoder over latents from an archive, on one device."""
 
-    def __init__(self, ckpt: Checkpoint, device: torch.device) -> None:
-        self.ckpt, self.device = ckpt, device
+    def __init__(self, ckpt: Checkpoint, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.ckpt, self.device, self.dtype = ckpt, device, dtype
         self.model = ckpt.model.to(device).eval()
 
     @torch.inference_mode()
@@ -83,9 +84,11 @@ class SampleDecoder:
             groups.setdefault((z.shape, lay.shape), []).append(i)
         out = []
         for (_, sample_shape), idx in groups.items():
-            zs = torch.from_numpy(np.stack([latents[i] for i in idx])).to(self.device)
+            zs = to_device(np.stack([latents[i] for i in idx]), self.device)
             size = None if self.ckpt.config.kind == "mlp" else (sample_shape[0], sample_shape[1])
-            out.append((idx, self.model.decode(zs, size).float().clamp(0.0, 1.0).cpu().numpy()))
+            with autocast(self.device, self.dtype):
+                y = self.model.decode(zs, size)
+            out.append((idx, y.float().clamp(0.0, 1.0).cpu().numpy()))
         return out
 
     @staticmethod

@@ -2,6 +2,7 @@
 CompressAI keeps ``compress`` and ``decompress`` adjacent.
 
     compress:    per-row (C, P) latents -> quantize (job-wide) -> layout -> crc32 -> payload
+                 (encode_codes: the same from codes a device quantized)
     decompress:  payload -> (zstd frame) -> crc32 check -> length check -> codes
                  -> dequantize -> per-row latents shaped as ``vz_latent_shape``
 
@@ -34,16 +35,26 @@ def compress(
 ) -> tuple[list[bytes], list[int], int]:
     """Per-row (C, P) latents -> ``vz_codes`` payloads, their checksums, and how many values
     the quantizer clipped."""
-    payloads: list[bytes] = [b""] * len(means)
-    crcs = [0] * len(means)
+    codes: list[np.ndarray] = [np.empty(0)] * len(means)
     clipped = 0
     for idx in _by_shape([m.shape for m in means]).values():
-        codes, n = quantize(np.stack([means[i] for i in idx]), quantizer)
+        group, n = quantize(np.stack([means[i] for i in idx]), quantizer)
         clipped += n
-        group_payloads, group_crcs = codec.encode(codes)
+        for j, i in enumerate(idx):
+            codes[i] = group[j]
+    return *encode_codes(codes, codec), clipped
+
+
+def encode_codes(codes: list[np.ndarray], codec: Codec) -> tuple[list[bytes], list[int]]:
+    """Per-row (C_active, P) codes (quantized already, e.g. on the device) -> ``vz_codes``
+    payloads and their checksums."""
+    payloads: list[bytes] = [b""] * len(codes)
+    crcs = [0] * len(codes)
+    for idx in _by_shape([c.shape for c in codes]).values():
+        group_payloads, group_crcs = codec.encode(np.stack([codes[i] for i in idx]))
         for j, i in enumerate(idx):
             payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
-    return payloads, crcs, clipped
+    return payloads, crcs
 
 
 def _positions(latent_shape: tuple[int, ...]) -> int:

@@ -39,6 +39,8 @@ class DecodeSpec:
     device: str = "auto"
     threads: int | None = None
     job_fingerprint: str = ""
+    precision: str = "auto"  # pipeline.precision
+    host_workers: int | None = None  # None: the CPUs Ray gave the actor
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -47,9 +49,9 @@ class DecodeSpec:
 
 class DecodeWorker(ModelWorker):
     def __init__(self, spec: DecodeSpec) -> None:
-        super().__init__(spec.checkpoint, spec.device, spec.threads)
+        super().__init__(spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers)
         self.spec = spec
-        self.decoder = SampleDecoder(self.ckpt, self.device)
+        self.decoder = SampleDecoder(self.ckpt, self.device, self.dtype)
 
     def _decoded(self, batches: Iterator[LatentBatch]) -> Iterator[Decoded]:
         for batch in batches:

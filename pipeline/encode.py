@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
 from pipeline.completion import HashingWriter, ShardResult, Written, run_shard
-from pipeline.compress import compress
+from pipeline.compress import compress, encode_codes
 from pipeline.encoder import Encoded, Encoder, check_new_keys
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, ArchiveWriter, CodeRows
@@ -26,6 +26,7 @@ from pipeline.model_worker import ModelWorker
 from pipeline.models import config_to_dict
 from pipeline.overlap import one_behind
 from pipeline.plan import Shard
+from pipeline.precision import autocast, to_device
 from pipeline.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
 from pipeline.ratecontrol import Rows, calibrate_loss
 from pipeline.readers import ReadOptions
@@ -46,11 +47,17 @@ class EncodeSpec:
     key_column: str | None = None
     value_range: ValueRange | None = None  # None: the checkpoint's
     tile: int | None = None  # --tile: images archived as tiles of tile x tile pixels
+    precision: str = "auto"  # pipeline.precision
+    host_workers: int | None = None  # None: the CPUs Ray gave the actor
 
 
 def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int]:
     """An encoded batch as the archive stores it, and how many values were clipped."""
-    payloads, crcs, clipped = compress(enc.means, job.quantizer, codec)
+    if enc.codes is not None:
+        payloads, crcs = encode_codes(enc.codes, codec)
+        clipped = enc.clipped
+    else:
+        payloads, crcs, clipped = compress(enc.means, job.quantizer, codec)
     return CodeRows(
         keys=enc.keys,
         codes=payloads,
@@ -63,10 +70,17 @@ def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int
 
 class EncodeWorker(ModelWorker):
     def __init__(self, spec: EncodeSpec) -> None:
-        super().__init__(spec.checkpoint, spec.device, spec.threads)
+        super().__init__(spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers)
         self.spec = spec
         self.encoder = Encoder(
-            self.ckpt, self.device, spec.read, spec.key_column, self.clock, spec.value_range, spec.tile
+            self.ckpt,
+            self.device,
+            replace(spec.read, host_workers=self.host_workers),
+            spec.key_column,
+            self.clock,
+            spec.value_range,
+            spec.tile,
+            self.dtype,
         )
 
     def calibrate(
@@ -137,8 +151,10 @@ class EncodeWorker(ModelWorker):
         def decode(z: np.ndarray) -> np.ndarray:
             parts = []
             for i in range(0, len(z), 64):
-                zt = torch.from_numpy(np.ascontiguousarray(z[i : i + 64], dtype=np.float32)).to(self.device)
-                parts.append(self.ckpt.model.decode(zt, size).float().clamp(0.0, 1.0).cpu().numpy())
+                zt = to_device(np.asarray(z[i : i + 64], dtype=np.float32), self.device)
+                with autocast(self.device, self.dtype):
+                    y = self.ckpt.model.decode(zt, size)
+                parts.append(y.float().clamp(0.0, 1.0).cpu().numpy())
             return np.concatenate(parts)
 
         return decode
@@ -166,7 +182,7 @@ class EncodeWorker(ModelWorker):
                     writer.write(rows, enc.batch.columns, enc.batch.features)
                     return len(rows), clipped
 
-                counts = one_behind(self.encoder.encoded(shard), write)
+                counts = one_behind(self.encoder.encoded(shard, job.quantizer), write)
             return Written(rows=sum(n for n, _ in counts), clipped=sum(c for _, c in counts))
 
         return run_shard(self.spec.output, shard, shard.name, job.job_fingerprint, body, self.clock)

@@ -1,7 +1,7 @@
 """The encoder side that the encode and feature workers both compose: a shard's rows read,
 converted to model arrays and run through the encoder, with their keys.
 
-    read (prefetch thread: fsspec, image decode, to model arrays)
+    read (prefetch thread: fsspec; image decode and to model arrays on the host workers)
       -> group rows by shape -> encoder (inference_mode, on the worker's device)
       -> Encoded: keys, sample layouts, latent shapes, posterior means and log-variances
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -17,9 +18,13 @@ import torch
 from pipeline.checkpoint import Checkpoint
 from pipeline.completion import Stopwatch
 from pipeline.errors import InputError
+from pipeline.hostpool import host_map
 from pipeline.names import sample_key
 from pipeline.overlap import prefetch
 from pipeline.plan import Shard
+from pipeline.precision import autocast, to_device
+from pipeline.quantize import QuantizerParams
+from pipeline.quantize_torch import quantize_tensor
 from pipeline.readers import Batch, ReadOptions, iter_batches
 from pipeline.samples import SampleLayout, to_model
 from pipeline.tiles import tiled
@@ -37,6 +42,10 @@ class Encoded:
     means: list[np.ndarray]  # per row, (C, P)
     logvars: list[np.ndarray]
     inputs: list[np.ndarray]  # per row, what the model was given
+    # per row, (C_active, P) codes when the batch was quantized on the device (``means`` and
+    # ``logvars`` are then empty: they never left it), and how many values were clipped
+    codes: list[np.ndarray] | None = None
+    clipped: int = 0
 
 
 def where(shard: Shard, row: int) -> tuple[str, int | None]:
@@ -68,6 +77,7 @@ class Encoder:
         clock: Stopwatch,
         value_range: ValueRange | None = None,
         tile: int | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
         # the data units the model's [0, 1] stands for: as asked, else as the model was trained
@@ -75,16 +85,19 @@ class Encoder:
         self.tile = tile  # --tile: images go in as tiles of tile x tile pixels
         self.model = ckpt.model
         self.clock = clock
+        self.dtype = dtype  # the precision the model runs at (pipeline.precision)
 
     def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
         for batch in iter_batches(shard.source, self.read, shard.members):
             if self.tile:
                 batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
-            pairs = [
-                to_model(s, self.ckpt.config, *where(shard, r), self.value_range)
-                for r, s in zip(batch.rows, batch.samples, strict=True)
-            ]
+            pairs = host_map(
+                partial(self._to_model, shard, batch), range(len(batch.samples)), self.read.host_workers
+            )
             yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _to_model(self, shard: Shard, batch: Batch, i: int) -> tuple[np.ndarray, SampleLayout]:
+        return to_model(batch.samples[i], self.ckpt.config, *where(shard, batch.rows[i]), self.value_range)
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column
@@ -98,23 +111,47 @@ class Encoder:
         return [str(v) for v in batch.columns[col]]
 
     @torch.inference_mode()
-    def encoded(self, shard: Shard) -> Iterator[Encoded]:
+    def encoded(self, shard: Shard, quantizer: QuantizerParams | None = None) -> Iterator[Encoded]:
+        """Encoded batches; with ``quantizer``, quantized on the device and only the codes
+        copied to the host."""
         for batch, arrays, layouts in prefetch(lambda: self._prepared(shard)):
-            means: list[np.ndarray] = [np.empty(0)] * len(arrays)
-            logvars: list[np.ndarray] = [np.empty(0)] * len(arrays)
-            shapes: list[tuple[int, ...]] = [()] * len(arrays)
+            n = len(arrays)
+            means: list[np.ndarray] = [np.empty(0)] * n
+            logvars: list[np.ndarray] = [np.empty(0)] * n
+            codes: list[np.ndarray] = [np.empty(0)] * n
+            shapes: list[tuple[int, ...]] = [()] * n
+            clipped = 0
             groups: dict[tuple[int, ...], list[int]] = {}
             for i, a in enumerate(arrays):
                 groups.setdefault(a.shape, []).append(i)
             for idx in groups.values():
-                x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
+                x = to_device(np.stack([arrays[i] for i in idx]), self.device)
                 with self.clock.timing():
-                    post = self.model.encode(x)
-                    m = post.mean.float().cpu().numpy()
-                    lv = post.logvar.float().cpu().numpy()
-                lshape = tuple(m.shape[1:])
+                    with autocast(self.device, self.dtype):
+                        post = self.model.encode(x)
+                    mean = post.mean.float()
+                    lshape = tuple(mean.shape[1:])
+                    if quantizer is not None:
+                        group, k = quantize_tensor(mean.reshape(len(idx), lshape[0], -1), quantizer)
+                        clipped += k
+                    else:
+                        m = mean.cpu().numpy()
+                        lv = post.logvar.float().cpu().numpy()
                 for j, i in enumerate(idx):
-                    means[i] = m[j].reshape(lshape[0], -1)
-                    logvars[i] = lv[j].reshape(lshape[0], -1)
                     shapes[i] = lshape
-            yield Encoded(batch, self._keys(shard, batch), layouts, shapes, means, logvars, arrays)
+                    if quantizer is not None:
+                        codes[i] = group[j]
+                    else:
+                        means[i] = m[j].reshape(lshape[0], -1)
+                        logvars[i] = lv[j].reshape(lshape[0], -1)
+            yield Encoded(
+                batch,
+                self._keys(shard, batch),
+                layouts,
+                shapes,
+                means,
+                logvars,
+                arrays,
+                codes if quantizer is not None else None,
+                clipped,
+            )

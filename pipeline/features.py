@@ -11,7 +11,7 @@ composes the same ``Encoder`` as EncodeWorker and the same ``run_shard`` lifecyc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -47,9 +47,10 @@ class FeatureSpec:
 class FeatureWorker(ModelWorker):
     def __init__(self, spec: FeatureSpec) -> None:
         e = spec.encode
-        super().__init__(e.checkpoint, e.device, e.threads)
+        super().__init__(e.checkpoint, e.device, e.threads, e.precision, e.host_workers)
         self.output, self.with_logvar = e.output, spec.with_logvar
-        self.encoder = Encoder(self.ckpt, self.device, e.read, e.key_column, self.clock)
+        read = replace(e.read, host_workers=self.host_workers)
+        self.encoder = Encoder(self.ckpt, self.device, read, e.key_column, self.clock, dtype=self.dtype)
 
     def _table(self, shard: Shard, enc: Encoded) -> pa.Table:
         cols = {"key": pa.array(enc.keys, pa.string()), "mean": _vectors(enc.means, shard.source)}

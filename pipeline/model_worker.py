@@ -14,6 +14,7 @@ import torch
 from pipeline.checkpoint import load_checkpoint
 from pipeline.completion import Stopwatch
 from pipeline.errors import ConfigError
+from pipeline.precision import name_of, pick_dtype
 
 
 def pick_device(name: str) -> torch.device:
@@ -35,16 +36,42 @@ def device_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+def assigned_cpus() -> int:
+    """The CPUs Ray reserved for this actor (1 outside an actor, or where it reserved none)."""
+    try:
+        import ray
+
+        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+            return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001 - no Ray, or a Ray without the call: one thread
+        pass
+    return 1
+
+
 class ModelWorker:
     """The base of the encode, decode and feature workers."""
 
-    def __init__(self, checkpoint: str, device: str, threads: int | None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str,
+        threads: int | None,
+        precision: str = "auto",
+        host_workers: int | None = None,
+    ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.clock = Stopwatch()  # time in model calls, for the shard being processed
         self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device)
+        # threads for the host's share (reading, image codecs, conversions): the actor's CPUs
+        self.host_workers = host_workers or assigned_cpus()
         self.ckpt = load_checkpoint(checkpoint, self.device)
         self.model = self.ckpt.model
 
     def info(self) -> dict[str, Any]:
-        return device_info(self.device)
+        return {
+            **device_info(self.device),
+            "precision": name_of(self.dtype),
+            "host_workers": self.host_workers,
+        }

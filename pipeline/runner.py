@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PoolConfig:
     actors: int | None = None  # default: from the cluster's resources
-    threads_per_actor: int = 1  # CPU threads (and Ray CPUs) per actor
+    threads_per_actor: int = 1  # CPU threads (and Ray CPUs) per CPU actor
+    actors_per_gpu: int = 1  # GPU actors sharing one GPU (each asks for 1/N of it)
     use_gpus: bool = True  # one GPU per actor when the cluster has GPUs
     require_gpus: bool = False  # fail, rather than run on CPUs, when it has none
     max_attempts: int = 3  # per shard, for failures that can pass
@@ -44,8 +45,8 @@ class PoolConfig:
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
             raise ConfigError(f"actors must be positive, got {self.actors}")
-        if self.threads_per_actor < 1 or self.max_attempts < 1:
-            raise ConfigError("threads_per_actor and max_attempts must be positive")
+        if self.threads_per_actor < 1 or self.max_attempts < 1 or self.actors_per_gpu < 1:
+            raise ConfigError("threads_per_actor, actors_per_gpu and max_attempts must be positive")
 
 
 def describe(err: BaseException) -> str:
@@ -93,8 +94,14 @@ def connect(address: str | None = None) -> None:
 @dataclass(frozen=True)
 class PoolShape:
     actors: int
-    num_cpus: int
-    num_gpus: int
+    num_cpus: int  # per actor: its torch threads on a CPU, its host workers beside a GPU
+    num_gpus: float  # per actor: 1, or 1/N for N actors on one GPU
+
+    def describe(self) -> str:
+        if self.num_gpus:
+            share = "a whole GPU" if self.num_gpus == 1 else f"1/{round(1 / self.num_gpus)} of a GPU"
+            return f"{self.actors} GPU actor(s), each on {share} with {self.num_cpus} CPU(s) for host work"
+        return f"{self.actors} CPU actor(s) of {self.num_cpus} CPU(s) each"
 
 
 def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
@@ -106,11 +113,17 @@ def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
             "--device auto to run on CPUs"
         )
     if config.use_gpus and gpus > 0:
-        n = config.actors or gpus
-        if n > gpus:
-            raise ConfigError(f"{n} GPU actors asked for, the cluster has {gpus} GPUs")
-        # A GPU actor takes one CPU for its host-side work, when the cluster can spare it.
-        return PoolShape(n, 1 if cpus >= 2 * n else 0, 1)
+        per_gpu = config.actors_per_gpu
+        n = config.actors or gpus * per_gpu
+        if n > gpus * per_gpu:
+            raise ConfigError(
+                f"{n} GPU actors asked for, the cluster has {gpus} GPUs "
+                f"({per_gpu} actor(s) per GPU; raise --actors-per-gpu or ask for CPU actors with "
+                "--device cpu)"
+            )
+        # The node's CPUs go to the GPU actors' host work (reading, image codecs), one short
+        # so the driver and Ray's own processes keep a core.
+        return PoolShape(n, max(1, (cpus - 1) // n) if cpus > n else 0, 1 / per_gpu)
     per = config.threads_per_actor
     n = config.actors or max(1, cpus // per)
     if n * per > cpus:
@@ -145,7 +158,7 @@ class Pool:
                 f"{worker_cls.__name__} actors could not start: {lines[-1].strip() if lines else cause}"
             ) from None
         log.info(
-            "pool: %d x %s (num_cpus=%d, num_gpus=%d) on %s",
+            "pool: %d x %s (num_cpus=%d, num_gpus=%g) on %s",
             self.shape.actors,
             worker_cls.__name__,
             self.shape.num_cpus,

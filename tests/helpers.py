@@ -9,6 +9,8 @@ from jobs import decode as decode_job
 from jobs import encode as encode_job
 from jobs._cli import run_main
 from pipeline.checkpoint import load_checkpoint
+from pipeline.model_worker import pick_device
+from pipeline.precision import autocast, pick_dtype
 from tests.format_reader import read_archive_codes
 
 
@@ -35,9 +37,13 @@ def decode(arch, ckpt, out, *extra):
     )
 
 
-def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
-    """What the decoder gives when called directly on the dequantized codes (FORMAT.md path)."""
-    ckpt = load_checkpoint(ckpt_uri, torch.device(device))
+def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="auto", precision="auto"):
+    """What the decoder gives when called directly on the dequantized codes (FORMAT.md path),
+    on the device and at the precision a job's workers pick by default (a GPU where there is
+    one), so the comparison holds on a GPU machine as on a CPU."""
+    dev = pick_device(device)
+    dtype = pick_dtype(precision, dev)
+    ckpt = load_checkpoint(ckpt_uri, dev)
     out = {}
     for name in sorted(os.listdir(arch)):
         if not name.endswith(".vz.parquet"):
@@ -49,9 +55,9 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="cpu"):
             for r in chunk:
                 groups.setdefault((r["latent"].shape, tuple(r["shape"])), []).append(r)
             for (_, shape), rs in groups.items():
-                z = torch.from_numpy(np.stack([r["latent"] for r in rs])).to(device)
+                z = torch.from_numpy(np.stack([r["latent"] for r in rs])).to(dev)
                 size = None if ckpt.config.kind == "mlp" else tuple(shape[:2])
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(dev, dtype):
                     x = ckpt.model.decode(z, size).float().clamp(0, 1).cpu().numpy()
                 for r, xi in zip(rs, x, strict=True):
                     if xi.ndim == 3:

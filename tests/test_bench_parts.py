@@ -1,6 +1,8 @@
 """The benchmark's arithmetic, checked on cases worked out by hand."""
 
 import numpy as np
+import pytest
+import torch
 
 from jobs.benches.codec import entropy_bounds
 from jobs.benches.rd import bpp_at, ratios
@@ -62,3 +64,31 @@ def test_picture_grids_keep_cells_apart():
     assert image.shape == (2 * 3 + 2, 3 * 4 + 2 * 2)  # no gap after the last row or column
     assert (image[3:5] == 255).all() and (image[:, 4:6] == 255).all()
     assert (image[:3, :4] == 0).all() and (image[5:, 12:] == 255).all()  # the blank sixth cell
+
+
+@pytest.mark.timeout(300)
+def test_the_gpu_section_runs_on_a_cpu_at_toy_sizes(tmp_path):
+    """``--only gpu`` cannot run here; its code can, on the CPU, with a tiny SD-shaped VAE."""
+    pytest.importorskip("diffusers")
+    from jobs.benches import gpu
+
+    tiny = dict(gpu.SD1_CONFIG, block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2)
+    tiny.update(up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8, layers_per_block=1)
+    ckpt = gpu.sd_checkpoint(str(tmp_path / "sd"), tiny)
+    crops = gpu.image_shards(str(tmp_path / "data"), 32, 24, "JPEG", 8)
+    case = gpu.Case("tiny", ckpt, 32, "JPEG", 8, 24)
+    out = gpu.measure_case(case, str(tmp_path / "data"), crops, "cpu", repeats=1)
+    assert out["bare_fp32_rows_s"]["encode"] > 0 and out["bare_bf16_rows_s"]["decode"] > 0
+    assert out["one_reader_rows_s"] > 0
+    assert out["pipeline"]["worker"]["device"] == "cpu" and len(out["pipeline"]["decode_rows_s"]) == 1
+    if not torch.cuda.is_available():  # the section says why it measured nothing
+        assert "no CUDA GPU" in gpu.measure("unused")["skipped"]
+
+
+def test_the_host_only_figure_counts_every_row(photos, photos_ckpt):
+    from jobs.benches import host
+    from jobs.benches.common import load_arrays
+
+    crops = load_arrays(str(photos / "heldout"), max_rows=64)[:64]
+    out = host.measure(photos_ckpt, crops, (1, 2), repeats=1)
+    assert out["rows"] == 64 and out["speedup"]["1"]["median"] == 1.0 and out["rows_s"]["2"]["median"] > 0

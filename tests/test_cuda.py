@@ -4,6 +4,7 @@ GPU machine with ``pytest -m gpu``."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 
 from pipeline.encode import EncodeSpec, EncodeWorker
@@ -13,9 +14,17 @@ from tests.helpers import decode, direct_reconstructions, encode
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.timeout(300),
-    pytest.mark.usefixtures("local_ray"),
+    pytest.mark.usefixtures("gpu_ray"),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
 ]
+
+
+@pytest.fixture(scope="module")
+def gpu_ray():
+    """A local Ray with the machine's GPUs (the suite's ``local_ray`` has none)."""
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
 
 
 def test_actors_run_on_cuda(tmp_path, digits_ckpt):

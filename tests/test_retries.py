@@ -13,7 +13,9 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
 def test_transient_failures_are_retried_with_backoff_and_corrupt_input_is_not(tmp_path):
     shards = [Shard(f"s3://bucket/{n}", n, n) for n in ["ok", "flaky", "down", "corrupt", "oom"]]
     spec = {"log": str(tmp_path), "fail_times": {"flaky": 2, "down": 99}}
-    config = PoolConfig(actors=2, max_attempts=3, retry_backoff_s=0.3)
+    config = PoolConfig(
+        actors=2, max_attempts=3, retry_backoff_s=0.3, use_gpus=False
+    )  # CPU actors, even beside a GPU
     results = run(FlakyWorker, spec, config, lambda pool: {r.name: r for r in pool.map(shards)})
 
     assert results["ok"].ok and results["ok"].attempts == 1

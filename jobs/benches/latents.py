@@ -21,6 +21,7 @@ from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
 from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
 from pipeline.models import config_to_dict
 from pipeline.names import sample_key
+from pipeline.precision import autocast, pick_dtype
 from pipeline.quantize import (
     QuantizerConfig,
     QuantizerParams,
@@ -130,6 +131,8 @@ def vaezip_codes(
 ) -> Stored:
     """Quantize as the encode job does (calibrated on these latents) and write the rows into a
     real archive file in memory, with the ArchiveWriter the job uses."""
+    if rows is None and qconfig.mode == "loss":
+        rows = model_rows(ckpt, lat, arrays)
     q = quantizer(lat, qconfig, rows)
     codes, _ = quantize(lat.mean, q)
     cparams = calibrate_codec([codes[:2048]], cconfig)
@@ -253,3 +256,19 @@ def compare(ckpt: Checkpoint, arrays: np.ndarray, targets: tuple[float, ...] = L
         # the job's own measure: the PSNR drop of the pooled error, over every row
         r["pooled_loss_db"] = 10 * np.log10(max(r.pop("sse"), 1e-30) / max(ref_sse, 1e-30))
     return rows
+
+
+def precision_psnr(ckpt: Checkpoint, arrays: np.ndarray, precision: str = "bf16") -> dict:
+    """Decoded PSNR with encoder and decoder at float32 and at ``precision`` (torch.autocast
+    on this machine's device), the latents not quantized: what the precision alone costs."""
+    cpu = torch.device("cpu")
+    out = {}
+    for name in ("fp32", precision):
+        with autocast(cpu, pick_dtype(name, cpu)):
+            lat = encode(ckpt, arrays)
+            out[name] = psnr(reconstruct(ckpt, lat.mean, lat.shape, arrays), arrays)
+    return {
+        "fp32_psnr": out["fp32"],
+        f"{precision}_psnr": out[precision],
+        "difference_db": out["fp32"] - out[precision],
+    }

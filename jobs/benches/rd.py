@@ -111,7 +111,7 @@ def vaezip_curve(
     pixels = samples[0].shape[0] * samples[0].shape[1]
     out = []
     for s in steps:
-        st = vaezip_codes(ckpt, lat, samples, QuantizerConfig(step_sigmas=s))
+        st = vaezip_codes(ckpt, lat, samples, QuantizerConfig(mode="posterior", step_sigmas=s))
         back = reconstruct(ckpt, st.latents, lat.shape, samples)
         if shown is not None:
             shown.append((s, spread(back)))

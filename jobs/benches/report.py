@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -154,6 +155,13 @@ def targets(results: dict) -> list[list[str]]:
                 best["vs_float16_bytes"] <= bound,
                 ".3f",
             )
+    for name, v in results.get("precision", {}).items():
+        d = abs(v["difference_db"])
+        add(f"{name}: bf16 vs fp32 decoded PSNR difference <= 0.05 dB (CPU autocast)", d, d <= 0.05, ".3f")
+    if "host" in results:
+        two = results["host"]["speedup"].get("2")
+        if two:
+            add("host-only encode, 2 host workers / 1 >= 1.6", two["median"], two["median"] >= 1.6)
     agree = results.get("agreement", [])
     if agree:
         worst = max(abs(a["difference_db"]) for a in agree)
@@ -577,6 +585,7 @@ def write_page(results: dict, page: str, out: str) -> None:
             "was trained on all 1,797 digits, the test rows included.",
             "",
         ]
+    lines += _gpu_lines(results)
     if "estimate" in results:
         e = results["estimate"]
         host = "the pipeline's non-model work could not be separated in this run"
@@ -608,3 +617,86 @@ def write_page(results: dict, page: str, out: str) -> None:
         ]
     with open(page, "w") as f:
         f.write("\n".join(lines))
+
+
+def _gpu_lines(results: dict) -> list[str]:
+    """The precision, host-only and GPU sections."""
+    lines: list[str] = []
+    if "precision" in results:
+        lines += [
+            "## bf16 against fp32: what the precision alone costs",
+            "",
+            "Decoded PSNR with encoder and decoder under `torch.autocast` at bf16 against "
+            "float32, latents not quantized, measured on this machine's CPU (a GPU's bf16 "
+            "kernels accumulate differently; the GPU section re-measures). Target: at most "
+            "0.05 dB, or fp32 stays the default.",
+            "",
+        ]
+        lines += _table(
+            ["model", "fp32 PSNR dB", "bf16 PSNR dB", "difference dB"],
+            [
+                [k, f"{v['fp32_psnr']:.3f}", f"{v['bf16_psnr']:.3f}", f"{v['difference_db']:+.3f}"]
+                for k, v in results["precision"].items()
+            ],
+        )
+    if "host" in results:
+        h = results["host"]
+        lines += [
+            "## Host side alone: the encoder replaced by a stand-in",
+            "",
+            f"The encode worker on one Parquet shard of {h['rows']:,} PNG photo crops (64x64) with "
+            "its model replaced by a stand-in that returns zero latents at once "
+            "(`jobs/benches/host.py`), so the time is reading, PNG decoding, conversion, "
+            "quantizing, zstd and the Parquet write: the host side's own ceiling, with 1 and "
+            "more host workers (`--host-workers`). Target: 2 host workers >= 1.6x one.",
+            "",
+        ]
+        lines += _table(
+            ["host workers", "rows/s", "x one worker"],
+            [[w, _s(v, ".0f"), _s(h["speedup"][w])] for w, v in h["rows_s"].items()],
+        )
+    g = results.get("gpu")
+    if g:
+        lines += ["## GPU", ""]
+        if "skipped" in g:
+            lines += [f"Not measured: {g['skipped']}.", ""]
+            return lines
+        lines += [
+            f"One {g['device']} with {g['cpus']} CPU cores. Bare: the model alone in a tight "
+            "loop (host float arrays copied per batch). Pipeline: the whole job through the Ray "
+            "pool at its defaults (one GPU actor, the node's CPUs as host workers, bf16).",
+            "",
+        ]
+        rows = []
+        for c in g["cases"]:
+            p = c["pipeline"]
+            enc, dec = float(np.median(p["encode_rows_s"])), float(np.median(p["decode_rows_s"]))
+            b16 = c["bare_bf16_rows_s"]
+            rows.append(
+                [
+                    c["case"],
+                    f"{c['bare_fp32_rows_s']['encode']:,.0f} / {c['bare_fp32_rows_s']['decode']:,.0f}",
+                    f"{b16['encode']:,.0f} / {b16['decode']:,.0f}",
+                    f"{c['one_reader_rows_s']:,.0f}",
+                    f"{enc:,.0f} / {dec:,.0f}",
+                    f"{enc / b16['encode']:.2f} / {dec / b16['decode']:.2f}",
+                    f"{np.median(p['encode_model_share']):.2f} / {np.median(p['decode_model_share']):.2f}",
+                    _s(c["host_only"]["rows_s"][max(c["host_only"]["rows_s"], key=int)], ".0f")
+                    if "host_only" in c
+                    else "-",
+                ]
+            )
+        lines += _table(
+            [
+                "case",
+                "bare fp32 enc / dec rows/s",
+                "bare bf16 enc / dec",
+                "one reader thread",
+                "pipeline enc / dec",
+                "pipeline / bare bf16",
+                "model share of actor time",
+                "host-only ceiling (all cores)",
+            ],
+            rows,
+        )
+    return lines

@@ -43,10 +43,13 @@ class ReadOptions:
     array_key: str | None = None  # .npz: which array holds the samples
     column: str | None = None  # Parquet column / WebDataset field holding the samples
     limits: Limits = Limits()  # what one sample may claim (pixels, tar member bytes)
+    host_workers: int = 1  # threads decoding a batch's images (pipeline.hostpool)
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
+        if self.host_workers < 1:
+            raise ConfigError(f"host workers must be positive, got {self.host_workers}")
 
 
 def format_of(uri: str) -> str:
@@ -86,20 +89,26 @@ def iter_batches(
 ) -> Iterator[Batch]:
     """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
     fmt = "images" if members else format_of(source)
+    workers = options.host_workers
     try:
         if fmt == "images":  # one image file alone is a group of one under its folder
             root = source if members else posixpath.dirname(source)
-            yield from iter_images(members or (source,), root, options.batch_rows, options.limits.max_pixels)
+            files = members or (source,)
+            yield from iter_images(files, root, options.batch_rows, options.limits.max_pixels, workers)
         elif fmt == "webdataset":
-            yield from iter_webdataset(source, options.batch_rows, options.column, options.limits)
+            yield from iter_webdataset(source, options.batch_rows, options.column, options.limits, workers)
         elif fmt == "npy":
             yield from iter_npy(source, options.batch_rows)
         elif fmt == "npz":
             yield from iter_npz(source, options.batch_rows, options.array_key)
         elif fmt == "arrow":
-            yield from iter_arrow(source, options.batch_rows, options.column, options.limits.max_pixels)
+            yield from iter_arrow(
+                source, options.batch_rows, options.column, options.limits.max_pixels, workers
+            )
         else:
-            yield from iter_parquet(source, options.batch_rows, options.column, options.limits.max_pixels)
+            yield from iter_parquet(
+                source, options.batch_rows, options.column, options.limits.max_pixels, workers
+            )
     except FileNotFoundError as err:
         raise InputError(err.filename or source, "file not found") from err
     except PermissionError as err:

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.hostpool import host_map
 from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -55,7 +56,11 @@ def decode_image(data: bytes, uri: str, row: int | None, max_pixels: int = DEFAU
         raise InputError(
             uri, f"image is over the limit of {max_pixels:,} pixels (--max-pixels; {err})", row=row
         ) from err
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:  # Pillow's text names a BytesIO at some address
+        raise InputError(
+            uri, f"corrupt image bytes (no image format recognises its {len(data):,} bytes)", row=row
+        ) from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise InputError(uri, f"corrupt image bytes ({err})", row=row) from err
 
 
@@ -64,11 +69,16 @@ def relative(uri: str, root: str) -> str:
 
 
 def iter_images(
-    files: tuple[str, ...], root: str, batch_rows: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    files: tuple[str, ...],
+    root: str,
+    batch_rows: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
 ) -> Iterator[Batch]:
-    """Decode ``files`` in order, ``batch_rows`` at a time; errors name the image file."""
+    """Read and decode ``files`` in order, ``batch_rows`` at a time, on ``workers`` threads;
+    errors name the image file."""
     for start in range(0, len(files), batch_rows):
         chunk = files[start : start + batch_rows]
-        samples = [decode_image(storage.read_bytes(f), f, None, max_pixels) for f in chunk]
+        samples = host_map(lambda f: decode_image(storage.read_bytes(f), f, None, max_pixels), chunk, workers)
         paths = [relative(f, root) for f in chunk]
         yield Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)

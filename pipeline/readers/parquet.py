@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.errors import InputError
 from pipeline.format import hf_features
+from pipeline.hostpool import host_map
 from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 from pipeline.readers.images import decode_image
 
@@ -86,6 +88,10 @@ def _sample(value: Any, kind: str, uri: str, row: int, max_pixels: int) -> np.nd
         raise InputError(uri, f"ragged tensor ({err})", row=row) from err
 
 
+def _indexed(values: list, kind: str, uri: str, start: int, max_pixels: int, i: int) -> np.ndarray:
+    return _sample(values[i], kind, uri, start + i, max_pixels)
+
+
 def _batches(
     uri: str,
     what: str,
@@ -93,6 +99,7 @@ def _batches(
     record_batches: Iterable[pa.RecordBatch],
     column: str | None,
     max_pixels: int,
+    workers: int = 1,
 ) -> Iterator[Batch]:
     name = pick_column(schema, uri, column)
     kind = "image" if _is_image_type(schema.field(name).type) else "tensor"
@@ -101,7 +108,9 @@ def _batches(
     try:
         for rb in record_batches:
             values = rb.column(name).to_pylist()
-            samples = [_sample(v, kind, uri, start + i, max_pixels) for i, v in enumerate(values)]
+            samples = host_map(
+                partial(_indexed, values, kind, uri, start, max_pixels), range(len(values)), workers
+            )
             cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
             yield Batch(source=uri, start_row=start, samples=samples, columns=cols, features=features or None)
             start += len(values)
@@ -110,7 +119,11 @@ def _batches(
 
 
 def iter_parquet(
-    uri: str, batch_rows: int, column: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    uri: str,
+    batch_rows: int,
+    column: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
 ) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
@@ -118,7 +131,13 @@ def iter_parquet(
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Parquet file ({err})") from err
         yield from _batches(
-            uri, "Parquet", pf.schema_arrow, pf.iter_batches(batch_size=batch_rows), column, max_pixels
+            uri,
+            "Parquet",
+            pf.schema_arrow,
+            pf.iter_batches(batch_size=batch_rows),
+            column,
+            max_pixels,
+            workers,
         )
 
 
@@ -129,7 +148,11 @@ def _rebatched(reader: pa.RecordBatchStreamReader, rows: int) -> Iterator[pa.Rec
 
 
 def iter_arrow(
-    uri: str, batch_rows: int, column: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    uri: str,
+    batch_rows: int,
+    column: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
 ) -> Iterator[Batch]:
     """An Arrow IPC stream (what ``datasets``' ``save_to_disk`` writes as ``data-*.arrow``)."""
     with storage.open_read(uri) as f:
@@ -137,4 +160,6 @@ def iter_arrow(
             reader = pyarrow.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Arrow IPC stream ({err})") from err
-        yield from _batches(uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels)
+        yield from _batches(
+            uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels, workers
+        )

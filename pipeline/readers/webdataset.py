@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.hostpool import host_map
 from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, decode_image
 
@@ -91,7 +92,7 @@ def _samples(f: IO[bytes], uri: str, max_member_bytes: int) -> Iterator[tuple[st
 
 
 def iter_webdataset(
-    uri: str, batch_rows: int, column: str | None = None, limits: Limits = Limits()
+    uri: str, batch_rows: int, column: str | None = None, limits: Limits = Limits(), workers: int = 1
 ) -> Iterator[Batch]:
     row = 0
     names: list[str] | None = None
@@ -101,7 +102,7 @@ def iter_webdataset(
         nonlocal names
         start = row - len(batch)
         keys: list[str] = []
-        samples: list[np.ndarray] = []
+        raw: list[tuple[bytes, str, int]] = []  # decoded below, on the host workers
         columns: dict[str, list] = {}
         for i, (key, fields) in enumerate(batch):
             r = start + i
@@ -114,9 +115,7 @@ def iter_webdataset(
             data = fields.pop(field)
             if KEY_FIELD in fields:
                 key = _value(KEY_FIELD, fields.pop(KEY_FIELD), uri, r)
-            samples.append(
-                _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
-            )
+            raw.append((data, field, r))
             if names is None:
                 names = sorted(fields)
             if sorted(fields) != names:
@@ -127,6 +126,12 @@ def iter_webdataset(
                 columns.setdefault(name, []).append(_value(name, fields[name], uri, r))
             keys.append(key)
         batch.clear()
+
+        def decoded(item: tuple[bytes, str, int]) -> np.ndarray:
+            data, field, r = item
+            return _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
+
+        samples = host_map(decoded, raw, workers)
         return Batch(source=uri, start_row=start, samples=samples, columns=columns, ids=keys)
 
     with storage.open_read(uri) as f:

@@ -1,0 +1,94 @@
+"""The host side's own ceiling: the encode worker with its model replaced by a stand-in.
+
+The stand-in (``StandIn``, clearly not a VAE) returns zero latents of the right shape at once,
+so what is timed is everything a worker does besides the model: reading a Parquet shard of
+PNG images, decoding them, converting them to model arrays, quantizing, the codec and the
+archive write. Run with 1 and with N host workers (``--host-workers``), in one process, one
+after the other, repeated; the ratio is taken within each repetition.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from jobs.benches.common import Spread
+from pipeline import storage
+from pipeline.codec import CodecConfig
+from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.job import JobParams
+from pipeline.models.base import VAE, Posterior
+from pipeline.models.conv import ConvConfig
+from pipeline.plan import plan_shards
+from pipeline.quantize import QuantizerConfig
+from pipeline.readers import ReadOptions
+
+
+class StandIn(VAE):
+    """A stand-in for the encoder: zeros of the latent shape, no arithmetic."""
+
+    def __init__(self, config: ConvConfig) -> None:
+        super().__init__(config)
+        self.channels, self.factor = config.latent_channels, config.downsample_factor
+
+    def encode(self, x: torch.Tensor) -> Posterior:
+        n, _, h, w = x.shape
+        z = torch.zeros(n, self.channels, h // self.factor, w // self.factor, device=x.device)
+        return Posterior(z, z)
+
+
+def png_shard(crops: np.ndarray, folder: str) -> str:
+    """The crops as one Parquet shard of PNG bytes (what image datasets hold)."""
+    blobs = []
+    for c in crops:
+        buf = io.BytesIO()
+        Image.fromarray(c).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    path = f"{folder}/crops.parquet"
+    pq.write_table(pa.table({"image": pa.array(blobs, pa.binary())}), path)
+    return folder
+
+
+def measure(checkpoint: str, crops: np.ndarray, workers: tuple[int, ...] = (1, 2), repeats: int = 3) -> dict:
+    work = tempfile.mkdtemp(prefix="vzbench-host-")
+    storage.makedirs(storage.join(work, "data"))
+    shard = plan_shards(png_shard(crops, storage.join(work, "data")))[0]
+    rates: dict[int, list[float]] = {w: [] for w in workers}
+    for w in workers:
+        spec = EncodeSpec(
+            checkpoint=checkpoint,
+            output=storage.join(work, f"arch-{w}"),
+            read=ReadOptions(batch_rows=256),
+            device="cpu",
+            threads=1,
+            host_workers=w,
+        )
+        worker = EncodeWorker(spec)
+        q, c = worker.calibrate([shard], 256, QuantizerConfig(mode="posterior"), CodecConfig())
+        cfg = worker.ckpt.config
+        assert isinstance(cfg, ConvConfig), "the host-only figure is for image models"
+        worker.encoder.model = StandIn(cfg)
+        rates[w] = []
+        for r in range(repeats + 1):  # the first pass warms the caches and is dropped
+            start = time.perf_counter()
+            res = worker.process(shard, JobParams(q, c, f"bench-{w}-{r}"))
+            assert res.ok, res.error
+            if r:
+                rates[w].append(res.rows / (time.perf_counter() - start))
+    storage.remove(work, recursive=True)
+    base = rates[workers[0]]
+    return {
+        "rows": len(crops),
+        "rows_s": {str(w): Spread.of(v).to_dict() for w, v in rates.items()},
+        "speedup": {
+            str(w): Spread.of([a / b for a, b in zip(v, base, strict=True)]).to_dict()
+            for w, v in rates.items()
+        },
+    }

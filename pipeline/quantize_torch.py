@@ -1,0 +1,27 @@
+"""``pipeline.quantize`` on the worker's device: the same arithmetic, in float64, so the codes
+are the very ones the numpy path gives (tested), and only integer codes cross to the host.
+
+    quantize_tensor(means on the device, params) -> (codes on the host, clipped count)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.quantize import QuantizerParams
+
+
+def quantize_tensor(x: torch.Tensor, params: QuantizerParams) -> tuple[np.ndarray, int]:
+    """(N, C, P) latents on any device -> ((N, C_active, P) codes as numpy, values clipped)."""
+    if x.ndim != 3 or x.shape[1] != params.channels:
+        raise ValueError(f"expected (N, {params.channels}, P) latents, got {tuple(x.shape)}")
+    active = torch.tensor(params.active, device=x.device)
+    lo = torch.tensor(params.lo, dtype=torch.float64, device=x.device)[active][None, :, None]
+    step = torch.tensor(params.step, dtype=torch.float64, device=x.device)[active][None, :, None]
+    top = torch.tensor(params.levels, dtype=torch.float64, device=x.device)[active][None, :, None] - 1
+    q = torch.round((x[:, active].to(torch.float64) - lo) / step)  # half to even, as np.rint
+    clipped = int(((q < 0) | (q > top)).sum().item())
+    codes = torch.minimum(torch.clamp(q, min=0), top).to(torch.int32)
+    small = codes.to(torch.uint8) if params.dtype == np.uint8 else codes
+    return small.cpu().numpy().astype(params.dtype, copy=False), clipped

@@ -1,0 +1,142 @@
+"""What the GPU path changes, checked where it runs on a CPU too: host work on several
+threads, codes quantized by torch, the model at another precision, the pool's shape."""
+
+import io
+import re
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.hostpool import host_map
+from pipeline.precision import autocast, pick_dtype
+from pipeline.quantize import QuantizerParams, quantize
+from pipeline.quantize_torch import quantize_tensor
+from pipeline.readers import ReadOptions, iter_batches
+from pipeline.runner import PoolConfig, pool_shape
+from tests.helpers import decode, direct_reconstructions, encode
+
+
+def test_host_map_keeps_order_and_raises_the_earliest_error():
+    assert host_map(lambda x: x * x, list(range(103)), 4) == [x * x for x in range(103)]
+
+    def f(x):
+        if x in (7, 60):
+            raise ValueError(f"bad {x}")
+        return x
+
+    with pytest.raises(ValueError, match="bad 7"):
+        host_map(f, list(range(100)), 3)
+
+
+def _png(rng, h, w):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sources(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [_png(rng, 16 + i % 5, 20) for i in range(23)]
+    images[17] = b"not an image"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, data in enumerate(images):
+        (folder / f"{i:03d}.png").write_bytes(data)
+    pq.write_table(pa.table({"image": pa.array(images, pa.binary())}), tmp_path / "t.parquet")
+    with tarfile.open(tmp_path / "t.tar", "w") as tar:
+        for i, data in enumerate(images):
+            info = tarfile.TarInfo(f"{i:03d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return images, folder
+
+
+@pytest.mark.parametrize("fmt", ["folder", "parquet", "webdataset"])
+def test_readers_give_the_same_rows_and_errors_on_several_threads(tmp_path, fmt):
+    images, folder = _sources(tmp_path)
+    files = tuple(str(folder / f"{i:03d}.png") for i in range(len(images)))
+    source, members = {
+        "folder": (str(folder), files[:17]),
+        "parquet": (str(tmp_path / "t.parquet"), ()),
+        "webdataset": (str(tmp_path / "t.tar"), ()),
+    }[fmt]
+
+    def read(workers, members=members):
+        opts = ReadOptions(batch_rows=8, host_workers=workers)
+        return [s for b in iter_batches(source, opts, members) for s in b.samples]
+
+    if fmt == "folder":  # the good images, then the bad one alone
+        one, four = read(1), read(4)
+        assert len(one) == 17 and all(np.array_equal(a, b) for a, b in zip(one, four, strict=True))
+        with pytest.raises(InputError, match="017.png"):
+            read(4, files[16:])
+        return
+    with pytest.raises(InputError) as serial:
+        read(1)
+    with pytest.raises(InputError) as parallel:
+        read(4)
+    assert str(parallel.value) == str(serial.value) and "row 17" in str(parallel.value)
+
+
+def test_torch_quantizer_gives_the_numpy_codes():
+    rng = np.random.default_rng(1)
+    for levels in (200, 3000):  # uint8 and uint16 codes
+        params = QuantizerParams(
+            "loss", (-2.0, -1.0, 0.5), (0.013, 0.02, 0.7), (levels, levels, 5), (True, False, True)
+        )
+        x = rng.normal(0, 1.5, (9, 3, 50)).astype(np.float32)
+        x[0, 0, :5] = (np.arange(5) + 0.5) * 0.013 - 2.0  # exact halves: round half to even
+        want, want_clipped = quantize(x, params)
+        got, clipped = quantize_tensor(torch.from_numpy(x), params)
+        assert got.dtype == want.dtype and np.array_equal(got, want) and clipped == want_clipped > 0
+
+
+def test_precision_choice():
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        pick_dtype("fp8", torch.device("cpu"))
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.timeout(300)
+def test_a_bf16_job_on_host_workers_decodes_as_its_decoder_does(tmp_path, photos, photos_ckpt, capsys):
+    arch, rec = tmp_path / "arch", tmp_path / "rec"
+    extra = ("--precision", "bf16", "--host-workers", "2")
+    assert encode(photos / "heldout", photos_ckpt, arch, *extra) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"pool: \d CPU actor\(s\) of 1 CPU\(s\) each; model at bf16 on cpu, 2 host worker\(s\) each", out
+    )
+    assert decode(arch, photos_ckpt, rec, "--precision", "fp32", "--format", "parquet") == 0
+    direct = direct_reconstructions(str(arch), photos_ckpt)  # float32, as this decode ran
+    table = pq.read_table(next(rec.glob("*.parquet")))
+    for key, img in zip(table["key"].to_pylist(), table["image"].to_pylist(), strict=True):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(img["bytes"]))), direct[key])
+
+
+@pytest.mark.parametrize(
+    "config, resources, want",
+    [
+        (PoolConfig(), {"CPU": 16, "GPU": 1}, (1, 15, 1.0)),  # the node's CPUs for host work
+        (PoolConfig(), {"CPU": 16, "GPU": 2}, (2, 7, 1.0)),
+        (PoolConfig(actors_per_gpu=4), {"CPU": 16, "GPU": 1}, (4, 3, 0.25)),
+        (PoolConfig(), {"CPU": 1, "GPU": 1}, (1, 0, 1.0)),
+        (PoolConfig(use_gpus=False, threads_per_actor=2), {"CPU": 8, "GPU": 1}, (4, 2, 0)),
+    ],
+)
+def test_pool_shape_fits_the_node(config, resources, want):
+    shape = pool_shape(config, resources)
+    assert (shape.actors, shape.num_cpus, shape.num_gpus) == want
+
+
+def test_more_gpu_actors_than_the_shares_is_one_clear_error():
+    with pytest.raises(ConfigError, match="3 GPU actors asked for, the cluster has 1 GPUs"):
+        pool_shape(PoolConfig(actors=3, actors_per_gpu=2), {"CPU": 16, "GPU": 1})
