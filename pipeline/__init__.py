@@ -9,6 +9,7 @@ Where work runs
     completion.py    A worker's body -> one committed output file, its _done/ record (written
                      last) and a ShardResult; is_complete for resume (no torch).
     overlap.py       Iterators -> the same items, read ahead (prefetch) or written one behind.
+    hostpool.py      A batch's rows + a function -> the results, on N host threads, in order.
     plan.py          An input (or archive) URI -> deterministic Shard descriptors; fingerprints.
     names.py         A relative path -> its output file names; a row -> its sample key.
     job.py           Encode settings + calibrated parameters -> JobParams and job.json;
@@ -20,7 +21,9 @@ Where work runs
     storage.py       URIs -> bytes, listings and atomic writes (the one door to fsspec).
 
 The workers (plain classes, made remote by runner.py)
-    model_worker.py  Checkpoint + device + threads -> a loaded model (the workers' base).
+    model_worker.py  Checkpoint + device + threads + precision -> a loaded model (the
+                     workers' base); its host workers, from the CPUs Ray gave the actor.
+    precision.py     --precision + a device -> the model's dtype (autocast); pinned copies.
     encoder.py       A Shard -> Encoded batches: keys, layouts, posterior means, log-variances.
     encode.py        EncodeWorker: calibrate(shards) -> quantizer/codec parameters;
                      process(shard, job) -> one .vz.parquet file.
@@ -29,9 +32,10 @@ The workers (plain classes, made remote by runner.py)
 
 The codec and the format (pure functions over arrays and bytes; no Ray)
     quantize.py      Latent statistics -> QuantizerParams; latents <-> integer codes.
+    quantize_torch.py  The same quantizer on a device tensor (float64: the same codes).
     ratecontrol.py   Calibration rows + the decoder + a loss bound in dB -> per-channel steps
                      (--max-loss-db), checked on rows they were not fitted on.
-    codec.py         Integer codes <-> byte rows (layout, crc32, zstd framing).
+    codec.py         Integer codes <-> byte rows (fold, layout, crc32, zstd framing).
     compress.py      Per-row latents <-> vz_codes payloads (quantize + codec, both directions).
     format.py        CodeRows + passthrough columns <-> archive files (schema, metadata,
                      ArchiveWriter, iter_stored, archive_files).

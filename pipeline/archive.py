@@ -22,6 +22,8 @@ from pipeline.compress import decompress
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, CodeRows, iter_stored, read_meta
 from pipeline.precision import autocast, to_device
+from pipeline.quantize import QuantizerParams
+from pipeline.quantize_torch import dequantize_tensor
 from pipeline.samples import SUPPORTED_DTYPES, SampleLayout
 
 
@@ -35,13 +37,19 @@ class LatentBatch:
     latents: list[np.ndarray]  # per row, dequantized, shaped as vz_latent_shape
     layouts: list[SampleLayout]  # per row, the source sample's shape and dtype
     columns: dict[str, list]  # passthrough columns
+    # set when ``latents`` holds the stored channels' integer codes instead, for the decoder
+    # to dequantize on its device (iter_latents(on_device=True))
+    quantizer: QuantizerParams | None = None
 
 
 def latents_of(
-    meta: ArchiveMeta, codec: Codec, uri: str, start: int, rows: CodeRows
+    meta: ArchiveMeta, codec: Codec, uri: str, start: int, rows: CodeRows, dequantized: bool = True
 ) -> tuple[list[np.ndarray], list[SampleLayout]]:
-    """Stored rows -> dequantized latents and the source samples' layouts, every field checked."""
-    latents = decompress(rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri, start)
+    """Stored rows -> dequantized latents (or codes) and the source samples' layouts, every
+    field checked."""
+    latents = decompress(
+        rows.codes, rows.crc32, rows.latent_shapes, meta.quantizer, codec, uri, start, dequantized
+    )
     try:
         layouts = [
             SampleLayout(tuple(int(v) for v in s), str(d), meta.value_range)
@@ -56,15 +64,28 @@ def latents_of(
 
 
 def iter_latents(
-    uri: str, batch_rows: int = 256, columns: list[str] | None = None, meta: ArchiveMeta | None = None
+    uri: str,
+    batch_rows: int = 256,
+    columns: list[str] | None = None,
+    meta: ArchiveMeta | None = None,
+    on_device: bool = False,
 ) -> Iterator[LatentBatch]:
     """One archive file as batches of dequantized latents, in row order. ``columns`` limits
-    the passthrough columns read (default: all)."""
+    the passthrough columns read (default: all). ``on_device``: the batches hold codes, for
+    ``SampleDecoder`` to dequantize on its device (a quarter of the bytes to copy there)."""
     meta = meta or read_meta(uri)
     codec = Codec(meta.codec)
     for stored in iter_stored(uri, batch_rows, columns):
-        latents, layouts = latents_of(meta, codec, uri, stored.start, stored.rows)
-        yield LatentBatch(uri, stored.start, stored.rows.keys, latents, layouts, stored.columns)
+        latents, layouts = latents_of(meta, codec, uri, stored.start, stored.rows, not on_device)
+        yield LatentBatch(
+            uri,
+            stored.start,
+            stored.rows.keys,
+            latents,
+            layouts,
+            stored.columns,
+            meta.quantizer if on_device else None,
+        )
 
 
 class SampleDecoder:
@@ -76,15 +97,21 @@ class SampleDecoder:
 
     @torch.inference_mode()
     def run_model(
-        self, latents: list[np.ndarray], layouts: list[SampleLayout]
+        self,
+        latents: list[np.ndarray],
+        layouts: list[SampleLayout],
+        quantizer: QuantizerParams | None = None,
     ) -> list[tuple[list[int], np.ndarray]]:
-        """Rows grouped by latent and sample shape -> the decoder's (N, ...) output per group."""
+        """Rows grouped by latent and sample shape -> the decoder's (N, ...) output per group.
+        With ``quantizer``, ``latents`` are codes, dequantized on the device."""
         groups: dict[tuple, list[int]] = {}
         for i, (z, lay) in enumerate(zip(latents, layouts, strict=True)):
             groups.setdefault((z.shape, lay.shape), []).append(i)
         out = []
         for (_, sample_shape), idx in groups.items():
             zs = to_device(np.stack([latents[i] for i in idx]), self.device)
+            if quantizer is not None:
+                zs = dequantize_tensor(zs, quantizer)
             size = None if self.ckpt.config.kind == "mlp" else (sample_shape[0], sample_shape[1])
             with autocast(self.device, self.dtype):
                 y = self.model.decode(zs, size)

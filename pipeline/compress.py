@@ -69,9 +69,12 @@ def decompress(
     codec: Codec,
     uri: str,
     start: int,
+    dequantized: bool = True,
 ) -> list[np.ndarray]:
-    """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape``; errors
-    name ``uri`` and the row (``start`` is the first row's number in the file)."""
+    """``vz_codes`` payloads -> per-row dequantized latents of shape ``latent_shape`` (or, with
+    ``dequantized=False``, the integer codes of the stored channels, shaped (C_active,
+    *latent_shape[1:]), for a device to dequantize); errors name ``uri`` and the row (``start``
+    is the first row's number in the file)."""
     active = sum(quantizer.active)
     raws: list[bytes] = []
     shapes: list[tuple[int, ...]] = []
@@ -110,7 +113,10 @@ def decompress(
             codec.params.layout,
             codec.params.centers,
         )
-        latents = dequantize(codes, quantizer).reshape(len(idx), *group_shape)
+        if dequantized:
+            latents = dequantize(codes, quantizer).reshape(len(idx), *group_shape)
+        else:
+            latents = codes.reshape(len(idx), active, *group_shape[1:])
         for j, i in enumerate(idx):
             out[i] = latents[j]
     return out

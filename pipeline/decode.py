@@ -56,7 +56,7 @@ class DecodeWorker(ModelWorker):
     def _decoded(self, batches: Iterator[LatentBatch]) -> Iterator[Decoded]:
         for batch in batches:
             with self.clock.timing():
-                outputs = self.decoder.run_model(batch.latents, batch.layouts)
+                outputs = self.decoder.run_model(batch.latents, batch.layouts, batch.quantizer)
             yield batch, outputs
 
     def process(self, shard: Shard) -> ShardResult:
@@ -71,7 +71,9 @@ class DecodeWorker(ModelWorker):
             footer = read_footer(shard.source)
             meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
-            latents = prefetch(lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta))
+            latents = prefetch(
+                lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta, on_device=True)
+            )
             if meta.tile:  # whole images are written: as many as the tiles make up
                 rows_total = images_in(read_keys(shard.source))
             output = open_output(self.spec.output_format, f, uri, rows_total, footer.features)

@@ -2,6 +2,7 @@
 are the very ones the numpy path gives (tested), and only integer codes cross to the host.
 
     quantize_tensor(means on the device, params) -> (codes on the host, clipped count)
+    dequantize_tensor(codes on the device, params) -> latents on the device
 """
 
 from __future__ import annotations
@@ -25,3 +26,17 @@ def quantize_tensor(x: torch.Tensor, params: QuantizerParams) -> tuple[np.ndarra
     codes = torch.minimum(torch.clamp(q, min=0), top).to(torch.int32)
     small = codes.to(torch.uint8) if params.dtype == np.uint8 else codes
     return small.cpu().numpy().astype(params.dtype, copy=False), clipped
+
+
+def dequantize_tensor(codes: torch.Tensor, params: QuantizerParams) -> torch.Tensor:
+    """(N, C_active, ...) codes on any device -> (N, C, ...) float32 latents there; dropped
+    channels are 0 (``pipeline.quantize.dequantize``, the same float64 arithmetic)."""
+    active = torch.tensor(params.active, device=codes.device)
+    shape = (1, -1) + (1,) * (codes.ndim - 2)
+    lo = torch.tensor(params.lo, dtype=torch.float64, device=codes.device)[active].reshape(shape)
+    step = torch.tensor(params.step, dtype=torch.float64, device=codes.device)[active].reshape(shape)
+    out = torch.zeros(
+        (codes.shape[0], params.channels, *codes.shape[2:]), dtype=torch.float32, device=codes.device
+    )
+    out[:, active] = (lo + codes.to(torch.float64) * step).to(torch.float32)
+    return out

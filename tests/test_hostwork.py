@@ -15,8 +15,8 @@ from PIL import Image
 from pipeline.errors import ConfigError, InputError
 from pipeline.hostpool import host_map
 from pipeline.precision import autocast, pick_dtype
-from pipeline.quantize import QuantizerParams, quantize
-from pipeline.quantize_torch import quantize_tensor
+from pipeline.quantize import QuantizerParams, dequantize, quantize
+from pipeline.quantize_torch import dequantize_tensor, quantize_tensor
 from pipeline.readers import ReadOptions, iter_batches
 from pipeline.runner import PoolConfig, pool_shape
 from tests.helpers import decode, direct_reconstructions, encode
@@ -84,7 +84,7 @@ def test_readers_give_the_same_rows_and_errors_on_several_threads(tmp_path, fmt)
     assert str(parallel.value) == str(serial.value) and "row 17" in str(parallel.value)
 
 
-def test_torch_quantizer_gives_the_numpy_codes():
+def test_torch_quantizer_gives_the_numpy_codes_and_latents():
     rng = np.random.default_rng(1)
     for levels in (200, 3000):  # uint8 and uint16 codes
         params = QuantizerParams(
@@ -95,6 +95,8 @@ def test_torch_quantizer_gives_the_numpy_codes():
         want, want_clipped = quantize(x, params)
         got, clipped = quantize_tensor(torch.from_numpy(x), params)
         assert got.dtype == want.dtype and np.array_equal(got, want) and clipped == want_clipped > 0
+        back = dequantize_tensor(torch.from_numpy(want.astype(np.int32)).reshape(9, 2, 5, 10), params)
+        assert np.array_equal(back.numpy().reshape(9, 3, 50), dequantize(want, params))
 
 
 def test_precision_choice():
