@@ -29,7 +29,7 @@ from pipeline.manifest import write_manifest
 from pipeline.names import NAMES_VERSION
 from pipeline.plan import Shard, check_separate, plan_shards
 from pipeline.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
-from pipeline.ratecontrol import MAX_ROWS
+from pipeline.ratecontrol import DECODE_VALUES, MIN_ROWS
 from pipeline.readers import ReadOptions
 from pipeline.runner import Pool, run
 from pipeline.value_range import ValueRange
@@ -69,8 +69,8 @@ def build_parser() -> Parser:
         help=f"loss: the most PSNR quantizing may cost, in dB (default {DEFAULT_MAX_LOSS_DB:g}: "
         "far below what the eye notices, and past it the demo curves save little: digits 13.8 "
         "bytes at 0.1 dB, 13.2 at 0.2), measured through the decoder on "
-        f"calibration rows the steps were not fitted on (at most {MAX_ROWS} rows are decoded, "
-        "about 12 times each)",
+        "calibration rows the steps were not fitted on (half of those it decodes: as many as "
+        f"hold {DECODE_VALUES:,} model values, at least {MIN_ROWS}, each about 12 times)",
     )
     q.add_argument("--bits", type=int, default=8, help="bits per code (most, for posterior)")
     q.add_argument(
@@ -243,9 +243,10 @@ def _run(
     q = jobs[0].quantizer if jobs else None
     if q is not None and q.measured_loss_db is not None:
         print(
-            f"  quantizer: loss {q.measured_loss_db:.3f} dB (bound {q.target_loss_db:g} dB) measured through "
-            f"the decoder on calibration rows it was not fitted on; codes ~{q.bits_per_value:.2f} bits "
-            "per latent value (order-0 entropy)"
+            f"  quantizer: loss {q.measured_loss_db:.3f} dB (bound {q.target_loss_db:g} dB; standard "
+            f"error {q.measured_loss_se_db or 0:.3f} dB) measured through the decoder on calibration "
+            f"rows it was not fitted on; codes ~{q.bits_per_value:.2f} bits per latent value (order-0 "
+            "entropy)"
         )
     if not summary.failed:
         m = write_manifest(args.output, shards, job_fp, {"kind": "encode"})

@@ -28,7 +28,7 @@ from pipeline.overlap import one_behind
 from pipeline.plan import Shard
 from pipeline.precision import autocast, to_device
 from pipeline.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
-from pipeline.ratecontrol import Rows, calibrate_loss
+from pipeline.ratecontrol import Rows, calibrate_loss, rows_to_decode
 from pipeline.readers import ReadOptions
 from pipeline.value_range import ValueRange
 
@@ -68,6 +68,10 @@ def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int
     ), clipped
 
 
+# calibration reads the first rows of this many shards, spread over the dataset
+CALIBRATION_SHARDS = 32
+
+
 class EncodeWorker(ModelWorker):
     def __init__(self, spec: EncodeSpec) -> None:
         super().__init__(spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers)
@@ -86,11 +90,19 @@ class EncodeWorker(ModelWorker):
     def calibrate(
         self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig, cconfig: CodecConfig
     ) -> tuple[QuantizerParams, CodecParams]:
-        """Quantizer and codec parameters from the first ``max_rows`` rows of ``shards``."""
+        """Quantizer and codec parameters from ``max_rows`` rows of ``shards``: the first rows of
+        up to ``CALIBRATION_SHARDS`` shards spread over the list (a dataset's shards often
+        differ, e.g. one source each), further shards only where those fall short."""
         means, logvars = [], []
         rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
-        for shard in shards:
+        spread = sorted(
+            {round(i) for i in np.linspace(0, len(shards) - 1, min(len(shards), CALIBRATION_SHARDS))}
+        )
+        order = [shards[i] for i in spread] + [s for i, s in enumerate(shards) if i not in set(spread)]
+        quota = -(-max_rows // max(len(spread), 1))
+        for shard in order:
+            taken = 0
             try:
                 for enc in self.encoder.encoded(shard):
                     means += [m.T for m in enc.means]  # (P, C): positions pool across rows
@@ -98,7 +110,8 @@ class EncodeWorker(ModelWorker):
                     if qconfig.mode == "loss":  # model input, latent, latent shape, sample shape
                         shapes = [lay.shape for lay in enc.layouts]
                         rows += zip(enc.inputs, enc.means, enc.latent_shapes, shapes, strict=True)
-                    if len(means) >= max_rows:
+                    taken += len(enc.means)
+                    if len(means) >= max_rows or taken >= quota:
                         break
             except InputError as err:  # a bad shard fails on its own later, not the job
                 log.warning("calibration skips shard %s: %s", shard.name, err)
@@ -115,8 +128,13 @@ class EncodeWorker(ModelWorker):
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
         if qconfig.mode == "loss":
+            # the rows decoded are taken evenly over the sample, every shard's
+            n = rows_to_decode(rows[0][0].size) if rows else 0
+            picked = np.linspace(0, len(rows) - 1, min(len(rows), n)).round().astype(int)
             qparams = calibrate_loss(
-                self._loss_rows(rows[:max_rows]), qconfig.max_loss_db, np.asarray(qparams.active)
+                self._loss_rows([rows[i] for i in sorted(set(picked.tolist()))]),
+                qconfig.max_loss_db,
+                np.asarray(qparams.active),
             )
         cparams = calibrate_codec(
             [quantize(np.ascontiguousarray(a.T)[None], qparams)[0] for a in means[:max_rows]], cconfig

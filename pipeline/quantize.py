@@ -72,6 +72,7 @@ class QuantizerParams:
     target_loss_db: float | None = None
     measured_loss_db: float | None = None
     bits_per_value: float | None = None
+    measured_loss_se_db: float | None = None  # its standard error over the check rows
 
     @property
     def channels(self) -> int:
@@ -94,6 +95,7 @@ class QuantizerParams:
                     ("target_loss_db", self.target_loss_db),
                     ("measured_loss_db", self.measured_loss_db),
                     ("bits_per_value", self.bits_per_value),
+                    ("measured_loss_se_db", self.measured_loss_se_db),
                 )
                 if v is not None
             },
@@ -111,7 +113,7 @@ class QuantizerParams:
                 active=tuple(bool(v) for v in data["active"]),
                 **{
                     k: float(data[k])
-                    for k in ("target_loss_db", "measured_loss_db", "bits_per_value")
+                    for k in ("target_loss_db", "measured_loss_db", "bits_per_value", "measured_loss_se_db")
                     if data.get(k) is not None
                 },
             )

@@ -20,9 +20,12 @@ Calibration, on a sample the workers read:
    stays within D; then the check rows are measured, and ``alpha`` shrinks until they are
    within D too, as measured and as expected.
 
-At most ``MAX_ROWS`` rows are decoded (about 12 decodes of each fit row and 2 of each check
-row, plus one per channel for the gains): on 2 CPU cores that is about 5 seconds for the demo
-photo model, once per job.
+The rows decoded are ``rows_to_decode`` of them (about 12 decodes of each fit row and 2 of
+each check row, plus one per channel for the gains): as many as hold ``DECODE_VALUES`` model
+values, at least ``MIN_ROWS``: all 2,048 calibration digits, 682 of the demo's 64x64 photo
+crops (about 6 s on 2 CPU cores, once per job), 256 SD-sized 512x512 images (on a GPU). The
+more check rows, the closer their loss is to the whole dataset's (BENCHMARKS.md, "Reported
+loss against verified loss").
 
 The measured loss on the check rows and the codes' entropy there (bits per latent value, the
 order-0 bound a per-channel entropy coder would reach) go into the quantizer's parameters,
@@ -43,7 +46,12 @@ from pipeline.quantize import RANGE_MARGIN, QuantizerParams, dequantize, quantiz
 Decode = Callable[[np.ndarray], np.ndarray]
 MAX_LEVELS = 1 << 16
 BISECTION_STEPS = 10
-MAX_ROWS = 512
+DECODE_VALUES = 1 << 23
+MIN_ROWS = 256
+
+
+def rows_to_decode(values_per_row: int) -> int:
+    return max(MIN_ROWS, DECODE_VALUES // max(values_per_row, 1))
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,22 @@ def losses(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) ->
         change += float(np.sum((yq - y) ** 2))
     base = max(base, 1e-30)
     return 10 * math.log10(max(quant, 1e-30) / base), 10 * math.log10(1 + change / base)
+
+
+def loss_se_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
+    """The standard error of the measured loss over the rows (delta method on the ratio of
+    summed squared errors): how far another sample of rows could put it."""
+    q_rows, o_rows = [], []
+    for rows, y in zip(groups, y0, strict=True):
+        yq = rows.decode(_quantized(rows, params))
+        q_rows.append(((rows.x - yq) ** 2).reshape(len(rows.x), -1).sum(axis=1))
+        o_rows.append(((rows.x - y) ** 2).reshape(len(rows.x), -1).sum(axis=1))
+    q, o = np.concatenate(q_rows).astype(np.float64), np.concatenate(o_rows).astype(np.float64)
+    if len(q) < 2 or o.sum() <= 0 or q.sum() <= 0:
+        return 0.0
+    ratio = q.sum() / o.sum()
+    se_ratio = math.sqrt(len(q) * float(np.var(q - ratio * o, ddof=1))) / o.sum()
+    return 10 / math.log(10) * se_ratio / ratio
 
 
 def loss_db(groups: list[Rows], params: QuantizerParams, y0: list[np.ndarray]) -> float:
@@ -142,7 +166,7 @@ def _at_most(groups: list[Rows], n: int) -> list[Rows]:
 def calibrate_loss(groups: list[Rows], max_loss_db: float, active: np.ndarray) -> QuantizerParams:
     """Per-channel steps meeting ``max_loss_db`` on rows not fitted on, with the fewest bits.
     ``active``: the channels to store (the others decode as 0, the prior mean)."""
-    fit, check = _split(_at_most(groups, MAX_ROWS))
+    fit, check = _split(_at_most(groups, rows_to_decode(groups[0].x[0].size if groups else 1)))
     # (C, every value of the channel): groups may differ in positions (tiles at an edge)
     flat = np.concatenate([np.moveaxis(_flat(r.z), 1, 0).reshape(r.z.shape[1], -1) for r in groups], axis=1)
     mn, mx = flat.min(axis=1), flat.max(axis=1)
@@ -202,4 +226,5 @@ def calibrate_loss(groups: list[Rows], max_loss_db: float, active: np.ndarray) -
         target_loss_db=max_loss_db,
         measured_loss_db=round(measured, 4),
         bits_per_value=round(bits_per_value(check, params), 4),
+        measured_loss_se_db=round(loss_se_db(check, params, y0_check), 4),
     )

@@ -61,7 +61,11 @@ def test_an_archive_at_a_loss_bound_records_what_it_measured(
     out = capsys.readouterr().out
     job = json.loads((arch / "job.json").read_text())["quantizer"]
     assert job["mode"] == "loss" and job["target_loss_db"] == 0.3 and job["measured_loss_db"] <= 0.3
-    assert f"loss {job['measured_loss_db']:.3f} dB (bound 0.3 dB)" in out
+    se = job["measured_loss_se_db"]
+    assert (
+        0 < se < 0.3
+        and f"loss {job['measured_loss_db']:.3f} dB (bound 0.3 dB; standard error {se:.3f} dB)" in out
+    )
     for f in archive_files(str(arch)):
         assert read_meta(f).quantizer.to_dict() == job
     assert decode(arch, digits_ckpt, tmp_path / "rec") == 0

@@ -45,6 +45,7 @@ def measure(data: str, checkpoint: str, max_loss_db: float) -> dict:
             "data": data,
             "target_loss_db": max_loss_db,
             "job_loss_db": q["measured_loss_db"],
+            "job_loss_se_db": q.get("measured_loss_se_db"),
             "verify_loss_db": verified,
             "difference_db": verified - q["measured_loss_db"],
         }

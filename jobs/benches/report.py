@@ -453,12 +453,12 @@ def write_page(results: dict, page: str, out: str) -> None:
             "",
         ]
         lines += _table(
-            ["data", "D", "job reported dB", "verify dB", "difference dB"],
+            ["data", "D", "job reported dB (standard error)", "verify dB", "difference dB"],
             [
                 [
                     a["data"],
                     f"{a['target_loss_db']:g}",
-                    f"{a['job_loss_db']:.3f}",
+                    f"{a['job_loss_db']:.3f} ({a.get('job_loss_se_db') or 0:.3f})",
                     f"{a['verify_loss_db']:.3f}",
                     f"{a['difference_db']:+.3f}",
                 ]
