@@ -83,10 +83,11 @@ def to_model(
     if dtype not in SUPPORTED_DTYPES:
         raise InputError(uri, f"dtype {dtype} is not supported (use one of {SUPPORTED_DTYPES})", row=row)
     r = value_range or default_range(dtype)
-    x = arr.astype(np.float32)
-    if dtype in _FLOATS and not np.isfinite(x).all():
+    if dtype in _FLOATS and not np.isfinite(arr).all():
         raise InputError(uri, "sample holds NaN or infinity", row=row)
-    if dtype != "bool" and arr.size:
+    held = dtype_range(dtype) if dtype in INTS else None
+    covers = held is not None and r.lo <= held.lo and held.hi <= r.hi  # e.g. uint8 in 0..255
+    if dtype != "bool" and arr.size and not covers:
         lo, hi = arr.min(), arr.max()
         if lo < r.lo or hi > r.hi:
             raise InputError(
@@ -96,29 +97,38 @@ def to_model(
                 "train with --value-range auto (or LO,HI) covering the data's units",
                 row=row,
             )
-    if r != ValueRange(0.0, 1.0):
-        x = (x - np.float32(r.lo)) / np.float32(r.span)
     layout = SampleLayout(shape=tuple(arr.shape), dtype=dtype, value_range=value_range)
     if isinstance(config, MLPConfig):
-        if x.size != config.input_dim:
+        if arr.size != config.input_dim:
             raise InputError(
                 uri,
-                f"sample has {x.size} values, the model takes {config.input_dim} (shape {arr.shape})",
+                f"sample has {arr.size} values, the model takes {config.input_dim} (shape {arr.shape})",
                 row=row,
             )
-        return x.reshape(-1), layout
+        return _scaled(arr.reshape(-1), r), layout
     assert isinstance(config, (ConvConfig, DiffusersConfig))
     c = config.in_channels
-    if x.ndim == 2 and c == 1:
-        return x[None], layout
-    if x.ndim == 3 and x.shape[-1] == c:
-        return np.ascontiguousarray(np.moveaxis(x, -1, 0)), layout
+    if arr.ndim == 2 and c == 1:
+        return _scaled(arr[None], r), layout
+    if arr.ndim == 3 and arr.shape[-1] == c:  # channels first, moved in the source's dtype
+        return _scaled(np.ascontiguousarray(np.moveaxis(arr, -1, 0)), r), layout
     raise InputError(
         uri,
         f"image of shape {arr.shape} does not fit a {c}-channel model "
         "(expected (H, W) for 1 channel or (H, W, C))",
         row=row,
     )
+
+
+def _scaled(arr: np.ndarray, r: ValueRange) -> np.ndarray:
+    """Values in ``r`` -> float32 in 0..1: ``(x - LO) / (HI - LO)`` in float32."""
+    x = arr.astype(np.float32)
+    if r == ValueRange(0.0, 1.0):
+        return x
+    if r.lo != 0:
+        x -= np.float32(r.lo)
+    x /= np.float32(r.span)
+    return x
 
 
 def infer_model_input(arr: np.ndarray) -> dict[str, int]:
