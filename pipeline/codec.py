@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,19 +119,30 @@ def fold(codes: np.ndarray, centers: Sequence[int], inverse: bool = False) -> np
     near the channel's center first: center, +1, -1, +2, -2, ... and, past the nearer end of
     the range, the rest of the farther side in order. Every channel's likely values become the
     same small numbers, which zstd's one literal table per block codes far better than the
-    channels' own offsets (FORMAT.md, "transform"). ``codes``: (N, C, P); ``inverse`` undoes it."""
-    top = np.iinfo(codes.dtype).max
-    m = np.asarray(centers, dtype=np.int64)[None, :, None]
+    channels' own offsets (FORMAT.md, "transform"). ``codes``: (N, C, P); ``inverse`` undoes it.
+    Done by table lookup, one table per channel (hundreds of MB/s)."""
+    tables = _fold_tables(tuple(int(c) for c in centers), codes.dtype.str, inverse)
+    out = np.empty_like(codes)
+    for c, table in enumerate(tables):
+        np.take(table, codes[:, c], out=out[:, c])
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _fold_tables(centers: tuple[int, ...], dtype: str, inverse: bool) -> np.ndarray:
+    """(C, T + 1) lookup tables of ``fold`` for code type ``dtype`` (largest value T)."""
+    top = int(np.iinfo(np.dtype(dtype)).max)
+    m = np.asarray(centers, dtype=np.int64)[:, None]
     k = np.minimum(m, top - m)
-    v = codes.astype(np.int64)
+    v = np.arange(top + 1, dtype=np.int64)[None, :]
     if not inverse:
         d = v - m
         out = np.where(np.abs(d) <= k, np.where(d > 0, 2 * d - 1, -2 * d), k + np.abs(d))
     else:
-        up = np.where(v % 2 == 1, (v + 1) // 2, -(v // 2))
+        near = np.where(v % 2 == 1, (v + 1) // 2, -(v // 2))
         far = (v - k) * np.where(top - m > m, 1, -1)
-        out = m + np.where(v <= 2 * k, up, far)
-    return out.astype(codes.dtype)
+        out = m + np.where(v <= 2 * k, near, far)
+    return out.astype(np.dtype(dtype))
 
 
 def fold_centers(codes: np.ndarray) -> tuple[int, ...]:

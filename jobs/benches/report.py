@@ -175,7 +175,7 @@ def targets(results: dict) -> list[list[str]]:
             verdict = "**not shown** (the bound is below the target)"
         rows.append(
             [
-                f"digits: default bytes / the best classic codec at equal PSNR <= 0.2 "
+                f"digits: posterior-step (1 sigma) bytes / the best classic codec at equal PSNR <= 0.2 "
                 f"(best: {best.replace('_', ' ')})",
                 _ratio(digits, best),
                 verdict,
@@ -185,7 +185,7 @@ def targets(results: dict) -> list[list[str]]:
             default = next(r for r in rd[key] if r["step_sigmas"] == 1.0)
             limit = 0.5
             for codec in ("jpeg", "webp"):
-                what = f"{label}: default bpp / {codec} at equal PSNR <= {limit}"
+                what = f"{label}: posterior-step (1 sigma) bpp / {codec} at equal PSNR <= {limit}"
                 if default[codec] is None:
                     rows.append([what, f"{codec} never reaches vaezip's PSNR", "met"])
                 elif default.get(f"{codec}_bound") == ">=":
