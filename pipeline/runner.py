@@ -104,7 +104,11 @@ class PoolShape:
         return f"{self.actors} CPU actor(s) of {self.num_cpus} CPU(s) each"
 
 
-def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
+def pool_shape(
+    config: PoolConfig, resources: dict[str, float], nodes: list[dict[str, float]] | None = None
+) -> PoolShape:
+    """The pool for a cluster of ``resources`` in all; ``nodes`` (each node's resources) keeps
+    a GPU actor's CPUs within what its own node has beside its GPUs."""
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     if config.require_gpus and gpus == 0:
         raise ConfigError(
@@ -122,8 +126,15 @@ def pool_shape(config: PoolConfig, resources: dict[str, float]) -> PoolShape:
                 "--device cpu)"
             )
         # The node's CPUs go to the GPU actors' host work (reading, image codecs), one short
-        # so the driver and Ray's own processes keep a core.
-        return PoolShape(n, max(1, (cpus - 1) // n) if cpus > n else 0, 1 / per_gpu)
+        # so the driver and Ray's own processes keep a core; on a cluster, each GPU node's own.
+        share = max(1, (cpus - 1) // n) if cpus > n else 0
+        for node in nodes or []:
+            node_gpus = int(node.get("GPU", 0))
+            if node_gpus:
+                here = node_gpus * per_gpu
+                node_cpus = int(node.get("CPU", 0))
+                share = min(share, max(1, (node_cpus - 1) // here) if node_cpus > here else 0)
+        return PoolShape(n, share, 1 / per_gpu)
     per = config.threads_per_actor
     n = config.actors or max(1, cpus // per)
     if n * per > cpus:
@@ -140,7 +151,8 @@ class Pool:
     def __init__(self, worker_cls: type, spec: Any, config: PoolConfig) -> None:
         connect(config.address)
         self.config = config
-        self.shape = pool_shape(config, ray.cluster_resources())
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        self.shape = pool_shape(config, ray.cluster_resources(), nodes)
         self._remote: Any = ray.remote(worker_cls).options(
             num_cpus=self.shape.num_cpus, num_gpus=self.shape.num_gpus, max_restarts=0
         )

@@ -139,6 +139,12 @@ def test_pool_shape_fits_the_node(config, resources, want):
     assert (shape.actors, shape.num_cpus, shape.num_gpus) == want
 
 
+def test_a_gpu_actor_gets_the_cpus_of_its_own_node():
+    nodes = [{"CPU": 64}, {"CPU": 8, "GPU": 1}, {"CPU": 16, "GPU": 2}]  # a CPU node, two GPU nodes
+    shape = pool_shape(PoolConfig(), {"CPU": 88, "GPU": 3}, nodes)
+    assert (shape.actors, shape.num_cpus, shape.num_gpus) == (3, 7, 1.0)
+
+
 def test_more_gpu_actors_than_the_shares_is_one_clear_error():
     with pytest.raises(ConfigError, match="3 GPU actors asked for, the cluster has 1 GPUs"):
         pool_shape(PoolConfig(actors=3, actors_per_gpu=2), {"CPU": 16, "GPU": 1})
