@@ -17,32 +17,45 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: the driver imports PRECISIONS and must stay torch-free
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if gpu_bf16 else torch.float32
-    return DTYPES[precision]
+    return _dtypes()[precision]
 
 
 def name_of(dtype: torch.dtype) -> str:
-    return next(k for k, v in DTYPES.items() if v == dtype)
+    return next(k for k, v in _dtypes().items() if v == dtype)
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Model calls at ``dtype`` (a no-op at float32)."""
+    import torch
+
     if dtype == torch.float32:
         yield
         return
@@ -52,6 +65,8 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 
 def to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     """A host array on ``device``: through pinned memory, without blocking, to a GPU."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(arr))
     if device.type != "cuda":
         return t

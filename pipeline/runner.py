@@ -85,8 +85,11 @@ def connect(address: str | None = None) -> None:
         # A new local Ray, started for this job alone and gone with it, turns token
         # authentication on by default and announces it on every job: keep it on, quietly.
         logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
+    # No address and no RAY_ADDRESS: a new local Ray ("local"), never whatever cluster a stale
+    # /tmp/ray/ray_current_cluster names (ray.init(None) would wait on it for minutes).
+    target = address or (None if os.environ.get("RAY_ADDRESS") else "local")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(address=target, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except ConnectionError as err:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err}") from err
 

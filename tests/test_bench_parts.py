@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from jobs.benches.codec import entropy_bounds
@@ -77,7 +78,10 @@ def test_the_gpu_section_runs_on_a_cpu_at_toy_sizes(tmp_path):
     ckpt = gpu.sd_checkpoint(str(tmp_path / "sd"), tiny)
     crops = gpu.image_shards(str(tmp_path / "data"), 32, 24, "JPEG", 8)
     case = gpu.Case("tiny", ckpt, 32, "JPEG", 8, 24)
-    out = gpu.measure_case(case, str(tmp_path / "data"), crops, "cpu", repeats=1)
+    try:  # the pool starts a local Ray of its own, as the bench does
+        out = gpu.measure_case(case, str(tmp_path / "data"), crops, "cpu", repeats=1)
+    finally:
+        ray.shutdown()
     assert out["bare_fp32_rows_s"]["encode"] > 0 and out["bare_bf16_rows_s"]["decode"] > 0
     assert out["one_reader_rows_s"] > 0
     assert out["pipeline"]["worker"]["device"] == "cpu" and len(out["pipeline"]["decode_rows_s"]) == 1
