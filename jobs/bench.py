@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     if "throughput" in sections or "memory" in sections:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
     if "throughput" in sections:
         crops = load_arrays(f"{args.data}/photos/train", max_rows=args.rows)
         speed_dir = tempfile.mkdtemp(prefix="vzbench-data-")

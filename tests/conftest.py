@@ -81,6 +81,6 @@ def crop_shards(tmp_path_factory, photos):
 def local_ray():
     """A real local Ray for one test module: 2 CPUs and no GPU, as on the CI machine, even on
     a GPU machine (tests/test_cuda.py starts its own with the GPUs)."""
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()

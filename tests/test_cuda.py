@@ -22,7 +22,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def gpu_ray():
     """A local Ray with the machine's GPUs (the suite's ``local_ray`` has none)."""
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, digits_dir, digits_ckpt):
     arch = tmp_path_factory.mktemp("arch")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         assert encode(digits_dir, digits_ckpt, arch) == 0
     finally:
@@ -85,7 +85,7 @@ def test_dataset_refuses_what_it_cannot_do(archive, tmp_path):
 
 def test_ray_data_reads_dequantizes_and_decodes(archive, reference, digits_ckpt):
     expected = direct_reconstructions(archive, digits_ckpt)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         ds = read_archive(archive)
         latents = {r["key"]: r for r in with_latents(ds, archive).take_all()}

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_with_declared_gpus():
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 

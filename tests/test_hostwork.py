@@ -109,6 +109,7 @@ def test_precision_choice():
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("local_ray")
 def test_a_bf16_job_on_host_workers_decodes_as_its_decoder_does(tmp_path, photos, photos_ckpt, capsys):
     arch, rec = tmp_path / "arch", tmp_path / "rec"
     extra = ("--precision", "bf16", "--host-workers", "2")

@@ -37,7 +37,7 @@ def s3(digits_dir):
             client.create_bucket(Bucket=bucket)
         fs = s3fs.S3FileSystem()
         fs.put(digits_dir, "data/digits", recursive=True)
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
         try:
             yield env, client
         finally:
