@@ -32,13 +32,13 @@ demo: $(STAMP)
 	$(BIN)/python -m jobs.decode --input $(RUNS)/digits-archive --checkpoint $(RUNS)/digits-mlp \
 		--output $(RUNS)/digits-restored
 	$(BIN)/python -m jobs.verify --original $(DEMO)/digits --restored $(RUNS)/digits-restored \
-		--archive $(RUNS)/digits-archive
+		--archive $(RUNS)/digits-archive --checkpoint $(RUNS)/digits-mlp
 	$(BIN)/python -m jobs.encode --input $(DEMO)/photos/heldout --checkpoint $(RUNS)/photos-conv \
 		--output $(RUNS)/photos-archive
 	$(BIN)/python -m jobs.decode --input $(RUNS)/photos-archive --checkpoint $(RUNS)/photos-conv \
 		--output $(RUNS)/photos-restored
 	$(BIN)/python -m jobs.verify --original $(DEMO)/photos/heldout --restored $(RUNS)/photos-restored \
-		--archive $(RUNS)/photos-archive
+		--archive $(RUNS)/photos-archive --checkpoint $(RUNS)/photos-conv
 	@echo "reports: $(RUNS)/digits-mlp/report.png $(RUNS)/photos-conv/report.png"
 
 test: lint
