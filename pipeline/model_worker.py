@@ -36,12 +36,30 @@ def device_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+def _in_actor() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+def assigned_gpus() -> float | None:
+    """The GPUs Ray reserved for this actor; None outside an actor."""
+    try:
+        import ray
+
+        if _in_actor():
+            return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))
+    except Exception:  # noqa: BLE001 - no Ray, or a Ray without the call
+        pass
+    return None
+
+
 def assigned_cpus() -> int:
     """The CPUs Ray reserved for this actor (1 outside an actor, or where it reserved none)."""
     try:
         import ray
 
-        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+        if _in_actor():
             return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     except Exception:  # noqa: BLE001 - no Ray, or a Ray without the call: one thread
         pass
@@ -62,7 +80,8 @@ class ModelWorker:
         if threads:
             torch.set_num_threads(threads)
         self.clock = Stopwatch()  # time in model calls, for the shard being processed
-        self.device = pick_device(device)
+        # a CPU actor on a GPU node keeps off the GPU it was not given (its "auto" is the CPU)
+        self.device = pick_device("cpu" if device == "auto" and assigned_gpus() == 0 else device)
         self.dtype = pick_dtype(precision, self.device)
         # threads for the host's share (reading, image codecs, conversions): the actor's CPUs
         self.host_workers = host_workers or assigned_cpus()

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import ray
 import torch
 
 from jobs import decode as decode_job
@@ -41,6 +42,9 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="auto", precis
     """What the decoder gives when called directly on the dequantized codes (FORMAT.md path),
     on the device and at the precision a job's workers pick by default (a GPU where there is
     one), so the comparison holds on a GPU machine as on a CPU."""
+    if device == "auto":  # as the pool decides: GPU actors only where the job's Ray has GPUs
+        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else torch.cuda.device_count()
+        device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
     dev = pick_device(device)
     dtype = pick_dtype(precision, dev)
     ckpt = load_checkpoint(ckpt_uri, dev)
