@@ -139,7 +139,7 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default="auto",
         help="what the model runs at: auto is bf16 on a GPU that supports it, else fp32 (on "
-        "the demo models bf16 changed the decoded PSNR by at most 0.03 dB: BENCHMARKS.md); "
+        "the demo models bf16 changed the decoded PSNR by at most 0.02 dB (CPU autocast): BENCHMARKS.md); "
         "fp16 for GPUs without bf16; the weights stay float32 (torch.autocast)",
     )
     r.add_argument(
