@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.completion import ShardResult, temp_tag
+from pipeline.hostpool import POOLS
 from pipeline.manifest import write_failures
 from pipeline.plan import Shard
 from pipeline.precision import PRECISIONS
@@ -107,7 +108,7 @@ def pool_line(pool: Pool) -> str:
     where = str(info.get("device", "?")).split(":")[0]
     return (
         f"{pool.shape.describe()}; model at {info.get('precision', '?')} on {where}, "
-        f"{info.get('host_workers', '?')} host worker(s) each"
+        f"{info.get('host_workers', '?')} host worker(s) each ({info.get('host_pool', '?')})"
     )
 
 
@@ -130,9 +131,18 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--host-workers",
         type=int,
-        help="threads per actor for the host's share: reading, image decoding and conversion "
-        "to model arrays (default: the CPUs Ray gave the actor: on a GPU node, all of its "
-        "CPUs split between its GPU actors; on CPU actors, --threads)",
+        help="workers per actor for the host's share: image decoding (and, on decode, image "
+        "encoding) beside the actor's reader, model and writer threads (default: the CPUs Ray "
+        "gave the actor: on a GPU node, all of its CPUs split between its GPU actors; on CPU "
+        "actors, --threads). One worker does it in the reader's own thread",
+    )
+    r.add_argument(
+        "--host-pool",
+        choices=POOLS,
+        default="processes",
+        help="what the host workers are: processes (default: image bytes in and pixels out "
+        "through shared memory, out of the actor's GIL) or threads (no processes started; "
+        "on a 2-core machine both encoded about 1.4x the rows of one worker: BENCHMARKS.md)",
     )
     r.add_argument(
         "--precision",
@@ -206,4 +216,5 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
         array_key=args.array_key,
         column=args.column,
         limits=Limits(max_pixels=args.max_pixels, max_member_bytes=args.max_member_bytes),
+        host_pool=args.host_pool,
     )

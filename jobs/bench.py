@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "digits": latent_bench.precision_psnr(digits_ck, digits),
         }
     if "host" in sections:
-        crops = load_arrays(f"{args.data}/photos/train", max_rows=2048)
+        crops = load_arrays(f"{args.data}/photos/train", max_rows=4096)
         results["host"] = host_bench.measure(args.photos_checkpoint, crops, (1, 2), args.repeats)
     if "gpu" in sections:
         results["gpu"] = gpu_bench.measure(args.photos_checkpoint, args.repeats)

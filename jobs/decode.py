@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             precision=args.precision,
             host_workers=args.host_workers,
+            host_pool=args.host_pool,
             job_fingerprint=job_fp,
         )
         summary = run(

@@ -41,6 +41,7 @@ class DecodeSpec:
     job_fingerprint: str = ""
     precision: str = "auto"  # pipeline.precision
     host_workers: int | None = None  # None: the CPUs Ray gave the actor
+    host_pool: str = "processes"  # pipeline.hostpool: what encodes the image files
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -49,7 +50,9 @@ class DecodeSpec:
 
 class DecodeWorker(ModelWorker):
     def __init__(self, spec: DecodeSpec) -> None:
-        super().__init__(spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers)
+        super().__init__(
+            spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers, spec.host_pool
+        )
         self.spec = spec
         self.decoder = SampleDecoder(self.ckpt, self.device, self.dtype)
 
@@ -76,7 +79,15 @@ class DecodeWorker(ModelWorker):
             )
             if meta.tile:  # whole images are written: as many as the tiles make up
                 rows_total = images_in(read_keys(shard.source))
-            output = open_output(self.spec.output_format, f, uri, rows_total, footer.features)
+            output = open_output(
+                self.spec.output_format,
+                f,
+                uri,
+                rows_total,
+                footer.features,
+                self.host_workers,
+                self.host_pool,
+            )
             with Reassembled(output, shard.source) if meta.tile else output as writer:
 
                 def write(item: Decoded) -> int:

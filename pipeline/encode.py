@@ -74,7 +74,9 @@ CALIBRATION_SHARDS = 32
 
 class EncodeWorker(ModelWorker):
     def __init__(self, spec: EncodeSpec) -> None:
-        super().__init__(spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers)
+        super().__init__(
+            spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers, spec.read.host_pool
+        )
         self.spec = spec
         self.encoder = Encoder(
             self.ckpt,

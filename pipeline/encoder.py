@@ -18,7 +18,6 @@ import torch
 from pipeline.checkpoint import Checkpoint
 from pipeline.completion import Stopwatch
 from pipeline.errors import InputError
-from pipeline.hostpool import host_map
 from pipeline.names import sample_key
 from pipeline.overlap import prefetch
 from pipeline.plan import Shard
@@ -26,7 +25,7 @@ from pipeline.precision import autocast, to_device
 from pipeline.quantize import QuantizerParams
 from pipeline.quantize_torch import quantize_tensor
 from pipeline.readers import Batch, ReadOptions, iter_batches
-from pipeline.samples import SampleLayout, to_model
+from pipeline.samples import SampleLayout, to_model_batch
 from pipeline.tiles import tiled
 from pipeline.value_range import ValueRange
 
@@ -65,6 +64,10 @@ def check_new_keys(shard: Shard, enc: Encoded, seen: set[str]) -> None:
         seen.add(key)
 
 
+def _where_in(shard: Shard, rows: range | list[int], i: int) -> tuple[str, int | None]:
+    return where(shard, rows[i])
+
+
 class Encoder:
     """A checkpoint's encoder over shards, on one device; model time goes to ``clock``."""
 
@@ -91,13 +94,10 @@ class Encoder:
         for batch in iter_batches(shard.source, self.read, shard.members):
             if self.tile:
                 batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
-            pairs = host_map(
-                partial(self._to_model, shard, batch), range(len(batch.samples)), self.read.host_workers
+            arrays, layouts = to_model_batch(
+                batch.samples, self.ckpt.config, partial(_where_in, shard, batch.rows), self.value_range
             )
-            yield batch, [p[0] for p in pairs], [p[1] for p in pairs]
-
-    def _to_model(self, shard: Shard, batch: Batch, i: int) -> tuple[np.ndarray, SampleLayout]:
-        return to_model(batch.samples[i], self.ckpt.config, *where(shard, batch.rows[i]), self.value_range)
+            yield batch, arrays, layouts
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column

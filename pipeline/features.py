@@ -47,7 +47,7 @@ class FeatureSpec:
 class FeatureWorker(ModelWorker):
     def __init__(self, spec: FeatureSpec) -> None:
         e = spec.encode
-        super().__init__(e.checkpoint, e.device, e.threads, e.precision, e.host_workers)
+        super().__init__(e.checkpoint, e.device, e.threads, e.precision, e.host_workers, e.read.host_pool)
         self.output, self.with_logvar = e.output, spec.with_logvar
         read = replace(e.read, host_workers=self.host_workers)
         self.encoder = Encoder(self.ckpt, self.device, read, e.key_column, self.clock, dtype=self.dtype)

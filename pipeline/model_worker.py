@@ -76,6 +76,7 @@ class ModelWorker:
         threads: int | None,
         precision: str = "auto",
         host_workers: int | None = None,
+        host_pool: str = "processes",
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -85,6 +86,7 @@ class ModelWorker:
         self.dtype = pick_dtype(precision, self.device)
         # threads for the host's share (reading, image codecs, conversions): the actor's CPUs
         self.host_workers = host_workers or assigned_cpus()
+        self.host_pool = host_pool  # pipeline.hostpool: processes or threads
         self.ckpt = load_checkpoint(checkpoint, self.device)
         self.model = self.ckpt.model
 
@@ -93,4 +95,5 @@ class ModelWorker:
             **device_info(self.device),
             "precision": name_of(self.dtype),
             "host_workers": self.host_workers,
+            "host_pool": self.host_pool if self.host_workers > 1 else "in the reader's thread",
         }

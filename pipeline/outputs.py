@@ -42,6 +42,7 @@ from PIL import Image
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
 from pipeline.format import HF_KEY, hf_metadata
+from pipeline.hostpool import host_map
 from pipeline.readers.images import IMAGE_SUFFIXES
 from pipeline.readers.webdataset import KEY_FIELD
 
@@ -128,6 +129,11 @@ class OutputWriter:
     write then discards the file, and nothing beside it is written."""
 
     extra_bytes = 0  # bytes written beside the output file (images, a .npy's keys)
+    host_workers, host_pool = 1, "threads"  # who encodes the image files (pipeline.hostpool)
+
+    def encoded(self, samples: list[np.ndarray]) -> list[tuple[str, bytes]]:
+        """``sample_file`` of each sample, on the host workers."""
+        return host_map(sample_file, samples, self.host_workers, self.host_pool)
 
     def __enter__(self) -> OutputWriter:
         return self
@@ -233,7 +239,10 @@ class ParquetImageWriter(_TableSink):
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
         if all(is_image(x) for x in samples):
             data: dict[str, list] = {
-                "image": [{"bytes": png(x), "path": f"{k}.png"} for k, x in zip(keys, samples, strict=True)]
+                "image": [
+                    {"bytes": b, "path": f"{k}.png"}
+                    for k, (_, b) in zip(keys, self.encoded(samples), strict=True)
+                ]
             }
         else:
             data = {"data": [x.tolist() for x in samples]}
@@ -249,8 +258,7 @@ class ImageFolderWriter(_TableSink):
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
         files = []
-        for key, x in zip(keys, samples, strict=True):
-            ext, data = sample_file(x)
+        for key, (ext, data) in zip(keys, self.encoded(samples), strict=True):
             name = f"{path_of(key)}.{ext}"
             if name in self.files:
                 raise InputError(
@@ -295,14 +303,13 @@ class WebDatasetWriter(OutputWriter):
         self.tar.addfile(info, io.BytesIO(data))
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
-        for i, (key, x) in enumerate(zip(keys, samples, strict=True)):
+        for i, (key, (ext, data)) in enumerate(zip(keys, self.encoded(samples), strict=True)):
             k = tar_key(key)
             if k in self.seen:
                 raise InputError(
                     self.uri, f"keys {self.seen[k]!r} and {key!r} map to the same WebDataset key {k!r}"
                 )
             self.seen[k] = key
-            ext, data = sample_file(x)
             self._add(f"{k}.{ext}", data)
             self._add(f"{k}.{KEY_FIELD}", key.encode())
             for name, values in columns.items():
@@ -326,11 +333,20 @@ WRITERS: dict[str, Callable[[storage.Sink, str, int, dict[str, Any]], OutputWrit
 
 
 def open_output(
-    fmt: str, f: storage.Sink, uri: str, rows: int, features: dict[str, Any] | None = None
+    fmt: str,
+    f: storage.Sink,
+    uri: str,
+    rows: int,
+    features: dict[str, Any] | None = None,
+    host_workers: int = 1,
+    host_pool: str = "threads",
 ) -> OutputWriter:
     """The writer of ``fmt`` over ``f`` (the file at ``uri``) for an archive file of ``rows``;
-    ``features``: the Hugging Face features of the archive's passthrough columns."""
-    return WRITERS[fmt](f, uri, rows, features or {})
+    ``features``: the Hugging Face features of the archive's passthrough columns; image files
+    are encoded on ``host_workers`` threads or processes (``host_pool``)."""
+    writer = WRITERS[fmt](f, uri, rows, features or {})
+    writer.host_workers, writer.host_pool = host_workers, host_pool
+    return writer
 
 
 KEYED_FORMATS = {"images": path_of, "webdataset": tar_key}  # formats that name files after keys

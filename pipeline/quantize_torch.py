@@ -21,10 +21,13 @@ def quantize_tensor(x: torch.Tensor, params: QuantizerParams) -> tuple[np.ndarra
     lo = torch.tensor(params.lo, dtype=torch.float64, device=x.device)[active][None, :, None]
     step = torch.tensor(params.step, dtype=torch.float64, device=x.device)[active][None, :, None]
     top = torch.tensor(params.levels, dtype=torch.float64, device=x.device)[active][None, :, None] - 1
-    q = torch.round((x[:, active].to(torch.float64) - lo) / step)  # half to even, as np.rint
-    clipped = int(((q < 0) | (q > top)).sum().item())
-    codes = torch.minimum(torch.clamp(q, min=0), top).to(torch.int32)
-    small = codes.to(torch.uint8) if params.dtype == np.uint8 else codes
+    x = x if all(params.active) else x[:, active]
+    # as few passes as the arithmetic allows (the CPU runs it too): a new float64 tensor,
+    # then in place; round is half to even, as np.rint
+    q = x.to(torch.float64).sub_(lo).div_(step).round_()
+    codes = torch.clamp(q, min=torch.zeros_like(top), max=top)
+    clipped = int(torch.count_nonzero(codes != q).item())
+    small = codes.to(torch.uint8 if params.dtype == np.uint8 else torch.int32)
     return small.cpu().numpy().astype(params.dtype, copy=False), clipped
 
 

@@ -13,6 +13,7 @@ reconstruction is returned in the shape, dtype and units that came in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,54 @@ def to_model(
         "(expected (H, W) for 1 channel or (H, W, C))",
         row=row,
     )
+
+
+def to_model_batch(
+    samples: list[np.ndarray],
+    config: ModelConfig,
+    locate: Callable[[int], tuple[str, int | None]],
+    value_range: ValueRange | None = None,
+) -> tuple[list[np.ndarray], list[SampleLayout]]:
+    """``to_model`` over a batch (``locate(i)``: the file and row of sample ``i``, for errors).
+
+    Samples of one shape and one integer dtype whose values the range covers (uint8 pixels
+    in 0..255) pass the same checks, so the first of them is checked and all are converted in
+    one array operation; the rest go one by one. The arrays are the same either way, and so
+    is the error: of several bad samples, the earliest (tested)."""
+    try:
+        return _batch(samples, config, locate, value_range)
+    except InputError:
+        for i, s in enumerate(samples):  # the earliest bad sample, as one by one would find it
+            to_model(s, config, *locate(i), value_range)
+        raise
+
+
+def _batch(
+    samples: list[np.ndarray],
+    config: ModelConfig,
+    locate: Callable[[int], tuple[str, int | None]],
+    value_range: ValueRange | None,
+) -> tuple[list[np.ndarray], list[SampleLayout]]:
+    arrays: list[np.ndarray] = [np.empty(0)] * len(samples)
+    layouts: list[SampleLayout] = [SampleLayout((), "uint8")] * len(samples)
+    groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
+    for i, a in enumerate(samples):
+        groups.setdefault((a.shape, a.dtype.name), []).append(i)
+    for (_, dtype), idx in groups.items():
+        first, layout = to_model(samples[idx[0]], config, *locate(idx[0]), value_range)
+        held = dtype_range(dtype) if dtype in INTS else None
+        r = value_range or default_range(dtype)
+        if len(idx) == 1 or held is None or not (r.lo <= held.lo and held.hi <= r.hi):
+            for i in idx:  # values to check, or one sample: one by one
+                arrays[i], layouts[i] = to_model(samples[i], config, *locate(i), value_range)
+            continue
+        x = np.stack([samples[i] for i in idx])
+        if x.ndim == 4 and not isinstance(config, MLPConfig):  # (N, H, W, C) -> (N, C, H, W)
+            x = np.moveaxis(x, -1, 1)
+        converted = _scaled(np.ascontiguousarray(x).reshape(len(idx), *first.shape), r)
+        for j, i in enumerate(idx):
+            arrays[i], layouts[i] = converted[j], layout
+    return arrays, layouts
 
 
 def _scaled(arr: np.ndarray, r: ValueRange) -> np.ndarray:

@@ -95,4 +95,6 @@ def test_the_host_only_figure_counts_every_row(photos, photos_ckpt):
 
     crops = load_arrays(str(photos / "heldout"), max_rows=64)[:64]
     out = host.measure(photos_ckpt, crops, (1, 2), repeats=1)
-    assert out["rows"] == 64 and out["speedup"]["1"]["median"] == 1.0 and out["rows_s"]["2"]["median"] > 0
+    assert out["rows"] == 64 and set(out["pools"]) == {"processes", "threads"}
+    for r in out["pools"].values():
+        assert r["speedup"]["1"]["median"] == 1.0 and r["rows_s"]["2"]["median"] > 0

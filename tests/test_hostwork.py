@@ -2,8 +2,10 @@
 threads, codes quantized by torch, the model at another precision, the pool's shape."""
 
 import io
+import os
 import re
 import tarfile
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -13,25 +15,81 @@ import torch
 from PIL import Image
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.hostpool import host_map
+from pipeline.hostpool import POOLS, Blobs, host_map, host_submit_blobs
+from pipeline.models import ConvConfig, MLPConfig
 from pipeline.precision import autocast, pick_dtype
 from pipeline.quantize import QuantizerParams, dequantize, quantize
 from pipeline.quantize_torch import dequantize_tensor, quantize_tensor
 from pipeline.readers import ReadOptions, iter_batches
+from pipeline.readers.parquet import _blobs
 from pipeline.runner import PoolConfig, pool_shape
+from pipeline.samples import to_model, to_model_batch
+from pipeline.value_range import ValueRange
 from tests.helpers import decode, direct_reconstructions, encode
 
 
-def test_host_map_keeps_order_and_raises_the_earliest_error():
-    assert host_map(lambda x: x * x, list(range(103)), 4) == [x * x for x in range(103)]
+def _square(x):
+    return x * x
 
-    def f(x):
-        if x in (7, 60):
-            raise ValueError(f"bad {x}")
-        return x
 
+def _bad_at_7_and_60(x):
+    if x in (7, 60):
+        raise ValueError(f"bad {x}")
+    return np.full((2, 3), x, dtype=np.uint8)
+
+
+def _blob(item):
+    blob, row = item
+    if bytes(blob) == b"bad":
+        raise InputError("blobs", "bad blob", row=row)
+    return np.frombuffer(bytes(blob), dtype=np.uint8).copy()
+
+
+def _segments():
+    return {f for f in os.listdir("/dev/shm") if f.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", POOLS)
+def test_host_map_keeps_order_and_raises_the_earliest_error(pool):
+    before = _segments()
+    assert host_map(_square, list(range(103)), 4, pool) == [x * x for x in range(103)]
+    got = host_map(_bad_at_7_and_60, [x for x in range(100) if x not in (7, 60)], 3, pool)
+    assert [int(a[0, 0]) for a in got] == [x for x in range(100) if x not in (7, 60)]
     with pytest.raises(ValueError, match="bad 7"):
-        host_map(f, list(range(100)), 3)
+        host_map(_bad_at_7_and_60, list(range(100)), 3, pool)
+    assert _segments() == before  # every shared-memory segment is gone again
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", POOLS)
+def test_blobs_reach_the_workers_whole_and_in_order(pool):
+    before = _segments()
+    values = [bytes([i]) * (i % 7) for i in range(1, 40)]  # lengths 0..6
+    offsets = np.cumsum([0] + [len(v) for v in values])
+    blobs = Blobs(memoryview(b"".join(values)), offsets)
+    for workers in (1, 3):
+        got = host_submit_blobs(_blob, blobs, 100, workers, pool).result()
+        assert [bytes(a) for a in got] == values
+    values[20] = values[30] = b"bad"
+    offsets = np.cumsum([0] + [len(v) for v in values])
+    with pytest.raises(InputError, match="blobs row 120: bad blob"):
+        host_submit_blobs(_blob, Blobs(memoryview(b"".join(values)), offsets), 100, 3, pool).result()
+    assert _segments() == before
+
+
+@pytest.mark.timeout(120)
+def test_a_reader_stopped_early_leaves_nothing_behind(tmp_path):
+    images, _ = _sources(tmp_path)
+    before = _segments()
+    opts = ReadOptions(batch_rows=4, host_workers=2, host_pool="processes")
+    batches = iter_batches(str(tmp_path / "t.parquet"), opts)
+    assert len(next(batches).samples) == 4
+    batches.close()  # two batches were in flight: discarded, their segments freed
+    deadline = time.monotonic() + 10
+    while _segments() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _segments() == before
 
 
 def _png(rng, h, w):
@@ -57,8 +115,10 @@ def _sources(tmp_path):
     return images, folder
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("fmt", ["folder", "parquet", "webdataset"])
-def test_readers_give_the_same_rows_and_errors_on_several_threads(tmp_path, fmt):
+def test_readers_give_the_same_rows_and_errors_on_several_workers(tmp_path, fmt, pool):
     images, folder = _sources(tmp_path)
     files = tuple(str(folder / f"{i:03d}.png") for i in range(len(images)))
     source, members = {
@@ -68,7 +128,7 @@ def test_readers_give_the_same_rows_and_errors_on_several_threads(tmp_path, fmt)
     }[fmt]
 
     def read(workers, members=members):
-        opts = ReadOptions(batch_rows=8, host_workers=workers)
+        opts = ReadOptions(batch_rows=8, host_workers=workers, host_pool=pool)
         return [s for b in iter_batches(source, opts, members) for s in b.samples]
 
     if fmt == "folder":  # the good images, then the bad one alone
@@ -149,3 +209,47 @@ def test_a_gpu_actor_gets_the_cpus_of_its_own_node():
 def test_more_gpu_actors_than_the_shares_is_one_clear_error():
     with pytest.raises(ConfigError, match="3 GPU actors asked for, the cluster has 1 GPUs"):
         pool_shape(PoolConfig(actors=3, actors_per_gpu=2), {"CPU": 16, "GPU": 1})
+
+
+def test_blobs_of_a_slice_of_binary_or_image_structs():
+    values = [bytes([i]) * (i + 1) for i in range(10)]
+    binary = pa.array(values, pa.binary()).slice(3, 5)
+    struct = pa.array([{"bytes": v, "path": f"{i}.png"} for i, v in enumerate(values)]).slice(3, 5)
+    for column in (binary, struct, pa.array(values, pa.large_binary()).slice(3, 5)):
+        blobs = _blobs(column)
+        assert blobs is not None and [bytes(blobs[i]) for i in range(len(blobs))] == values[3:8]
+    path_only = pa.array([{"bytes": None, "path": "a.png"}, {"bytes": b"x", "path": None}])
+    assert _blobs(path_only) is None and _blobs(pa.array([b"x", None])) is None
+
+
+def test_a_batch_converts_as_each_sample_does():
+    rng = np.random.default_rng(3)
+    conv3, conv1 = ConvConfig(in_channels=3), ConvConfig(in_channels=1)
+    wide = ValueRange(-10.0, 70000.0)
+    cases = [
+        ([rng.integers(0, 256, (8, 6, 3), dtype=np.uint8) for _ in range(5)], conv3, None),
+        ([rng.integers(0, 256, (8, 6), dtype=np.uint8) for _ in range(3)], conv1, None),
+        ([rng.integers(0, 65536, (4, 4), dtype=np.uint16) for _ in range(3)], conv1, wide),
+        ([rng.integers(0, 256, (16,), dtype=np.uint8) for _ in range(4)], MLPConfig(input_dim=16), None),
+        ([rng.random((4, 4)).astype(np.float32) for _ in range(3)], conv1, None),
+        (  # two shapes and a float among uint8: grouped, order kept
+            [rng.integers(0, 256, s, dtype=np.uint8) for s in ((4, 4), (6, 4), (4, 4))]
+            + [rng.random((4, 4)).astype(np.float32)],
+            conv1,
+            None,
+        ),
+    ]
+    for samples, config, vr in cases:
+        arrays, layouts = to_model_batch(samples, config, lambda i: ("x", i), vr)
+        for i, s in enumerate(samples):
+            want, layout = to_model(s, config, "x", i, vr)
+            assert arrays[i].dtype == np.float32 and np.array_equal(arrays[i], want) and layouts[i] == layout
+    bad = [np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint16), np.full((4, 4), 300, np.uint16)]
+    with pytest.raises(InputError, match="s.parquet row 12: uint16 values 300..300"):
+        to_model_batch(bad, conv1, lambda i: ("s.parquet", 10 + i))
+    nan = np.full((4, 4), np.nan, np.float32)
+    bad = [np.zeros((4, 4), np.uint16), nan, np.full((4, 4), 300, np.uint16)]
+    with pytest.raises(InputError, match="s.parquet row 11: sample holds NaN"):
+        to_model_batch(bad, conv1, lambda i: ("s.parquet", 10 + i))  # not row 12, of the first group
+    with pytest.raises(InputError, match="s.parquet row 10: image of shape"):
+        to_model_batch([np.zeros((4, 4, 2), np.uint8)] * 2, conv3, lambda i: ("s.parquet", 10 + i))

@@ -9,6 +9,7 @@ import pytest
 from pipeline.codec import CodecParams
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, ArchiveWriter, CodeRows
+from pipeline.hostpool import POOLS
 from pipeline.outputs import OUTPUT_FORMATS, open_output
 from pipeline.quantize import QuantizerConfig, calibrate, stats_from_latents
 
@@ -70,3 +71,23 @@ def test_what_a_writer_puts_beside_its_file_is_counted(tmp_path, fmt):
     beside = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != f"shard.{fmt}"]
     assert len(beside) == (2 if fmt == "images" else 1)
     assert w.extra_bytes == sum(p.stat().st_size for p in beside) > 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("fmt", ["parquet", "images", "webdataset"])
+def test_image_files_encoded_on_host_workers_are_the_same_bytes(tmp_path, fmt, pool):
+    rng = np.random.default_rng(0)
+    samples = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(9)]
+    samples += [] if fmt == "parquet" else [np.zeros(3, np.float32)]  # an .npy file among them
+    keys = [f"k{i}" for i in range(len(samples))]
+    outputs = []
+    for workers in (1, 3):
+        folder = tmp_path / f"{pool}-{workers}"
+        folder.mkdir()
+        uri = str(folder / f"shard.{fmt}")
+        with open(uri, "wb") as f, open_output(fmt, f, uri, len(keys), None, workers, pool) as w:
+            w.write(keys[:5], samples[:5], {})
+            w.write(keys[5:], samples[5:], {})
+        outputs.append({p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    assert outputs[0] == outputs[1] and len(outputs[0]) == (len(keys) + 1 if fmt == "images" else 1)

@@ -188,7 +188,8 @@ def measure_case(case: Case, data: str, crops: np.ndarray, device: str, repeats:
         "pipeline": pipeline(data, case.checkpoint, case.batch, device, repeats),
     }
     if load_checkpoint(case.checkpoint).config.kind == "conv":  # the stand-in mimics a conv VAE
-        out["host_only"] = host.measure(case.checkpoint, crops[:2048], (1, os.cpu_count() or 1), repeats)
+        workers = (1, os.cpu_count() or 1)
+        out["host_only"] = host.measure(case.checkpoint, crops[:4096], workers, repeats, ("processes",))
     return out
 
 

@@ -23,10 +23,11 @@ from jobs.benches.common import Spread
 from pipeline import storage
 from pipeline.codec import CodecConfig
 from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.hostpool import POOLS
 from pipeline.job import JobParams
 from pipeline.models.base import VAE, Posterior
 from pipeline.models.conv import ConvConfig
-from pipeline.plan import plan_shards
+from pipeline.plan import Shard, plan_shards
 from pipeline.quantize import QuantizerConfig
 from pipeline.readers import ReadOptions
 
@@ -56,16 +57,34 @@ def png_shard(crops: np.ndarray, folder: str) -> str:
     return folder
 
 
-def measure(checkpoint: str, crops: np.ndarray, workers: tuple[int, ...] = (1, 2), repeats: int = 3) -> dict:
+def measure(
+    checkpoint: str,
+    crops: np.ndarray,
+    workers: tuple[int, ...] = (1, 2),
+    repeats: int = 3,
+    pools: tuple[str, ...] = POOLS,
+) -> dict:
+    """Rows/s with each number of host workers, for each kind of pool (processes, threads);
+    the ratios are to one worker (which runs in the reader's own thread, whatever the pool)."""
     work = tempfile.mkdtemp(prefix="vzbench-host-")
     storage.makedirs(storage.join(work, "data"))
     shard = plan_shards(png_shard(crops, storage.join(work, "data")))[0]
+    out: dict = {"rows": len(crops), "pools": {}}
+    for pool in pools:
+        out["pools"][pool] = _measure(checkpoint, shard, work, workers, repeats, pool)
+    storage.remove(work, recursive=True)
+    return out
+
+
+def _measure(
+    checkpoint: str, shard: Shard, work: str, workers: tuple[int, ...], repeats: int, pool: str
+) -> dict:
     rates: dict[int, list[float]] = {w: [] for w in workers}
     for w in workers:
         spec = EncodeSpec(
             checkpoint=checkpoint,
-            output=storage.join(work, f"arch-{w}"),
-            read=ReadOptions(batch_rows=256),
+            output=storage.join(work, f"arch-{pool}-{w}"),
+            read=ReadOptions(batch_rows=256, host_pool=pool),
             device="cpu",
             threads=1,
             host_workers=w,
@@ -78,14 +97,12 @@ def measure(checkpoint: str, crops: np.ndarray, workers: tuple[int, ...] = (1, 2
         rates[w] = []
         for r in range(repeats + 1):  # the first pass warms the caches and is dropped
             start = time.perf_counter()
-            res = worker.process(shard, JobParams(q, c, f"bench-{w}-{r}"))
+            res = worker.process(shard, JobParams(q, c, f"bench-{pool}-{w}-{r}"))
             assert res.ok, res.error
             if r:
                 rates[w].append(res.rows / (time.perf_counter() - start))
-    storage.remove(work, recursive=True)
     base = rates[workers[0]]
     return {
-        "rows": len(crops),
         "rows_s": {str(w): Spread.of(v).to_dict() for w, v in rates.items()},
         "speedup": {
             str(w): Spread.of([a / b for a, b in zip(v, base, strict=True)]).to_dict()

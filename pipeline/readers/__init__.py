@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
+from pipeline.hostpool import POOLS
 from pipeline.readers.arrays import iter_npy, iter_npz
 from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, iter_images
@@ -43,13 +44,16 @@ class ReadOptions:
     array_key: str | None = None  # .npz: which array holds the samples
     column: str | None = None  # Parquet column / WebDataset field holding the samples
     limits: Limits = Limits()  # what one sample may claim (pixels, tar member bytes)
-    host_workers: int = 1  # threads decoding a batch's images (pipeline.hostpool)
+    host_workers: int = 1  # workers decoding a batch's images (pipeline.hostpool)
+    host_pool: str = "processes"  # what they are: "processes" or "threads"
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
         if self.host_workers < 1:
             raise ConfigError(f"host workers must be positive, got {self.host_workers}")
+        if self.host_pool not in POOLS:
+            raise ConfigError(f"host pool must be one of {POOLS}, got {self.host_pool!r}")
 
 
 def format_of(uri: str) -> str:
@@ -89,25 +93,27 @@ def iter_batches(
 ) -> Iterator[Batch]:
     """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
     fmt = "images" if members else format_of(source)
-    workers = options.host_workers
+    workers, pool = options.host_workers, options.host_pool
     try:
         if fmt == "images":  # one image file alone is a group of one under its folder
             root = source if members else posixpath.dirname(source)
             files = members or (source,)
-            yield from iter_images(files, root, options.batch_rows, options.limits.max_pixels, workers)
+            yield from iter_images(files, root, options.batch_rows, options.limits.max_pixels, workers, pool)
         elif fmt == "webdataset":
-            yield from iter_webdataset(source, options.batch_rows, options.column, options.limits, workers)
+            yield from iter_webdataset(
+                source, options.batch_rows, options.column, options.limits, workers, pool
+            )
         elif fmt == "npy":
             yield from iter_npy(source, options.batch_rows)
         elif fmt == "npz":
             yield from iter_npz(source, options.batch_rows, options.array_key)
         elif fmt == "arrow":
             yield from iter_arrow(
-                source, options.batch_rows, options.column, options.limits.max_pixels, workers
+                source, options.batch_rows, options.column, options.limits.max_pixels, workers, pool
             )
         else:
             yield from iter_parquet(
-                source, options.batch_rows, options.column, options.limits.max_pixels, workers
+                source, options.batch_rows, options.column, options.limits.max_pixels, workers, pool
             )
     except FileNotFoundError as err:
         raise InputError(err.filename or source, "file not found") from err

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import io
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.hostpool import host_map
+from pipeline.hostpool import Pending, host_submit, one_ahead
 from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -74,11 +75,23 @@ def iter_images(
     batch_rows: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
-    """Read and decode ``files`` in order, ``batch_rows`` at a time, on ``workers`` threads;
-    errors name the image file."""
-    for start in range(0, len(files), batch_rows):
-        chunk = files[start : start + batch_rows]
-        samples = host_map(lambda f: decode_image(storage.read_bytes(f), f, None, max_pixels), chunk, workers)
-        paths = [relative(f, root) for f in chunk]
-        yield Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)
+    """Read and decode ``files`` in order, ``batch_rows`` at a time, on ``workers`` threads or
+    processes (``pool``), the next batch while the last is used; errors name the image file."""
+
+    def submitted() -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
+        for start in range(0, len(files), batch_rows):
+            chunk = files[start : start + batch_rows]
+            samples = host_submit(partial(read_image, max_pixels), chunk, workers, pool)
+            yield samples, partial(_finish, root, start, [relative(f, root) for f in chunk])
+
+    yield from one_ahead(submitted())
+
+
+def read_image(max_pixels: int, uri: str) -> np.ndarray:
+    return decode_image(storage.read_bytes(uri), uri, None, max_pixels)
+
+
+def _finish(root: str, start: int, paths: list[str], samples: list[np.ndarray]) -> Batch:
+    return Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)

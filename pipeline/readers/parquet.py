@@ -12,7 +12,7 @@ an Arrow IPC stream batch by batch), so memory is bounded by a batch plus one ro
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.errors import InputError
 from pipeline.format import hf_features
-from pipeline.hostpool import host_map
+from pipeline.hostpool import Blobs, Pending, host_submit, host_submit_blobs, one_ahead
 from pipeline.readers.base import DEFAULT_MAX_PIXELS, Batch
 from pipeline.readers.images import decode_image
 
@@ -88,8 +88,28 @@ def _sample(value: Any, kind: str, uri: str, row: int, max_pixels: int) -> np.nd
         raise InputError(uri, f"ragged tensor ({err})", row=row) from err
 
 
-def _indexed(values: list, kind: str, uri: str, start: int, max_pixels: int, i: int) -> np.ndarray:
-    return _sample(values[i], kind, uri, start + i, max_pixels)
+def _blobs(column: pa.Array) -> Blobs | None:
+    """Image bytes without nulls (a binary column, or the ``bytes`` of a ``datasets`` Image
+    struct) as their Arrow buffers; None for any other (e.g. structs with paths only)."""
+    if column.null_count:
+        return None
+    if pa.types.is_struct(column.type):  # flatten: the children as this slice sees them
+        column = dict(zip([f.name for f in column.type], column.flatten(), strict=True))["bytes"]
+    t = column.type
+    if column.null_count or not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        return None
+    _, offsets, data = column.buffers()
+    dtype = np.int64 if pa.types.is_large_binary(t) else np.int32
+    where = np.frombuffer(offsets, dtype=dtype)[column.offset : column.offset + len(column) + 1]
+    return Blobs(memoryview(data if data is not None else b"").cast("B"), where)
+
+
+def _sample_at(kind: str, uri: str, max_pixels: int, item: tuple[Any, int]) -> np.ndarray:
+    return _sample(item[0], kind, uri, item[1], max_pixels)
+
+
+def _finish(uri: str, start: int, cols: dict, features: dict | None, samples: list[np.ndarray]) -> Batch:
+    return Batch(source=uri, start_row=start, samples=samples, columns=cols, features=features)
 
 
 def _batches(
@@ -100,22 +120,33 @@ def _batches(
     column: str | None,
     max_pixels: int,
     workers: int = 1,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
     name = pick_column(schema, uri, column)
     kind = "image" if _is_image_type(schema.field(name).type) else "tensor"
     features = {k: v for k, v in hf_features(schema).items() if k != name and k in schema.names}
-    start = 0
-    try:
+    reading = 0  # the first row of the record batch being read
+
+    def submitted() -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
+        nonlocal reading
         for rb in record_batches:
-            values = rb.column(name).to_pylist()
-            samples = host_map(
-                partial(_indexed, values, kind, uri, start, max_pixels), range(len(values)), workers
-            )
+            column = rb.column(name)
+            fn = partial(_sample_at, kind, uri, max_pixels)
+            blobs = _blobs(column) if kind == "image" else None
+            if blobs is not None:  # image bytes as Arrow holds them, no Python object per row
+                samples = host_submit_blobs(fn, blobs, reading, workers, pool)
+            else:  # tensors are Python lists here: pickling them costs more than it saves
+                values = column.to_pylist()
+                items = list(zip(values, range(reading, reading + len(values)), strict=True))
+                samples = host_submit(fn, items, workers, pool if kind == "image" else "threads")
             cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
-            yield Batch(source=uri, start_row=start, samples=samples, columns=cols, features=features or None)
-            start += len(values)
+            yield samples, partial(_finish, uri, reading, cols, features or None)
+            reading += len(column)
+
+    try:
+        yield from one_ahead(submitted())
     except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(uri, f"corrupt {what} data ({err})", row=start) from err
+        raise InputError(uri, f"corrupt {what} data ({err})", row=reading) from err
 
 
 def iter_parquet(
@@ -124,6 +155,7 @@ def iter_parquet(
     column: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
@@ -138,6 +170,7 @@ def iter_parquet(
             column,
             max_pixels,
             workers,
+            pool,
         )
 
 
@@ -153,6 +186,7 @@ def iter_arrow(
     column: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
     """An Arrow IPC stream (what ``datasets``' ``save_to_disk`` writes as ``data-*.arrow``)."""
     with storage.open_read(uri) as f:
@@ -161,5 +195,5 @@ def iter_arrow(
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Arrow IPC stream ({err})") from err
         yield from _batches(
-            uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels, workers
+            uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels, workers, pool
         )

@@ -15,14 +15,15 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import IO, Any
 
 import numpy as np
 
 from pipeline import storage
 from pipeline.errors import InputError
-from pipeline.hostpool import host_map
+from pipeline.hostpool import Pending, host_submit, one_ahead
 from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, decode_image
 
@@ -91,14 +92,36 @@ def _samples(f: IO[bytes], uri: str, max_member_bytes: int) -> Iterator[tuple[st
         yield key, fields
 
 
+def _decode_member(uri: str, max_pixels: int, item: tuple[bytes, str, int]) -> np.ndarray:
+    data, field, r = item
+    return _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, max_pixels)
+
+
+def _finish(uri: str, start: int, columns: dict, keys: list[str], samples: list[np.ndarray]) -> Batch:
+    return Batch(source=uri, start_row=start, samples=samples, columns=columns, ids=keys)
+
+
 def iter_webdataset(
-    uri: str, batch_rows: int, column: str | None = None, limits: Limits = Limits(), workers: int = 1
+    uri: str,
+    batch_rows: int,
+    column: str | None = None,
+    limits: Limits = Limits(),
+    workers: int = 1,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
+    """Samples ``batch_rows`` at a time, decoded on ``workers`` threads or processes
+    (``pool``), the next batch while the last is used."""
+    yield from one_ahead(_submitted(uri, batch_rows, column, limits, workers, pool))
+
+
+def _submitted(
+    uri: str, batch_rows: int, column: str | None, limits: Limits, workers: int, pool: str
+) -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
     row = 0
     names: list[str] | None = None
     batch: list[tuple[str, dict[str, bytes]]] = []
 
-    def flush() -> Batch:
+    def flush() -> tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]:
         nonlocal names
         start = row - len(batch)
         keys: list[str] = []
@@ -126,13 +149,8 @@ def iter_webdataset(
                 columns.setdefault(name, []).append(_value(name, fields[name], uri, r))
             keys.append(key)
         batch.clear()
-
-        def decoded(item: tuple[bytes, str, int]) -> np.ndarray:
-            data, field, r = item
-            return _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
-
-        samples = host_map(decoded, raw, workers)
-        return Batch(source=uri, start_row=start, samples=samples, columns=columns, ids=keys)
+        samples = host_submit(partial(_decode_member, uri, limits.max_pixels), raw, workers, pool)
+        return samples, partial(_finish, uri, start, columns, keys)
 
     with storage.open_read(uri) as f:
         for sample in _samples(f, uri, limits.max_member_bytes):
