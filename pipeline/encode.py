@@ -29,7 +29,7 @@ from pipeline.plan import Shard
 from pipeline.precision import autocast, to_device
 from pipeline.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
 from pipeline.ratecontrol import Rows, calibrate_loss, rows_to_decode
-from pipeline.readers import ReadOptions
+from pipeline.readers import ReadOptions, count_rows
 from pipeline.value_range import ValueRange
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,17 @@ def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int
     ), clipped
 
 
-# calibration reads the first rows of this many shards, spread over the dataset
+# calibration reads rows of this many shards, spread over the dataset
 CALIBRATION_SHARDS = 32
+
+
+def spread_rows(shard: Shard, n: int) -> tuple[int, ...] | None:
+    """``n`` row numbers spread evenly over ``shard`` (None: all of it, in order, where it
+    has at most ``n`` rows or its header does not say how many)."""
+    total = count_rows(shard.source, shard.members)
+    if total is None or total <= n:
+        return None
+    return tuple(sorted({int(r) for r in np.linspace(0, total - 1, n).round()}))
 
 
 class EncodeWorker(ModelWorker):
@@ -92,9 +101,12 @@ class EncodeWorker(ModelWorker):
     def calibrate(
         self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig, cconfig: CodecConfig
     ) -> tuple[QuantizerParams, CodecParams]:
-        """Quantizer and codec parameters from ``max_rows`` rows of ``shards``: the first rows of
-        up to ``CALIBRATION_SHARDS`` shards spread over the list (a dataset's shards often
-        differ, e.g. one source each), further shards only where those fall short."""
+        """Quantizer and codec parameters from ``max_rows`` rows of ``shards``: rows spread
+        evenly over each of up to ``CALIBRATION_SHARDS`` shards spread over the list (a
+        dataset's shards often differ, e.g. one source each, and so do the parts of a shard,
+        e.g. neighbouring crops of one photo), further shards only where those fall short.
+        Where a shard's row count is not in its header (Arrow streams, .npz, WebDataset),
+        its first rows."""
         means, logvars = [], []
         rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
@@ -106,7 +118,7 @@ class EncodeWorker(ModelWorker):
         for shard in order:
             taken = 0
             try:
-                for enc in self.encoder.encoded(shard):
+                for enc in self.encoder.encoded(shard, only=spread_rows(shard, quota)):
                     means += [m.T for m in enc.means]  # (P, C): positions pool across rows
                     logvars += [v.T for v in enc.logvars]
                     if qconfig.mode == "loss":  # model input, latent, latent shape, sample shape

@@ -9,7 +9,7 @@ converted to model arrays and run through the encoder, with their keys.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -90,8 +90,10 @@ class Encoder:
         self.clock = clock
         self.dtype = dtype  # the precision the model runs at (pipeline.precision)
 
-    def _prepared(self, shard: Shard) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
-        for batch in iter_batches(shard.source, self.read, shard.members):
+    def _prepared(
+        self, shard: Shard, only: tuple[int, ...] | None
+    ) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
+        for batch in iter_batches(shard.source, replace(self.read, only_rows=only), shard.members):
             if self.tile:
                 batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
             arrays, layouts = to_model_batch(
@@ -101,8 +103,7 @@ class Encoder:
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column
-        if batch.source_rows is not None:  # tiles: their keys are made already
-            assert batch.ids is not None
+        if batch.source_rows is not None and batch.ids is not None:  # tiles: keys made already
             return batch.ids
         if col is None:
             return batch.ids or [sample_key(shard.relpath, r) for r in batch.rows]
@@ -111,10 +112,12 @@ class Encoder:
         return [str(v) for v in batch.columns[col]]
 
     @torch.inference_mode()
-    def encoded(self, shard: Shard, quantizer: QuantizerParams | None = None) -> Iterator[Encoded]:
+    def encoded(
+        self, shard: Shard, quantizer: QuantizerParams | None = None, only: tuple[int, ...] | None = None
+    ) -> Iterator[Encoded]:
         """Encoded batches; with ``quantizer``, quantized on the device and only the codes
-        copied to the host."""
-        for batch, arrays, layouts in prefetch(lambda: self._prepared(shard)):
+        copied to the host; ``only``: those rows alone (calibration's sample)."""
+        for batch, arrays, layouts in prefetch(lambda: self._prepared(shard, only)):
             n = len(arrays)
             means: list[np.ndarray] = [np.empty(0)] * n
             logvars: list[np.ndarray] = [np.empty(0)] * n

@@ -45,15 +45,13 @@ def tiled(batch: Batch, size: int, keys: list[str], where: str) -> Batch:
     """``batch`` with every image cut into tiles; ``keys`` are the images' own keys."""
     samples, ids, rows = [], [], []
     columns: dict[str, list[Any]] = {name: [] for name in batch.columns}
-    for i, (key, x) in enumerate(zip(keys, batch.samples, strict=True)):
+    for i, (key, x, row) in enumerate(zip(keys, batch.samples, batch.rows, strict=True)):
         if x.ndim not in (2, 3):
-            raise InputError(
-                where, f"--tile cuts images, this sample has shape {x.shape}", row=batch.start_row + i
-            )
+            raise InputError(where, f"--tile cuts images, this sample has shape {x.shape}", row=row)
         for y0, x0, t in tiles_of(x, size):
             samples.append(t)
             ids.append(tile_key(key, y0, x0))
-            rows.append(batch.start_row + i)
+            rows.append(row)
             for name, values in batch.columns.items():
                 columns[name].append(values[i])
     return replace(batch, samples=samples, columns=columns, ids=ids, source_rows=rows)

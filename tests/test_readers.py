@@ -274,3 +274,63 @@ def test_npz_metadata_arrays_beside_the_samples_are_skipped(tmp_path):
     )
     (batch,) = iter_batches(str(tmp_path / "m.npz"))
     assert len(batch) == 3 and batch.columns == {"label": [0, 1, 2]}
+
+
+def _every_format(tmp_path):
+    """Ten 3x4 RGB images, row i filled with i, in every format a shard can be."""
+    import tarfile
+
+    import pyarrow.ipc
+
+    images = [np.full((3, 4, 3), i, np.uint8) for i in range(10)]
+    pngs = []
+    for x in images:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    np.save(tmp_path / "a.npy", np.stack(images))
+    np.savez(tmp_path / "a.npz", x=np.stack(images), label=np.arange(10))
+    table = pa.table({"image": pa.array(pngs, pa.binary()), "label": list(range(10))})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
+    with pa.OSFile(str(tmp_path / "a.arrow"), "wb") as sink, pyarrow.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table, max_chunksize=3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with tarfile.open(tmp_path / "a.tar", "w") as tar:
+        for i, data in enumerate(pngs):
+            (folder / f"{i:02d}.png").write_bytes(data)
+            info = tarfile.TarInfo(f"{i:02d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    members = tuple(str(folder / f"{i:02d}.png") for i in range(10))
+    return {
+        "npy": (str(tmp_path / "a.npy"), ()),
+        "npz": (str(tmp_path / "a.npz"), ()),
+        "parquet": (str(tmp_path / "a.parquet"), ()),
+        "arrow": (str(tmp_path / "a.arrow"), ()),
+        "webdataset": (str(tmp_path / "a.tar"), ()),
+        "images": (str(folder), members),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz", "parquet", "arrow", "webdataset", "images"])
+def test_only_the_rows_asked_for_are_read_with_their_row_numbers(tmp_path, fmt):
+    from pipeline.encode import spread_rows
+    from pipeline.plan import Shard
+    from pipeline.readers import count_rows
+
+    source, members = _every_format(tmp_path)[fmt]
+    batches = list(iter_batches(source, ReadOptions(batch_rows=2, only_rows=(1, 4, 5, 9)), members))
+    rows = [r for b in batches for r in b.rows]
+    assert rows == [1, 4, 5, 9]
+    assert [int(s.flat[0]) for b in batches for s in b.samples] == rows  # each row's own pixels
+    if fmt in ("npz", "parquet", "arrow"):
+        assert [v for b in batches for v in b.columns["label"]] == rows
+    if fmt in ("images", "webdataset"):
+        assert [i for b in batches for i in b.ids] == [
+            f"{r:02d}" + (".png" if fmt == "images" else "") for r in rows
+        ]
+    total = count_rows(source, members)
+    assert total == (10 if fmt in ("npy", "parquet", "images") else None)
+    spread = spread_rows(Shard(source, "a", "a.vz.parquet", members), 4)
+    assert spread == ((0, 3, 6, 9) if total else None)

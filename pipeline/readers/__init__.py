@@ -16,16 +16,19 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline import storage
 from pipeline.errors import ConfigError, InputError
 from pipeline.hostpool import POOLS
-from pipeline.readers.arrays import iter_npy, iter_npz
+from pipeline.readers.arrays import iter_npy, iter_npz, npy_rows
 from pipeline.readers.base import Batch, Limits
 from pipeline.readers.images import IMAGE_SUFFIXES, iter_images
 from pipeline.readers.parquet import iter_arrow, iter_parquet
 from pipeline.readers.webdataset import iter_webdataset
 
-__all__ = ["Batch", "ReadOptions", "format_of", "iter_batches", "list_sources"]
+__all__ = ["Batch", "ReadOptions", "count_rows", "format_of", "iter_batches", "list_sources", "thinned"]
 
 SUFFIXES = {
     ".npy": "npy",
@@ -46,12 +49,17 @@ class ReadOptions:
     limits: Limits = Limits()  # what one sample may claim (pixels, tar member bytes)
     host_workers: int = 1  # workers decoding a batch's images (pipeline.hostpool)
     host_pool: str = "processes"  # what they are: "processes" or "threads"
+    # only these rows (sorted row numbers: a sample spread over a file, for calibration);
+    # image groups, Parquet and Arrow skip the others before decoding them, the rest after
+    only_rows: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
         if self.host_workers < 1:
             raise ConfigError(f"host workers must be positive, got {self.host_workers}")
+        if self.only_rows is not None and list(self.only_rows) != sorted(set(self.only_rows)):
+            raise ConfigError("only_rows must be sorted row numbers without repeats")
         if self.host_pool not in POOLS:
             raise ConfigError(f"host pool must be one of {POOLS}, got {self.host_pool!r}")
 
@@ -93,29 +101,64 @@ def iter_batches(
 ) -> Iterator[Batch]:
     """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
     fmt = "images" if members else format_of(source)
-    workers, pool = options.host_workers, options.host_pool
+    workers, pool, only = options.host_workers, options.host_pool, options.only_rows
+    rows, pixels = options.batch_rows, options.limits.max_pixels
     try:
         if fmt == "images":  # one image file alone is a group of one under its folder
             root = source if members else posixpath.dirname(source)
-            files = members or (source,)
-            yield from iter_images(files, root, options.batch_rows, options.limits.max_pixels, workers, pool)
+            yield from iter_images(members or (source,), root, rows, pixels, workers, pool, only)
         elif fmt == "webdataset":
-            yield from iter_webdataset(
-                source, options.batch_rows, options.column, options.limits, workers, pool
+            yield from thinned(
+                iter_webdataset(source, rows, options.column, options.limits, workers, pool), only
             )
         elif fmt == "npy":
-            yield from iter_npy(source, options.batch_rows)
+            yield from thinned(iter_npy(source, rows), only)
         elif fmt == "npz":
-            yield from iter_npz(source, options.batch_rows, options.array_key)
+            yield from thinned(iter_npz(source, rows, options.array_key), only)
         elif fmt == "arrow":
-            yield from iter_arrow(
-                source, options.batch_rows, options.column, options.limits.max_pixels, workers, pool
-            )
+            yield from iter_arrow(source, rows, options.column, pixels, workers, pool, only)
         else:
-            yield from iter_parquet(
-                source, options.batch_rows, options.column, options.limits.max_pixels, workers, pool
-            )
+            yield from iter_parquet(source, rows, options.column, pixels, workers, pool, only)
     except FileNotFoundError as err:
         raise InputError(err.filename or source, "file not found") from err
     except PermissionError as err:
         raise InputError(err.filename or source, f"permission denied ({err})") from err
+
+
+def thinned(batches: Iterator[Batch], only: tuple[int, ...] | None) -> Iterator[Batch]:
+    """Only the rows ``only`` names (all where None), with their source rows."""
+    wanted = set(only) if only is not None else None
+    for b in batches:
+        if wanted is None:
+            yield b
+            continue
+        keep = [i for i, r in enumerate(b.rows) if r in wanted]
+        if keep:
+            yield Batch(
+                source=b.source,
+                start_row=b.rows[keep[0]],
+                samples=[b.samples[i] for i in keep],
+                columns={k: [v[i] for i in keep] for k, v in b.columns.items()},
+                ids=[b.ids[i] for i in keep] if b.ids is not None else None,
+                features=b.features,
+                source_rows=[b.rows[i] for i in keep],
+            )
+
+
+def count_rows(source: str, members: tuple[str, ...] = ()) -> int | None:
+    """How many rows ``source`` holds, where its header says so cheaply (image groups,
+    Parquet, .npy); None for the others (Arrow streams, .npz, WebDataset)."""
+    if members:
+        return len(members)
+    fmt = format_of(source)
+    if fmt == "images":
+        return 1
+    try:
+        with storage.open_read(source) as f:
+            if fmt == "parquet":
+                return int(pq.ParquetFile(f).metadata.num_rows)
+            if fmt == "npy":
+                return int(npy_rows(f, source))
+    except (OSError, pa.ArrowInvalid):  # the read itself reports it, with its row
+        return None
+    return None

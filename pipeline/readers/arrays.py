@@ -65,6 +65,11 @@ class _NpyStream:
         return np.frombuffer(data, dtype=self.dtype).reshape((n, *self.shape[1:]))
 
 
+def npy_rows(f: IO[bytes], uri: str) -> int:
+    """The rows a .npy stream's header declares."""
+    return _NpyStream(f, uri).rows
+
+
 def _rows_of(arr: np.ndarray) -> list[Any]:
     return arr.tolist() if arr.ndim == 1 else list(arr.copy())
 

@@ -76,15 +76,20 @@ def iter_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
     pool: str = "threads",
+    only: tuple[int, ...] | None = None,
 ) -> Iterator[Batch]:
-    """Read and decode ``files`` in order, ``batch_rows`` at a time, on ``workers`` threads or
-    processes (``pool``), the next batch while the last is used; errors name the image file."""
+    """Read and decode ``files`` in order (those ``only`` names, where given), ``batch_rows``
+    at a time, on ``workers`` threads or processes (``pool``), the next batch while the last
+    is used; errors name the image file."""
+    picked = range(len(files)) if only is None else [r for r in only if r < len(files)]
 
     def submitted() -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
-        for start in range(0, len(files), batch_rows):
-            chunk = files[start : start + batch_rows]
+        for start in range(0, len(picked), batch_rows):
+            rows = list(picked[start : start + batch_rows])
+            chunk = [files[r] for r in rows]
             samples = host_submit(partial(read_image, max_pixels), chunk, workers, pool)
-            yield samples, partial(_finish, root, start, [relative(f, root) for f in chunk])
+            paths = [relative(f, root) for f in chunk]
+            yield samples, partial(_finish, root, rows, paths, only is not None)
 
     yield from one_ahead(submitted())
 
@@ -93,5 +98,12 @@ def read_image(max_pixels: int, uri: str) -> np.ndarray:
     return decode_image(storage.read_bytes(uri), uri, None, max_pixels)
 
 
-def _finish(root: str, start: int, paths: list[str], samples: list[np.ndarray]) -> Batch:
-    return Batch(source=root, start_row=start, samples=samples, columns={"path": paths}, ids=paths)
+def _finish(root: str, rows: list[int], paths: list[str], thinned: bool, samples: list[np.ndarray]) -> Batch:
+    return Batch(
+        source=root,
+        start_row=rows[0],
+        samples=samples,
+        columns={"path": paths},
+        ids=paths,
+        source_rows=rows if thinned else None,
+    )

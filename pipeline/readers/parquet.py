@@ -108,8 +108,12 @@ def _sample_at(kind: str, uri: str, max_pixels: int, item: tuple[Any, int]) -> n
     return _sample(item[0], kind, uri, item[1], max_pixels)
 
 
-def _finish(uri: str, start: int, cols: dict, features: dict | None, samples: list[np.ndarray]) -> Batch:
-    return Batch(source=uri, start_row=start, samples=samples, columns=cols, features=features)
+def _finish(
+    uri: str, rows: list[int] | None, start: int, cols: dict, features: dict | None, samples: list
+) -> Batch:
+    return Batch(
+        source=uri, start_row=start, samples=samples, columns=cols, features=features, source_rows=rows
+    )
 
 
 def _batches(
@@ -121,27 +125,41 @@ def _batches(
     max_pixels: int,
     workers: int = 1,
     pool: str = "threads",
+    only: tuple[int, ...] | None = None,
 ) -> Iterator[Batch]:
     name = pick_column(schema, uri, column)
+    wanted = np.asarray(only, dtype=np.int64) if only is not None else None
     kind = "image" if _is_image_type(schema.field(name).type) else "tensor"
     features = {k: v for k, v in hf_features(schema).items() if k != name and k in schema.names}
     reading = 0  # the first row of the record batch being read
 
     def submitted() -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
         nonlocal reading
-        for rb in record_batches:
+        for whole in record_batches:
+            rows: list[int] | None = None
+            rb = whole
+            if wanted is not None:  # the rows kept, taken before anything is decoded
+                lo, hi = np.searchsorted(wanted, [reading, reading + len(whole)])
+                keep = wanted[lo:hi] - reading
+                if not len(keep):
+                    reading += len(whole)
+                    continue
+                rows = (keep + reading).tolist()
+                rb = whole.take(pa.array(keep))
             column = rb.column(name)
             fn = partial(_sample_at, kind, uri, max_pixels)
-            blobs = _blobs(column) if kind == "image" else None
+            blobs = _blobs(column) if kind == "image" and rows is None else None
             if blobs is not None:  # image bytes as Arrow holds them, no Python object per row
                 samples = host_submit_blobs(fn, blobs, reading, workers, pool)
             else:  # tensors are Python lists here: pickling them costs more than it saves
                 values = column.to_pylist()
-                items = list(zip(values, range(reading, reading + len(values)), strict=True))
+                numbers = rows if rows is not None else range(reading, reading + len(values))
+                items = list(zip(values, numbers, strict=True))
                 samples = host_submit(fn, items, workers, pool if kind == "image" else "threads")
             cols = {c: rb.column(c).to_pylist() for c in rb.schema.names if c != name}
-            yield samples, partial(_finish, uri, reading, cols, features or None)
-            reading += len(column)
+            start = rows[0] if rows else reading
+            yield samples, partial(_finish, uri, rows, start, cols, features or None)
+            reading += len(whole)
 
     try:
         yield from one_ahead(submitted())
@@ -156,6 +174,7 @@ def iter_parquet(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
     pool: str = "threads",
+    only: tuple[int, ...] | None = None,
 ) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
@@ -171,6 +190,7 @@ def iter_parquet(
             max_pixels,
             workers,
             pool,
+            only,
         )
 
 
@@ -187,6 +207,7 @@ def iter_arrow(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 1,
     pool: str = "threads",
+    only: tuple[int, ...] | None = None,
 ) -> Iterator[Batch]:
     """An Arrow IPC stream (what ``datasets``' ``save_to_disk`` writes as ``data-*.arrow``)."""
     with storage.open_read(uri) as f:
@@ -195,5 +216,13 @@ def iter_arrow(
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Arrow IPC stream ({err})") from err
         yield from _batches(
-            uri, "Arrow", reader.schema, _rebatched(reader, batch_rows), column, max_pixels, workers, pool
+            uri,
+            "Arrow",
+            reader.schema,
+            _rebatched(reader, batch_rows),
+            column,
+            max_pixels,
+            workers,
+            pool,
+            only,
         )
