@@ -27,7 +27,9 @@ the calling thread, when ``.result()`` is called. A process pool's ``fn`` must b
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -54,8 +56,25 @@ def _pool(kind: str, workers: int) -> Executor:
             if kind == "threads":
                 _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="vaezip-host")
             else:  # spawn: a Ray worker has threads of its own, which a fork would copy mid-step
-                _POOLS[key] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                _POOLS[key] = ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_follow_parent,
+                    initargs=(os.getpid(),),
+                )
         return _POOLS[key]
+
+
+def _follow_parent(parent: int) -> None:
+    """A host worker process ends when the process that started it is gone (a Ray actor that
+    was killed never shuts its pool down, and the children would wait for work forever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="vaezip-parent-watch").start()
 
 
 def _forget(kind: str, workers: int) -> None:

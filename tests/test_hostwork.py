@@ -4,6 +4,8 @@ threads, codes quantized by torch, the model at another precision, the pool's sh
 import io
 import os
 import re
+import subprocess
+import sys
 import tarfile
 import time
 
@@ -253,3 +255,54 @@ def test_a_batch_converts_as_each_sample_does():
         to_model_batch(bad, conv1, lambda i: ("s.parquet", 10 + i))  # not row 12, of the first group
     with pytest.raises(InputError, match="s.parquet row 10: image of shape"):
         to_model_batch([np.zeros((4, 4, 2), np.uint8)] * 2, conv3, lambda i: ("s.parquet", 10 + i))
+
+
+_KILLED_PARENT = """
+import os
+from pipeline.hostpool import host_map
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+if __name__ == "__main__":
+    host_map(abs, list(range(-8, 8)), 2, "processes")  # the pool is up
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == os.getpid()]
+    print(" ".join(map(str, kids)), flush=True)
+    os.kill(os.getpid(), 9)  # as Ray kills an actor: no shutdown, no atexit
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads child processes from /proc")
+def test_host_worker_processes_end_when_their_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    kids = [int(p) for p in done.stdout.split()]
+    assert done.returncode == -9 and len(kids) >= 2
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{k}") and "Z" not in _state(k) for k in kids):
+        assert time.monotonic() < deadline, "host worker processes outlived their parent"
+        time.sleep(0.2)
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
