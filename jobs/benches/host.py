@@ -80,6 +80,7 @@ def _measure(
     checkpoint: str, shard: Shard, work: str, workers: tuple[int, ...], repeats: int, pool: str
 ) -> dict:
     rates: dict[int, list[float]] = {w: [] for w in workers}
+    runs = {}
     for w in workers:
         spec = EncodeSpec(
             checkpoint=checkpoint,
@@ -94,8 +95,9 @@ def _measure(
         cfg = worker.ckpt.config
         assert isinstance(cfg, ConvConfig), "the host-only figure is for image models"
         worker.encoder.model = StandIn(cfg)
-        rates[w] = []
-        for r in range(repeats + 1):  # the first pass warms the caches and is dropped
+        runs[w] = (worker, q, c)
+    for r in range(repeats + 1):  # the first pass warms the caches and is dropped
+        for w, (worker, q, c) in runs.items():  # side by side: the ratios are within a pass
             start = time.perf_counter()
             res = worker.process(shard, JobParams(q, c, f"bench-{pool}-{w}-{r}"))
             assert res.ok, res.error
