@@ -75,7 +75,9 @@ class DecodeWorker(ModelWorker):
             meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
             latents = prefetch(
-                lambda: iter_latents(shard.source, self.spec.batch_rows, meta=meta, on_device=True)
+                lambda: iter_latents(  # on a CPU the reader thread dequantizes, beside the model
+                    shard.source, self.spec.batch_rows, meta=meta, on_device=self.device.type != "cpu"
+                )
             )
             if meta.tile:  # whole images are written: as many as the tiles make up
                 rows_total = images_in(read_keys(shard.source))

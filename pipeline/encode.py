@@ -214,7 +214,10 @@ class EncodeWorker(ModelWorker):
                     writer.write(rows, enc.batch.columns, enc.batch.features)
                     return len(rows), clipped
 
-                counts = one_behind(self.encoder.encoded(shard, job.quantizer), write)
+                # an accelerator quantizes beside its model and copies codes back; on a CPU
+                # the writer thread quantizes, on another core than the model's
+                on_device = job.quantizer if self.device.type != "cpu" else None
+                counts = one_behind(self.encoder.encoded(shard, on_device), write)
             return Written(rows=sum(n for n, _ in counts), clipped=sum(c for _, c in counts))
 
         return run_shard(self.spec.output, shard, shard.name, job.job_fingerprint, body, self.clock)

@@ -48,6 +48,15 @@ def direct_reconstructions(arch, ckpt_uri, batch_rows=256, device="auto", precis
     dev = pick_device(device)
     dtype = pick_dtype(precision, dev)
     ckpt = load_checkpoint(ckpt_uri, dev)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers run (--threads 1): a CPU's sums depend on it
+    try:
+        return _decoded_directly(arch, ckpt, dev, dtype, batch_rows)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decoded_directly(arch, ckpt, dev, dtype, batch_rows):
     out = {}
     for name in sorted(os.listdir(arch)):
         if not name.endswith(".vz.parquet"):

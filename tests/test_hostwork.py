@@ -306,3 +306,24 @@ def _state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_codes_quantized_beside_the_model_are_the_writers_codes(photos, photos_ckpt, tmp_path):
+    """A GPU worker quantizes on its device and a CPU worker in its writer thread: the same
+    rows give the same payloads and checksums either way (run here on the CPU)."""
+    from pipeline.codec import Codec, CodecConfig
+    from pipeline.encode import EncodeSpec, EncodeWorker, code_rows
+    from pipeline.job import JobParams
+    from pipeline.plan import plan_shards
+    from pipeline.quantize import QuantizerConfig
+
+    worker = EncodeWorker(EncodeSpec(photos_ckpt, str(tmp_path / "out"), device="cpu", threads=1))
+    shard = plan_shards(str(photos / "heldout"))[0]
+    q, c = worker.calibrate([shard], 256, QuantizerConfig(), CodecConfig())
+    job, codec = JobParams(q, c, "fp"), Codec(c)
+    beside = [code_rows(e, job, codec) for e in worker.encoder.encoded(shard, q)]
+    writer = [code_rows(e, job, codec) for e in worker.encoder.encoded(shard)]
+    assert all(
+        b[0].codes == w[0].codes and b[0].crc32 == w[0].crc32 for b, w in zip(beside, writer, strict=True)
+    )
+    assert [b[1] for b in beside] == [w[1] for w in writer] and len(beside) > 0
