@@ -1,27 +1,31 @@
-"""Host work on several cores: a batch's rows decoded and converted in parallel.
+"""Host work on several cores: a batch's images decoded (and, on decode, encoded) in parallel.
 
-A GPU worker's model is fast enough that one thread reading, decoding images and converting
-them to model arrays cannot feed it. Two pools, chosen by measurement (``python -m jobs.bench
---only host``):
+A GPU worker's model is fast enough that one thread reading and decoding images cannot feed
+it. The workers are a pool of processes (the default) or of threads (``--host-pool``):
 
-- processes (``spawn``ed once per worker process and size, kept for its life) for image
-  decoding: Pillow's decoders release the GIL, but the Python around them (format probing,
-  header checks, the array hand-over) does not, so threads of one process stop scaling well
-  short of the cores; a process pool sends compressed bytes in and ``uint8`` pixels back.
-- threads for light work on arrays already in memory (conversions), where pickling would cost
-  more than it saves.
+- processes, ``spawn``ed once per worker process and size and kept for its life (they end
+  when their parent does, even a killed one): Pillow's decoders release the GIL, but the
+  Python around them (format probing, header checks, the array hand-over) does not, so a
+  thread pool's share of the GIL caps one actor whatever its cores. Compressed bytes go in
+  through one shared-memory segment per batch (``Blobs``) and pixels come back stacked in
+  one segment per run; only names cross the pipe.
+- threads: nothing started, nothing copied; on a 2-core machine they tie with processes
+  (``python -m jobs.bench --only host``), and they are the choice where starting processes
+  is unwelcome.
 
-    host_map(fn, items, workers)            [fn(x) for x in items] on ``workers`` threads
-    host_submit(fn, items, workers, pool)   starts the same on threads or processes and returns
-                                            a ``Pending``; ``.result()`` waits for the list,
-                                            so a reader can start the next batch first
-    one_ahead(thunks)                       a reader's batches, each finished only once the
-                                            next one's work has been submitted
+    host_map(fn, items, workers, pool)          [fn(x) for x in items]
+    host_submit(fn, items, workers, pool)       the same, started; ``Pending.result()`` waits
+    host_submit_blobs(fn, blobs, first, ...)    fn((blob, first + i)) of each blob
+    one_ahead(work)                             a reader's batches, each finished only once
+                                                the next ones' work has been submitted
 
 Items are split into contiguous runs, one per worker; results come back in order, and of
-several failures the one at the earliest item is raised. With one worker everything runs in
-the calling thread, when ``.result()`` is called. A process pool's ``fn`` must be picklable
-(a module-level function, or a ``functools.partial`` of one).
+several failures the one at the earliest item is raised; when a result or an error is
+handed out, nothing is left running and no segment is left behind. With one worker
+everything runs in the calling thread, when ``.result()`` is called. A process pool's ``fn``
+must be picklable (a module-level function, or a ``functools.partial`` of one), and a script
+that uses one directly needs the ``if __name__ == "__main__":`` guard that ``spawn`` asks
+for (the jobs and Ray actors have it).
 """
 
 from __future__ import annotations
