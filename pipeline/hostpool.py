@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 POOLS = ("processes", "threads")
+_SHM = "/dev/shm"  # where POSIX shared memory lives on Linux
 AHEAD = 2  # batches submitted ahead of the one handed out
 
 _POOLS: dict[tuple[str, int], Executor] = {}
@@ -79,6 +81,24 @@ def _follow_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="vaezip-parent-watch").start()
+
+
+class HostWorkerDied(RuntimeError):
+    """A host worker process ended in the middle of a batch (killed, out of memory, or out of
+    shared memory); the shard fails and can be retried, and the next batch gets a new pool."""
+
+
+def _why_died() -> str:
+    why = "a host worker process died in the middle of a batch (killed, or out of memory)"
+    try:
+        free = shutil.disk_usage(_SHM).free
+    except OSError:
+        return why + "; --host-pool threads runs them in the worker's own process"
+    return (
+        f"{why}; {_SHM} has {free / 2**20:,.0f} MiB free, and the pixels of a batch in flight "
+        "travel through it (a container's is 64 MiB unless given more: docker --shm-size, or "
+        "shm_size in docker-compose.yml); --host-pool threads needs none"
+    )
 
 
 def _forget(kind: str, workers: int) -> None:
@@ -160,9 +180,9 @@ class Pending(Generic[R]):
             for f in self._parts:  # in order: the earliest run's error is the earliest item's
                 out += _unpacked(f.result())
                 taken += 1
-        except BrokenProcessPool:  # a child died (killed, out of memory): a new pool next time
+        except BrokenProcessPool as err:  # a child died (killed, out of memory): a new pool next time
             _forget(self._kind, self._workers)
-            raise
+            raise HostWorkerDied(_why_died()) from err
         finally:
             self._settle(self._parts[taken:])
         return out

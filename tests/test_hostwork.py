@@ -327,3 +327,18 @@ def test_codes_quantized_beside_the_model_are_the_writers_codes(photos, photos_c
         b[0].codes == w[0].codes and b[0].crc32 == w[0].crc32 for b, w in zip(beside, writer, strict=True)
     )
     assert [b[1] for b in beside] == [w[1] for w in writer] and len(beside) > 0
+
+
+def _die(x):
+    if x == 5:
+        os._exit(3)  # as the kernel's out-of-memory killer would end it
+    return np.zeros(4, np.uint8)
+
+
+@pytest.mark.timeout(120)
+def test_a_host_worker_that_dies_fails_its_batch_with_a_clear_error_and_the_next_gets_a_new_pool():
+    from pipeline.hostpool import HostWorkerDied
+
+    with pytest.raises(HostWorkerDied, match="host worker process died.*--host-pool threads"):
+        host_map(_die, list(range(10)), 2, "processes")
+    assert [a.size for a in host_map(_die, [1, 2, 3, 4], 2, "processes")] == [4, 4, 4, 4]
