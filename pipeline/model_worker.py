@@ -84,7 +84,7 @@ class ModelWorker:
         # a CPU actor on a GPU node keeps off the GPU it was not given (its "auto" is the CPU)
         self.device = pick_device("cpu" if device == "auto" and assigned_gpus() == 0 else device)
         self.dtype = pick_dtype(precision, self.device)
-        # threads for the host's share (reading, image codecs, conversions): the actor's CPUs
+        # workers for the host's share (image decoding and encoding): the actor's CPUs
         self.host_workers = host_workers or assigned_cpus()
         self.host_pool = host_pool  # pipeline.hostpool: processes or threads
         self.ckpt = load_checkpoint(checkpoint, self.device)
