@@ -8,7 +8,10 @@ it. The workers are a pool of processes (the default) or of threads (``--host-po
   Python around them (format probing, header checks, the array hand-over) does not, so a
   thread pool's share of the GIL caps one actor whatever its cores. Compressed bytes go in
   through one shared-memory segment per batch (``Blobs``) and pixels come back stacked in
-  one segment per run; only names cross the pipe.
+  one segment per run; only names cross the pipe. A segment's pages are reserved when it is
+  made: where shared memory has no room (a container's ``/dev/shm`` is 64 MiB unless given
+  more), that batch goes through the pipe instead, with a warning, rather than the writer
+  dying of SIGBUS on a page the kernel cannot give.
 - threads: nothing started, nothing copied; on a 2-core machine they tie with processes
   (``python -m jobs.bench --only host``), and they are the choice where starting processes
   is unwelcome.
@@ -31,6 +34,7 @@ for (the jobs and Ray actors have it).
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import os
 import shutil
@@ -54,6 +58,9 @@ AHEAD = 2  # batches submitted ahead of the one handed out
 
 _POOLS: dict[tuple[str, int], Executor] = {}
 _LOCK = threading.Lock()
+_WARNED: list[bool] = []  # the no-room warning, once per process
+
+log = logging.getLogger(__name__)
 
 
 def _pool(kind: str, workers: int) -> Executor:
@@ -85,20 +92,16 @@ def _follow_parent(parent: int) -> None:
 
 
 class HostWorkerDied(RuntimeError):
-    """A host worker process ended in the middle of a batch (killed, out of memory, or out of
-    shared memory); the shard fails and can be retried, and the next batch gets a new pool."""
+    """A host worker process ended in the middle of a batch (killed, or out of memory; a full
+    ``/dev/shm`` only slows a batch down, ``_segment``); the shard fails and can be retried,
+    and the next batch gets a new pool."""
 
 
 def _why_died() -> str:
-    why = "a host worker process died in the middle of a batch (killed, or out of memory)"
-    try:
-        free = shutil.disk_usage(_SHM).free
-    except OSError:
-        return why + "; --host-pool threads runs them in the worker's own process"
     return (
-        f"{why}; {_SHM} has {free / 2**20:,.0f} MiB free, and the pixels of a batch in flight "
-        "travel through it (a container's is 64 MiB unless given more: docker --shm-size, or "
-        "shm_size in docker-compose.yml); --host-pool threads needs none"
+        "a host worker process died in the middle of a batch (killed, or out of memory: each "
+        "holds a run of the batch's images, decoded); --host-pool threads runs them in the "
+        "worker's own process"
     )
 
 
@@ -111,6 +114,59 @@ def _run(fn: Callable[[T], R], run: Sequence[T]) -> list[R]:
     return [fn(x) for x in run]
 
 
+def _segment(size: int) -> SharedMemory | None:
+    """A new shared-memory segment of ``size`` bytes with its pages reserved, or None where
+    shared memory has no room for it. Making a segment never fails for want of room (it is a
+    sparse file), but writing a page the tmpfs cannot give kills the writer with SIGBUS, a
+    Ray actor included; reserving the pages first (``posix_fallocate``) turns that into an
+    error here, where the batch can take the pipe instead."""
+    try:
+        shm = SharedMemory(create=True, size=max(1, size))
+    except OSError:
+        return None
+    path = os.path.join(_SHM, shm.name.lstrip("/"))
+    if not hasattr(os, "posix_fallocate") or not os.path.exists(path):
+        return shm  # not Linux's /dev/shm: nothing to reserve through
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, max(1, size))
+        finally:
+            os.close(fd)
+    except OSError:
+        shm.close()
+        shm.unlink()
+        return None
+    return shm
+
+
+def _no_room(size: int) -> None:
+    """Log, once per process, that a batch went through the pipe for want of shared memory."""
+    if _WARNED:
+        return
+    _WARNED.append(True)
+    try:
+        free = f"{shutil.disk_usage(_SHM).free / 2**20:,.1f} MiB free"
+    except OSError:
+        free = "no room"
+    log.warning(
+        "shared memory (%s) has %s, and a batch needed %.1f MiB: its data goes through the "
+        "host workers' pipes instead (slower). Give the container more (docker --shm-size, or "
+        "shm_size in docker-compose.yml), or use --host-pool threads. Said once per process.",
+        _SHM,
+        free,
+        size / 2**20,
+    )
+
+
+class _Piped(list):
+    """A run's arrays sent back through the pipe, as shared memory had no room for them."""
+
+    def __init__(self, arrays: list, nbytes: int) -> None:
+        super().__init__(arrays)
+        self.nbytes = nbytes
+
+
 class _Stacked:
     """A run's arrays of one shape and dtype, handed back through shared memory: the child
     writes them into a new segment and sends its name, the parent copies them out and
@@ -118,10 +174,9 @@ class _Stacked:
     samples and 8% of the parent's into pickling and pipe transfer (py-spy, the host-only
     bench); this way only the name crosses."""
 
-    def __init__(self, arrays: list[np.ndarray]) -> None:
+    def __init__(self, arrays: list[np.ndarray], shm: SharedMemory) -> None:
         first = arrays[0]
         self.shape, self.dtype = (len(arrays), *first.shape), first.dtype
-        shm = SharedMemory(create=True, size=len(arrays) * first.nbytes)
         try:
             np.stack(arrays, out=np.ndarray(self.shape, self.dtype, buffer=shm.buf))
         except BaseException:
@@ -150,11 +205,17 @@ def _run_packed(fn: Callable[[T], R], run: Sequence[T]) -> list[R] | _Stacked:
         and first.nbytes
         and all(isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype for a in out)
     ):
-        return _Stacked(out)  # type: ignore[arg-type]
+        size = len(out) * first.nbytes
+        shm = _segment(size)
+        if shm is None:
+            return _Piped(out, size)
+        return _Stacked(out, shm)  # type: ignore[arg-type]
     return out
 
 
 def _unpacked(part: list[R] | _Stacked) -> list[R]:
+    if isinstance(part, _Piped):
+        _no_room(part.nbytes)
     return part.take() if isinstance(part, _Stacked) else part  # type: ignore[return-value]
 
 
@@ -266,7 +327,10 @@ def host_submit_blobs(
     if pool != "processes" or workers <= 1 or len(blobs) < 2:
         return host_submit(fn, [(blobs[i], first + i) for i in range(len(blobs))], workers, pool)
     lo, hi = int(blobs.offsets[0]), int(blobs.offsets[-1])
-    shm = SharedMemory(create=True, size=max(1, hi - lo))
+    shm = _segment(hi - lo)
+    if shm is None:  # no room in shared memory: the blobs go through the pipe
+        _no_room(hi - lo)
+        return host_submit(fn, [(bytes(blobs[i]), first + i) for i in range(len(blobs))], workers, pool)
     try:
         assert shm.buf is not None
         shm.buf[: hi - lo] = blobs.data[lo:hi]

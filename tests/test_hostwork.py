@@ -342,3 +342,78 @@ def test_a_host_worker_that_dies_fails_its_batch_with_a_clear_error_and_the_next
     with pytest.raises(HostWorkerDied, match="host worker process died.*--host-pool threads"):
         host_map(_die, list(range(10)), 2, "processes")
     assert [a.size for a in host_map(_die, [1, 2, 3, 4], 2, "processes")] == [4, 4, 4, 4]
+
+
+def _no_room(*_args):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warning(monkeypatch, caplog):
+    from pipeline import hostpool
+
+    monkeypatch.setattr(hostpool, "_WARNED", [])
+    monkeypatch.setattr(os, "posix_fallocate", _no_room)  # this process: its blob segments
+    before = _segments()
+    values = [bytes([i]) * 50 for i in range(1, 40)]
+    blobs = Blobs(memoryview(b"".join(values)), np.cumsum([0] + [len(v) for v in values]))
+    with caplog.at_level("WARNING", logger="pipeline.hostpool"):
+        got = host_submit_blobs(_blob, blobs, 100, 3, "processes").result()
+        host_submit_blobs(_blob, blobs, 100, 3, "processes").result()
+    assert [bytes(a) for a in got] == values
+    said = [r.getMessage() for r in caplog.records if "shared memory" in r.getMessage()]
+    assert len(said) == 1 and "--shm-size" in said[0] and "--host-pool threads" in said[0]
+    assert _segments() == before
+
+
+def test_a_host_workers_pixels_go_back_through_the_pipe_when_shared_memory_has_no_room(monkeypatch, caplog):
+    from pipeline import hostpool
+
+    monkeypatch.setattr(hostpool, "_WARNED", [])
+    monkeypatch.setattr(os, "posix_fallocate", _no_room)  # as in a child with a full /dev/shm
+    before = _segments()
+    part = hostpool._run_packed(_bad_at_7_and_60, [1, 2, 3])
+    assert not isinstance(part, hostpool._Stacked) and _segments() == before
+    with caplog.at_level("WARNING", logger="pipeline.hostpool"):
+        got = hostpool._unpacked(part)
+    assert [int(a[0, 0]) for a in got] == [1, 2, 3]
+    assert any("through the host workers' pipes" in r.getMessage() for r in caplog.records)
+
+
+SMALL_SHM = """
+import io, sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+from PIL import Image
+from pipeline.readers import ReadOptions, iter_batches
+
+if __name__ == "__main__":
+    imgs = np.random.default_rng(0).integers(0, 256, (64, 96, 96, 3), dtype=np.uint8)
+    blobs = []
+    for a in imgs:
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, format="PNG")
+        blobs.append(b.getvalue())
+    pq.write_table(pa.table({"image": pa.array(blobs, pa.binary())}), sys.argv[1])
+    opts = ReadOptions(batch_rows=32, host_workers=2, host_pool="processes")
+    got = [s for b in iter_batches(sys.argv[1], opts) for s in b.samples]
+    print("rows", len(got), "equal", all(np.array_equal(g, a) for g, a in zip(got, imgs, strict=True)))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_full_dev_shm_slows_the_host_workers_down_and_kills_nothing(tmp_path):
+    """A real 1 MiB /dev/shm (a private mount, where this machine allows one): each batch's
+    0.9 MiB of PNG bytes and 0.8 MiB of pixels cannot have their pages; without the
+    reservation the reader died of SIGBUS (exit 135)."""
+    mount = "mount -t tmpfs -o size=1M tmpfs /dev/shm"
+    if subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True).returncode:
+        pytest.skip("no private mount namespace here (unshare -m needs root or user namespaces)")
+    (tmp_path / "run.py").write_text(SMALL_SHM)
+    cmd = f'{mount} && exec "{sys.executable}" run.py shard.parquet'
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    out = subprocess.run(
+        ["unshare", "-m", "sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rows 64 equal True" in out.stdout
+    assert out.stderr.count("goes through the host workers' pipes") == 1
