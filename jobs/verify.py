@@ -40,7 +40,7 @@ from pipeline.checkpoint import Checkpoint, load_checkpoint
 from pipeline.errors import ConfigError, InputError
 from pipeline.format import archive_files, read_meta
 from pipeline.integrity import check_archive
-from pipeline.names import legacy_sample_key, sample_key
+from pipeline.names import legacy_sample_key, sample_keys
 from pipeline.plan import Shard, plan_shards
 from pipeline.readers import ReadOptions, iter_batches
 from pipeline.readers.base import Batch, Limits
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         restored = read_restored(args.restored, shard)
         batches = list(iter_batches(shard.source, ReadOptions(), shard.members))
         originals = [s for b in batches for s in b.samples]
-        expected = [k for b in batches for k in (b.ids or [sample_key(shard.relpath, r) for r in b.rows])]
+        expected = [k for b in batches for k in (b.ids or sample_keys(shard.relpath, b.rows))]
         if sorted(restored) != sorted(expected) and not any(b.ids for b in batches):
             legacy = [legacy_sample_key(shard.relpath, r) for b in batches for r in b.rows]
             expected = legacy if sorted(restored) == sorted(legacy) else expected  # an older archive

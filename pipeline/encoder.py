@@ -18,7 +18,8 @@ import torch
 from pipeline.checkpoint import Checkpoint
 from pipeline.completion import Stopwatch
 from pipeline.errors import InputError
-from pipeline.names import sample_key
+from pipeline.grid import stack_rows
+from pipeline.names import sample_keys
 from pipeline.overlap import prefetch
 from pipeline.plan import Shard
 from pipeline.precision import autocast, to_device
@@ -106,7 +107,7 @@ class Encoder:
         if batch.source_rows is not None and batch.ids is not None:  # tiles: keys made already
             return batch.ids
         if col is None:
-            return batch.ids or [sample_key(shard.relpath, r) for r in batch.rows]
+            return batch.ids or sample_keys(shard.relpath, batch.rows)
         if col not in batch.columns:
             raise InputError(shard.source, f"missing key column {col!r}")
         return [str(v) for v in batch.columns[col]]
@@ -128,7 +129,7 @@ class Encoder:
             for i, a in enumerate(arrays):
                 groups.setdefault(a.shape, []).append(i)
             for idx in groups.values():
-                x = to_device(np.stack([arrays[i] for i in idx]), self.device)
+                x = to_device(stack_rows([arrays[i] for i in idx]), self.device)
                 with self.clock.timing():
                     with autocast(self.device, self.dtype):
                         post = self.model.encode(x)

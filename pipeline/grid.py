@@ -25,3 +25,23 @@ def untile(image: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:
     rows, cols = image.shape[0] // h, image.shape[1] // w
     grid = image.reshape(rows, h, cols, w, *shape[2:]).swapaxes(1, 2)
     return grid.reshape(rows * cols, *shape)[:n]
+
+
+def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """``np.stack(rows)``, without the copy when the rows are already all the rows, in order,
+    of one array with memory of its own (as host workers and ``to_model_batch`` hand them
+    out): then that array itself."""
+    base = rows[0].base if rows else None
+    if (
+        isinstance(base, np.ndarray)
+        and base.flags.c_contiguous
+        and base.shape == (len(rows), *rows[0].shape)
+        and base.dtype == rows[0].dtype
+    ):
+        start, step = base.__array_interface__["data"][0], base.strides[0]
+        at = [r.__array_interface__["data"][0] for r in rows]
+        if all(r.base is base and r.shape == rows[0].shape for r in rows) and at == [
+            start + j * step for j in range(len(rows))
+        ]:
+            return base
+    return np.stack(rows)

@@ -20,6 +20,7 @@ gives its own ids (a WebDataset key, an image file's relative path, ``--key-colu
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 
 ARCHIVE_SUFFIX = ".vz.parquet"
 FEATURES_SUFFIX = ".features.parquet"
@@ -70,6 +71,12 @@ def group_relpath(index: int) -> str:
 def sample_key(relpath: str, row: int) -> str:
     """A sample's key when its source has no id column: its file (no extension) and row."""
     return f"{drop_data_suffix(relpath)}:{row}"
+
+
+def sample_keys(relpath: str, rows: Iterable[int]) -> list[str]:
+    """``sample_key`` of each row, the file's part worked out once."""
+    name = drop_data_suffix(relpath)
+    return [f"{name}:{row}" for row in rows]
 
 
 def legacy_sample_key(relpath: str, row: int) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.grid import stack_rows
 from pipeline.models import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig
 from pipeline.value_range import ValueRange
 
@@ -160,7 +161,7 @@ def _batch(
             for i in idx:  # values to check, or one sample: one by one
                 arrays[i], layouts[i] = to_model(samples[i], config, *locate(i), value_range)
             continue
-        x = np.stack([samples[i] for i in idx])
+        x = stack_rows([samples[i] for i in idx])  # host workers hand them out stacked
         if x.ndim == 4 and not isinstance(config, MLPConfig):  # (N, H, W, C) -> (N, C, H, W)
             x = np.moveaxis(x, -1, 1)
         converted = _scaled(np.ascontiguousarray(x).reshape(len(idx), *first.shape), r)

@@ -417,3 +417,20 @@ def test_a_full_dev_shm_slows_the_host_workers_down_and_kills_nothing(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "rows 64 equal True" in out.stdout
     assert out.stderr.count("goes through the host workers' pipes") == 1
+
+
+def test_stack_rows_hands_back_the_array_its_rows_came_from_and_copies_anything_else():
+    from pipeline.grid import stack_rows
+
+    base = np.arange(24, dtype=np.float32).reshape(4, 2, 3).copy()  # an array with memory of its own
+    assert stack_rows(list(base)) is base  # its rows, in order: no copy
+    for rows in (
+        [base[1], base[0], base[2], base[3]],  # out of order
+        list(base[:3]),  # not all of it
+        [base[0], base[1], base[2], base[3].copy()],  # one from elsewhere
+        list(base[:, :, :2]),  # not contiguous
+        list(np.arange(24.0).reshape(4, 2, 3)),  # rows of a view: their base is the 1-D array
+        [np.ones((2, 3)), np.zeros((2, 3))],
+    ):
+        got = stack_rows(rows)
+        assert got is not base and np.array_equal(got, np.stack(rows))
