@@ -18,15 +18,14 @@ import torch
 from pipeline.checkpoint import Checkpoint
 from pipeline.completion import Stopwatch
 from pipeline.errors import InputError
-from pipeline.grid import stack_rows
 from pipeline.names import sample_keys
 from pipeline.overlap import prefetch
 from pipeline.plan import Shard
-from pipeline.precision import autocast, to_device
+from pipeline.precision import autocast, model_input
 from pipeline.quantize import QuantizerParams
 from pipeline.quantize_torch import quantize_tensor
 from pipeline.readers import Batch, ReadOptions, iter_batches
-from pipeline.samples import SampleLayout, to_model_batch
+from pipeline.samples import ModelGroup, SampleLayout, model_groups
 from pipeline.tiles import tiled
 from pipeline.value_range import ValueRange
 
@@ -41,7 +40,8 @@ class Encoded:
     latent_shapes: list[tuple[int, ...]]
     means: list[np.ndarray]  # per row, (C, P)
     logvars: list[np.ndarray]
-    inputs: list[np.ndarray]  # per row, what the model was given
+    inputs: list[np.ndarray]  # per row, what the model was given (its samples as read, when
+    # the device made them model arrays: ``ModelGroup``)
     # per row, (C_active, P) codes when the batch was quantized on the device (``means`` and
     # ``logvars`` are then empty: they never left it), and how many values were clipped
     codes: list[np.ndarray] | None = None
@@ -90,17 +90,23 @@ class Encoder:
         self.model = ckpt.model
         self.clock = clock
         self.dtype = dtype  # the precision the model runs at (pipeline.precision)
+        # integer pixels made model arrays on the device (``ModelGroup``): None = on a GPU
+        self.defer_scaling: bool | None = None
 
     def _prepared(
-        self, shard: Shard, only: tuple[int, ...] | None
-    ) -> Iterator[tuple[Batch, list[np.ndarray], list[SampleLayout]]]:
+        self, shard: Shard, only: tuple[int, ...] | None, defer: bool
+    ) -> Iterator[tuple[Batch, list[ModelGroup], list[SampleLayout]]]:
         for batch in iter_batches(shard.source, replace(self.read, only_rows=only), shard.members):
             if self.tile:
                 batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
-            arrays, layouts = to_model_batch(
-                batch.samples, self.ckpt.config, partial(_where_in, shard, batch.rows), self.value_range
+            groups, layouts = model_groups(
+                batch.samples,
+                self.ckpt.config,
+                partial(_where_in, shard, batch.rows),
+                self.value_range,
+                defer,
             )
-            yield batch, arrays, layouts
+            yield batch, groups, layouts
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column
@@ -118,18 +124,21 @@ class Encoder:
     ) -> Iterator[Encoded]:
         """Encoded batches; with ``quantizer``, quantized on the device and only the codes
         copied to the host; ``only``: those rows alone (calibration's sample)."""
-        for batch, arrays, layouts in prefetch(lambda: self._prepared(shard, only)):
-            n = len(arrays)
+        # on a GPU, integer pixels go to the device as they are and become model arrays there
+        defer = quantizer is not None and (
+            self.defer_scaling if self.defer_scaling is not None else self.device.type == "cuda"
+        )
+        for batch, groups, layouts in prefetch(lambda: self._prepared(shard, only, defer)):
+            n = len(batch.samples)
+            inputs: list[np.ndarray] = [np.empty(0)] * n
             means: list[np.ndarray] = [np.empty(0)] * n
             logvars: list[np.ndarray] = [np.empty(0)] * n
             codes: list[np.ndarray] = [np.empty(0)] * n
             shapes: list[tuple[int, ...]] = [()] * n
             clipped = 0
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i, a in enumerate(arrays):
-                groups.setdefault(a.shape, []).append(i)
-            for idx in groups.values():
-                x = to_device(stack_rows([arrays[i] for i in idx]), self.device)
+            for g in groups:
+                idx = g.rows
+                x = model_input(g, self.device)
                 with self.clock.timing():
                     with autocast(self.device, self.dtype):
                         post = self.model.encode(x)
@@ -143,6 +152,7 @@ class Encoder:
                         lv = post.logvar.float().cpu().numpy()
                 for j, i in enumerate(idx):
                     shapes[i] = lshape
+                    inputs[i] = g.x[j]
                     if quantizer is not None:
                         codes[i] = group[j]
                     else:
@@ -155,7 +165,7 @@ class Encoder:
                 shapes,
                 means,
                 logvars,
-                arrays,
+                inputs,
                 codes if quantizer is not None else None,
                 clipped,
             )

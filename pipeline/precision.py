@@ -9,8 +9,9 @@ in float32), and what leaves the model is cast back to float32. On a CPU, fp32 i
 CPUs without bf16 units run bf16 slower than fp32.
 
 Host -> device copies go through pinned (page-locked) memory and do not block, so the copy of
-one batch overlaps the work already queued on the GPU; device -> host copies are of codes, not
-float latents (``pipeline.quantize_torch``).
+one batch overlaps the work already queued on the GPU; an encode copies integer pixels as they
+were read and makes them model arrays there (``model_input``); device -> host copies are of
+codes, not float latents (``pipeline.quantize_torch``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+    from pipeline.samples import ModelGroup
 
 # torch is imported where it is used: the driver imports PRECISIONS and must stay torch-free
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -71,3 +74,25 @@ def to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return t
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def model_input(group: ModelGroup, device: torch.device) -> torch.Tensor:
+    """A ``ModelGroup``'s model arrays on ``device``: copied there as they are, and, if they are
+    samples as read, made model arrays there with ``pipeline.samples``' float32 arithmetic
+    (the same values: tested on the CPU)."""
+    import torch
+
+    x = to_device(group.x, device)
+    r = group.scale
+    if r is None:
+        return x
+    if group.channels_first:  # (N, H, W, C) -> (N, C, H, W)
+        x = x.permute(0, 3, 1, 2)
+    x = x.reshape(len(group.rows), *group.shape).to(torch.float32, memory_format=torch.contiguous_format)
+    if r.lo == 0.0 and r.hi == 1.0:
+        return x
+    if r.lo != 0:
+        x.sub_(torch.tensor(r.lo, dtype=torch.float32, device=x.device))
+    # a tensor, not a Python number: a scalar divisor may become a multiplication by its
+    # reciprocal, which can differ from numpy's division in the last bit
+    return x.div_(torch.tensor(r.span, dtype=torch.float32, device=x.device))

@@ -19,13 +19,13 @@ from PIL import Image
 from pipeline.errors import ConfigError, InputError
 from pipeline.hostpool import POOLS, Blobs, host_map, host_submit_blobs
 from pipeline.models import ConvConfig, MLPConfig
-from pipeline.precision import autocast, pick_dtype
+from pipeline.precision import autocast, model_input, pick_dtype
 from pipeline.quantize import QuantizerParams, dequantize, quantize
 from pipeline.quantize_torch import dequantize_tensor, quantize_tensor
 from pipeline.readers import ReadOptions, iter_batches
 from pipeline.readers.parquet import _blobs
 from pipeline.runner import PoolConfig, pool_shape
-from pipeline.samples import to_model, to_model_batch
+from pipeline.samples import model_groups, to_model, to_model_batch
 from pipeline.value_range import ValueRange
 from tests.helpers import decode, direct_reconstructions, encode
 
@@ -246,6 +246,16 @@ def test_a_batch_converts_as_each_sample_does():
         for i, s in enumerate(samples):
             want, layout = to_model(s, config, "x", i, vr)
             assert arrays[i].dtype == np.float32 and np.array_equal(arrays[i], want) and layouts[i] == layout
+        # the same arrays made on the device from the samples as read (a GPU worker's way)
+        groups, deferred_layouts = model_groups(samples, config, lambda i: ("x", i), vr, defer=True)
+        assert deferred_layouts == layouts and sorted(i for g in groups for i in g.rows) == list(
+            range(len(samples))
+        )
+        for g in groups:
+            x = model_input(g, torch.device("cpu")).numpy()
+            assert x.dtype == np.float32 and x.flags.c_contiguous
+            assert all(np.array_equal(x[j], arrays[i]) for j, i in enumerate(g.rows))
+        assert any(g.scale is not None for g in groups) == (samples[0].dtype != np.float32)
     bad = [np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint16), np.full((4, 4), 300, np.uint16)]
     with pytest.raises(InputError, match="s.parquet row 12: uint16 values 300..300"):
         to_model_batch(bad, conv1, lambda i: ("s.parquet", 10 + i))
@@ -326,6 +336,10 @@ def test_codes_quantized_beside_the_model_are_the_writers_codes(photos, photos_c
     assert all(
         b[0].codes == w[0].codes and b[0].crc32 == w[0].crc32 for b, w in zip(beside, writer, strict=True)
     )
+    worker.encoder.defer_scaling = True  # as on a GPU: uint8 pixels made model arrays there
+    encs = list(worker.encoder.encoded(shard, q))
+    assert encs[0].inputs[0].dtype == np.uint8  # the pixels as read went to the model's device
+    assert [code_rows(e, job, codec)[0].codes for e in encs] == [b[0].codes for b in beside]
     assert [b[1] for b in beside] == [w[1] for w in writer] and len(beside) > 0
 
 
