@@ -33,6 +33,7 @@ for (the jobs and Ray actors have it).
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import multiprocessing
@@ -59,6 +60,7 @@ AHEAD = 2  # batches submitted ahead of the one handed out
 _POOLS: dict[tuple[str, int], Executor] = {}
 _LOCK = threading.Lock()
 _WARNED: list[bool] = []  # the no-room warning, once per process
+_ROW_BYTES = [0]  # the bytes of one result row last handed back stacked: the next runs' guess
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,115 @@ class _Piped(list):
         self.nbytes = nbytes
 
 
+class _Arena:
+    """This process's shared-memory segments, kept for the next batch once a batch is done
+    with them: a new segment's pages must be allocated, zeroed and faulted in, which cost the
+    host-only bench's children a tenth of their time. ``take`` hands out the smallest free
+    segment that fits (at most twice the size asked) or makes one a quarter larger than asked,
+    so that batches of slightly different sizes share; ``give`` takes it back, and keeps at
+    most ``KEEP`` free segments holding no more than the most that was ever lent at once (the
+    largest go first). The free ones are removed when a reader is done (``one_ahead``) and at
+    exit; after a kill mid-shard, multiprocessing's resource tracker removes what it can."""
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self._free: list[SharedMemory] = []
+        self._used: dict[str, SharedMemory] = {}
+        self._peak = 0  # bytes lent at once, at most
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> SharedMemory | None:
+        with self._lock:
+            fits = [m for m in self._free if size <= m.size <= 2 * max(size, 1 << 16)]
+            if fits:
+                shm = min(fits, key=lambda m: m.size)
+                self._free.remove(shm)
+                self._lend(shm)
+                return shm
+        made = _segment(size + size // 4)
+        if made is not None:
+            with self._lock:
+                self._lend(made)
+        return made
+
+    def _lend(self, shm: SharedMemory) -> None:
+        self._used[shm.name] = shm
+        self._peak = max(self._peak, sum(m.size for m in self._used.values()))
+
+    def used(self, name: str) -> SharedMemory | None:
+        """The segment handed out under ``name``, if this arena handed it out."""
+        with self._lock:
+            return self._used.get(name)
+
+    def give(self, shm: SharedMemory) -> None:
+        with self._lock:
+            self._used.pop(shm.name, None)
+            self._free.append(shm)
+            self._free.sort(key=lambda m: m.size)
+            extra = []
+            while self._free and (
+                len(self._free) > self.KEEP or sum(m.size for m in self._free) > self._peak
+            ):
+                extra.append(self._free.pop())
+        for m in extra:
+            _remove(m)
+
+    def free(self) -> set[str]:
+        """The names of the segments kept for reuse (none of them lent)."""
+        with self._lock:
+            return {m.name.lstrip("/") for m in self._free}
+
+    def clear(self) -> None:
+        with self._lock:
+            gone, self._free = self._free, []
+        for m in gone:
+            _remove(m)
+
+
+def _remove(shm: SharedMemory) -> None:
+    shm.close()
+    shm.unlink()
+
+
+_ARENA = _Arena()
+atexit.register(_ARENA.clear)
+
+# In a host worker process: its parent's arena segments, kept mapped, as the parent lends the
+# same ones batch after batch (a new mapping faults its pages in again); the oldest are let go
+# beyond a few or ATTACHED_BYTES, so one the parent has removed is not held for long.
+# A mapping is used again only while the name still names the same file (its inode): a name
+# the parent removed and, by a 1-in-4-billion chance, made again is mapped afresh.
+_ATTACHED: dict[str, tuple[SharedMemory, int]] = {}
+ATTACHED_BYTES = 256 << 20
+
+
+def _inode(name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(_SHM, name.lstrip("/"))).st_ino
+    except OSError:
+        return None  # not Linux's /dev/shm: nothing to tell one file from another by
+
+
+def _attach(name: str) -> SharedMemory:
+    inode = _inode(name)
+    held = _ATTACHED.pop(name, None)
+    if held is not None and held[1] == inode:
+        shm = held[0]
+    else:
+        if held is not None:
+            held[0].close()
+        shm = SharedMemory(name=name)
+    if inode is None:
+        return shm  # not kept: closed when dropped
+    _ATTACHED[name] = (shm, inode)  # the most recent last
+    while len(_ATTACHED) > 1 and (
+        len(_ATTACHED) > 16 or sum(m.size for m, _ in _ATTACHED.values()) > ATTACHED_BYTES
+    ):
+        _ATTACHED.pop(next(iter(_ATTACHED)))[0].close()
+    return shm
+
+
 class _Stacked:
     """A run's arrays of one shape and dtype, handed back through shared memory: the child
     writes them into a new segment and sends its name, the parent copies them out and
@@ -174,30 +285,39 @@ class _Stacked:
     samples and 8% of the parent's into pickling and pipe transfer (py-spy, the host-only
     bench); this way only the name crosses."""
 
-    def __init__(self, arrays: list[np.ndarray], shm: SharedMemory) -> None:
+    def __init__(self, arrays: list[np.ndarray], shm: SharedMemory, lent: bool = False) -> None:
         first = arrays[0]
         self.shape, self.dtype = (len(arrays), *first.shape), first.dtype
+        self.lent = lent  # the parent's segment (its arena's), lent for this run: not removed
         try:
             np.stack(arrays, out=np.ndarray(self.shape, self.dtype, buffer=shm.buf))
         except BaseException:
-            shm.close()
-            shm.unlink()
+            if not lent:
+                _remove(shm)
             raise
         self.name = shm.name
-        shm.close()
+        if not lent:
+            shm.close()
 
     def take(self) -> list[np.ndarray]:
-        """The arrays, copied out of the segment, which is then gone."""
-        shm = SharedMemory(name=self.name)
+        """The arrays, copied out of the segment, which is then gone (or, lent, kept for the
+        arena to take back when the batch is settled)."""
+        lent = _ARENA.used(self.name) if self.lent else None
+        shm = lent or SharedMemory(name=self.name)
         try:
             array = np.ndarray(self.shape, self.dtype, buffer=shm.buf).copy()
         finally:
-            shm.close()
-            shm.unlink()
+            if lent is None:
+                _remove(shm)
+        _ROW_BYTES[0] = array[0].nbytes
         return list(array)
 
 
-def _run_packed(fn: Callable[[T], R], run: Sequence[T]) -> list[R] | _Stacked:
+def _run_packed(
+    fn: Callable[[T], R], run: Sequence[T], into: tuple[str, int] | None = None
+) -> list[R] | _Stacked:
+    """``_run``, with the results stacked into shared memory when they are arrays of one shape
+    and dtype: into the parent's segment ``into`` (name, size) when they fit, else a new one."""
     out = _run(fn, run)
     first = out[0] if out else None
     if (
@@ -206,6 +326,8 @@ def _run_packed(fn: Callable[[T], R], run: Sequence[T]) -> list[R] | _Stacked:
         and all(isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype for a in out)
     ):
         size = len(out) * first.nbytes
+        if into is not None and size <= into[1]:
+            return _Stacked(out, _attach(into[0]), lent=True)  # type: ignore[arg-type]
         shm = _segment(size)
         if shm is None:
             return _Piped(out, size)
@@ -222,7 +344,8 @@ def _unpacked(part: list[R] | _Stacked) -> list[R]:
 class Pending(Generic[R]):
     """A batch's results on their way; ``result()`` returns them in order. Whatever happens,
     when ``result()`` or ``discard()`` returns, every part has finished or been cancelled and
-    every shared-memory segment is gone: an error leaves nothing running behind it."""
+    every shared-memory segment is gone or back in the arena: an error leaves nothing running
+    or lent behind it."""
 
     def __init__(
         self,
@@ -301,17 +424,19 @@ class Blobs:
 
 
 def _run_shared(
-    fn: Callable[[tuple[bytes, int]], R], name: str, offsets: np.ndarray, first: int
+    fn: Callable[[tuple[bytes, int]], R],
+    name: str,
+    offsets: np.ndarray,
+    first: int,
+    into: tuple[str, int] | None = None,
 ) -> list[R] | _Stacked:
-    shm = SharedMemory(name=name)
+    buf = _attach(name).buf
+    assert buf is not None
     try:  # each blob copied out, so no view of the segment outlives it (an error's traceback)
-        buf = shm.buf
-        assert buf is not None
         items = [(bytes(buf[offsets[i] : offsets[i + 1]]), first + i) for i in range(len(offsets) - 1)]
-        del buf
     finally:
-        shm.close()
-    return _run_packed(fn, items)
+        del buf
+    return _run_packed(fn, items, into)
 
 
 def host_submit_blobs(
@@ -327,29 +452,37 @@ def host_submit_blobs(
     if pool != "processes" or workers <= 1 or len(blobs) < 2:
         return host_submit(fn, [(blobs[i], first + i) for i in range(len(blobs))], workers, pool)
     lo, hi = int(blobs.offsets[0]), int(blobs.offsets[-1])
-    shm = _segment(hi - lo)
+    shm = _ARENA.take(hi - lo)
     if shm is None:  # no room in shared memory: the blobs go through the pipe
         _no_room(hi - lo)
         return host_submit(fn, [(bytes(blobs[i]), first + i) for i in range(len(blobs))], workers, pool)
+    lent = [shm]  # given back to the arena once every run is done with them
     try:
         assert shm.buf is not None
         shm.buf[: hi - lo] = blobs.data[lo:hi]
     except BaseException:
-        shm.close()
-        shm.unlink()
+        _ARENA.give(shm)
         raise
-    shm.close()
     bounds = _bounds(len(blobs), workers)
     executor = _pool(pool, workers)
     offsets = blobs.offsets.astype(np.int64) - lo
     parts: list[Future] = []
+
+    def give_back() -> None:
+        for m in lent:
+            _ARENA.give(m)
+
     try:
         for a, b in itertools.pairwise(bounds):
-            parts.append(executor.submit(_run_shared, fn, shm.name, offsets[a : b + 1], first + a))
+            out = _ARENA.take((b - a) * _ROW_BYTES[0]) if _ROW_BYTES[0] else None
+            if out is not None:
+                lent.append(out)
+            into = (out.name, out.size) if out is not None else None
+            parts.append(executor.submit(_run_shared, fn, shm.name, offsets[a : b + 1], first + a, into))
     except BaseException:
-        Pending(parts, pool, workers, cleanup=shm.unlink).discard()
+        Pending(parts, pool, workers, cleanup=give_back).discard()
         raise
-    return Pending(parts, pool, workers, cleanup=shm.unlink)
+    return Pending(parts, pool, workers, cleanup=give_back)
 
 
 def host_map(fn: Callable[[T], R], items: Sequence[T], workers: int, pool: str = "threads") -> list[R]:
@@ -385,3 +518,6 @@ def one_ahead(work: Iterator[tuple[Pending[T], Callable[[list[T]], R]]]) -> Iter
     finally:
         for pending, _ in inflight:
             pending.discard()
+        # a reader's segments live as long as it reads: a Ray actor that is killed later
+        # (its exit hooks never run) leaves none of them in /dev/shm
+        _ARENA.clear()

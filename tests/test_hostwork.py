@@ -47,8 +47,25 @@ def _blob(item):
     return np.frombuffer(bytes(blob), dtype=np.uint8).copy()
 
 
+@pytest.fixture
+def fresh_arena():
+    """An arena of its own for a test, its segments removed afterwards."""
+    from pipeline.hostpool import _Arena
+
+    arena = _Arena()
+    yield arena
+    arena.clear()
+
+
 def _segments():
-    return {f for f in os.listdir("/dev/shm") if f.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+    """Shared-memory segments on this machine, less those the arena keeps free for reuse: what
+    is lent or leaked."""
+    from pipeline.hostpool import _ARENA
+
+    on_disk = (
+        {f for f in os.listdir("/dev/shm") if f.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+    )
+    return on_disk - _ARENA.free()
 
 
 @pytest.mark.timeout(120)
@@ -92,6 +109,9 @@ def test_a_reader_stopped_early_leaves_nothing_behind(tmp_path):
     while _segments() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _segments() == before
+    from pipeline.hostpool import _ARENA
+
+    assert not _ARENA.free()  # a reader that is done keeps no segment for later either
 
 
 def _png(rng, h, w):
@@ -363,10 +383,13 @@ def _no_room(*_args):
 
 
 @pytest.mark.timeout(120)
-def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warning(monkeypatch, caplog):
+def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warning(
+    monkeypatch, caplog, fresh_arena
+):
     from pipeline import hostpool
 
     monkeypatch.setattr(hostpool, "_WARNED", [])
+    monkeypatch.setattr(hostpool, "_ARENA", fresh_arena)  # no segment kept from before
     monkeypatch.setattr(os, "posix_fallocate", _no_room)  # this process: its blob segments
     before = _segments()
     values = [bytes([i]) * 50 for i in range(1, 40)]
@@ -448,3 +471,82 @@ def test_stack_rows_hands_back_the_array_its_rows_came_from_and_copies_anything_
     ):
         got = stack_rows(rows)
         assert got is not base and np.array_equal(got, np.stack(rows))
+
+
+def _pixels(item):
+    blob, row = item
+    return np.full((int(bytes(blob)), 3), row % 256, dtype=np.uint8)  # a blob says its size
+
+
+@pytest.mark.timeout(120)
+def test_batches_reuse_their_shared_memory_and_outgrow_it_safely(monkeypatch, fresh_arena):
+    from pipeline import hostpool
+
+    monkeypatch.setattr(hostpool, "_ARENA", fresh_arena)
+    monkeypatch.setattr(hostpool, "_ROW_BYTES", [0])  # no guess yet at the pixels' size
+    before = _segments()
+
+    def batch(size, first):
+        values = [str(size).encode()] * 40
+        blobs = Blobs(memoryview(b"".join(values)), np.cumsum([0] + [len(v) for v in values]))
+        got = host_submit_blobs(_pixels, blobs, first, 2, "processes").result()
+        assert [a.shape for a in got] == [(size, 3)] * 40
+        assert [int(a[0, 0]) for a in got] == [(first + i) % 256 for i in range(40)]
+
+    batch(100, 0)  # the pixels come back in segments of their own; next time in lent ones
+    batch(100, 40)
+    kept = hostpool._ARENA.free()
+    assert len(kept) == 3  # the blobs' segment and one per run, back in the arena
+    batch(100, 80)
+    assert hostpool._ARENA.free() == kept  # used again, nothing new made
+    batch(5000, 120)  # pixels larger than the lent segments: a new segment each, right values
+    batch(10, 160)
+    assert _segments() == before  # nothing lent or left behind
+
+
+def test_the_arena_keeps_what_was_lent_at_once_at_most():
+    from pipeline.hostpool import _Arena
+
+    arena = _Arena()
+    a, b = arena.take(1 << 20), arena.take(1 << 20)
+    assert a is not None and b is not None and a.name != b.name
+    arena.give(a)
+    assert arena.take(900_000) is a  # the free one that fits
+    arena.give(a)
+    arena.give(b)
+    assert len(arena.free()) == 2
+    c = arena.take(3 << 20)  # too large for either: a new one, and the peak grows
+    assert c is not None and c.name not in {a.name, b.name}
+    arena.give(c)
+    small = arena.take(64)
+    assert small is not None and small.size < (1 << 20)  # no 1 MiB segment for 64 bytes
+    arena.give(small)
+    arena.KEEP = 2
+    d = arena.take(10)
+    assert d is not None
+    arena.give(d)
+    assert len(arena.free()) == 2  # the largest went
+    arena.clear()
+    assert not arena.free()
+
+
+def test_a_host_worker_maps_a_name_again_when_it_names_another_segment():
+    from multiprocessing.shared_memory import SharedMemory
+
+    from pipeline import hostpool
+
+    first = SharedMemory(create=True, size=4096)
+    first.buf[:3] = b"old"
+    assert bytes(hostpool._attach(first.name).buf[:3]) == b"old"
+    assert bytes(hostpool._attach(first.name).buf[:3]) == b"old"  # kept mapped
+    name = first.name
+    first.close()
+    first.unlink()
+    again = SharedMemory(name=name, create=True, size=4096)  # the parent made that name anew
+    try:
+        again.buf[:3] = b"new"
+        assert bytes(hostpool._attach(name).buf[:3]) == b"new"
+    finally:
+        hostpool._ATTACHED.pop(name)[0].close()
+        again.close()
+        again.unlink()
