@@ -244,10 +244,10 @@ _ARENA = _Arena()
 atexit.register(_ARENA.clear)
 
 # In a host worker process: its parent's arena segments, kept mapped, as the parent lends the
-# same ones batch after batch (a new mapping faults its pages in again); the oldest are let go
-# beyond a few or ATTACHED_BYTES, so one the parent has removed is not held for long.
-# A mapping is used again only while the name still names the same file (its inode): a name
-# the parent removed and, by a 1-in-4-billion chance, made again is mapped afresh.
+# same ones batch after batch (a new mapping faults its pages in again). A mapping is let go as
+# soon as its name no longer names the same file (its inode): a removed segment's memory is
+# not held past the worker's next task, and a name made anew is mapped afresh. At most 16, and
+# ATTACHED_BYTES, are kept.
 _ATTACHED: dict[str, tuple[SharedMemory, int]] = {}
 ATTACHED_BYTES = 256 << 20
 
@@ -256,21 +256,19 @@ def _inode(name: str) -> int | None:
     try:
         return os.stat(os.path.join(_SHM, name.lstrip("/"))).st_ino
     except OSError:
-        return None  # not Linux's /dev/shm: nothing to tell one file from another by
+        return None  # removed, or not Linux's /dev/shm
 
 
 def _attach(name: str) -> SharedMemory:
-    inode = _inode(name)
-    held = _ATTACHED.pop(name, None)
-    if held is not None and held[1] == inode:
-        shm = held[0]
-    else:
-        if held is not None:
-            held[0].close()
-        shm = SharedMemory(name=name)
-    if inode is None:
+    for held, (m, was) in list(_ATTACHED.items()):
+        if _inode(held) != was:
+            del _ATTACHED[held]
+            m.close()
+    now = _inode(name)
+    shm = _ATTACHED.pop(name, (None, 0))[0] or SharedMemory(name=name)
+    if now is None:
         return shm  # not kept: closed when dropped
-    _ATTACHED[name] = (shm, inode)  # the most recent last
+    _ATTACHED[name] = (shm, now)  # the most recent last
     while len(_ATTACHED) > 1 and (
         len(_ATTACHED) > 16 or sum(m.size for m, _ in _ATTACHED.values()) > ATTACHED_BYTES
     ):

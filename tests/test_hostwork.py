@@ -536,17 +536,20 @@ def test_a_host_worker_maps_a_name_again_when_it_names_another_segment():
     from pipeline import hostpool
 
     first = SharedMemory(create=True, size=4096)
-    first.buf[:3] = b"old"
-    assert bytes(hostpool._attach(first.name).buf[:3]) == b"old"
-    assert bytes(hostpool._attach(first.name).buf[:3]) == b"old"  # kept mapped
     name = first.name
+    first.buf[:3] = b"old"
+    assert bytes(hostpool._attach(name).buf[:3]) == b"old"
+    assert bytes(hostpool._attach(name).buf[:3]) == b"old" and name in hostpool._ATTACHED  # kept
     first.close()
     first.unlink()
     again = SharedMemory(name=name, create=True, size=4096)  # the parent made that name anew
-    try:
-        again.buf[:3] = b"new"
-        assert bytes(hostpool._attach(name).buf[:3]) == b"new"
-    finally:
-        hostpool._ATTACHED.pop(name)[0].close()
-        again.close()
-        again.unlink()
+    again.buf[:3] = b"new"
+    assert bytes(hostpool._attach(name).buf[:3]) == b"new"
+    again.close()
+    again.unlink()  # the parent removed it: the worker lets go of it at its next task
+    other = SharedMemory(create=True, size=4096)
+    hostpool._attach(other.name)
+    assert name not in hostpool._ATTACHED
+    hostpool._ATTACHED.pop(other.name)[0].close()
+    other.close()
+    other.unlink()
