@@ -8,11 +8,13 @@ it. The workers are a pool of processes (the default) or of threads (``--host-po
   Python around them (format probing, header checks, the array hand-over) does not, so a
   thread pool's share of the GIL caps one actor whatever its cores. Compressed bytes go in
   through one shared-memory segment per batch (``Blobs``) and pixels come back stacked in
-  one segment per run; only names cross the pipe. A segment's pages are reserved when it is
-  made: where shared memory has no room (a container's ``/dev/shm`` is 64 MiB unless given
-  more), that batch goes through the pipe instead, with a warning, rather than the writer
-  dying of SIGBUS on a page the kernel cannot give.
-- threads: nothing started, nothing copied; on a 2-core machine they tie with processes
+  one segment per run; only names cross the pipe. The segments are the parent's, lent for
+  the batch and kept for the next one (``_Arena``; the children keep them mapped), as a new
+  segment's pages cost allocating, zeroing and faulting in. A segment's pages are reserved
+  when it is made: where shared memory has no room (a container's ``/dev/shm`` is 64 MiB
+  unless given more), that batch goes through the pipe instead, with a warning, rather than
+  the writer dying of SIGBUS on a page the kernel cannot give.
+- threads: nothing started, nothing copied; on 2 cores they come close to processes
   (``python -m jobs.bench --only host``), and they are the choice where starting processes
   is unwelcome.
 
@@ -24,7 +26,8 @@ it. The workers are a pool of processes (the default) or of threads (``--host-po
 
 Items are split into contiguous runs, one per worker; results come back in order, and of
 several failures the one at the earliest item is raised; when a result or an error is
-handed out, nothing is left running and no segment is left behind. With one worker
+handed out, nothing is left running and no segment is left lent (the arena's free ones go
+when the reader is done). With one worker
 everything runs in the calling thread, when ``.result()`` is called. A process pool's ``fn``
 must be picklable (a module-level function, or a ``functools.partial`` of one), and a script
 that uses one directly needs the ``if __name__ == "__main__":`` guard that ``spawn`` asks
