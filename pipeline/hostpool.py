@@ -44,6 +44,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -187,11 +188,14 @@ class _Arena:
     def __init__(self) -> None:
         self._free: list[SharedMemory] = []
         self._used: dict[str, SharedMemory] = {}
+        self._holders: dict[str, int] = {}  # a lent segment's: its batch, and arrays viewing it
         self._peak = 0  # bytes lent at once, at most
+        self._draining = False  # cleared, and no batch since: what comes back is removed
         self._lock = threading.Lock()
 
     def take(self, size: int) -> SharedMemory | None:
         with self._lock:
+            self._draining = False
             fits = [m for m in self._free if size <= m.size <= 2 * max(size, 1 << 16)]
             if fits:
                 shm = min(fits, key=lambda m: m.size)
@@ -206,16 +210,29 @@ class _Arena:
 
     def _lend(self, shm: SharedMemory) -> None:
         self._used[shm.name] = shm
+        self._holders[shm.name] = 1
         self._peak = max(self._peak, sum(m.size for m in self._used.values()))
 
-    def used(self, name: str) -> SharedMemory | None:
-        """The segment handed out under ``name``, if this arena handed it out."""
+    def hold(self, name: str) -> SharedMemory | None:
+        """The segment lent under ``name``, held once more (``give`` once for it), or None if
+        this arena did not lend it."""
         with self._lock:
-            return self._used.get(name)
+            shm = self._used.get(name)
+            if shm is not None:
+                self._holders[name] += 1
+            return shm
 
     def give(self, shm: SharedMemory) -> None:
+        """One holder of a lent segment is done with it; with the last, it is free again."""
         with self._lock:
+            if self._holders.get(shm.name, 1) > 1:
+                self._holders[shm.name] -= 1
+                return
+            self._holders.pop(shm.name, None)
             self._used.pop(shm.name, None)
+            if self._draining:
+                _remove(shm)
+                return
             self._free.append(shm)
             self._free.sort(key=lambda m: m.size)
             extra = []
@@ -232,7 +249,10 @@ class _Arena:
             return {m.name.lstrip("/") for m in self._free}
 
     def clear(self) -> None:
+        """Remove the free segments, and each lent one as soon as it comes back (until the
+        next ``take``)."""
         with self._lock:
+            self._draining = True
             gone, self._free = self._free, []
         for m in gone:
             _remove(m)
@@ -301,14 +321,17 @@ class _Stacked:
             shm.close()
 
     def take(self) -> list[np.ndarray]:
-        """The arrays, copied out of the segment, which is then gone (or, lent, kept for the
-        arena to take back when the batch is settled)."""
-        lent = _ARENA.used(self.name) if self.lent else None
-        shm = lent or SharedMemory(name=self.name)
-        try:
-            array = np.ndarray(self.shape, self.dtype, buffer=shm.buf).copy()
-        finally:
-            if lent is None:
+        """The arrays: in a lent segment, views of it, which holds it until they are all gone
+        (no copy); else copied out of the segment, which is then removed."""
+        lent = _ARENA.hold(self.name) if self.lent else None
+        if lent is not None:
+            array = np.ndarray(self.shape, self.dtype, buffer=lent.buf)
+            weakref.finalize(array, _ARENA.give, lent)
+        else:
+            shm = SharedMemory(name=self.name)
+            try:
+                array = np.ndarray(self.shape, self.dtype, buffer=shm.buf).copy()
+            finally:
                 _remove(shm)
         _ROW_BYTES[0] = array[0].nbytes
         return list(array)

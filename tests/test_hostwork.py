@@ -54,7 +54,7 @@ def fresh_arena():
 
     arena = _Arena()
     yield arena
-    arena.clear()
+    arena.clear()  # and what the test's arrays still hold, when they go
 
 
 def _segments():
@@ -492,13 +492,16 @@ def test_batches_reuse_their_shared_memory_and_outgrow_it_safely(monkeypatch, fr
         got = host_submit_blobs(_pixels, blobs, first, 2, "processes").result()
         assert [a.shape for a in got] == [(size, 3)] * 40
         assert [int(a[0, 0]) for a in got] == [(first + i) % 256 for i in range(40)]
+        return got
 
     batch(100, 0)  # the pixels come back in segments of their own; next time in lent ones
     batch(100, 40)
     kept = hostpool._ARENA.free()
     assert len(kept) == 3  # the blobs' segment and one per run, back in the arena
-    batch(100, 80)
-    assert hostpool._ARENA.free() == kept  # used again, nothing new made
+    held = batch(100, 80)  # its pixels are views of the two runs' lent segments: held
+    assert len(hostpool._ARENA.free() & kept) == 1  # only the blobs' is back
+    del held
+    assert hostpool._ARENA.free() == kept  # back when they went; used again, nothing new made
     batch(5000, 120)  # pixels larger than the lent segments: a new segment each, right values
     batch(10, 160)
     assert _segments() == before  # nothing lent or left behind
@@ -526,8 +529,18 @@ def test_the_arena_keeps_what_was_lent_at_once_at_most():
     assert d is not None
     arena.give(d)
     assert len(arena.free()) == 2  # the largest went
-    arena.clear()
-    assert not arena.free()
+    e = arena.take(10)
+    assert e is not None and arena.hold(e.name) is e  # a batch's arrays view it too
+    arena.give(e)  # the batch is settled: the arrays still hold it
+    assert e.name not in arena.free()
+    arena.give(e)  # the arrays are gone
+    assert e.name in arena.free()
+    f = arena.take(10)
+    assert f is not None
+    arena.clear()  # the reader is done: the free ones go now, a lent one when it comes back
+    assert not arena.free() and os.path.exists(f"/dev/shm/{f.name}")
+    arena.give(f)
+    assert not arena.free() and not os.path.exists(f"/dev/shm/{f.name}")
 
 
 def test_a_host_worker_maps_a_name_again_when_it_names_another_segment():
