@@ -301,10 +301,11 @@ def _attach(name: str) -> SharedMemory:
 
 class _Stacked:
     """A run's arrays of one shape and dtype, handed back through shared memory: the child
-    writes them into a new segment and sends its name, the parent copies them out and
-    unlinks it. Pickled through the pool's pipe, 64x64 crops put about 16% of a child's
-    samples and 8% of the parent's into pickling and pipe transfer (py-spy, the host-only
-    bench); this way only the name crosses."""
+    writes them into the segment its parent lent for the run (or, if they do not fit, a new
+    one) and sends its name; the parent hands out views of a lent segment, and copies a new
+    one out and removes it. Pickled through the pool's pipe, 64x64 crops put about 16% of a
+    child's samples and 8% of the parent's into pickling and pipe transfer (py-spy, the
+    host-only bench); this way only the name crosses."""
 
     def __init__(self, arrays: list[np.ndarray], shm: SharedMemory, lent: bool = False) -> None:
         first = arrays[0]
