@@ -29,8 +29,8 @@ def untile(image: np.ndarray, n: int, shape: tuple[int, ...]) -> np.ndarray:
 
 def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     """``np.stack(rows)``, without the copy when the rows are already all the rows, in order,
-    of one array with memory of its own (as host workers and ``to_model_batch`` hand them
-    out): then that array itself."""
+    of the one array numpy gives as their base (as host workers hand them out): then that
+    array itself."""
     base = rows[0].base if rows else None
     if (
         isinstance(base, np.ndarray)

@@ -139,22 +139,6 @@ class ModelGroup:
     channels_first: bool = False
 
 
-def to_model_batch(
-    samples: list[np.ndarray],
-    config: ModelConfig,
-    locate: Callable[[int], tuple[str, int | None]],
-    value_range: ValueRange | None = None,
-) -> tuple[list[np.ndarray], list[SampleLayout]]:
-    """``to_model`` over a batch (``locate(i)``: the file and row of sample ``i``, for errors):
-    the rows of ``model_groups``, in batch order."""
-    groups, layouts = model_groups(samples, config, locate, value_range)
-    arrays: list[np.ndarray] = [np.empty(0)] * len(samples)
-    for g in groups:
-        for j, i in enumerate(g.rows):
-            arrays[i] = g.x[j]
-    return arrays, layouts
-
-
 def model_groups(
     samples: list[np.ndarray],
     config: ModelConfig,

@@ -25,7 +25,7 @@ from pipeline.quantize_torch import dequantize_tensor, quantize_tensor
 from pipeline.readers import ReadOptions, iter_batches
 from pipeline.readers.parquet import _blobs
 from pipeline.runner import PoolConfig, pool_shape
-from pipeline.samples import model_groups, to_model, to_model_batch
+from pipeline.samples import model_groups, to_model
 from pipeline.value_range import ValueRange
 from tests.helpers import decode, direct_reconstructions, encode
 
@@ -244,6 +244,16 @@ def test_blobs_of_a_slice_of_binary_or_image_structs():
     assert _blobs(path_only) is None and _blobs(pa.array([b"x", None])) is None
 
 
+def to_model_batch(samples, config, locate, value_range=None):
+    """``model_groups``' arrays, one per sample, in batch order."""
+    groups, layouts = model_groups(samples, config, locate, value_range)
+    arrays = [None] * len(samples)
+    for g in groups:
+        for j, i in enumerate(g.rows):
+            arrays[i] = g.x[j]
+    return arrays, layouts
+
+
 def test_a_batch_converts_as_each_sample_does():
     rng = np.random.default_rng(3)
     conv3, conv1 = ConvConfig(in_channels=3), ConvConfig(in_channels=1)
@@ -459,7 +469,7 @@ def test_a_full_dev_shm_slows_the_host_workers_down_and_kills_nothing(tmp_path):
 def test_stack_rows_hands_back_the_array_its_rows_came_from_and_copies_anything_else():
     from pipeline.grid import stack_rows
 
-    base = np.arange(24, dtype=np.float32).reshape(4, 2, 3).copy()  # an array with memory of its own
+    base = np.arange(24, dtype=np.float32).reshape(4, 2, 3).copy()
     assert stack_rows(list(base)) is base  # its rows, in order: no copy
     for rows in (
         [base[1], base[0], base[2], base[3]],  # out of order
