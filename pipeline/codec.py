@@ -33,8 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from pipeline.ctxcoder import CtxCoder, CtxModel, RowError, fit
 from pipeline.errors import ConfigError
 
+CODECS = ("zstd", "rans")
 LAYOUTS = ("channel", "position")
 TRANSFORMS = ("none", "fold")
 FRAMINGS = ("column", "row")
@@ -46,13 +48,16 @@ DICT_MIN_BYTES = 256
 
 @dataclass(frozen=True)
 class CodecConfig:
-    level: int = 9
+    level: int = 9  # zstd's level (codec "rans": the level of the column chunk its rows sit in)
     layout: str = "auto"  # or one of LAYOUTS; auto: the smaller on the calibration rows
     framing: str = "column"
     dictionary: bool = True  # row framing only: a zstd dictionary shared by every frame
     transform: str = "fold"
+    name: str = "zstd"  # or "rans": the context-model coder (pipeline.ctxcoder)
 
     def __post_init__(self) -> None:
+        if self.name not in CODECS:
+            raise ConfigError(f"codec must be one of {CODECS}, got {self.name!r}")
         if self.framing not in FRAMINGS:
             raise ConfigError(f"codec framing must be one of {FRAMINGS}, got {self.framing!r}")
         if self.layout not in (*LAYOUTS, "auto"):
@@ -70,6 +75,8 @@ class CodecParams:
     framing: str = "column"
     dictionary: bytes = b""  # raw zstd dictionary (row framing); empty for none
     centers: tuple[int, ...] = ()  # transform "fold": one per stored channel; () for none
+    name: str = "zstd"
+    model: bytes = b""  # codec "rans": the context model (ctxcoder.CtxModel.to_bytes)
 
     @property
     def transform(self) -> str:
@@ -77,10 +84,21 @@ class CodecParams:
 
     @property
     def column_compression(self) -> tuple[str, int | None]:
-        """Parquet compression (and level) of the ``vz_codes`` column chunk."""
+        """Parquet compression (and level) of the ``vz_codes`` column chunk. A ``rans`` row
+        is entropy-coded already; zstd level 1 there takes its 4-byte length prefix down to
+        about one byte and passes the rest through as raw blocks."""
+        if self.name == "rans":
+            return "zstd", 1
         return ("zstd", self.level) if self.framing == "column" else ("none", None)
 
     def to_dict(self) -> dict:
+        if self.name == "rans":
+            return {
+                "name": "rans",
+                "layout": self.layout,
+                "framing": self.framing,
+                "model_b64": base64.b64encode(self.model).decode(),
+            }
         return {
             "name": "zstd",
             "level": self.level,
@@ -93,6 +111,20 @@ class CodecParams:
     @classmethod
     def from_dict(cls, data: dict) -> CodecParams:
         try:
+            if data["name"] == "rans":
+                params = cls(
+                    level=1,
+                    layout=str(data["layout"]),
+                    framing=str(data["framing"]),
+                    name="rans",
+                    model=base64.b64decode(data["model_b64"], validate=True),
+                )
+                if (params.layout, params.framing) != ("channel", "row"):
+                    raise ValueError(
+                        f"rans codes are channel-major rows, not {params.layout}/{params.framing}"
+                    )
+                CtxModel.from_bytes(params.model)
+                return params
             if data["name"] != "zstd":
                 raise ValueError(f"unknown codec {data['name']!r}")
             # format v1 had per-row frames only, and no "framing" field
@@ -207,9 +239,25 @@ def train_dictionary(samples: Sequence[bytes], config: CodecConfig) -> bytes:
     return d.as_bytes()
 
 
-def calibrate_codec(codes: Sequence[np.ndarray], config: CodecConfig) -> CodecParams:
+def latent_width(latent_shape: Sequence[int]) -> int:
+    """Positions in one line of a latent: its last dimension (1 for a vector latent)."""
+    return int(latent_shape[-1]) if len(latent_shape) > 1 else 1
+
+
+def calibrate_codec(
+    codes: Sequence[np.ndarray], config: CodecConfig, widths: Sequence[int] = ()
+) -> CodecParams:
     """The codec's parameters from calibration codes (groups of (N, C, P) rows): the fold
-    centers, the layout (``choose_layout``) and, for row framing, the dictionary."""
+    centers, the layout (``choose_layout``) and, for row framing, the dictionary; for codec
+    ``rans`` its context model, fitted on the groups with their latents' line ``widths``
+    (``latent_width``; P, one line, where not given)."""
+    if config.name == "rans":
+        groups = [(c, widths[i] if i < len(widths) else c.shape[2]) for i, c in enumerate(codes) if c.size]
+        by: dict[tuple[int, int], list[np.ndarray]] = {}
+        for c, w in groups:
+            by.setdefault((c.shape[2], w), []).append(c)
+        model = fit([(np.concatenate(cs), w) for (_, w), cs in by.items()])
+        return CodecParams(level=1, layout="channel", framing="row", name="rans", model=model.to_bytes())
     cat = np.concatenate([c.reshape(c.shape[0], c.shape[1], -1) for c in codes], axis=2) if codes else None
     centers = fold_centers(cat) if config.transform == "fold" and cat is not None else ()
     layout = (
@@ -233,17 +281,49 @@ class Codec:
 
     def __init__(self, params: CodecParams) -> None:
         self.params = params
+        self._ctx = CtxCoder(CtxModel.from_bytes(params.model)) if params.name == "rans" else None
         d = zstandard.ZstdCompressionDict(params.dictionary) if params.dictionary else None
         self._c = zstandard.ZstdCompressor(
             level=params.level, dict_data=d, write_checksum=False, write_content_size=True
         )
         self._d = zstandard.ZstdDecompressor(dict_data=d)
 
-    def encode(self, codes: np.ndarray) -> tuple[list[bytes], list[int]]:
-        """(N, C, P) codes -> N payloads for ``vz_codes`` and the N checksums."""
+    def encode(self, codes: np.ndarray, width: int = 0) -> tuple[list[bytes], list[int]]:
+        """(N, C, P) codes, lines of ``width`` positions (0: one line), -> N payloads for
+        ``vz_codes`` and the N checksums (of the raw code bytes)."""
         rows = row_bytes(codes, self.params.layout, self.params.centers)
         crcs = [checksum(r) for r in rows]
+        if self._ctx is not None:
+            return self._ctx.encode(codes, width or codes.shape[2]), crcs
         return [self.encode_raw(r) for r in rows], crcs
+
+    def raws(
+        self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int, int]], dtype: np.dtype
+    ) -> list[bytes]:
+        """``vz_codes`` values -> the rows' raw code bytes; ``shapes``: each row's (stored
+        channels, positions, line width), checked by the caller to fit the payload's claims.
+        A bad row raises ``ctxcoder.RowError`` (``.row``: its index here)."""
+        if self._ctx is None:
+            out = []
+            for i, (payload, (c, p, _)) in enumerate(zip(payloads, shapes, strict=True)):
+                try:
+                    out.append(self.raw(payload, c * p * np.dtype(dtype).itemsize))
+                except Exception as err:  # zstd raises its own error type for corrupt frames
+                    raise RowError(i, str(err)) from err
+            return out
+        raws: list[bytes] = [b""] * len(payloads)
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            groups.setdefault(tuple(shape), []).append(i)  # type: ignore[arg-type]
+        for (c, p, w), idx in groups.items():
+            try:
+                codes = self._ctx.decode([payloads[i] for i in idx], c, p, w, np.dtype(dtype))
+            except RowError as err:
+                raise RowError(idx[err.row], str(err)) from err
+            little = codes.astype(np.dtype(dtype).newbyteorder("<"), copy=False)
+            for j, i in enumerate(idx):
+                raws[i] = little[j].tobytes()
+        return raws
 
     def encode_raw(self, raw: bytes) -> bytes:
         """One row's uncompressed code bytes -> its ``vz_codes`` payload."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.codec import Codec, checksum, rows_to_codes
+from pipeline.codec import Codec, checksum, latent_width, rows_to_codes
+from pipeline.ctxcoder import RowError
 from pipeline.errors import InputError
 from pipeline.quantize import QuantizerParams, dequantize, quantize
 
@@ -31,9 +32,10 @@ def _by_shape(shapes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]
 
 
 def compress(
-    means: list[np.ndarray], quantizer: QuantizerParams, codec: Codec
+    means: list[np.ndarray], quantizer: QuantizerParams, codec: Codec, widths: list[int] | None = None
 ) -> tuple[list[bytes], list[int], int]:
-    """Per-row (C, P) latents -> ``vz_codes`` payloads, their checksums, and how many values
+    """Per-row (C, P) latents, with their latents' line ``widths`` (``codec.latent_width``;
+    one line where not given), -> ``vz_codes`` payloads, their checksums, and how many values
     the quantizer clipped."""
     codes: list[np.ndarray] = [np.empty(0)] * len(means)
     clipped = 0
@@ -42,16 +44,19 @@ def compress(
         clipped += n
         for j, i in enumerate(idx):
             codes[i] = group[j]
-    return *encode_codes(codes, codec), clipped
+    return *encode_codes(codes, codec, widths), clipped
 
 
-def encode_codes(codes: list[np.ndarray], codec: Codec) -> tuple[list[bytes], list[int]]:
-    """Per-row (C_active, P) codes (quantized already, e.g. on the device) -> ``vz_codes``
-    payloads and their checksums."""
+def encode_codes(
+    codes: list[np.ndarray], codec: Codec, widths: list[int] | None = None
+) -> tuple[list[bytes], list[int]]:
+    """Per-row (C_active, P) codes (quantized already, e.g. on the device), with their
+    latents' line ``widths``, -> ``vz_codes`` payloads and their checksums."""
     payloads: list[bytes] = [b""] * len(codes)
     crcs = [0] * len(codes)
-    for idx in _by_shape([c.shape for c in codes]).values():
-        group_payloads, group_crcs = codec.encode(np.stack([codes[i] for i in idx]))
+    ws = widths if widths is not None else [c.shape[-1] for c in codes]
+    for key, idx in _by_shape([(*c.shape, ws[i]) for i, c in enumerate(codes)]).items():
+        group_payloads, group_crcs = codec.encode(np.stack([codes[i] for i in idx]), key[-1])
         for j, i in enumerate(idx):
             payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
     return payloads, crcs
@@ -76,17 +81,15 @@ def decompress(
     *latent_shape[1:]), for a device to dequantize); errors name ``uri`` and the row (``start``
     is the first row's number in the file)."""
     active = sum(quantizer.active)
-    raws: list[bytes] = []
     shapes: list[tuple[int, ...]] = []
-    for i, (payload, crc, lshape) in enumerate(zip(payloads, crcs, latent_shapes, strict=True)):
+    for i, lshape in enumerate(latent_shapes):
         if not lshape or lshape[0] != quantizer.channels:
             raise InputError(
                 uri,
                 f"latent shape {lshape} does not fit the quantizer's {quantizer.channels} channels",
                 row=start + i,
             )
-        shape = tuple(lshape)
-        expected = active * _positions(shape) * quantizer.dtype.itemsize
+        expected = active * _positions(tuple(lshape)) * quantizer.dtype.itemsize
         if expected > MAX_ROW_CODE_BYTES:
             raise InputError(
                 uri,
@@ -94,16 +97,18 @@ def decompress(
                 f"limit of {MAX_ROW_CODE_BYTES:,}",
                 row=start + i,
             )
-        try:
-            data = codec.raw(payload, expected)
-        except Exception as err:  # zstd raises its own error type for corrupt frames
-            raise InputError(uri, f"codes do not decompress ({err})", row=start + i) from err
+        shapes.append(tuple(lshape))
+    try:
+        raws = codec.raws(
+            payloads, [(active, _positions(s), latent_width(s)) for s in shapes], quantizer.dtype
+        )
+    except RowError as err:
+        raise InputError(uri, f"codes do not decompress ({err})", row=start + err.row) from err
+    for i, (data, crc, shape) in enumerate(zip(raws, crcs, shapes, strict=True)):
         if checksum(data) != crc:
             raise InputError(uri, "checksum mismatch: the codes are corrupt", row=start + i)
-        if len(data) != expected:
+        if len(data) != active * _positions(shape) * quantizer.dtype.itemsize:
             raise InputError(uri, "code length does not fit the latent shape", row=start + i)
-        raws.append(data)
-        shapes.append(shape)
     out: list[np.ndarray] = [np.empty(0)] * len(raws)
     for group_shape, idx in _by_shape(shapes).items():
         codes = rows_to_codes(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
+from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, latent_width
 from pipeline.completion import HashingWriter, ShardResult, Written, run_shard
 from pipeline.compress import compress, encode_codes
 from pipeline.encoder import Encoded, Encoder, check_new_keys
@@ -53,11 +53,12 @@ class EncodeSpec:
 
 def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int]:
     """An encoded batch as the archive stores it, and how many values were clipped."""
+    widths = [latent_width(s) for s in enc.latent_shapes]
     if enc.codes is not None:
-        payloads, crcs = encode_codes(enc.codes, codec)
+        payloads, crcs = encode_codes(enc.codes, codec, widths)
         clipped = enc.clipped
     else:
-        payloads, crcs, clipped = compress(enc.means, job.quantizer, codec)
+        payloads, crcs, clipped = compress(enc.means, job.quantizer, codec, widths)
     return CodeRows(
         keys=enc.keys,
         codes=payloads,
@@ -107,7 +108,7 @@ class EncodeWorker(ModelWorker):
         e.g. neighbouring crops of one photo), further shards only where those fall short.
         Where a shard's row count is not in its header (Arrow streams, .npz, WebDataset),
         its first rows."""
-        means, logvars = [], []
+        means, logvars, widths = [], [], []
         rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
         spread = sorted(
@@ -120,6 +121,7 @@ class EncodeWorker(ModelWorker):
             try:
                 for enc in self.encoder.encoded(shard, only=spread_rows(shard, quota)):
                     means += [m.T for m in enc.means]  # (P, C): positions pool across rows
+                    widths += [latent_width(s) for s in enc.latent_shapes]
                     logvars += [v.T for v in enc.logvars]
                     if qconfig.mode == "loss":  # model input, latent, latent shape, sample shape
                         shapes = [lay.shape for lay in enc.layouts]
@@ -151,7 +153,9 @@ class EncodeWorker(ModelWorker):
                 np.asarray(qparams.active),
             )
         cparams = calibrate_codec(
-            [quantize(np.ascontiguousarray(a.T)[None], qparams)[0] for a in means[:max_rows]], cconfig
+            [quantize(np.ascontiguousarray(a.T)[None], qparams)[0] for a in means[:max_rows]],
+            cconfig,
+            widths[:max_rows],
         )
         log.info(
             "calibrated on %d rows: %d of %d channels active, %s-major codes, dictionary %d bytes",

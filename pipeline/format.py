@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.codec import CodecParams
+from pipeline.ctxcoder import CtxModel
 from pipeline.errors import ConfigError, InputError
 from pipeline.names import ARCHIVE_SUFFIX
 from pipeline.quantize import QuantizerParams
@@ -150,8 +151,16 @@ class ArchiveMeta:
             )
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err
-        if version == 1 and meta.codec.framing != "row":
+        if version == 1 and (meta.codec.framing != "row" or meta.codec.name != "zstd"):
             raise InputError(uri, "bad archive metadata: format version 1 has per-row frames only")
+        if meta.codec.name == "rans":
+            model = CtxModel.from_bytes(meta.codec.model)  # checked by CodecParams.from_dict
+            if model.channels != sum(meta.quantizer.active):
+                raise InputError(
+                    uri,
+                    f"bad archive metadata: a context model of {model.channels} channels for "
+                    f"{sum(meta.quantizer.active)} stored channels",
+                )
         centers, q = meta.codec.centers, meta.quantizer
         top = int(np.iinfo(q.dtype).max)
         if centers and (len(centers) != sum(q.active) or not all(0 <= v <= top for v in centers)):

@@ -1,0 +1,214 @@
+"""The context-model coder (codec ``rans``): exact round trips, every bad stream named by its
+row, and archives that FORMAT.md's own decoder reads."""
+
+import base64
+import json
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, checksum, row_bytes
+from pipeline.compress import decompress, encode_codes
+from pipeline.ctxcoder import CtxCoder, CtxModel, RowError, fit
+from pipeline.encode import EncodeSpec, EncodeWorker
+from pipeline.errors import InputError
+from pipeline.format import ArchiveMeta, read_meta
+from pipeline.job import JobParams
+from pipeline.plan import plan_shards
+from pipeline.quantize import QuantizerConfig
+from tests.format_reader import read_archive_codes, read_rans_model
+
+
+def smooth_codes(n, a, h, w, levels, dtype=np.uint8, seed=0):
+    """Codes with the structure latents have: smooth fields, channels that move together."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 1, h, w)).cumsum(axis=2).cumsum(axis=3)
+    field = base + 0.5 * rng.normal(size=(n, a, h, w))
+    field = (field - field.min()) / (np.ptp(field) + 1e-9)
+    return np.rint(field * (levels - 1)).astype(dtype).reshape(n, a, h * w)
+
+
+@pytest.mark.parametrize(
+    "shape, levels, dtype",
+    [
+        ((40, 4, 8, 8), 32, np.uint8),
+        ((40, 3, 5, 7), 256, np.uint8),  # lines of odd width; the full 8-bit range
+        ((30, 2, 6, 6), 3000, np.uint16),  # wide residuals: escapes
+        ((200, 16, 1, 1), 60, np.uint8),  # an MLP latent: one position, one line
+    ],
+)
+def test_rows_round_trip_exactly(shape, levels, dtype):
+    n, a, h, w = shape
+    codes = smooth_codes(n, a, h, w, levels, dtype)
+    model = CtxModel.from_bytes(fit([(codes[: n // 2], w)]).to_bytes())  # fitted on half
+    coder = CtxCoder(model)
+    streams = coder.encode(codes, w)
+    assert len(streams) == n and all(len(s) % 2 == 0 for s in streams)
+    assert np.array_equal(coder.decode(streams, a, h * w, w, np.dtype(dtype)), codes)
+
+
+def test_codes_outside_the_fitted_tables_are_escaped():
+    codes = smooth_codes(20, 2, 4, 4, 8)
+    coder = CtxCoder(fit([(codes, 4)]))
+    wild = codes.copy()
+    wild[3, 1, 5] = 255  # a residual no table has room for
+    wild[7, 0, 0] = 0
+    back = coder.decode(coder.encode(wild, 4), 2, 16, 4, np.dtype(np.uint8))
+    assert np.array_equal(back, wild)
+
+
+def test_the_coder_beats_zstd_on_structured_codes():
+    codes = smooth_codes(200, 4, 8, 8, 24)
+    model = fit([(codes, 8)])
+    streams = CtxCoder(model).encode(codes, 8)
+    cfg = CodecConfig()
+    zs = Codec(calibrate_codec([codes], cfg))
+    import zstandard
+
+    zstd_bytes = len(
+        zstandard.ZstdCompressor(level=9).compress(b"".join(row_bytes(codes, "channel", zs.params.centers)))
+    )
+    assert sum(map(len, streams)) + len(model.to_bytes()) < zstd_bytes
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda s: s[:-2], "ends early|last state"),
+        (lambda s: s + b"\0\0", "bytes follow|last state"),
+        (lambda s: s[:3], "ends early"),
+        (lambda s: b"\0\0\0\0" + s[4:], "first state"),
+        (lambda s: s[:4] + bytes(b ^ 0x55 for b in s[4:]), "."),
+    ],
+)
+def test_a_damaged_stream_is_refused_with_its_row(damage, reason):
+    codes = smooth_codes(10, 3, 6, 6, 40)
+    coder = CtxCoder(fit([(codes, 6)]))
+    streams = coder.encode(codes, 6)
+    streams[6] = damage(streams[6])
+    with pytest.raises(RowError, match=reason) as err:
+        back = coder.decode(streams, 3, 36, 6, np.dtype(np.uint8))
+        # a flipped stream may decode to other in-range codes: the row's checksum catches those
+        assert not np.array_equal(back[6], codes[6])
+        raise RowError(6, "decoded to other codes")
+    assert err.value.row == 6
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda b: b[:-3], "truncated|does not decompress|trailing"),
+        (lambda b: b"\x28\xb5\x2f\xfd" + b[4:], "does not decompress|header|truncated"),
+    ],
+)
+def test_a_bad_model_is_refused(edit, match):
+    import zstandard
+
+    blob = fit([(smooth_codes(10, 2, 4, 4, 10), 4)]).to_bytes()
+    raw = zstandard.ZstdDecompressor().decompress(blob)
+    with pytest.raises(ValueError, match=match):
+        CtxModel.from_bytes(zstandard.ZstdCompressor().compress(edit(raw)))
+    bad_sum = bytearray(raw)
+    bad_sum[-1] ^= 1  # the last table's escape frequency: its table no longer sums to 2**n
+    with pytest.raises(ValueError, match="does not sum"):
+        CtxModel.from_bytes(zstandard.ZstdCompressor().compress(bytes(bad_sum)))
+
+
+@pytest.fixture(scope="module")
+def rans_archive(tmp_path_factory, photos, photos_ckpt):
+    """Held-out photo crops of the conv test model, written by the worker in codec rans and zstd."""
+    root = tmp_path_factory.mktemp("rans")
+    out = {}
+    for name in ("rans", "zstd"):
+        worker = EncodeWorker(EncodeSpec(checkpoint=photos_ckpt, output=str(root / name)))
+        shards = plan_shards(str(photos / "heldout"))
+        q, c = worker.calibrate(shards, 512, QuantizerConfig(mode="posterior"), CodecConfig(name=name))
+        assert c.name == name
+        job = JobParams(q, c, "job")
+        for s in shards:
+            assert worker.process(s, job).ok
+        out[name] = root / name
+    return out
+
+
+def test_format_md_decoder_reads_rans_archives(rans_archive):
+    rans = sorted(rans_archive["rans"].glob("*.vz.parquet"))
+    zstd = sorted(rans_archive["zstd"].glob("*.vz.parquet"))
+    assert rans and len(rans) == len(zstd)
+    for r, z in zip(rans, zstd, strict=True):
+        meta = read_meta(str(r))
+        assert meta.codec.name == "rans" and json.loads(meta.to_json())["codec"]["name"] == "rans"
+        model = read_rans_model(base64.b64decode(json.loads(meta.to_json())["codec"]["model_b64"]))
+        assert len(model["channels"]) == sum(meta.quantizer.active)
+        theirs, same = read_archive_codes(str(r)), read_archive_codes(str(z))
+        table = pq.read_table(str(r)).to_pydict()
+        ours = decompress(
+            table["vz_codes"],
+            table["vz_crc32"],
+            table["vz_latent_shape"],
+            meta.quantizer,
+            Codec(meta.codec),
+            str(r),
+            0,
+        )
+        assert len(theirs) == len(ours) > 0
+        for t, s, o in zip(theirs, same, ours, strict=True):
+            assert t["key"] == s["key"]
+            assert np.array_equal(t["latent"], o) and np.array_equal(t["latent"], s["latent"])
+        assert r.stat().st_size < z.stat().st_size  # smaller than zstd on the same codes
+
+
+def test_duckdb_reads_a_rans_archive(rans_archive):
+    glob = f"{rans_archive['rans']}/*.vz.parquet"
+    n, total = (
+        duckdb.connect()
+        .execute(f"SELECT count(*), sum(octet_length(vz_codes)) FROM read_parquet('{glob}')")
+        .fetchone()
+    )
+    assert (
+        n == sum(len(pq.read_table(str(p))) for p in rans_archive["rans"].glob("*.vz.parquet")) and total > 0
+    )
+
+
+def test_a_corrupt_rans_row_is_named(rans_archive):
+    path = str(next(rans_archive["rans"].glob("*.vz.parquet")))
+    meta = read_meta(path)
+    table = pq.read_table(path).to_pydict()
+    codec = Codec(meta.codec)
+    rows = list(table["vz_codes"])
+    rows[2] = rows[2][:-2]
+    with pytest.raises(InputError, match="row 2: codes do not decompress"):
+        decompress(rows, table["vz_crc32"], table["vz_latent_shape"], meta.quantizer, codec, path, 0)
+    crcs = list(table["vz_crc32"])
+    crcs[4] ^= 1
+    with pytest.raises(InputError, match="row 4: checksum mismatch"):
+        decompress(table["vz_codes"], crcs, table["vz_latent_shape"], meta.quantizer, codec, path, 0)
+
+
+def test_rans_metadata_is_checked(rans_archive):
+    path = str(next(rans_archive["rans"].glob("*.vz.parquet")))
+    data = json.loads(pq.read_schema(path).metadata[b"vaezip"])
+    assert ArchiveMeta.from_json(json.dumps(data), path) == read_meta(path)
+    for edit, match in [
+        (lambda m: m["codec"].update(model_b64="AAAA"), "bad archive metadata"),
+        (lambda m: m["codec"].update(layout="position"), "channel-major rows"),
+        (lambda m: m["quantizer"].update(active=[not a for a in m["quantizer"]["active"]]), "channels"),
+        (lambda m: m.update(format_version=1), "format version 1"),
+    ]:
+        bad = json.loads(json.dumps(data))
+        edit(bad)
+        with pytest.raises(InputError, match=match):
+            ArchiveMeta.from_json(json.dumps(bad), path)
+
+
+def test_encode_codes_keeps_each_rows_checksum_of_its_raw_codes():
+    codes = smooth_codes(12, 3, 4, 4, 20)
+    codec = Codec(calibrate_codec([codes], CodecConfig(name="rans"), [4]))
+    payloads, crcs = encode_codes(list(codes), codec, [4] * 12)
+    assert crcs == [checksum(r) for r in row_bytes(codes, "channel")]
+    params = CodecParams.from_dict(codec.params.to_dict())
+    assert params == codec.params
+    raws = Codec(params).raws(payloads, [(3, 16, 4)] * 12, np.dtype(np.uint8))
+    assert raws == row_bytes(codes, "channel")
