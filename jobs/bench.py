@@ -153,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ck, lat, arrays, QuantizerConfig(), CodecConfig(level=3, framing="row")
             )
             width = lat.shape[-1] if len(lat.shape) > 1 else 1
+            rans = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(), CodecConfig(name="rans"))
+            assert np.array_equal(rans.codes, st.codes)  # the same quantizer: the same codes
             out[name] = {
                 "rows": len(arrays),
                 "level": default.level,
@@ -161,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "vaezip_position_unfolded_bytes": before.code_bytes,
                 "vaezip_row_frames_bytes": frames.code_bytes,
                 "vaezip_dictionary_bytes": frames.dictionary_bytes,
+                "rans_bytes": rans.code_bytes,
+                "rans_model_bytes": rans.dictionary_bytes,
+                "rans_speeds": codec_bench.rans_speeds(rans.codes, rans.codec, width, args.repeats),
                 **codec_bench.entropy_bounds(st.codes.astype(np.int64), width),
                 **codec_bench.coders(st.codes, st.codec.layout),
                 "speeds": codec_bench.speeds(

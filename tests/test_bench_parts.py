@@ -98,3 +98,15 @@ def test_the_host_only_figure_counts_every_row(photos, photos_ckpt):
     assert out["rows"] == 64 and set(out["pools"]) == {"processes", "threads"}
     for r in out["pools"].values():
         assert r["speedup"]["1"]["median"] == 1.0 and r["rows_s"]["2"]["median"] > 0
+
+
+def test_the_rans_speed_section_round_trips_through_parquet():
+    from jobs.benches.codec import rans_speeds
+    from pipeline.codec import CodecConfig, calibrate_codec
+    from tests.test_ctxcoder import smooth_codes
+
+    codes = smooth_codes(24, 3, 4, 4, 30)
+    params = calibrate_codec([codes], CodecConfig(name="rans"), [4])
+    out = rans_speeds(codes, params, 4, repeats=2)  # it asserts the codes came back
+    assert out["bytes"] > 0 and out["model_bytes"] == len(params.model)
+    assert len(out["compress_mb_s"]) == len(out["decompress_mb_s"]) == 2

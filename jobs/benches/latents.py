@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec
+from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, latent_width
 from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
 from pipeline.models import config_to_dict
 from pipeline.names import sample_key
@@ -87,7 +87,7 @@ class Stored:
     codes: np.ndarray  # (N, C_active, P)
     latents: np.ndarray  # dequantized, (N, C, P)
     code_bytes: int  # the vz_codes column chunks (or frames) as stored
-    dictionary_bytes: int  # row framing's shared dictionary, once per file (in the footer)
+    dictionary_bytes: int  # row framing's shared dictionary (rans: its model), once per file (footer)
     row_bytes: int  # the archive file less its footer: codes, keys, checksums, shapes
     footer_bytes: int  # once per file: schema, row-group index, metadata JSON
     quantizer: QuantizerParams
@@ -135,13 +135,13 @@ def vaezip_codes(
         rows = model_rows(ckpt, lat, arrays)
     q = quantizer(lat, qconfig, rows)
     codes, _ = quantize(lat.mean, q)
-    cparams = calibrate_codec([codes[:2048]], cconfig)
+    cparams = calibrate_codec([codes[:2048]], cconfig, [latent_width(lat.shape)])
     code_bytes, file_bytes, footer = archive_bytes(ckpt, codes, q, cparams, lat.shape, arrays)
     return Stored(
         codes,
         dequantize(codes, q),
         code_bytes,
-        len(cparams.dictionary),
+        len(cparams.dictionary) + len(cparams.model),
         file_bytes - footer,
         footer,
         q,
@@ -159,7 +159,7 @@ def archive_bytes(
 ) -> tuple[int, int, int]:
     """Bytes of one archive file's stored codes column, of the whole file, and of its footer
     (with the leading magic: what a file costs however few rows it holds)."""
-    payloads, crcs = Codec(cparams).encode(codes)
+    payloads, crcs = Codec(cparams).encode(codes, latent_width(latent_shape))
     meta = ArchiveMeta(
         model_fingerprint=ckpt.fingerprint,
         model_config=config_to_dict(ckpt.config),

@@ -147,6 +147,13 @@ def targets(results: dict) -> list[list[str]]:
         if "xz9_best_layout_bytes" in c:
             r = c["vaezip_bytes"] / c["xz9_best_layout_bytes"]
             add(f"{name}: codes column / xz -9 <= 1.05 (zstd {c['level']})", r, r <= 1.05)
+        if "rans_bytes" in c:
+            r = (c["rans_bytes"] + c["rans_model_bytes"]) / c["xz9_best_layout_bytes"]
+            add(f"{name}: codes column + model / xz -9 <= 1.05 (--codec rans)", r, r <= 1.05)
+            sp = c["rans_speeds"]
+            cm, dm = float(np.median(sp["compress_mb_s"])), float(np.median(sp["decompress_mb_s"]))
+            add(f"{name}: --codec rans compress MB/s >= 30 (one core)", cm, cm >= 30, ".0f")
+            add(f"{name}: --codec rans decompress MB/s >= 150 (one core)", dm, dm >= 150, ".0f")
     bounds = {"photos": 0.06, "digits": 0.30}
     for name, rows_ in results.get("latents", {}).items():
         bound = bounds.get(name, 0.20)  # the SD-like model's
@@ -370,6 +377,7 @@ def write_page(results: dict, page: str, out: str) -> None:
                     f"{c['vaezip_bytes'] / bound:.2f}x",
                     f"{c.get('vaezip_position_unfolded_bytes', c['vaezip_bytes']):,}",
                     f"{c['vaezip_row_frames_bytes']:,} (+{c['vaezip_dictionary_bytes']:,} dict)",
+                    f"{c['rans_bytes']:,} (+{c['rans_model_bytes']:,} model)" if "rans_bytes" in c else "-",
                     f"{c['zstd3_column_bytes']:,}",
                     f"{c['zstd19_column_bytes']:,}",
                     f"{c['xz9_column_bytes']:,} / {c['xz9_per_row_bytes']:,} / "
@@ -388,6 +396,7 @@ def write_page(results: dict, page: str, out: str) -> None:
                 "vs bound",
                 "before: position-major, unfolded",
                 "vaezip per-row frames",
+                "vaezip --codec rans",
                 "zstd-3 one frame",
                 "zstd-19 one frame",
                 "xz -9 column / per row / best layout",
@@ -408,8 +417,20 @@ def write_page(results: dict, page: str, out: str) -> None:
                         f"{sorted(s_['decompress_mb_s'])[len(s_['decompress_mb_s']) // 2]:.1f}",
                     ]
                 )
+            if "rans_speeds" in c:
+                sp = c["rans_speeds"]
+                rows.append(
+                    [
+                        name,
+                        "rans",
+                        "row (column zstd 1)",
+                        f"{sp['bytes']:,} (+{sp['model_bytes']:,} model)",
+                        f"{float(np.median(sp['compress_mb_s'])):.1f}",
+                        f"{float(np.median(sp['decompress_mb_s'])):.1f}",
+                    ]
+                )
         lines += [
-            "zstd speed by level and framing (MB/s of uncompressed codes, median; column: "
+            "zstd (and rans) speed by level and framing (MB/s of uncompressed codes, median; column: "
             "a Parquet write and read of the codes column):",
             "",
         ]
