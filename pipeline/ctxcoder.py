@@ -437,13 +437,15 @@ def _quantize(counts: np.ndarray, channel: np.ndarray) -> np.ndarray:
     while f.sum() != total:
         diff = total - int(f.sum())
         if diff > 0:
-            gain = np.where(p > 0, p * np.log2((f + 1) / np.maximum(f, 1)), -1.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gain = np.where(p > 0, p * np.log2((f + 1) / np.maximum(f, 1)), -1.0)
             gain[f == 0] = np.where(p[f == 0] > 0, np.inf, -1.0)
             f[int(np.argmax(gain))] += 1
         else:
             floor = np.ones_like(f)
             floor[(counts == 0) & (np.arange(f.size) != f.size - 1)] = 0
-            loss = np.where(f > floor, p * np.log2(f / np.maximum(f - 1, 1)), np.inf)
+            with np.errstate(divide="ignore", invalid="ignore"):  # f == 0 lanes are masked out
+                loss = np.where(f > floor, p * np.log2(f / np.maximum(f - 1, 1)), np.inf)
             loss[(f - 1 == 0) & (f > floor)] = np.inf
             f[int(np.argmin(loss))] -= 1
     return f
