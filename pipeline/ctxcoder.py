@@ -20,11 +20,12 @@ Where the gain over zstd comes from, measured on the demo photo model's codes (1
 crops, 8 x 16 x 16 codes each, posterior step): zstd codes each byte from one literal table
 per block, shared by every channel and blind to the neighbours; xz -9 gains from its one-byte
 repeat matches and adaptive probabilities. The empirical entropy of the residuals given only
-the channel is 41,609 bytes, given these contexts 36,471; the coder stores 37,270 bytes of
+the channel is 41,609 bytes, given these contexts 36,684; the coder stores 37,270 bytes of
 streams and a 1,594-byte model (xz -9: 39,388 in its better layout; zstd -9: 48,513).
-Contexts that also looked at the left neighbour measured 3.5% smaller but decoded at under
-100 MB/s: each table then depends on the symbol just decoded. ``python -m jobs.bench --only
-codec`` measures the coder as the archive stores it, model included.
+Contexts that also looked at the left neighbour stored 4% less (35,630 bytes of streams
+against 37,104, at 12-bit frequencies) but decoded at under 100 MB/s: each table then
+depends on the symbol just decoded. ``python -m jobs.bench --only codec`` measures the coder
+as the archive stores it, model included.
 
 The loops are compiled with numba (the one door to it): decoding is sequential per symbol,
 which Python could not do at a useful speed.
@@ -147,7 +148,6 @@ class _Tables:
     freqs: np.ndarray  # (T, K) uint32
     cums: np.ndarray  # (T, K) uint32
     packed: np.ndarray  # (T, 2**SCALE_BITS) uint32: symbol, frequency, offset (``_tables``)
-    slots: np.ndarray  # (T, 2**SCALE_BITS) uint16: slot -> symbol
 
 
 def _tables(model: CtxModel) -> _Tables:
@@ -163,7 +163,7 @@ def _tables(model: CtxModel) -> _Tables:
         cums, slots.astype(np.int64), axis=1
     )
     packed = (sym << np.uint32(2 * SCALE_BITS)) | (f << np.uint32(SCALE_BITS)) | bias
-    return _Tables(model.centers, buckets, model.sizes, freqs, cums, packed, slots)
+    return _Tables(model.centers, buckets, model.sizes, freqs, cums, packed)
 
 
 # ---- the compiled loops ------------------------------------------------------------------
@@ -173,7 +173,7 @@ def _tables(model: CtxModel) -> _Tables:
 # before, so they are worked out for the whole line first (a loop the compiler vectorises)
 # and the sequential part, one symbol after another, is left with the rANS step and the
 # prediction: that kept the decoder over 150 MB/s, where tables that also looked at the left
-# neighbour (3.5% smaller on the demo photo codes) held it under 100. The rANS state is 32
+# neighbour (4% smaller on the demo photo codes) held it under 100. The rANS state is 32
 # bits, in [2**16, 2**32), renormalised 16 bits at a time (at most once a symbol, as
 # SCALE_BITS <= 16), words little-endian.
 
@@ -291,7 +291,7 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode(data, starts, ends, centers, buckets, sizes, packed, slots, top, out):  # pragma: no cover
+def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # pragma: no cover
     """Rows' streams -> (N, A, H, W) int64 codes in ``out``. Returns (-1, 0), or the first
     bad row's index and why (``_REASONS``)."""
     n, a, h, w = out.shape
@@ -492,7 +492,7 @@ class CtxCoder:
         out = np.zeros((n, channels, positions // width, width), dtype=np.int64)
         t = self._t
         top = int(np.iinfo(dtype).max)
-        bad, reason = _decode(data, starts, ends, t.centers, t.buckets, t.sizes, t.packed, t.slots, top, out)
+        bad, reason = _decode(data, starts, ends, t.centers, t.buckets, t.sizes, t.packed, top, out)
         if bad >= 0:
             raise RowError(int(bad), _REASONS[int(reason)])
         return out.reshape(n, channels, positions).astype(dtype)

@@ -75,6 +75,21 @@ def coders(codes: np.ndarray, layout: str) -> dict:
     }
 
 
+def _codes_column(payloads: list[bytes], compression: str, level: int | None) -> io.BytesIO:
+    """A Parquet file of one ``vz_codes`` column, as the archive writer stores it."""
+    buf = io.BytesIO()
+    pq.write_table(
+        pa.table({"vz_codes": pa.array(payloads, pa.binary())}),
+        buf,
+        compression=compression,
+        compression_level=level,
+        use_dictionary=False,
+        write_statistics=False,
+        row_group_size=1024,
+    )
+    return buf
+
+
 def speeds(
     codes: np.ndarray,
     layout: str,
@@ -109,16 +124,7 @@ def speeds(
                     start = time.perf_counter()
                     back = [codec.decompress(f) for f in frames]
                 else:
-                    buf = io.BytesIO()
-                    pq.write_table(
-                        pa.table({"vz_codes": pa.array(laid, pa.binary())}),
-                        buf,
-                        compression="zstd",
-                        compression_level=level,
-                        use_dictionary=False,
-                        write_statistics=False,
-                        row_group_size=1024,
-                    )
+                    buf = _codes_column(laid, "zstd", level)
                     c_times.append(time.perf_counter() - start)
                     size = len(buf.getvalue())
                     start = time.perf_counter()
@@ -151,16 +157,7 @@ def rans_speeds(codes: np.ndarray, params: CodecParams, width: int, repeats: int
     for _ in range(repeats):
         start = time.perf_counter()
         payloads, _ = codec.encode(codes, width)
-        buf = io.BytesIO()
-        pq.write_table(
-            pa.table({"vz_codes": pa.array(payloads, pa.binary())}),
-            buf,
-            compression=kind,
-            compression_level=level,
-            use_dictionary=False,
-            write_statistics=False,
-            row_group_size=1024,
-        )
+        buf = _codes_column(payloads, kind, level)
         c_times.append(time.perf_counter() - start)
         size = len(buf.getvalue())
         start = time.perf_counter()
