@@ -168,43 +168,71 @@ def _tables(model: CtxModel) -> _Tables:
 
 # ---- the compiled loops ------------------------------------------------------------------
 #
-# A row's codes and residuals are flat arrays of (A, H, W) in C order: position (k, i, j) is
-# ``(k * h + i) * w + j``. A line's tables depend only on the line above and the channel
-# before, so they are worked out for the whole line first (a loop the compiler vectorises)
-# and the sequential part, one symbol after another, is left with the rANS step and the
-# prediction: that kept the decoder over 150 MB/s, where tables that also looked at the left
-# neighbour (4% smaller on the demo photo codes) held it under 100. The rANS state is 32
-# bits, in [2**16, 2**32), renormalised 16 bits at a time (at most once a symbol, as
-# SCALE_BITS <= 16), words little-endian.
+# A row's codes are a flat array of (A, H, W) in C order: position (k, i, j) is
+# ``(k * h + i) * w + j``. Beside it the loops keep, per position, the residual's size
+# (``mag``) and sign class (``sgn``: 0 negative, 1 zero, 2 positive). A line's tables depend
+# only on the line above and the channel before, so they are worked out for the whole line
+# first and the sequential part, one symbol after another, is left with the rANS step and the
+# prediction; tables that also looked at the left neighbour (4% smaller on the demo photo
+# codes) would put the context work on that sequential path. The rANS state is 32 bits, in
+# [2**16, 2**32), renormalised 16 bits at a time (at most once a symbol, as SCALE_BITS <=
+# 16), words little-endian.
 
 _LOW = 1 << 16
 
 
 @numba.njit(inline="always")
-def _line(x, res, k, i, w, hw, base, buckets, out_t, out_a):  # pragma: no cover - compiled
-    """Tables (and activities) of line i of channel k, which starts at ``base``."""
-    for j in range(w):
-        a = 0
-        if i > 0:
-            up = base - w + j
-            jl = up - 1 if j > 0 else up
-            jr = up + 1 if j + 1 < w else up
-            a = abs(x[up] - x[jl]) + abs(x[jr] - x[up]) + abs(res[up]) + abs(res[jl]) + abs(res[jr])
-        a = min(a, ACT_MAX)
-        d = res[base + j - hw] if k > 0 else 0
-        out_t[j] = (k * GROUPS + buckets[k, a]) * SIGNS + (d > 0) - (d < 0) + 1
-        out_a[j] = a
+def _contexts(x, res, k, i, w, hw, base, bk, tabs, acts):  # pragma: no cover - compiled
+    """Tables (and activities) of line i of channel k, which starts at ``base``; ``bk`` is the
+    channel's activity-to-bucket table. ``_decode`` writes the same rule out in its loop."""
+    tk = k * GROUPS * SIGNS + 1
+    prev = base - hw if k > 0 else base  # k == 0: no channel before, the sign term is 0
+    sg = 1 if k > 0 else 0
+    if i > 0:
+        up = base - w
+        n0 = x[up]
+        r0 = abs(res[up])
+        nl = n0
+        rl = r0
+        for j in range(w):  # NW, N, NE rolled along the line above; edges repeat
+            jr = up + j + 1 if j + 1 < w else up + j
+            nr = x[jr]
+            rr = abs(res[jr])
+            activity = min(abs(n0 - nl) + abs(nr - n0) + rl + r0 + rr, ACT_MAX)
+            d = res[prev + j] * sg
+            acts[j] = activity
+            tabs[j] = tk + bk[activity] * SIGNS + (d > 0) - (d < 0)
+            nl = n0
+            rl = r0
+            n0 = nr
+            r0 = rr
+    else:
+        for j in range(w):
+            d = res[prev + j] * sg
+            acts[j] = 0
+            tabs[j] = tk + bk[0] * SIGNS + (d > 0) - (d < 0)
+
+
+@numba.njit(inline="always")
+def _median(pw, pn, pnw):  # pragma: no cover - compiled
+    """LOCO-I's median edge detector: the median of W, N and W + N - NW."""
+    return max(min(pw, pn), min(max(pw, pn), pw + pn - pnw))
 
 
 @numba.njit(inline="always")
 def _predict(x, i, j, w, q, center):  # pragma: no cover - compiled
-    """The median of W, N and W + N - NW (FORMAT.md's fall-backs at the edges)."""
+    """Code q's prediction, with FORMAT.md's fall-backs at the edges."""
     if i == 0:
         return x[q - 1] if j > 0 else center
     pn = x[q - w]
-    pw = x[q - 1] if j > 0 else pn
-    pnw = x[q - w - 1] if j > 0 else pn
-    return max(min(pw, pn), min(max(pw, pn), pw + pn - pnw))
+    return _median(x[q - 1], pn, x[q - w - 1]) if j > 0 else pn
+
+
+@numba.njit(inline="always")
+def _residuals(x, i, w, base, center, res):  # pragma: no cover - compiled
+    for j in range(w):
+        q = base + j
+        res[q] = x[q] - _predict(x, i, j, w, q, center)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -221,9 +249,8 @@ def _features(codes, centers, buckets, res, act, tab):  # pragma: no cover - com
         for k in range(a):
             for i in range(h):
                 base = (k * h + i) * w
-                _line(x, rr, k, i, w, hw, base, buckets, tr[base : base + w], ar[base : base + w])
-                for j in range(w):
-                    rr[base + j] = x[base + j] - _predict(x, i, j, w, base + j, centers[k])
+                _contexts(x, rr, k, i, w, hw, base, buckets[k], tr[base : base + w], ar[base : base + w])
+                _residuals(x, i, w, base, centers[k], rr)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -234,7 +261,7 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
     hw = h * w
     per = a * hw
     res = np.empty(per, dtype=np.int64)
-    act = np.empty(per, dtype=np.int64)
+    act = np.empty(w, dtype=np.int64)
     tabs = np.empty(per, dtype=np.int64)
     syms = np.empty(per, dtype=np.int64)
     esc = np.empty(per, dtype=np.int64)
@@ -246,11 +273,10 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
             top = sizes[k] - 1
             for i in range(h):
                 base = (k * h + i) * w
-                _line(x, res, k, i, w, hw, base, buckets, tabs[base : base + w], act[base : base + w])
-                for j in range(w):
-                    q = base + j
-                    d = x[q] - _predict(x, i, j, w, q, centers[k])
-                    res[q] = d
+                _contexts(x, res, k, i, w, hw, base, buckets[k], tabs[base : base + w], act)
+                _residuals(x, i, w, base, centers[k], res)
+                for q in range(base, base + w):
+                    d = res[q]
                     v = 2 * d if d >= 0 else -2 * d - 1
                     if v < top and freqs[tabs[q], v] > 0:
                         syms[q] = v
@@ -290,6 +316,12 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
     return True
 
 
+@numba.njit(inline="always")
+def _word(data, p):  # pragma: no cover - compiled
+    """The little-endian 16-bit word at byte p."""
+    return np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
+
+
 @numba.njit(cache=True, nogil=True)
 def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # pragma: no cover
     """Rows' streams -> (N, A, H, W) int64 codes in ``out``. Returns (-1, 0), or the first
@@ -297,8 +329,7 @@ def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # p
     n, a, h, w = out.shape
     hw = h * w
     per = a * hw
-    res = np.empty(per, dtype=np.int64)
-    act = np.empty(w, dtype=np.int64)
+    res = np.zeros(per, dtype=np.int64)
     tabs = np.empty(w, dtype=np.int64)
     mask = np.uint64((1 << SCALE_BITS) - 1)
     low = np.uint64(_LOW)
@@ -308,21 +339,45 @@ def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # p
         end = ends[r]
         if end - p < 4 or (end - p) % 2:
             return r, 1
-        state = np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
-        state |= (np.uint64(data[p + 2]) << np.uint64(16)) | (np.uint64(data[p + 3]) << np.uint64(24))
+        state = _word(data, p) | (_word(data, p + 2) << np.uint64(16))
         p += 4
         if state < low:
             return r, 2
+        outside = False
         for k in range(a):
             last = sizes[k] - 1
             center = centers[k]
+            bk = buckets[k]
+            tk = k * GROUPS * SIGNS + 1
+            sg = 1 if k > 0 else 0
             for i in range(h):
                 base = (k * h + i) * w
-                _line(x, res, k, i, w, hw, base, buckets, tabs, act)
+                # _contexts, written out (as a call the loop decoded 15% slower)
+                prev = base - hw if k > 0 else base
+                if i > 0:
+                    up = base - w
+                    n0 = x[up]
+                    r0 = abs(res[up])
+                    nl = n0
+                    rl = r0
+                    for j in range(w):
+                        jr = up + j + 1 if j + 1 < w else up + j
+                        nr = x[jr]
+                        rr = abs(res[jr])
+                        activity = min(abs(n0 - nl) + abs(nr - n0) + rl + r0 + rr, ACT_MAX)
+                        d = res[prev + j] * sg
+                        tabs[j] = tk + bk[activity] * SIGNS + (d > 0) - (d < 0)
+                        nl = n0
+                        rl = r0
+                        n0 = nr
+                        r0 = rr
+                else:
+                    for j in range(w):
+                        d = res[prev + j] * sg
+                        tabs[j] = tk + bk[0] * SIGNS + (d > 0) - (d < 0)
+                pw = center  # the left neighbour, carried in a register
                 for j in range(w):
-                    t = tabs[j]
-                    slot = state & mask
-                    e = np.uint64(packed[t, slot])
+                    e = np.uint64(packed[tabs[j], state & mask])
                     v = np.int64(e >> np.uint64(2 * SCALE_BITS))
                     state = ((e >> np.uint64(SCALE_BITS)) & mask) * (state >> np.uint64(SCALE_BITS)) + (
                         e & mask
@@ -330,11 +385,7 @@ def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # p
                     if state < low:
                         if p >= end:
                             return r, 1
-                        state = (
-                            (state << np.uint64(16))
-                            | np.uint64(data[p])
-                            | (np.uint64(data[p + 1]) << np.uint64(8))
-                        )
+                        state = (state << np.uint64(16)) | _word(data, p)
                         p += 2
                     if v == last:  # escaped: two uniform 16-bit words, low first
                         v = np.int64(0)
@@ -344,19 +395,27 @@ def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # p
                             if state < low:
                                 if p >= end:
                                     return r, 1
-                                state = (
-                                    (state << np.uint64(16))
-                                    | np.uint64(data[p])
-                                    | (np.uint64(data[p + 1]) << np.uint64(8))
-                                )
+                                state = (state << np.uint64(16)) | _word(data, p)
                                 p += 2
+                    d = (v >> 1) ^ -(v & 1)  # zigzag back
                     q = base + j
-                    d = (v >> 1) if v % 2 == 0 else -((v + 1) >> 1)
-                    c = _predict(x, i, j, w, q, center) + d
-                    if c < 0 or c > top:
-                        return r, 3
+                    if i > 0:  # _predict, with W carried in a register
+                        pn = x[q - w]
+                        if j > 0:
+                            pnw = x[q - w - 1]
+                        else:
+                            pw = pn
+                            pnw = pn
+                        pred = _median(pw, pn, pnw)
+                    else:
+                        pred = pw
+                    c = pred + d
+                    outside |= (c < 0) | (c > top)
                     res[q] = d
                     x[q] = c
+                    pw = c
+        if outside:
+            return r, 3
         if state != low:
             return r, 4
         if p != end:
