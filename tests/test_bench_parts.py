@@ -110,3 +110,19 @@ def test_the_rans_speed_section_round_trips_through_parquet():
     out = rans_speeds(codes, params, 4, repeats=2)  # it asserts the codes came back
     assert out["bytes"] > 0 and out["model_bytes"] == len(params.model)
     assert len(out["compress_mb_s"]) == len(out["decompress_mb_s"]) == 2
+
+
+def test_the_latents_table_stores_each_loss_target_with_rans_too(photos, photos_ckpt):
+    from jobs.benches import latents
+    from jobs.benches.common import load_arrays
+    from pipeline.checkpoint import load_checkpoint
+
+    arrays = load_arrays(str(photos / "heldout"), max_rows=48)[:48]
+    rows = latents.compare(load_checkpoint(photos_ckpt), arrays, targets=(0.5,))
+    by = {r["store"]: r for r in rows}
+    zstd, rans = by["vaezip loss, 0.5 dB"], by["vaezip loss, 0.5 dB, --codec rans"]
+    assert rans["codec"] == "rans" and "codec" not in zstd
+    assert rans["psnr"] == zstd["psnr"] and rans["pooled_loss_db"] == zstd["pooled_loss_db"]
+    assert rans["bytes_per_sample"] > 0 and rans["bytes_per_sample"] != zstd["bytes_per_sample"]
+    assert "vaezip loss, 0.1 dB (default), --codec rans" in by
+    assert not [s for s in by if "rans" in s and "loss" not in s]  # fixed stores: zstd only

@@ -250,12 +250,30 @@ def compare(ckpt: Checkpoint, arrays: np.ndarray, targets: tuple[float, ...] = L
                 "sse": sse(y, arrays),
             }
         )
+        if qconfig.mode == "loss" and len(lat.shape) > 1:
+            rows.append(_with_rans(ckpt, st, lat, arrays, rows[-1]))
     for r in rows:
         r["vs_float16_bytes"] = r["bytes_per_sample"] / (2 * values)
         r["psnr_loss_db"] = ref_psnr - r["psnr"]
         # the job's own measure: the PSNR drop of the pooled error, over every row
         r["pooled_loss_db"] = 10 * np.log10(max(r.pop("sse"), 1e-30) / max(ref_sse, 1e-30))
     return rows
+
+
+def _with_rans(ckpt: Checkpoint, st: Stored, lat: Latents, arrays: np.ndarray, row: dict) -> dict:
+    """``row``'s codes (the same latents, so the same PSNR) stored with ``--codec rans``."""
+    width = latent_width(lat.shape)
+    cparams = calibrate_codec([st.codes[:2048]], CodecConfig(name="rans"), [width])
+    code_bytes, file_bytes, footer = archive_bytes(ckpt, st.codes, st.quantizer, cparams, lat.shape, arrays)
+    n = len(arrays)
+    return {
+        **row,
+        "store": f"{row['store']}, --codec rans",
+        "codec": "rans",
+        "bytes_per_sample": (file_bytes - footer) / n,
+        "footer_bytes": footer,
+        "code_bytes_per_sample": code_bytes / n,
+    }
 
 
 def precision_psnr(ckpt: Checkpoint, arrays: np.ndarray, precision: str = "bf16") -> dict:

@@ -34,15 +34,23 @@ def write_latent_plots(results: dict, out: str) -> None:
     fixed stores as points."""
     for name, rows_ in results.get("latents", {}).items():
         fig, ax = plt.subplots(figsize=(6, 4))
-        loss = sorted((r for r in rows_ if r.get("mode") == "loss"), key=lambda r: r["target_loss_db"])
-        ax.plot(
-            [r["bytes_per_sample"] for r in loss],
-            [r["pooled_loss_db"] for r in loss],
-            "o-",
-            label="vaezip --max-loss-db 0.02..1",
-        )
-        for r in loss:
-            ax.annotate(f"{r['target_loss_db']:g}", (r["bytes_per_sample"], r["pooled_loss_db"]), fontsize=7)
+        for codec in ("zstd", "rans"):
+            loss = sorted(
+                (r for r in rows_ if r.get("mode") == "loss" and r.get("codec", "zstd") == codec),
+                key=lambda r: r["target_loss_db"],
+            )
+            if not loss:
+                continue
+            ax.plot(
+                [r["bytes_per_sample"] for r in loss],
+                [r["pooled_loss_db"] for r in loss],
+                "o-",
+                label=f"vaezip --max-loss-db 0.02..1 (--codec {codec})",
+            )
+            for r in loss:
+                ax.annotate(
+                    f"{r['target_loss_db']:g}", (r["bytes_per_sample"], r["pooled_loss_db"]), fontsize=7
+                )
         for r in rows_:
             if r.get("mode") != "loss" and r["store"] != "float32 latents":
                 ax.plot([r["bytes_per_sample"]], [r["pooled_loss_db"]], "s", label=r["store"])
