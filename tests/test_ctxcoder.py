@@ -59,6 +59,18 @@ def test_codes_outside_the_fitted_tables_are_escaped():
     assert np.array_equal(back, wild)
 
 
+def test_codes_past_the_code_type_are_refused_by_row():
+    codes = smooth_codes(6, 2, 4, 4, 200, np.uint16)
+    wide = codes.copy()
+    wide[4, 1, 15] = 300  # the row's last code: fits the uint16 it was coded from, not uint8
+    coder = CtxCoder(fit([(codes, 4)]))
+    streams = coder.encode(wide, 4)
+    assert np.array_equal(coder.decode(streams, 2, 16, 4, np.dtype(np.uint16)), wide)
+    with pytest.raises(RowError, match="outside the code type") as err:
+        coder.decode(streams, 2, 16, 4, np.dtype(np.uint8))
+    assert err.value.row == 4
+
+
 def test_the_coder_beats_zstd_on_structured_codes():
     codes = smooth_codes(200, 4, 8, 8, 24)
     model = fit([(codes, 8)])
