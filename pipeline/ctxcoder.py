@@ -176,15 +176,13 @@ def _tables(model: CtxModel) -> _Tables:
 
 # ---- the compiled loops ------------------------------------------------------------------
 #
-# A row's codes are a flat array of (A, H, W) in C order: position (k, i, j) is
-# ``(k * h + i) * w + j``. Beside it the loops keep, per position, the residual's size
-# (``mag``) and sign class (``sgn``: 0 negative, 1 zero, 2 positive). A line's tables depend
-# only on the line above and the channel before, so they are worked out for the whole line
-# first and the sequential part, one symbol after another, is left with the rANS step and the
-# prediction; tables that also looked at the left neighbour (4% smaller on the demo photo
-# codes) would put the context work on that sequential path. The rANS state is 32 bits, in
-# [2**16, 2**32), renormalised 16 bits at a time (at most once a symbol, as SCALE_BITS <=
-# 16), words little-endian.
+# A row's codes and residuals are flat arrays of (A, H, W) in C order: position (k, i, j) is
+# ``(k * h + i) * w + j``. A line's tables depend only on the line above and the channel
+# before, so they are worked out for the whole line first and the sequential part, one
+# symbol after another, is left with the rANS step and the prediction; tables that also
+# looked at the left neighbour (4% smaller on the demo photo codes) would put the context
+# work on that sequential path. The rANS state is 32 bits, in [2**16, 2**32), renormalised
+# 16 bits at a time (at most once a symbol, as SCALE_BITS <= 16), words little-endian.
 
 _LOW = 1 << 16
 
