@@ -32,9 +32,9 @@ which Python could not do at a useful speed. Where the decoder's time goes (numb
 on the same photo codes, one core of this 2.6 GHz machine, 2026-11-29): the rANS step alone,
 tables given, 3.9 ns a symbol, bound by its own dependency chain (two interleaved states:
 2.3 ns); with the prediction and the stores, tables still given, 4.8 ns (210 MB/s); working
-out each line's tables as well, 7.5 ns (about 130 MB/s), and 6.9 ns (145 MB/s) once the
-codes were written in their own type instead of int64. Not the tables' size: the same
-speed with every table of a channel identical, or with 9- or 8-bit frequencies. Two
+out each line's tables as well, 7.5 ns (about 130 MB/s), and 6.9-7.4 ns (136-146 MB/s over
+runs) once the codes were written in their own type instead of int64. Not the tables' size:
+9- and 8-bit frequencies (tables a half and a quarter the size) decoded as fast. Two
 interleaved states per row measured 7-10% faster overall (and 1.2% larger), too little to
 change the format for.
 """
