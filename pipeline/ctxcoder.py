@@ -28,15 +28,20 @@ depends on the symbol just decoded. ``python -m jobs.bench --only codec`` measur
 as the archive stores it, model included.
 
 The loops are compiled with numba (the one door to it): decoding is sequential per symbol,
-which Python could not do at a useful speed. Where the decoder's time goes (numba variants
-on the same photo codes, one core of this 2.6 GHz machine, 2026-11-29): the rANS step alone,
-tables given, 3.9 ns a symbol, bound by its own dependency chain (two interleaved states:
-2.3 ns); with the prediction and the stores, tables still given, 4.8 ns (210 MB/s); working
-out each line's tables as well, 7.5 ns (about 130 MB/s), and 6.9-7.4 ns (136-146 MB/s over
-runs) once the codes were written in their own type instead of int64. Not the tables' size:
-9- and 8-bit frequencies (tables a half and a quarter the size) decoded as fast. Two
-interleaved states per row measured 7-10% faster overall (and 1.2% larger), too little to
-change the format for.
+which Python could not do at a useful speed. Where the decoder's time went, and what took
+it from 136-146 MB/s to about 210 (numba variants on the same photo codes, one core of
+this 2.6 GHz machine, 2026-11-29/30): the loop ran about 85 instructions a symbol, a third
+of them numba's test of every signed index for a negative value and reloads of values
+spilled to the stack, so it was bound by instructions, not by the rANS chain (3.9 ns a
+symbol alone). Unsigned positions (no index tests), a packed slot that holds the residual
+itself (no zigzag), an escape test that calls out (written in, numba reference-counted the
+words array every symbol) and codes kept as int64 and checked against the code type once a
+row cut it to about 47; then two rows decoded side by side, each with its own state, keep
+the core busy while one chain waits (three or four rows were no faster: registers run
+out; their scratch arrays are passed in: allocated inside the loop's function they cost a
+fifth of its speed). A branch-free renormalisation alone gained nothing, nor did 9- or 8-bit frequencies
+(smaller tables), int32 buffers, or working out the next line's tables inside the symbol
+loop. Two interleaved states per row would change the format for 7-10% more.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ ACT_MAX = 4095  # activities above this share the last bucket
 MODEL_VERSION = 1
 _L = 1 << 23  # rANS state interval [L, 256 L)
 _PRIOR = 2.0  # pseudo-counts a context borrows from its channel's distribution
+_RES_SHIFT = 2 * SCALE_BITS + 1  # a packed slot's residual, above its frequency and offset
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,12 @@ class _Tables:
     sizes: np.ndarray
     freqs: np.ndarray  # (T, K) uint32
     cums: np.ndarray  # (T, K) uint32
-    packed: np.ndarray  # (T, 2**SCALE_BITS) uint32: symbol, frequency, offset (``_tables``)
+    packed: np.ndarray  # (T * 2**SCALE_BITS,) int32: residual, frequency, offset (``_tables``)
+    escapes: np.ndarray  # (A,) int64: the residual ``packed`` gives a channel's escape
+
+
+def _zigzag_back(v: np.ndarray) -> np.ndarray:
+    return (v >> 1) ^ -(v & 1)
 
 
 def _tables(model: CtxModel) -> _Tables:
@@ -163,15 +174,15 @@ def _tables(model: CtxModel) -> _Tables:
     buckets = np.stack([np.searchsorted(e, act, side="left") for e in model.edges]).astype(np.uint8)
     freqs = model.freqs.astype(np.uint32)
     cums = (np.cumsum(freqs, axis=1) - freqs).astype(np.uint32)
-    slots = np.stack([np.repeat(np.arange(f.size, dtype=np.uint16), f) for f in model.freqs])
-    # per slot, one word: its symbol, the symbol's frequency and the slot's offset in it
-    sym = slots.astype(np.uint32)
-    f = np.take_along_axis(freqs, slots.astype(np.int64), axis=1)
-    bias = np.arange(1 << SCALE_BITS, dtype=np.uint32)[None, :] - np.take_along_axis(
-        cums, slots.astype(np.int64), axis=1
-    )
-    packed = (sym << np.uint32(2 * SCALE_BITS)) | (f << np.uint32(SCALE_BITS)) | bias
-    return _Tables(model.centers, buckets, model.sizes, freqs, cums, packed)
+    slots = np.stack([np.repeat(np.arange(f.size, dtype=np.int64), f) for f in model.freqs])
+    # per slot, one signed word: the residual its symbol stands for (zigzag undone, so the
+    # decoder does not), the symbol's frequency (up to 2**SCALE_BITS: 11 bits) and the
+    # slot's offset in it
+    f = np.take_along_axis(model.freqs, slots, axis=1)
+    bias = np.arange(1 << SCALE_BITS)[None, :] - np.take_along_axis(cums.astype(np.int64), slots, axis=1)
+    packed = (_zigzag_back(slots) << _RES_SHIFT) + (f << SCALE_BITS) + bias
+    escapes = _zigzag_back(model.sizes - 1)
+    return _Tables(model.centers, buckets, model.sizes, freqs, cums, packed.astype(np.int32).ravel(), escapes)
 
 
 # ---- the compiled loops ------------------------------------------------------------------
@@ -183,40 +194,57 @@ def _tables(model: CtxModel) -> _Tables:
 # looked at the left neighbour (4% smaller on the demo photo codes) would put the context
 # work on that sequential path. The rANS state is 32 bits, in [2**16, 2**32), renormalised
 # 16 bits at a time (at most once a symbol, as SCALE_BITS <= 16), words little-endian.
+#
+# Positions are unsigned (uint64) wherever the loops index with them: numba tests every
+# signed index for a negative value, which in the decoder cost more than the rANS step.
 
 _LOW = 1 << 16
 
 
 @numba.njit(inline="always")
-def _contexts(x, res, k, i, w, hw, base, bk, tabs, acts):  # pragma: no cover - compiled
-    """Tables (and activities) of line i of channel k, which starts at ``base``; ``bk`` is the
-    channel's activity-to-bucket table. ``_decode`` writes the same rule out in its loop."""
-    tk = k * GROUPS * SIGNS + 1
-    prev = base - hw if k > 0 else base  # k == 0: no channel before, the sign term is 0
-    sg = 1 if k > 0 else 0
-    if i > 0:
-        up = base - w
-        n0 = x[up]
-        r0 = abs(res[up])
+def _contexts(x, res, up, prev, w, sg, tk, bk, scale, tabs, acts):  # pragma: no cover - compiled
+    """Tables (and activities) of a line: the line above starts at ``up``, the same line of
+    the channel before at ``prev`` (its signs count when ``sg`` is 1); ``tk`` is the
+    channel's first table, ``bk`` its activity-to-bucket table. Each table is written times
+    ``scale`` (the decoder indexes one flat array of tables)."""
+    n0 = np.int64(x[up])
+    r0 = abs(res[up])
+    nl = n0
+    rl = r0
+    for j in range(w):  # NW, N, NE rolled along the line above; edges repeat
+        jr = up + np.uint64(j + 1 if j + 1 < w else j)
+        nr = np.int64(x[jr])
+        rr = abs(res[jr])
+        activity = min(abs(n0 - nl) + abs(nr - n0) + rl + r0 + rr, ACT_MAX)
+        d = res[prev + np.uint64(j)] * sg
+        acts[j] = activity
+        tabs[j] = np.uint64((tk + bk[activity] * SIGNS + (d > 0) - (d < 0)) * scale)
         nl = n0
         rl = r0
-        for j in range(w):  # NW, N, NE rolled along the line above; edges repeat
-            jr = up + j + 1 if j + 1 < w else up + j
-            nr = x[jr]
-            rr = abs(res[jr])
-            activity = min(abs(n0 - nl) + abs(nr - n0) + rl + r0 + rr, ACT_MAX)
-            d = res[prev + j] * sg
-            acts[j] = activity
-            tabs[j] = tk + bk[activity] * SIGNS + (d > 0) - (d < 0)
-            nl = n0
-            rl = r0
-            n0 = nr
-            r0 = rr
+        n0 = nr
+        r0 = rr
+
+
+@numba.njit(inline="always")
+def _first_contexts(res, prev, w, sg, tk, bk, scale, tabs, acts):  # pragma: no cover - compiled
+    """Tables of a channel's first line: no line above, activity 0."""
+    for j in range(w):
+        d = res[prev + np.uint64(j)] * sg
+        acts[j] = 0
+        tabs[j] = np.uint64((tk + bk[0] * SIGNS + (d > 0) - (d < 0)) * scale)
+
+
+@numba.njit(inline="always")
+def _line(x, res, k, i, w, hw, bk, scale, tabs, acts):  # pragma: no cover - compiled
+    """Tables (and activities) of line i of channel k, for the encoder and ``fit``."""
+    base = np.uint64((k * (hw // w) + i) * w)
+    prev = base - np.uint64(hw) if k > 0 else base  # k == 0: no channel before, sign term 0
+    sg = 1 if k > 0 else 0
+    tk = k * GROUPS * SIGNS + 1
+    if i > 0:
+        _contexts(x, res, base - np.uint64(w), prev, w, sg, tk, bk, scale, tabs, acts)
     else:
-        for j in range(w):
-            d = res[prev + j] * sg
-            acts[j] = 0
-            tabs[j] = tk + bk[0] * SIGNS + (d > 0) - (d < 0)
+        _first_contexts(res, prev, w, sg, tk, bk, scale, tabs, acts)
 
 
 @numba.njit(inline="always")
@@ -255,7 +283,7 @@ def _features(codes, centers, buckets, res, act, tab):  # pragma: no cover - com
         for k in range(a):
             for i in range(h):
                 base = (k * h + i) * w
-                _contexts(x, rr, k, i, w, hw, base, buckets[k], tr[base : base + w], ar[base : base + w])
+                _line(x, rr, k, i, w, hw, buckets[k], 1, tr[base : base + w], ar[base : base + w])
                 _residuals(x, i, w, base, centers[k], rr)
 
 
@@ -268,7 +296,7 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
     per = a * hw
     res = np.empty(per, dtype=np.int64)
     act = np.empty(w, dtype=np.int64)
-    tabs = np.empty(per, dtype=np.int64)
+    tabs = np.empty(per, dtype=np.uint64)
     syms = np.empty(per, dtype=np.int64)
     esc = np.empty(per, dtype=np.int64)
     tmp = np.empty(per * 3 + 2, dtype=np.uint16)  # at most a word and an escape's 2 a symbol
@@ -279,7 +307,7 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
             top = sizes[k] - 1
             for i in range(h):
                 base = (k * h + i) * w
-                _contexts(x, res, k, i, w, hw, base, buckets[k], tabs[base : base + w], act)
+                _line(x, res, k, i, w, hw, buckets[k], 1, tabs[base : base + w], act)
                 _residuals(x, i, w, base, centers[k], res)
                 for q in range(base, base + w):
                     d = res[q]
@@ -328,106 +356,179 @@ def _word(data, p):  # pragma: no cover - compiled
     return np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
 
 
-@numba.njit(cache=True, nogil=True)
-def _decode(data, starts, ends, centers, buckets, sizes, packed, top, out):  # pragma: no cover
-    """Rows' streams -> (N, A, H, W) codes in ``out`` (of the code type: numba would
-    compute on its unsigned values unsigned, hence the casts). Returns (-1, 0), or the first
-    bad row's index and why (``_REASONS``)."""
-    n, a, h, w = out.shape
-    hw = h * w
-    per = a * hw
-    res = np.zeros(per, dtype=np.int64)
-    tabs = np.empty(w, dtype=np.int64)
+@numba.njit(inline="always")
+def _step(packed, words, t, state, p):  # pragma: no cover - compiled
+    """One symbol under the table at offset t: (its residual, or the channel's escape value;
+    the state; the next word). The state is renormalised without a branch (a random branch
+    there is mispredicted about a symbol in five), reading a word it may not take: the words
+    are padded (``_padding``)."""
     mask = np.uint64((1 << SCALE_BITS) - 1)
-    low = np.uint64(_LOW)
-    for r in range(n):
-        x = out[r].ravel()
-        p = starts[r]
-        end = ends[r]
-        if end - p < 4 or (end - p) % 2:
-            return r, 1
-        state = _word(data, p) | (_word(data, p + 2) << np.uint64(16))
-        p += 4
-        if state < low:
-            return r, 2
-        outside = False
-        for k in range(a):
-            last = sizes[k] - 1
-            center = centers[k]
-            bk = buckets[k]
-            tk = k * GROUPS * SIGNS + 1
-            sg = 1 if k > 0 else 0
-            for i in range(h):
-                base = (k * h + i) * w
-                # _contexts, written out (as a call the loop decoded 15% slower)
-                prev = base - hw if k > 0 else base
-                if i > 0:
-                    up = base - w
-                    n0 = np.int64(x[up])
-                    r0 = abs(res[up])
-                    nl = n0
-                    rl = r0
-                    for j in range(w):
-                        jr = up + j + 1 if j + 1 < w else up + j
-                        nr = np.int64(x[jr])
-                        rr = abs(res[jr])
-                        activity = min(abs(n0 - nl) + abs(nr - n0) + rl + r0 + rr, ACT_MAX)
-                        d = res[prev + j] * sg
-                        tabs[j] = tk + bk[activity] * SIGNS + (d > 0) - (d < 0)
-                        nl = n0
-                        rl = r0
-                        n0 = nr
-                        r0 = rr
-                else:
-                    for j in range(w):
-                        d = res[prev + j] * sg
-                        tabs[j] = tk + bk[0] * SIGNS + (d > 0) - (d < 0)
-                pw = center  # the left neighbour, carried in a register
-                for j in range(w):
-                    e = np.uint64(packed[tabs[j], state & mask])
-                    v = np.int64(e >> np.uint64(2 * SCALE_BITS))
-                    state = ((e >> np.uint64(SCALE_BITS)) & mask) * (state >> np.uint64(SCALE_BITS)) + (
-                        e & mask
-                    )
-                    if state < low:
-                        if p >= end:
-                            return r, 1
-                        state = (state << np.uint64(16)) | _word(data, p)
-                        p += 2
-                    if v == last:  # escaped: two uniform 16-bit words, low first
-                        v = np.int64(0)
-                        for b in range(2):
-                            v |= np.int64(state & np.uint64(0xFFFF)) << (16 * b)
-                            state >>= np.uint64(16)
-                            if state < low:
-                                if p >= end:
-                                    return r, 1
-                                state = (state << np.uint64(16)) | _word(data, p)
-                                p += 2
-                    d = (v >> 1) ^ -(v & 1)  # zigzag back
-                    q = base + j
-                    if i > 0:  # _predict, with W carried in a register
-                        pn = np.int64(x[q - w])
-                        if j > 0:
-                            pnw = np.int64(x[q - w - 1])
-                        else:
-                            pw = pn
-                            pnw = pn
-                        pred = _median(pw, pn, pnw)
-                    else:
-                        pred = pw
-                    c = pred + d
-                    outside |= (c < 0) | (c > top)
-                    res[q] = d
-                    x[q] = c
-                    pw = c
-        if outside:
-            return r, 3
-        if state != low:
-            return r, 4
-        if p != end:
-            return r, 5
+    e = np.int64(packed[t + (state & mask)])
+    u = np.uint64(e)
+    state = ((u >> np.uint64(SCALE_BITS)) & np.uint64((2 << SCALE_BITS) - 1)) * (
+        state >> np.uint64(SCALE_BITS)
+    ) + (u & mask)
+    more = state < np.uint64(_LOW)
+    renormed = (state << np.uint64(16)) | np.uint64(words[p])
+    return e >> _RES_SHIFT, renormed if more else state, p + np.uint64(more)
+
+
+@numba.njit
+def _escaped(words, state, p):  # pragma: no cover - compiled
+    """An escaped residual: two uniform 16-bit words, low first, zigzagged. (Its own call:
+    written into ``_step``, the branch left numba reference-counting the words each symbol.)"""
+    z = np.int64(0)
+    for b in range(2):
+        z |= np.int64(state & np.uint64(0xFFFF)) << (16 * b)
+        state >>= np.uint64(16)
+        if state < np.uint64(_LOW):
+            state = (state << np.uint64(16)) | np.uint64(words[p])
+            p += np.uint64(1)
+    return (z >> 1) ^ -(z & 1), state, p
+
+
+@numba.njit(inline="always")
+def _start(data, starts, ends, r):  # pragma: no cover - compiled
+    """Row r's first state, its first and end word, and 0 or why it cannot start."""
+    p0 = starts[r]
+    end = ends[r]
+    state = _word(data, p0) | (_word(data, p0 + 2) << np.uint64(16))  # the padding covers it
+    bad = 0
+    if end - p0 < 4 or (end - p0) % 2:
+        bad = 1
+    elif state < np.uint64(_LOW):
+        bad = 2
+    return state, np.uint64((p0 + 4) // 2), np.uint64(end // 2), bad
+
+
+@numba.njit(inline="always")
+def _finish(x, out, top):  # pragma: no cover - compiled
+    """A decoded row into ``out`` (the code type); False if a code falls outside it."""
+    acc = np.int64(0)  # any code < 0 or > top sets its sign bit
+    for q in range(out.size):
+        c = x[q]
+        acc |= c | (top - c)
+        out[q] = c
+    return acc >= 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - compiled
+    """Rows ra and rb decoded side by side: each symbol waits on the one before through the
+    rANS state, so two rows' chains keep one core twice as busy (three or four rows ran no
+    faster: the loop runs out of registers). ra == rb decodes one row. Returns 0, or why a
+    row is bad (``_REASONS``; which row, only when ra == rb). ``streams`` and ``model`` are
+    ``_decode``'s."""
+    data, words, starts, ends = streams
+    centers, buckets, escapes, packed = model
+    _, a, h, w = out.shape
+    hw = h * w
+    uw = np.uint64(w)
+    size = np.int64(1 << SCALE_BITS)
+    xa = work[0]  # codes as int64, checked against the code type at the end
+    xb = work[1]
+    resa = work[2]
+    resb = work[3]
+    ta = tabs[0]
+    tb = tabs[1]
+    acts = tabs[2]
+    sa, pa, ea, bad = _start(data, starts, ends, ra)
+    if bad:
+        return bad
+    sb, pb, eb, bad = _start(data, starts, ends, rb)
+    if bad:
+        return bad
+    for k in range(a):
+        escape = escapes[k]
+        bk = buckets[k]
+        tk = k * GROUPS * SIGNS + 1
+        sg = 1 if k > 0 else 0
+        base = np.uint64(k * hw)
+        prev = base - np.uint64(hw) if k > 0 else base
+        _first_contexts(resa, prev, w, sg, tk, bk, size, ta, acts)
+        _first_contexts(resb, prev, w, sg, tk, bk, size, tb, acts)
+        wa = np.int64(centers[k])  # W, carried in a register
+        wb = wa
+        for j in range(w):
+            q = base + np.uint64(j)
+            da, sa, pa = _step(packed, words, ta[j], sa, pa)
+            if da == escape:
+                da, sa, pa = _escaped(words, sa, pa)
+            db, sb, pb = _step(packed, words, tb[j], sb, pb)
+            if db == escape:
+                db, sb, pb = _escaped(words, sb, pb)
+            wa += da
+            wb += db
+            resa[q] = da
+            resb[q] = db
+            xa[q] = wa
+            xb[q] = wb
+        if pa > ea or pb > eb:  # read past the end (at most 3 words a symbol: the padding)
+            return 1
+        for _ in range(1, h):
+            up = base
+            base += uw
+            prev += uw
+            _contexts(xa, resa, up, prev, w, sg, tk, bk, size, ta, acts)
+            _contexts(xb, resb, up, prev, w, sg, tk, bk, size, tb, acts)
+            na = xa[up]  # N, NW (and W at the line's start, where all three are N)
+            nb = xb[up]
+            wa = na
+            wb = nb
+            for j in range(w):
+                q = base + np.uint64(j)
+                da, sa, pa = _step(packed, words, ta[j], sa, pa)
+                if da == escape:
+                    da, sa, pa = _escaped(words, sa, pa)
+                db, sb, pb = _step(packed, words, tb[j], sb, pb)
+                if db == escape:
+                    db, sb, pb = _escaped(words, sb, pb)
+                ua = xa[up + np.uint64(j)]
+                ub = xb[up + np.uint64(j)]
+                wa = _median(wa, ua, na) + da
+                wb = _median(wb, ub, nb) + db
+                resa[q] = da
+                resb[q] = db
+                xa[q] = wa
+                xb[q] = wb
+                na = ua
+                nb = ub
+            if pa > ea or pb > eb:
+                return 1
+    if not _finish(xa, out[ra].ravel(), top) or not _finish(xb, out[rb].ravel(), top):
+        return 3
+    if sa != np.uint64(_LOW) or sb != np.uint64(_LOW):
+        return 4
+    if pa != ea or pb != eb:
+        return 5
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(streams, model, top, out):  # pragma: no cover - compiled
+    """Rows' streams -> (N, A, H, W) codes in ``out``, of the code type. ``streams``: the
+    rows' bytes, the same as 16-bit words (padded by ``_padding``), each row's first and end
+    byte; ``model``: the channels' centers, bucket tables and escape values, and the packed
+    tables. Returns (-1, 0), or the first bad row's index and why (``_REASONS``): a pair
+    with a bad row in it is decoded again one row at a time."""
+    n, a, h, w = out.shape
+    work = np.zeros((4, a * h * w), dtype=np.int64)
+    tabs = np.zeros((3, w), dtype=np.uint64)
+    for r in range(0, n, 2):
+        rb = min(r + 1, n - 1)  # an odd row out is decoded beside itself
+        if _pair(streams, model, top, out, r, rb, work, tabs):
+            for row in range(r, rb + 1):
+                bad = _pair(streams, model, top, out, row, row, work, tabs)
+                if bad:
+                    return row, bad
     return -1, 0
+
+
+def _padding(width: int) -> int:
+    """Bytes after the last stream that a decoder running past a row's end may read before
+    the line's end stops it: 3 words a symbol, a line of ``width`` symbols, and the first
+    state's 4 bytes."""
+    return 6 * width + 4
 
 
 _REASONS = {
@@ -554,11 +655,15 @@ class CtxCoder:
         lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=n)
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        data = np.frombuffer(b"".join(streams), dtype=np.uint8)
+        joined = b"".join(streams)
+        joined += bytes(_padding(width) + len(joined) % 2)
+        data = np.frombuffer(joined, dtype=np.uint8)
+        words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)  # native order
         out = np.empty((n, channels, positions // width, width), dtype=dtype)
         t = self._t
         top = int(np.iinfo(dtype).max)
-        bad, reason = _decode(data, starts, ends, t.centers, t.buckets, t.sizes, t.packed, top, out)
+        model = (t.centers, t.buckets, t.escapes, t.packed)
+        bad, reason = _decode((data, words, starts, ends), model, top, out)
         if bad >= 0:
             raise RowError(int(bad), _REASONS[int(reason)])
         return out.reshape(n, channels, positions)

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, checksum, row_bytes
 from pipeline.compress import decompress, encode_codes
-from pipeline.ctxcoder import CtxCoder, CtxModel, RowError, fit
+from pipeline.ctxcoder import SCALE_BITS, CtxCoder, CtxModel, RowError, fit
 from pipeline.encode import EncodeSpec, EncodeWorker
 from pipeline.errors import InputError
 from pipeline.format import ArchiveMeta, read_meta
@@ -95,17 +95,48 @@ def test_the_coder_beats_zstd_on_structured_codes():
         (lambda s: s[:4] + bytes(b ^ 0x55 for b in s[4:]), "."),
     ],
 )
-def test_a_damaged_stream_is_refused_with_its_row(damage, reason):
-    codes = smooth_codes(10, 3, 6, 6, 40)
+@pytest.mark.parametrize("row", [6, 7, 10])  # rows decode in pairs: first, second, the odd one out
+def test_a_damaged_stream_is_refused_with_its_row(damage, reason, row):
+    codes = smooth_codes(11, 3, 6, 6, 40)
     coder = CtxCoder(fit([(codes, 6)]))
     streams = coder.encode(codes, 6)
-    streams[6] = damage(streams[6])
+    streams[row] = damage(streams[row])
     with pytest.raises(RowError, match=reason) as err:
         back = coder.decode(streams, 3, 36, 6, np.dtype(np.uint8))
         # a flipped stream may decode to other in-range codes: the row's checksum catches those
-        assert not np.array_equal(back[6], codes[6])
-        raise RowError(6, "decoded to other codes")
-    assert err.value.row == 6
+        assert not np.array_equal(back[row], codes[row])
+        raise RowError(row, "decoded to other codes")
+    assert err.value.row == row
+
+
+def test_a_row_beside_a_bad_row_still_decodes_alone():
+    codes = smooth_codes(4, 2, 4, 4, 30)
+    coder = CtxCoder(fit([(codes, 4)]))
+    streams = coder.encode(codes, 4)
+    for bad in (0, 1):  # the pair (0, 1) fails together; each row is then decoded alone
+        damaged = list(streams)
+        damaged[bad] = damaged[bad][:-2]
+        with pytest.raises(RowError) as err:
+            coder.decode(damaged, 2, 16, 4, np.dtype(np.uint8))
+        assert err.value.row == bad
+        good = 1 - bad
+        assert np.array_equal(coder.decode([streams[good]], 2, 16, 4, np.dtype(np.uint8))[0], codes[good])
+
+
+def test_a_table_of_the_escape_alone_round_trips():
+    """A channel whose table holds only the escape (frequency 2**SCALE_BITS, which a valid
+    model may store): every code goes out as two uniform words."""
+    codes = smooth_codes(5, 2, 3, 3, 200)
+    m = fit([(codes, 3)])
+    freqs = m.freqs.copy()
+    per = freqs.shape[0] // 2
+    freqs[per:] = 0
+    freqs[per:, 0] = 1 << SCALE_BITS
+    sizes = m.sizes.copy()
+    sizes[1] = 1
+    model = CtxModel.from_bytes(CtxModel(m.centers, m.edges, sizes, freqs).to_bytes())
+    coder = CtxCoder(model)
+    assert np.array_equal(coder.decode(coder.encode(codes, 3), 2, 9, 3, np.dtype(np.uint8)), codes)
 
 
 @pytest.mark.parametrize(
