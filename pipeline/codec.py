@@ -281,7 +281,7 @@ class Codec:
 
     def __init__(self, params: CodecParams) -> None:
         self.params = params
-        self._ctx = CtxCoder(CtxModel.from_bytes(params.model)) if params.name == "rans" else None
+        self._ctx = CtxCoder.for_model(params.model) if params.name == "rans" else None
         d = zstandard.ZstdCompressionDict(params.dictionary) if params.dictionary else None
         self._c = zstandard.ZstdCompressor(
             level=params.level, dict_data=d, write_checksum=False, write_content_size=True

@@ -46,6 +46,7 @@ loop. Two interleaved states per row would change the format for 7-10% more.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,13 @@ class CtxModel:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CtxModel:
-        """Parse and check a stored model; ValueError names what is wrong."""
+        """Parse and check a stored model; ValueError names what is wrong. Parsed once per
+        content (about a millisecond each: opening an archive file asks three times, and a
+        job opens every file with the same model); its arrays are read-only."""
+        return _parse_model(bytes(data))
+
+    @classmethod
+    def _parse(cls, data: bytes) -> CtxModel:
         try:
             raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=64 << 20)
         except zstandard.ZstdError as err:
@@ -142,7 +149,15 @@ class CtxModel:
         e = np.asarray(edges, dtype=np.int64).reshape(a, GROUPS - 1)
         if np.any(np.diff(e, axis=1) < 0):
             raise ValueError("context model bucket edges are not ascending")
-        return cls(np.asarray(centers, dtype=np.int64), e, np.asarray(sizes, dtype=np.int64), freqs)
+        model = cls(np.asarray(centers, dtype=np.int64), e, np.asarray(sizes, dtype=np.int64), freqs)
+        for arr in (model.centers, model.edges, model.sizes, model.freqs):
+            arr.flags.writeable = False
+        return model
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_model(data: bytes) -> CtxModel:
+    return CtxModel._parse(data)
 
 
 def _varint(out: bytearray, value: int) -> None:
@@ -626,6 +641,12 @@ class CtxCoder:
         self.model = model
         self._t = _tables(model)
 
+    @classmethod
+    def for_model(cls, data: bytes) -> CtxCoder:
+        """The coder of a stored model, built once per content (its tables take a few
+        milliseconds: every archive file of a job carries the same model)."""
+        return _coder(bytes(data))
+
     def encode(self, codes: np.ndarray, width: int) -> list[bytes]:
         """(N, A, P) integer codes, rows of ``width`` positions -> N streams."""
         grid = _grid(codes, width)
@@ -667,6 +688,11 @@ class CtxCoder:
         if bad >= 0:
             raise RowError(int(bad), _REASONS[int(reason)])
         return out.reshape(n, channels, positions)
+
+
+@functools.lru_cache(maxsize=4)
+def _coder(data: bytes) -> CtxCoder:
+    return CtxCoder(CtxModel.from_bytes(data))
 
 
 class RowError(ValueError):

@@ -255,3 +255,12 @@ def test_encode_codes_keeps_each_rows_checksum_of_its_raw_codes():
     assert params == codec.params
     raws = Codec(params).raws(payloads, [(3, 16, 4)] * 12, np.dtype(np.uint8))
     assert raws == row_bytes(codes, "channel")
+
+
+def test_a_stored_model_is_parsed_once_and_shared_read_only():
+    blob = fit([(smooth_codes(10, 2, 4, 4, 10), 4)]).to_bytes()
+    model = CtxModel.from_bytes(blob)
+    assert CtxModel.from_bytes(bytes(bytearray(blob))) is model  # by content, not by object
+    assert CtxCoder.for_model(blob) is CtxCoder.for_model(blob)
+    with pytest.raises(ValueError, match="read-only"):
+        model.freqs[0, 0] = 1  # shared by every file of a job: nobody may change it
