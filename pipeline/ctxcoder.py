@@ -460,36 +460,23 @@ def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - c
         sg = 1 if k > 0 else 0
         base = np.uint64(k * hw)
         prev = base - np.uint64(hw) if k > 0 else base
-        _first_contexts(resa, prev, w, sg, tk, bk, size, ta, acts)
-        _first_contexts(resb, prev, w, sg, tk, bk, size, tb, acts)
-        wa = np.int64(centers[k])  # W, carried in a register
+        wa = np.int64(centers[k])  # a channel's first code is predicted as its center
         wb = wa
-        for j in range(w):
-            q = base + np.uint64(j)
-            da, sa, pa = _step(packed, words, ta[j], sa, pa)
-            if da == escape:
-                da, sa, pa = _escaped(words, sa, pa)
-            db, sb, pb = _step(packed, words, tb[j], sb, pb)
-            if db == escape:
-                db, sb, pb = _escaped(words, sb, pb)
-            wa += da
-            wb += db
-            resa[q] = da
-            resb[q] = db
-            xa[q] = wa
-            xb[q] = wb
-        if pa > ea or pb > eb:  # read past the end (at most 3 words a symbol: the padding)
-            return 1
-        for _ in range(1, h):
-            up = base
-            base += uw
-            prev += uw
-            _contexts(xa, resa, up, prev, w, sg, tk, bk, size, ta, acts)
-            _contexts(xb, resb, up, prev, w, sg, tk, bk, size, tb, acts)
-            na = xa[up]  # N, NW (and W at the line's start, where all three are N)
-            nb = xb[up]
-            wa = na
-            wb = nb
+        up = base
+        for i in range(h):
+            if i > 0:
+                up = base
+                base += uw
+                prev += uw
+                _contexts(xa, resa, up, prev, w, sg, tk, bk, size, ta, acts)
+                _contexts(xb, resb, up, prev, w, sg, tk, bk, size, tb, acts)
+                wa = xa[up]  # a line's first code: W, N and NW are all N
+                wb = xb[up]
+            else:
+                _first_contexts(resa, prev, w, sg, tk, bk, size, ta, acts)
+                _first_contexts(resb, prev, w, sg, tk, bk, size, tb, acts)
+            na = wa  # NW, and on the first line N, are W: the median is then W
+            nb = wb
             for j in range(w):
                 q = base + np.uint64(j)
                 da, sa, pa = _step(packed, words, ta[j], sa, pa)
@@ -498,8 +485,8 @@ def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - c
                 db, sb, pb = _step(packed, words, tb[j], sb, pb)
                 if db == escape:
                     db, sb, pb = _escaped(words, sb, pb)
-                ua = xa[up + np.uint64(j)]
-                ub = xb[up + np.uint64(j)]
+                ua = xa[up + np.uint64(j)] if i > 0 else wa
+                ub = xb[up + np.uint64(j)] if i > 0 else wb
                 wa = _median(wa, ua, na) + da
                 wb = _median(wb, ub, nb) + db
                 resa[q] = da
@@ -508,7 +495,7 @@ def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - c
                 xb[q] = wb
                 na = ua
                 nb = ub
-            if pa > ea or pb > eb:
+            if pa > ea or pb > eb:  # read past the end (at most 3 words a symbol: the padding)
                 return 1
     if not _finish(xa, out[ra].ravel(), top) or not _finish(xb, out[rb].ravel(), top):
         return 3
