@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -31,26 +32,11 @@ from jobs.benches import latents as latent_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
 from jobs.benches.common import load_arrays
-from jobs.benches.report import write_page, write_plots
+from jobs.benches.report import SECTIONS, write_page, write_plots
 from pipeline.checkpoint import Checkpoint, load_checkpoint
 from pipeline.codec import CodecConfig
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
-
-SECTIONS = (
-    "throughput",
-    "memory",
-    "bombs",
-    "codec",
-    "latents",
-    "agreement",
-    "precision",
-    "host",
-    "gpu",
-    "rd",
-    "features",
-    "estimate",
-)
 
 
 def machine() -> dict:
@@ -62,6 +48,20 @@ def machine() -> dict:
         "ray": ray.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def code_version() -> str | None:
+    """The checkout's commit (with "+changes" when the tracked files differ from it), or
+    None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,9 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["machine"] = machine()
     results["date"] = datetime.date.today().isoformat()
     command = ("python -m jobs.bench " + " ".join(argv or sys.argv[1:])).strip()
-    if args.only and results.get("command"):  # the other sections come from the earlier run
-        command = f"{results['command']}`, then `{command}"
-    results["command"] = command
+    if "command" in results and "sections" not in results:
+        # results from before sections said where they came from: their chain of commands
+        results["earlier_commands"] = results.pop("command")
+    for section in sections:  # which run produced each section's figures
+        results.setdefault("sections", {})[section] = {
+            "command": command,
+            "date": results["date"],
+            "commit": code_version(),
+        }
     digits_ck = load_checkpoint(args.digits_checkpoint)
     photos_ck = load_checkpoint(args.photos_checkpoint)
     heldout = load_arrays(f"{args.data}/photos/heldout")

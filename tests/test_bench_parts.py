@@ -126,3 +126,29 @@ def test_the_latents_table_stores_each_loss_target_with_rans_too(photos, photos_
     assert rans["bytes_per_sample"] > 0 and rans["bytes_per_sample"] != zstd["bytes_per_sample"]
     assert "vaezip loss, 0.1 dB (default), --codec rans" in by
     assert not [s for s in by if "rans" in s and "loss" not in s]  # fixed stores: zstd only
+
+
+def test_the_page_says_which_run_made_each_section():
+    from jobs.bench import code_version
+    from jobs.benches.report import _provenance
+
+    runs = {
+        "sections": {
+            "latents": {
+                "command": "python -m jobs.bench --only latents",
+                "date": "2026-11-30",
+                "commit": "abc1234",
+            },
+            "codec": {"command": "python -m jobs.bench --only codec", "date": "2026-11-29", "commit": None},
+        },
+        "earlier_commands": "make bench",
+        "codec": {},
+        "latents": {},
+        "rd": {},
+    }
+    lines = _provenance(runs)
+    assert [line.split(" | ")[0] for line in lines[2:5]] == ["| codec", "| latents", "| rd"]  # SECTIONS order
+    assert "unknown" in lines[2] and "abc1234" in lines[3] and "before sections were recorded" in lines[4]
+    assert lines[-2] == "Sections not in the table came from this chain of runs: `make bench`."
+    version = code_version()  # this checkout's commit, "+changes" when the work tree differs
+    assert version is None or version.split("+")[0].isalnum()
