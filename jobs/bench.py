@@ -34,7 +34,7 @@ from jobs.benches import rd as rd_bench
 from jobs.benches.common import load_arrays
 from jobs.benches.report import SECTIONS, write_page, write_plots
 from pipeline.checkpoint import Checkpoint, load_checkpoint
-from pipeline.codec import CodecConfig
+from pipeline.codec import CodecConfig, latent_width
 from pipeline.demo_data import HELDOUT_PHOTOS, photo
 from pipeline.quantize import QuantizerConfig
 
@@ -113,12 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "command" in results and "sections" not in results:
         # results from before sections said where they came from: their chain of commands
         results["earlier_commands"] = results.pop("command")
+    run = {"command": command, "date": results["date"], "commit": code_version()}
     for section in sections:  # which run produced each section's figures
-        results.setdefault("sections", {})[section] = {
-            "command": command,
-            "date": results["date"],
-            "commit": code_version(),
-        }
+        results.setdefault("sections", {})[section] = run
     digits_ck = load_checkpoint(args.digits_checkpoint)
     photos_ck = load_checkpoint(args.photos_checkpoint)
     heldout = load_arrays(f"{args.data}/photos/heldout")
@@ -152,15 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             lat = latent_bench.encode(ck, arrays)
             default = CodecConfig()
             st = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(), default)
-            before = latent_bench.vaezip_codes(
-                ck, lat, arrays, QuantizerConfig(), CodecConfig(layout="position", transform="none")
+            # the same codes under the other codecs (no second quantizer calibration)
+            before, frames, rans = (
+                latent_bench.store(ck, lat, arrays, st.codes, st.quantizer, c)
+                for c in (
+                    CodecConfig(layout="position", transform="none"),
+                    CodecConfig(level=3, framing="row"),
+                    CodecConfig(name="rans"),
+                )
             )
-            frames = latent_bench.vaezip_codes(
-                ck, lat, arrays, QuantizerConfig(), CodecConfig(level=3, framing="row")
-            )
-            width = lat.shape[-1] if len(lat.shape) > 1 else 1
-            rans = latent_bench.vaezip_codes(ck, lat, arrays, QuantizerConfig(), CodecConfig(name="rans"))
-            assert np.array_equal(rans.codes, st.codes)  # the same quantizer: the same codes
+            width = latent_width(lat.shape)
             out[name] = {
                 "rows": len(arrays),
                 "level": default.level,

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray
 import torch
 
@@ -10,9 +11,28 @@ from jobs import decode as decode_job
 from jobs import encode as encode_job
 from jobs._cli import run_main
 from pipeline.checkpoint import load_checkpoint
+from pipeline.codec import Codec
+from pipeline.compress import decompress
+from pipeline.format import read_meta
 from pipeline.model_worker import pick_device
 from pipeline.precision import autocast, pick_dtype
 from tests.format_reader import read_archive_codes
+
+
+def vaezip_latents(path):
+    """An archive file's columns, and its latents as vaezip decompresses them."""
+    meta = read_meta(path)
+    table = pq.read_table(path).to_pydict()
+    latents = decompress(
+        table["vz_codes"],
+        table["vz_crc32"],
+        table["vz_latent_shape"],
+        meta.quantizer,
+        Codec(meta.codec),
+        path,
+        0,
+    )
+    return table, latents
 
 
 def encode(inp, ckpt, out, *extra):

@@ -19,6 +19,7 @@ from pipeline.job import JobParams
 from pipeline.plan import plan_shards
 from pipeline.quantize import QuantizerConfig
 from tests.format_reader import read_archive_codes, read_rans_model
+from tests.helpers import vaezip_latents
 
 
 def smooth_codes(n, a, h, w, levels, dtype=np.uint8, seed=0):
@@ -186,16 +187,7 @@ def test_format_md_decoder_reads_rans_archives(rans_archive):
         model = read_rans_model(base64.b64decode(json.loads(meta.to_json())["codec"]["model_b64"]))
         assert len(model["channels"]) == sum(meta.quantizer.active)
         theirs, same = read_archive_codes(str(r)), read_archive_codes(str(z))
-        table = pq.read_table(str(r)).to_pydict()
-        ours = decompress(
-            table["vz_codes"],
-            table["vz_crc32"],
-            table["vz_latent_shape"],
-            meta.quantizer,
-            Codec(meta.codec),
-            str(r),
-            0,
-        )
+        _, ours = vaezip_latents(str(r))
         assert len(theirs) == len(ours) > 0
         for t, s, o in zip(theirs, same, ours, strict=True):
             assert t["key"] == s["key"]

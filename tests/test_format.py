@@ -26,6 +26,7 @@ from pipeline.job import JobParams
 from pipeline.plan import plan_shards
 from pipeline.quantize import QuantizerConfig, QuantizerParams, dequantize, quantize
 from tests.format_reader import read_archive_codes
+from tests.helpers import vaezip_latents
 
 
 @pytest.fixture(scope="module", params=FRAMINGS)
@@ -50,16 +51,7 @@ def test_format_md_decoder_matches_vaezip(archive):
     meta = read_meta(path)
     assert meta.codec.transform == "fold" and len(meta.codec.centers) == sum(meta.quantizer.active)
     theirs = read_archive_codes(path)
-    table = pq.read_table(path).to_pydict()
-    ours = decompress(
-        table["vz_codes"],
-        table["vz_crc32"],
-        table["vz_latent_shape"],
-        meta.quantizer,
-        Codec(meta.codec),
-        path,
-        0,
-    )
+    table, ours = vaezip_latents(path)
     assert [r["key"] for r in theirs] == table["vz_key"]
     for t, o in zip(theirs, ours, strict=True):
         assert np.array_equal(t["latent"], o)
@@ -204,14 +196,5 @@ def test_version_1_archives_are_still_read(archive, tmp_path):
     pq.write_table(pf.read().replace_schema_metadata({b"vaezip": json.dumps(data).encode()}), old)
     meta = read_meta(old)
     assert meta.format_version == 1 and meta.codec.framing == "row"
-    table = pq.read_table(old).to_pydict()
-    got = decompress(
-        table["vz_codes"],
-        table["vz_crc32"],
-        table["vz_latent_shape"],
-        meta.quantizer,
-        Codec(meta.codec),
-        old,
-        0,
-    )
+    _, got = vaezip_latents(old)
     assert all(np.array_equal(t["latent"], g) for t, g in zip(read_archive_codes(old), got, strict=True))

@@ -135,6 +135,19 @@ def vaezip_codes(
         rows = model_rows(ckpt, lat, arrays)
     q = quantizer(lat, qconfig, rows)
     codes, _ = quantize(lat.mean, q)
+    return store(ckpt, lat, arrays, codes, q, cconfig)
+
+
+def store(
+    ckpt: Checkpoint,
+    lat: Latents,
+    arrays: np.ndarray,
+    codes: np.ndarray,
+    q: QuantizerParams,
+    cconfig: CodecConfig,
+) -> Stored:
+    """``codes`` (quantized by ``q``) written with the codec ``cconfig`` calibrates on them:
+    the same codes under another codec need no second quantizer calibration."""
     cparams = calibrate_codec([codes[:2048]], cconfig, [latent_width(lat.shape)])
     code_bytes, file_bytes, footer = archive_bytes(ckpt, codes, q, cparams, lat.shape, arrays)
     return Stored(
@@ -262,17 +275,15 @@ def compare(ckpt: Checkpoint, arrays: np.ndarray, targets: tuple[float, ...] = L
 
 def _with_rans(ckpt: Checkpoint, st: Stored, lat: Latents, arrays: np.ndarray, row: dict) -> dict:
     """``row``'s codes (the same latents, so the same PSNR) stored with ``--codec rans``."""
-    width = latent_width(lat.shape)
-    cparams = calibrate_codec([st.codes[:2048]], CodecConfig(name="rans"), [width])
-    code_bytes, file_bytes, footer = archive_bytes(ckpt, st.codes, st.quantizer, cparams, lat.shape, arrays)
+    rans = store(ckpt, lat, arrays, st.codes, st.quantizer, CodecConfig(name="rans"))
     n = len(arrays)
     return {
         **row,
         "store": f"{row['store']}, --codec rans",
         "codec": "rans",
-        "bytes_per_sample": (file_bytes - footer) / n,
-        "footer_bytes": footer,
-        "code_bytes_per_sample": code_bytes / n,
+        "bytes_per_sample": rans.row_bytes / n,
+        "footer_bytes": rans.footer_bytes,
+        "code_bytes_per_sample": rans.code_bytes / n,
     }
 
 
