@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ConfigError, VaezipError
+from pipeline.core.errors import ConfigError, VaezipError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,7 +80,7 @@ def _config_path(argv: list[str]) -> str | None:
 
 def load_config(path: str) -> dict:
     """A YAML or TOML file of option values (a mapping)."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     try:
         text = storage.read_bytes(path).decode()
@@ -102,7 +102,7 @@ def load_config(path: str) -> dict:
 
 def save_resolved(args: argparse.Namespace, uri: str) -> None:
     """Every option's final value, as YAML that ``--config`` reads back."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     values = {
         k.replace("_", "-"): list(v) if isinstance(v, tuple) else v

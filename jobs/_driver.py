@@ -9,15 +9,15 @@ import time
 
 from tqdm import tqdm
 
-from pipeline import storage
-from pipeline.completion import ShardResult, temp_tag
-from pipeline.hostpool import POOLS
-from pipeline.manifest import write_failures
-from pipeline.plan import Shard
-from pipeline.precision import PRECISIONS
-from pipeline.readers import ReadOptions
-from pipeline.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
-from pipeline.runner import Pool, PoolConfig
+from pipeline.core import storage
+from pipeline.core.hostpool import POOLS
+from pipeline.data.readers import ReadOptions
+from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
+from pipeline.ledger.completion import ShardResult, temp_tag
+from pipeline.ledger.manifest import write_failures
+from pipeline.ledger.shard import Shard
+from pipeline.model.precision import PRECISIONS
+from pipeline.run.runner import Pool, PoolConfig
 
 log = logging.getLogger(__name__)
 

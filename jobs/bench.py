@@ -33,10 +33,10 @@ from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
 from jobs.benches.common import load_arrays
 from jobs.benches.report import SECTIONS, write_page, write_plots
-from pipeline.checkpoint import Checkpoint, load_checkpoint
-from pipeline.codec import CodecConfig, latent_width
-from pipeline.demo_data import HELDOUT_PHOTOS, photo
-from pipeline.quantize import QuantizerConfig
+from pipeline.codec.codec import CodecConfig, latent_width
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.data.demo_data import HELDOUT_PHOTOS, photo
+from pipeline.model.checkpoint import Checkpoint, load_checkpoint
 
 
 def machine() -> dict:
@@ -110,9 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["machine"] = machine()
     results["date"] = datetime.date.today().isoformat()
     command = ("python -m jobs.bench " + " ".join(argv or sys.argv[1:])).strip()
-    if "command" in results and "sections" not in results:
-        # results from before sections said where they came from: their chain of commands
-        results["earlier_commands"] = results.pop("command")
     run = {"command": command, "date": results["date"], "commit": code_version()}
     for section in sections:  # which run produced each section's figures
         results.setdefault("sections", {})[section] = run

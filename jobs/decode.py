@@ -14,17 +14,18 @@ from collections.abc import Iterator, Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_running_args, dispatch, pool_config
-from pipeline import storage
-from pipeline.checkpoint import verify_checkpoint
-from pipeline.claim import claim
-from pipeline.completion import DONE, done_uri, is_complete, read_record
-from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.errors import InputError
-from pipeline.format import read_keys
-from pipeline.manifest import MANIFEST, write_manifest
-from pipeline.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output
-from pipeline.plan import Shard, check_separate, fingerprint, plan_archive
-from pipeline.runner import run
+from pipeline.codec.format import read_keys
+from pipeline.core import storage
+from pipeline.core.errors import InputError
+from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output
+from pipeline.ledger.claim import claim
+from pipeline.ledger.completion import DONE, done_uri, is_complete, read_record
+from pipeline.ledger.manifest import MANIFEST, write_manifest
+from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
+from pipeline.ledger.shard import Shard
+from pipeline.model.checkpoint import verify_checkpoint
+from pipeline.run.runner import run
+from pipeline.workers.decode import DecodeSpec, DecodeWorker
 
 log = logging.getLogger("jobs.decode")
 CONFIG = "decode.config.yaml"  # every option's final value, beside the output

@@ -17,22 +17,23 @@ from typing import Any
 
 from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import Summary, add_limit_args, add_running_args, dispatch, pool_config, read_options
-from pipeline import storage
-from pipeline.checkpoint import verify_checkpoint
-from pipeline.claim import claim
-from pipeline.codec import CODECS, FRAMINGS, LAYOUTS, TRANSFORMS, CodecConfig
-from pipeline.completion import is_complete
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.errors import ConfigError
-from pipeline.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
-from pipeline.manifest import write_manifest
-from pipeline.names import NAMES_VERSION
-from pipeline.plan import Shard, check_separate, plan_shards
-from pipeline.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
-from pipeline.ratecontrol import DECODE_VALUES, MIN_ROWS
-from pipeline.readers import ReadOptions
-from pipeline.runner import Pool, run
-from pipeline.value_range import ValueRange
+from pipeline.codec.codec import CODECS, FRAMINGS, LAYOUTS, TRANSFORMS, CodecConfig
+from pipeline.codec.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
+from pipeline.codec.ratecontrol import DECODE_VALUES, MIN_ROWS
+from pipeline.core import storage
+from pipeline.core.errors import ConfigError
+from pipeline.core.names import NAMES_VERSION
+from pipeline.core.value_range import ValueRange
+from pipeline.data.readers import ReadOptions
+from pipeline.ledger.claim import claim
+from pipeline.ledger.completion import is_complete
+from pipeline.ledger.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
+from pipeline.ledger.manifest import write_manifest
+from pipeline.ledger.plan import check_separate, plan_shards
+from pipeline.ledger.shard import Shard
+from pipeline.model.checkpoint import verify_checkpoint
+from pipeline.run.runner import Pool, run
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 log = logging.getLogger("jobs.encode")
 CONFIG = "encode.config.yaml"  # every option's final value, beside the output

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
 from jobs._driver import add_limit_args, add_running_args, dispatch, pool_config, read_options
-from pipeline import storage
-from pipeline.checkpoint import verify_checkpoint
-from pipeline.claim import claim
-from pipeline.completion import is_complete
-from pipeline.encode import EncodeSpec
-from pipeline.features import FeatureSpec, FeatureWorker
-from pipeline.names import FEATURES_SUFFIX
-from pipeline.plan import check_separate, fingerprint, plan_shards
-from pipeline.runner import run
+from pipeline.core import storage
+from pipeline.core.names import FEATURES_SUFFIX
+from pipeline.ledger.claim import claim
+from pipeline.ledger.completion import is_complete
+from pipeline.ledger.plan import check_separate, fingerprint, plan_shards
+from pipeline.model.checkpoint import verify_checkpoint
+from pipeline.run.runner import run
+from pipeline.workers.encode import EncodeSpec
+from pipeline.workers.features import FeatureSpec, FeatureWorker
 
 CONFIG = "features.config.yaml"  # every option's final value, beside the output
 

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from jobs._cli import Parser, run_main, save_resolved
-from pipeline import storage
-from pipeline.checkpoint import load_checkpoint
-from pipeline.generate import generate, sample_layout
-from pipeline.grid import tile
-from pipeline.model_worker import pick_device
-from pipeline.outputs import npy, sample_file
+from pipeline.core import storage
+from pipeline.data.grid import tile
+from pipeline.data.outputs import npy, sample_file
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.train.generate import generate, sample_layout
+from pipeline.workers.model_worker import pick_device
 
 CONFIG = "generate.config.yaml"  # every option's final value, beside the output
 

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main
-from pipeline.checkpoint import save_checkpoint
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.model.checkpoint import save_checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--subfolder", help="the VAE's folder inside a pipeline folder (e.g. vae)")
     p.add_argument("--output", required=True, help="vaezip checkpoint folder to write")
     args = p.parse_args(argv)
-    from pipeline.models.diffusers_vae import AutoencoderKL, DiffusersVAE, config_of
+    from pipeline.model.nets.diffusers_vae import AutoencoderKL, DiffusersVAE, config_of
 
     try:
         vae = AutoencoderKL.from_pretrained(

@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs._cli import Parser, run_main
-from pipeline import storage
-from pipeline.errors import InputError
-from pipeline.format import BASE_NAMES, archive_files, read_meta
-from pipeline.integrity import check_archive
-from pipeline.manifest import FAILURES, MANIFEST
+from pipeline.codec.format import BASE_NAMES, archive_files, read_meta
+from pipeline.core import storage
+from pipeline.core.errors import InputError
+from pipeline.ledger.integrity import check_archive
+from pipeline.ledger.manifest import FAILURES, MANIFEST
 
 
 def _json_or_none(uri: str) -> object | None:

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, run_main
-from pipeline import demo_data, storage
+from pipeline.core import storage
+from pipeline.data import demo_data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,14 +27,14 @@ import torch  # noqa: E402
 from jobs import train as train_job  # noqa: E402
 from jobs._cli import Parser, float_tuple, int_tuple, run_main  # noqa: E402
 from jobs.benches.latents import encode, psnr, reconstruct, vaezip_codes  # noqa: E402
-from pipeline import storage  # noqa: E402
-from pipeline.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from pipeline.dataset import read_samples, stack_for_model  # noqa: E402
-from pipeline.model_worker import pick_device  # noqa: E402
-from pipeline.models import build_model  # noqa: E402
-from pipeline.quantize import QuantizerConfig  # noqa: E402
-from pipeline.readers import ReadOptions  # noqa: E402
-from pipeline.training import TrainSettings, split, train  # noqa: E402
+from pipeline.codec.quantize import QuantizerConfig  # noqa: E402
+from pipeline.core import storage  # noqa: E402
+from pipeline.data.readers import ReadOptions  # noqa: E402
+from pipeline.model.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from pipeline.model.nets import build_model  # noqa: E402
+from pipeline.train.dataset import read_samples, stack_for_model  # noqa: E402
+from pipeline.train.training import TrainSettings, split, train  # noqa: E402
+from pipeline.workers.model_worker import pick_device  # noqa: E402
 
 log = logging.getLogger("jobs.sweep")
 

@@ -21,9 +21,13 @@ import torch
 from tqdm import tqdm
 
 from jobs._cli import Parser, int_tuple, run_main
-from pipeline import storage
-from pipeline.checkpoint import save_checkpoint
-from pipeline.dataset import (
+from pipeline.core import storage
+from pipeline.core.errors import ConfigError
+from pipeline.data.readers import ReadOptions
+from pipeline.data.samples import SampleLayout
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.nets import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
+from pipeline.train.dataset import (
     RawSample,
     choose_range,
     input_shape_of,
@@ -31,13 +35,9 @@ from pipeline.dataset import (
     read_samples,
     stack_for_model,
 )
-from pipeline.errors import ConfigError
-from pipeline.model_worker import pick_device
-from pipeline.models import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
-from pipeline.readers import ReadOptions
-from pipeline.report import Grid, render
-from pipeline.samples import SampleLayout
-from pipeline.training import TrainSettings, evaluate, split, train
+from pipeline.train.report import Grid, render
+from pipeline.train.training import TrainSettings, evaluate, split, train
+from pipeline.workers.model_worker import pick_device
 
 log = logging.getLogger("jobs.train")
 GRID_COLUMNS = 10

@@ -34,21 +34,22 @@ import pyarrow.parquet as pq
 import torch
 
 from jobs._cli import Parser, run_main
-from pipeline import storage
-from pipeline.baseline import baselines, psnr
-from pipeline.checkpoint import Checkpoint, load_checkpoint
-from pipeline.errors import ConfigError, InputError
-from pipeline.format import archive_files, read_meta
-from pipeline.integrity import check_archive
-from pipeline.names import legacy_sample_key, sample_keys
-from pipeline.plan import Shard, plan_shards
-from pipeline.readers import ReadOptions, iter_batches
-from pipeline.readers.base import Batch, Limits
-from pipeline.readers.images import decode_image
-from pipeline.readers.parquet import iter_parquet
-from pipeline.readers.webdataset import iter_webdataset
-from pipeline.samples import INTS, default_range, dtype_range, to_model
-from pipeline.value_range import ValueRange
+from pipeline.codec.format import archive_files, read_meta
+from pipeline.core import storage
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.names import legacy_sample_key, sample_keys
+from pipeline.core.value_range import ValueRange
+from pipeline.data.baseline import baselines, psnr
+from pipeline.data.readers import ReadOptions, iter_batches
+from pipeline.data.readers.base import Batch, Limits
+from pipeline.data.readers.images import decode_image
+from pipeline.data.readers.parquet import iter_parquet
+from pipeline.data.readers.webdataset import iter_webdataset
+from pipeline.data.samples import INTS, default_range, dtype_range, to_model
+from pipeline.ledger.integrity import check_archive
+from pipeline.ledger.plan import plan_shards
+from pipeline.ledger.shard import Shard
+from pipeline.model.checkpoint import Checkpoint, load_checkpoint
 
 Restored = dict[str, np.ndarray]  # key -> restored sample
 

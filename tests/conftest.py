@@ -6,10 +6,10 @@ import ray
 import torch
 
 from jobs._cli import run_main
-from pipeline import demo_data
-from pipeline.checkpoint import save_checkpoint
-from pipeline.models import ConvConfig, MLPConfig, build_model
-from pipeline.training import TrainSettings, train
+from pipeline.data import demo_data
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.nets import ConvConfig, MLPConfig, build_model
+from pipeline.train.training import TrainSettings, train
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def photos_ckpt(tmp_path_factory, photos):
-    from pipeline.dataset import read_samples, stack_for_model
+    from pipeline.train.dataset import read_samples, stack_for_model
 
     torch.manual_seed(0)
     config = ConvConfig(in_channels=3, latent_channels=4, base_channels=8)
@@ -68,7 +68,7 @@ def photos_ckpt(tmp_path_factory, photos):
 @pytest.fixture(scope="session")
 def crop_shards(tmp_path_factory, photos):
     """8 .npy shards of 400 real 32x32 photo crops: slow enough to be hit mid-shard."""
-    from pipeline.dataset import read_samples
+    from pipeline.train.dataset import read_samples
 
     crops = np.stack([s.array for s in read_samples(str(photos / "train"), max_rows=3200)])
     out = tmp_path_factory.mktemp("crops")

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.completion import ShardResult
-from pipeline.errors import InputError
-from pipeline.plan import Shard
+from pipeline.core.errors import InputError
+from pipeline.ledger.completion import ShardResult
+from pipeline.ledger.shard import Shard
 
 
 class FlakyWorker:

@@ -10,12 +10,12 @@ import torch
 from jobs import decode as decode_job
 from jobs import encode as encode_job
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
-from pipeline.codec import Codec
-from pipeline.compress import decompress
-from pipeline.format import read_meta
-from pipeline.model_worker import pick_device
-from pipeline.precision import autocast, pick_dtype
+from pipeline.codec.codec import Codec
+from pipeline.codec.compress import decompress
+from pipeline.codec.format import read_meta
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.model.precision import autocast, pick_dtype
+from pipeline.workers.model_worker import pick_device
 from tests.format_reader import read_archive_codes
 
 

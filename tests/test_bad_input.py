@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.names import output_name
+from pipeline.core.names import output_name
 from tests.helpers import decode, encode
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("local_ray")]
@@ -489,7 +489,7 @@ def test_no_readable_shard_is_one_clear_error(tmp_path, digits_ckpt, capsys):
 def test_input_errors_cross_processes_intact():
     import pickle
 
-    from pipeline.errors import InputError
+    from pipeline.core.errors import InputError
 
     err = pickle.loads(pickle.dumps(InputError("s3://b/x.npy", "truncated", row=7, retryable=True)))
     assert (err.uri, err.reason, err.row, err.retryable) == ("s3://b/x.npy", "truncated", 7, True)

@@ -1,8 +1,8 @@
-"""pipeline.baseline: the classic codecs at equal quality, measured on the samples themselves."""
+"""pipeline.data.baseline: the classic codecs at equal quality, measured on the samples themselves."""
 
 import numpy as np
 
-from pipeline.baseline import baselines, psnr
+from pipeline.data.baseline import baselines, psnr
 
 
 def test_grey_and_colour_images_meet_the_target_with_each_codec(digits):

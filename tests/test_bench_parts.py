@@ -27,7 +27,7 @@ def test_bpp_at_interpolates_and_refuses_to_extrapolate():
 
 
 def test_tiles_cut_back_into_the_same_samples():
-    from pipeline.grid import tile, untile
+    from pipeline.data.grid import tile, untile
 
     rng = np.random.default_rng(0)
     for shape, grid in (((7, 8, 8), (3, 3)), ((5, 4, 6, 3), (2, 3))):  # blank cells last
@@ -58,7 +58,7 @@ def test_reconstruction_grid_has_a_row_per_rate():
 
 
 def test_picture_grids_keep_cells_apart():
-    from pipeline.grid import tile
+    from pipeline.data.grid import tile
 
     samples = np.zeros((5, 3, 4), np.uint8)
     image = tile(samples, columns=3, gap=2, fill=255)
@@ -102,7 +102,7 @@ def test_the_host_only_figure_counts_every_row(photos, photos_ckpt):
 
 def test_the_rans_speed_section_round_trips_through_parquet():
     from jobs.benches.codec import rans_speeds
-    from pipeline.codec import CodecConfig, calibrate_codec
+    from pipeline.codec.codec import CodecConfig, calibrate_codec
     from tests.test_ctxcoder import smooth_codes
 
     codes = smooth_codes(24, 3, 4, 4, 30)
@@ -115,7 +115,7 @@ def test_the_rans_speed_section_round_trips_through_parquet():
 def test_the_latents_table_stores_each_loss_target_with_rans_too(photos, photos_ckpt):
     from jobs.benches import latents
     from jobs.benches.common import load_arrays
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.model.checkpoint import load_checkpoint
 
     arrays = load_arrays(str(photos / "heldout"), max_rows=48)[:48]
     rows = latents.compare(load_checkpoint(photos_ckpt), arrays, targets=(0.5,))
@@ -130,7 +130,7 @@ def test_the_latents_table_stores_each_loss_target_with_rans_too(photos, photos_
 
 def test_the_page_says_which_run_made_each_section():
     from jobs.bench import code_version
-    from jobs.benches.report import _provenance
+    from jobs.benches.report.provenance import provenance
 
     runs = {
         "sections": {
@@ -140,15 +140,20 @@ def test_the_page_says_which_run_made_each_section():
                 "commit": "abc1234",
             },
             "codec": {"command": "python -m jobs.bench --only codec", "date": "2026-11-29", "commit": None},
+            "rd": {"command": "python -m jobs.bench", "date": "2026-11-25", "commit": "def5678"},
         },
-        "earlier_commands": "make bench",
         "codec": {},
         "latents": {},
         "rd": {},
+        "memory": {},
     }
-    lines = _provenance(runs)
-    assert [line.split(" | ")[0] for line in lines[2:5]] == ["| codec", "| latents", "| rd"]  # SECTIONS order
-    assert "unknown" in lines[2] and "abc1234" in lines[3] and "before sections were recorded" in lines[4]
-    assert lines[-2] == "Sections not in the table came from this chain of runs: `make bench`."
+    runs["sections"]["rd"]["recorded_in"] = True
+    lines = provenance(runs)
+    in_order = ["| memory", "| codec", "| latents", "| rd"]  # SECTIONS' order
+    assert [line.split(" | ")[0] for line in lines[2:6]] == in_order
+    assert "not recorded" in lines[2] and "unknown" in lines[3] and "abc1234" in lines[4]
+    assert lines[5].endswith("| 2026-11-25 | recorded by def5678 |")
+    assert lines[7].startswith("recorded by: ")
+    assert not any("chain of runs" in line for line in lines)
     version = code_version()  # this checkout's commit, "+changes" when the work tree differs
     assert version is None or version.split("+")[0].isalnum()

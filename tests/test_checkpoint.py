@@ -6,9 +6,9 @@ import pickle
 import pytest
 import torch
 
-from pipeline.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
-from pipeline.errors import CheckpointError
-from pipeline.models import ConvConfig, MLPConfig, build_model
+from pipeline.core.errors import CheckpointError
+from pipeline.model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from pipeline.model.nets import ConvConfig, MLPConfig, build_model
 
 
 @pytest.mark.parametrize(

@@ -137,11 +137,11 @@ def test_worker_logs_name_the_shard(tmp_path, digits_ckpt, caplog):
 
     import numpy as np
 
-    from pipeline.codec import CodecConfig
-    from pipeline.encode import EncodeSpec, EncodeWorker
-    from pipeline.job import JobParams
-    from pipeline.plan import plan_shards
-    from pipeline.quantize import QuantizerConfig
+    from pipeline.codec.codec import CodecConfig
+    from pipeline.codec.quantize import QuantizerConfig
+    from pipeline.ledger.job import JobParams
+    from pipeline.ledger.plan import plan_shards
+    from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
     data = tmp_path / "data"
     data.mkdir()

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.format import archive_files, read_keys
-from pipeline.outputs import tar_key
+from pipeline.codec.format import archive_files, read_keys
+from pipeline.data.outputs import tar_key
 from tests.helpers import decode, direct_reconstructions, encode
 
 datasets = pytest.importorskip("datasets")

@@ -1,4 +1,4 @@
-"""pipeline.completion: the record, is_complete, and the run_shard skeleton every worker uses."""
+"""pipeline.ledger.completion: the record, is_complete, and the run_shard skeleton every worker uses."""
 
 import hashlib
 import json
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from pipeline.completion import (
+from pipeline.core.errors import InputError
+from pipeline.ledger.completion import (
     DONE,
     CompletionRecord,
     Stopwatch,
@@ -18,8 +19,7 @@ from pipeline.completion import (
     run_shard,
     write_record,
 )
-from pipeline.errors import InputError
-from pipeline.plan import Shard
+from pipeline.ledger.shard import Shard
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def shard(tmp_path):
 
 
 def test_the_driver_side_imports_no_torch():
-    code = "import sys, pipeline.runner, jobs._driver, pipeline.completion; print('torch' in sys.modules)"
+    modules = "pipeline.run.runner, jobs._driver, pipeline.ledger.completion"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -9,15 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, checksum, row_bytes
-from pipeline.compress import decompress, encode_codes
-from pipeline.ctxcoder import SCALE_BITS, CtxCoder, CtxModel, RowError, fit
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.errors import InputError
-from pipeline.format import ArchiveMeta, read_meta
-from pipeline.job import JobParams
-from pipeline.plan import plan_shards
-from pipeline.quantize import QuantizerConfig
+from pipeline.codec.codec import Codec, CodecConfig, CodecParams, calibrate_codec, checksum, row_bytes
+from pipeline.codec.compress import decompress, encode_codes
+from pipeline.codec.ctxcoder import SCALE_BITS, CtxCoder, CtxModel, RowError, fit
+from pipeline.codec.format import ArchiveMeta, read_meta
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.core.errors import InputError
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_shards
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 from tests.format_reader import read_archive_codes, read_rans_model
 from tests.helpers import vaezip_latents
 

@@ -7,8 +7,8 @@ import pytest
 import ray
 import torch
 
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.runner import PoolConfig, run
+from pipeline.run.runner import PoolConfig, run
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 from tests.helpers import decode, direct_reconstructions, encode
 
 pytestmark = [

@@ -9,8 +9,8 @@ diffusers = pytest.importorskip("diffusers")  # the optional extra; CI installs 
 
 from jobs import import_diffusers  # noqa: E402
 from jobs._cli import run_main  # noqa: E402
-from pipeline.checkpoint import load_checkpoint  # noqa: E402
-from pipeline.format import read_meta  # noqa: E402
+from pipeline.codec.format import read_meta  # noqa: E402
+from pipeline.model.checkpoint import load_checkpoint  # noqa: E402
 from tests.helpers import decode, direct_reconstructions, encode  # noqa: E402
 
 SCALE, SHIFT = 0.5, 0.1

@@ -8,9 +8,9 @@ import pytest
 import ray
 from torch.utils.data import DataLoader
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.raydata import read_archive, with_latents, with_samples
-from pipeline.torch_data import ArchiveDataset
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.loaders.raydata import read_archive, with_latents, with_samples
+from pipeline.loaders.torch_data import ArchiveDataset
 from tests.format_reader import read_archive_codes
 from tests.helpers import direct_reconstructions, encode
 

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from pipeline.elbo import elbo_terms, iwae_bound, psnr
-from pipeline.models import ConvConfig, MLPConfig, Posterior, build_model
+from pipeline.model.elbo import elbo_terms, iwae_bound, psnr
+from pipeline.model.nets import ConvConfig, MLPConfig, Posterior, build_model
 
 
 def test_analytic_kl_matches_torch_distributions():

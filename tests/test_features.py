@@ -10,7 +10,7 @@ import torch
 
 from jobs import features as features_job
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
+from pipeline.model.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
 

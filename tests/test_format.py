@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codec import (
+from pipeline.codec.codec import (
     FRAMINGS,
     Codec,
     CodecConfig,
@@ -18,13 +18,13 @@ from pipeline.codec import (
     row_bytes,
     rows_to_codes,
 )
-from pipeline.compress import decompress
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.errors import InputError
-from pipeline.format import ArchiveMeta, read_meta
-from pipeline.job import JobParams
-from pipeline.plan import plan_shards
-from pipeline.quantize import QuantizerConfig, QuantizerParams, dequantize, quantize
+from pipeline.codec.compress import decompress
+from pipeline.codec.format import ArchiveMeta, read_meta
+from pipeline.codec.quantize import QuantizerConfig, QuantizerParams, dequantize, quantize
+from pipeline.core.errors import InputError
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_shards
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 from tests.format_reader import read_archive_codes
 from tests.helpers import vaezip_latents
 
@@ -32,7 +32,7 @@ from tests.helpers import vaezip_latents
 @pytest.fixture(scope="module", params=FRAMINGS)
 def archive(request, tmp_path_factory, digits_dir, trained_mlp):
     """One archive written by the worker itself, without Ray, in each framing."""
-    from pipeline.checkpoint import save_checkpoint
+    from pipeline.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("fmt")
     save_checkpoint(trained_mlp[0], str(root / "ckpt"))
@@ -108,7 +108,7 @@ def test_fold_is_a_bijection_that_puts_each_center_first():
 def test_quantizer_error_is_within_half_a_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 4, 9)).astype(np.float32)
-    from pipeline.quantize import calibrate, stats_from_latents
+    from pipeline.codec.quantize import calibrate, stats_from_latents
 
     params = calibrate(stats_from_latents(x, np.full_like(x, -2.0)), QuantizerConfig(mode="affine"))
     codes, clipped = quantize(x, params)
@@ -118,7 +118,7 @@ def test_quantizer_error_is_within_half_a_step():
 
 
 def test_posterior_mode_drops_dead_channels_and_follows_sigma():
-    from pipeline.quantize import CalibrationStats, calibrate
+    from pipeline.codec.quantize import CalibrationStats, calibrate
 
     stats = CalibrationStats(
         minimum=np.array([-3.0, -0.01, -3.0]),

@@ -6,7 +6,7 @@ from PIL import Image
 
 from jobs import generate as generate_job
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
+from pipeline.model.checkpoint import load_checkpoint
 
 
 def test_samples_are_the_decoder_of_prior_draws(tmp_path, digits_ckpt):

@@ -10,8 +10,8 @@ import pytest
 import ray
 import torch
 
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.runner import PoolConfig, run
+from pipeline.run.runner import PoolConfig, run
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 from tests.helpers import encode
 
 pytestmark = pytest.mark.timeout(240)

@@ -16,17 +16,18 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.hostpool import POOLS, Blobs, host_map, host_submit_blobs
-from pipeline.models import ConvConfig, MLPConfig
-from pipeline.precision import autocast, model_input, pick_dtype
-from pipeline.quantize import QuantizerParams, dequantize, quantize
-from pipeline.quantize_torch import dequantize_tensor, quantize_tensor
-from pipeline.readers import ReadOptions, iter_batches
-from pipeline.readers.parquet import _blobs
-from pipeline.runner import PoolConfig, pool_shape
-from pipeline.samples import model_groups, to_model
-from pipeline.value_range import ValueRange
+from pipeline.codec.quantize import QuantizerParams, dequantize, quantize
+from pipeline.codec.quantize_torch import dequantize_tensor, quantize_tensor
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.hostpool import POOLS, Blobs, host_map, host_submit_blobs
+from pipeline.core.value_range import ValueRange
+from pipeline.data.readers import ReadOptions, iter_batches
+from pipeline.data.readers.parquet import _blobs
+from pipeline.data.samples import model_groups, to_model
+from pipeline.model.nets import ConvConfig, MLPConfig
+from pipeline.model.precision import autocast, pick_dtype
+from pipeline.run.runner import PoolConfig, pool_shape
+from pipeline.workers.encoder import model_input
 from tests.helpers import decode, direct_reconstructions, encode
 
 
@@ -50,7 +51,7 @@ def _blob(item):
 @pytest.fixture
 def fresh_arena():
     """An arena of its own for a test, its segments removed afterwards."""
-    from pipeline.hostpool import _Arena
+    from pipeline.core.hostpool import _Arena
 
     arena = _Arena()
     yield arena
@@ -60,7 +61,7 @@ def fresh_arena():
 def _segments():
     """Shared-memory segments on this machine, less those the arena keeps free for reuse: what
     is lent or leaked."""
-    from pipeline.hostpool import _ARENA
+    from pipeline.core.hostpool import _ARENA
 
     on_disk = (
         {f for f in os.listdir("/dev/shm") if f.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
@@ -109,7 +110,7 @@ def test_a_reader_stopped_early_leaves_nothing_behind(tmp_path):
     while _segments() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _segments() == before
-    from pipeline.hostpool import _ARENA
+    from pipeline.core.hostpool import _ARENA
 
     assert not _ARENA.free()  # a reader that is done keeps no segment for later either
 
@@ -299,7 +300,7 @@ def test_a_batch_converts_as_each_sample_does():
 
 _KILLED_PARENT = """
 import os
-from pipeline.hostpool import host_map
+from pipeline.core.hostpool import host_map
 
 
 def _ppid(pid):
@@ -351,11 +352,11 @@ def _state(pid):
 def test_codes_quantized_beside_the_model_are_the_writers_codes(photos, photos_ckpt, tmp_path):
     """A GPU worker quantizes on its device and a CPU worker in its writer thread: the same
     rows give the same payloads and checksums either way (run here on the CPU)."""
-    from pipeline.codec import Codec, CodecConfig
-    from pipeline.encode import EncodeSpec, EncodeWorker, code_rows
-    from pipeline.job import JobParams
-    from pipeline.plan import plan_shards
-    from pipeline.quantize import QuantizerConfig
+    from pipeline.codec.codec import Codec, CodecConfig
+    from pipeline.codec.quantize import QuantizerConfig
+    from pipeline.ledger.job import JobParams
+    from pipeline.ledger.plan import plan_shards
+    from pipeline.workers.encode import EncodeSpec, EncodeWorker, code_rows
 
     worker = EncodeWorker(EncodeSpec(photos_ckpt, str(tmp_path / "out"), device="cpu", threads=1))
     shard = plan_shards(str(photos / "heldout"))[0]
@@ -381,7 +382,7 @@ def _die(x):
 
 @pytest.mark.timeout(120)
 def test_a_host_worker_that_dies_fails_its_batch_with_a_clear_error_and_the_next_gets_a_new_pool():
-    from pipeline.hostpool import HostWorkerDied
+    from pipeline.core.hostpool import HostWorkerDied
 
     with pytest.raises(HostWorkerDied, match="host worker process died.*--host-pool threads"):
         host_map(_die, list(range(10)), 2, "processes")
@@ -396,7 +397,7 @@ def _no_room(*_args):
 def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warning(
     monkeypatch, caplog, fresh_arena
 ):
-    from pipeline import hostpool
+    from pipeline.core import hostpool
 
     monkeypatch.setattr(hostpool, "_WARNED", [])
     monkeypatch.setattr(hostpool, "_ARENA", fresh_arena)  # no segment kept from before
@@ -404,7 +405,7 @@ def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warn
     before = _segments()
     values = [bytes([i]) * 50 for i in range(1, 40)]
     blobs = Blobs(memoryview(b"".join(values)), np.cumsum([0] + [len(v) for v in values]))
-    with caplog.at_level("WARNING", logger="pipeline.hostpool"):
+    with caplog.at_level("WARNING", logger="pipeline.core.hostpool"):
         got = host_submit_blobs(_blob, blobs, 100, 3, "processes").result()
         host_submit_blobs(_blob, blobs, 100, 3, "processes").result()
     assert [bytes(a) for a in got] == values
@@ -414,14 +415,14 @@ def test_a_batch_shared_memory_has_no_room_for_goes_through_the_pipe_with_a_warn
 
 
 def test_a_host_workers_pixels_go_back_through_the_pipe_when_shared_memory_has_no_room(monkeypatch, caplog):
-    from pipeline import hostpool
+    from pipeline.core import hostpool
 
     monkeypatch.setattr(hostpool, "_WARNED", [])
     monkeypatch.setattr(os, "posix_fallocate", _no_room)  # as in a child with a full /dev/shm
     before = _segments()
     part = hostpool._run_packed(_bad_at_7_and_60, [1, 2, 3])
     assert not isinstance(part, hostpool._Stacked) and _segments() == before
-    with caplog.at_level("WARNING", logger="pipeline.hostpool"):
+    with caplog.at_level("WARNING", logger="pipeline.core.hostpool"):
         got = hostpool._unpacked(part)
     assert [int(a[0, 0]) for a in got] == [1, 2, 3]
     assert any("through the host workers' pipes" in r.getMessage() for r in caplog.records)
@@ -431,7 +432,7 @@ SMALL_SHM = """
 import io, sys
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq
 from PIL import Image
-from pipeline.readers import ReadOptions, iter_batches
+from pipeline.data.readers import ReadOptions, iter_batches
 
 if __name__ == "__main__":
     imgs = np.random.default_rng(0).integers(0, 256, (64, 96, 96, 3), dtype=np.uint8)
@@ -467,7 +468,7 @@ def test_a_full_dev_shm_slows_the_host_workers_down_and_kills_nothing(tmp_path):
 
 
 def test_stack_rows_hands_back_the_array_its_rows_came_from_and_copies_anything_else():
-    from pipeline.grid import stack_rows
+    from pipeline.data.grid import stack_rows
 
     base = np.arange(24, dtype=np.float32).reshape(4, 2, 3).copy()
     assert stack_rows(list(base)) is base  # its rows, in order: no copy
@@ -490,7 +491,7 @@ def _pixels(item):
 
 @pytest.mark.timeout(120)
 def test_batches_reuse_their_shared_memory_and_outgrow_it_safely(monkeypatch, fresh_arena):
-    from pipeline import hostpool
+    from pipeline.core import hostpool
 
     monkeypatch.setattr(hostpool, "_ARENA", fresh_arena)
     monkeypatch.setattr(hostpool, "_ROW_BYTES", [0])  # no guess yet at the pixels' size
@@ -518,7 +519,7 @@ def test_batches_reuse_their_shared_memory_and_outgrow_it_safely(monkeypatch, fr
 
 
 def test_the_arena_keeps_what_was_lent_at_once_at_most():
-    from pipeline.hostpool import _Arena
+    from pipeline.core.hostpool import _Arena
 
     arena = _Arena()
     a, b = arena.take(1 << 20), arena.take(1 << 20)
@@ -556,7 +557,7 @@ def test_the_arena_keeps_what_was_lent_at_once_at_most():
 def test_a_host_worker_maps_a_name_again_when_it_names_another_segment():
     from multiprocessing.shared_memory import SharedMemory
 
-    from pipeline import hostpool
+    from pipeline.core import hostpool
 
     first = SharedMemory(create=True, size=4096)
     name = first.name

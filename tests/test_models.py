@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
-from pipeline.models import (
+from pipeline.core.errors import ConfigError
+from pipeline.model.nets import (
     ConvConfig,
     MLPConfig,
     build_model,

@@ -1,4 +1,4 @@
-"""pipeline.outputs and the ArchiveWriter: writers finish on success and release on error."""
+"""pipeline.data.outputs and the ArchiveWriter: writers finish on success and release on error."""
 
 import io
 
@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codec import CodecParams
-from pipeline.errors import InputError
-from pipeline.format import ArchiveMeta, ArchiveWriter, CodeRows
-from pipeline.hostpool import POOLS
-from pipeline.outputs import OUTPUT_FORMATS, open_output
-from pipeline.quantize import QuantizerConfig, calibrate, stats_from_latents
+from pipeline.codec.codec import CodecParams
+from pipeline.codec.format import ArchiveMeta, ArchiveWriter, CodeRows
+from pipeline.codec.quantize import QuantizerConfig, calibrate, stats_from_latents
+from pipeline.core.errors import InputError
+from pipeline.core.hostpool import POOLS
+from pipeline.data.outputs import OUTPUT_FORMATS, open_output
 
 
 def _meta() -> ArchiveMeta:

@@ -1,10 +1,10 @@
-"""pipeline.overlap: the reader and writer threads around the model."""
+"""pipeline.core.overlap: the reader and writer threads around the model."""
 
 import threading
 
 import pytest
 
-from pipeline.overlap import one_behind, prefetch
+from pipeline.core.overlap import one_behind, prefetch
 
 
 def test_one_behind_runs_work_in_another_thread_one_item_behind():

@@ -1,11 +1,10 @@
-"""pipeline.plan and pipeline.names: every job names its outputs from the same stem."""
+"""pipeline.ledger.plan and pipeline.core.names: every job names its outputs from the same stem."""
 
 import numpy as np
 import pytest
 
-from pipeline import readers
-from pipeline.errors import ConfigError
-from pipeline.names import (
+from pipeline.core.errors import ConfigError
+from pipeline.core.names import (
     ARCHIVE_SUFFIX,
     DATA_SUFFIXES,
     FEATURES_SUFFIX,
@@ -13,7 +12,8 @@ from pipeline.names import (
     output_name,
     sample_key,
 )
-from pipeline.plan import plan_archive, plan_shards
+from pipeline.data import readers
+from pipeline.ledger.plan import plan_archive, plan_shards
 
 
 @pytest.fixture

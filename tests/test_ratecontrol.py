@@ -10,10 +10,10 @@ import torch
 from jobs import encode as encode_job
 from jobs import verify as verify_job
 from jobs._cli import run_main
-from pipeline.errors import ConfigError
-from pipeline.format import archive_files, read_meta
-from pipeline.quantize import QuantizerConfig, QuantizerParams
-from pipeline.ratecontrol import Rows, calibrate_loss, expected_loss_db, loss_db
+from pipeline.codec.format import archive_files, read_meta
+from pipeline.codec.quantize import QuantizerConfig, QuantizerParams
+from pipeline.codec.ratecontrol import Rows, calibrate_loss, expected_loss_db, loss_db
+from pipeline.core.errors import ConfigError
 from tests.helpers import decode, encode
 
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.errors import InputError
-from pipeline.readers import ReadOptions, iter_batches, list_sources
+from pipeline.core.errors import InputError
+from pipeline.data.readers import ReadOptions, iter_batches, list_sources
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -182,7 +182,7 @@ def _image_folder(root, n=7):
 
 
 def test_image_folder_groups_into_shards_with_paths_as_keys(tmp_path):
-    from pipeline.plan import plan_shards
+    from pipeline.ledger.plan import plan_shards
 
     imgs = _image_folder(tmp_path)
     shards = plan_shards(str(tmp_path), images_per_shard=3)
@@ -199,7 +199,7 @@ def test_image_folder_groups_into_shards_with_paths_as_keys(tmp_path):
 
 
 def test_corrupt_image_file_is_named(tmp_path):
-    from pipeline.plan import plan_shards
+    from pipeline.ledger.plan import plan_shards
 
     _image_folder(tmp_path, n=3)
     (tmp_path / "dogs" / "002.png").write_bytes(b"\x89PNG not really")
@@ -262,7 +262,7 @@ def test_webdataset_npy_field_and_errors(tmp_path):
 
 
 def test_npz_metadata_arrays_beside_the_samples_are_skipped(tmp_path):
-    from pipeline.readers import iter_batches
+    from pipeline.data.readers import iter_batches
 
     np.savez(
         tmp_path / "m.npz",
@@ -315,9 +315,9 @@ def _every_format(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "parquet", "arrow", "webdataset", "images"])
 def test_only_the_rows_asked_for_are_read_with_their_row_numbers(tmp_path, fmt):
-    from pipeline.encode import spread_rows
-    from pipeline.plan import Shard
-    from pipeline.readers import count_rows
+    from pipeline.data.readers import count_rows
+    from pipeline.ledger.shard import Shard
+    from pipeline.workers.encode import spread_rows
 
     source, members = _every_format(tmp_path)[fmt]
     batches = list(iter_batches(source, ReadOptions(batch_rows=2, only_rows=(1, 4, 5, 9)), members))

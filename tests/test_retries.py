@@ -3,8 +3,8 @@ connection) is retried after a growing wait; corrupt input is reported at once."
 
 import pytest
 
-from pipeline.plan import Shard
-from pipeline.runner import PoolConfig, run
+from pipeline.ledger.shard import Shard
+from pipeline.run.runner import PoolConfig, run
 from tests.flaky_worker import FlakyWorker
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
@@ -40,7 +40,7 @@ def test_a_worker_dying_during_calibration_is_replaced_and_calibration_retried(t
 
 
 def test_calibration_that_keeps_killing_workers_is_one_clear_error(tmp_path):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     spec = {"log": str(tmp_path), "fail_times": {}}
     with pytest.raises(ConfigError, match="calibrate failed 2 times: the worker died each time"):

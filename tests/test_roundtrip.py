@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs._cli import run_main
-from pipeline.checkpoint import save_checkpoint
-from pipeline.models import MLPConfig, build_model
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.nets import MLPConfig, build_model
 from tests.helpers import decode, direct_reconstructions, encode
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("local_ray")]
@@ -42,7 +42,7 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
 
 
 def test_photo_crops_round_trip_to_parquet_png(tmp_path, photos, photos_ckpt):
-    from pipeline.readers.parquet import decode_image
+    from pipeline.data.readers.parquet import decode_image
 
     arch, rec = tmp_path / "arch", tmp_path / "rec"
     assert encode(photos / "heldout", photos_ckpt, arch, "--quantizer", "affine") == 0
@@ -137,7 +137,7 @@ def test_decode_refuses_another_checkpoint(tmp_path, digits_dir, digits_ckpt):
 
 @pytest.fixture(scope="module")
 def crops(photos):
-    from pipeline.readers import iter_batches, list_sources
+    from pipeline.data.readers import iter_batches, list_sources
 
     out = []
     for src in list_sources(str(photos / "heldout")):
@@ -164,7 +164,7 @@ def _png_bytes(x):
 def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
     import tarfile
 
-    from pipeline.readers.images import decode_image
+    from pipeline.data.readers.images import decode_image
 
     src = tmp_path / "src"
     for name, x in crops:
@@ -207,7 +207,7 @@ def test_webdataset_in_and_out_keeps_keys_and_fields(tmp_path, crops, photos_ckp
     import io
     import tarfile
 
-    from pipeline.readers import ReadOptions, iter_batches
+    from pipeline.data.readers import ReadOptions, iter_batches
 
     src = tmp_path / "src"
     src.mkdir()

@@ -16,7 +16,7 @@ import pytest
 import ray
 import s3fs
 
-from pipeline import storage
+from pipeline.core import storage
 from tests.helpers import decode, direct_reconstructions, encode
 from tests.s3server import enforce_auth, moto_server, s3_env
 
@@ -114,8 +114,8 @@ def test_a_writer_killed_mid_upload_leaves_no_object(s3):
 def test_an_output_is_claimed_exclusively_on_s3_too(s3):
     """The claim is a conditional PUT (If-None-Match): the second writer is told no. (Placed
     before the test that turns on IAM enforcement for the rest of the module.)"""
-    from pipeline.claim import claim
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.ledger.claim import claim
 
     assert storage.create_exclusive("s3://arch/claimed/x.json", b"first")
     assert not storage.create_exclusive("s3://arch/claimed/x.json", b"second")

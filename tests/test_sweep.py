@@ -6,7 +6,7 @@ import pytest
 
 from jobs import sweep
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
+from pipeline.model.checkpoint import load_checkpoint
 
 
 @pytest.mark.timeout(300)

@@ -5,7 +5,7 @@ import pytest
 
 from jobs import prepare_demo, train
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
+from pipeline.model.checkpoint import load_checkpoint
 
 
 def test_train_mlp_on_digits_writes_checkpoint_report_and_png(tmp_path, digits_dir):
@@ -101,7 +101,7 @@ def test_the_progress_bar_ends_where_the_time_budget_does():
 
 
 def test_the_report_speaks_bits_per_value():
-    from pipeline.report import per_value_bits
+    from pipeline.train.report import per_value_bits
 
     assert per_value_bits(-15000.0, 64 * 64 * 3) == pytest.approx(-1.761, abs=1e-3)
     assert per_value_bits(36.1, 64) == pytest.approx(0.814, abs=1e-3)

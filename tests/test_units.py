@@ -12,13 +12,13 @@ import torch
 from jobs import train as train_job
 from jobs import verify as verify_job
 from jobs._cli import run_main
-from pipeline.checkpoint import load_checkpoint
-from pipeline.dataset import RawSample, choose_range
-from pipeline.errors import ConfigError, InputError
-from pipeline.format import archive_files, read_meta
-from pipeline.models import MLPConfig
-from pipeline.samples import SampleLayout, to_model
-from pipeline.value_range import ValueRange
+from pipeline.codec.format import archive_files, read_meta
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.value_range import ValueRange
+from pipeline.data.samples import SampleLayout, to_model
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.model.nets import MLPConfig
+from pipeline.train.dataset import RawSample, choose_range
 from tests.format_reader import read_archive_codes
 from tests.helpers import decode, encode
 
@@ -165,7 +165,7 @@ def test_one_large_photo_is_enough_to_train_on_and_archives_whole(tmp_path, loca
     with pytest.raises(
         InputError, match=r"astronaut\.png row 0: a sample of shape \(320, 288, 3\) has no 400x400 crop"
     ):
-        from pipeline.dataset import random_crops, read_samples
+        from pipeline.train.dataset import random_crops, read_samples
 
         random_crops(read_samples(str(tmp_path / "in")), 400)
 

@@ -77,11 +77,11 @@ def _write_case(case: str, crops: np.ndarray, work: str) -> str:
 
 def run_one(case: str, ckpt: str, work: str) -> dict:
     """In this (fresh) process: the worker on the case's shard; peak RSS after start and after."""
-    from pipeline.codec import CodecConfig
-    from pipeline.encode import EncodeSpec, EncodeWorker
-    from pipeline.job import JobParams
-    from pipeline.plan import plan_shards
-    from pipeline.quantize import QuantizerConfig
+    from pipeline.codec.codec import CodecConfig
+    from pipeline.codec.quantize import QuantizerConfig
+    from pipeline.ledger.job import JobParams
+    from pipeline.ledger.plan import plan_shards
+    from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
     def peak() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -118,8 +118,8 @@ def zeros_frame(size: int) -> bytes:
 
 
 def _decode_bomb(worker: Any, calib: list, job: Any, ckpt: str, work: str, peak: Callable[[], float]) -> dict:
-    from pipeline.decode import DecodeSpec, DecodeWorker
-    from pipeline.plan import plan_archive
+    from pipeline.ledger.plan import plan_archive
+    from pipeline.workers.decode import DecodeSpec, DecodeWorker
 
     assert worker.process(calib[0], job).ok
     path = f"{work}/arch/calib.vz.parquet"

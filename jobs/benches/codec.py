@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from pipeline.codec import (
+from pipeline.codec.codec import (
     LAYOUTS,
     Codec,
     CodecConfig,
@@ -30,7 +30,7 @@ from pipeline.codec import (
     rows_to_codes,
     train_dictionary,
 )
-from pipeline.format import ROW_GROUP_ROWS
+from pipeline.codec.format import ROW_GROUP_ROWS
 
 T = TypeVar("T")
 PASS_SECONDS = 0.25  # each speed repetition: passes over the codes for at least this long

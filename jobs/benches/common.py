@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.dataset import read_samples
+from pipeline.train.dataset import read_samples
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.checkpoint import Checkpoint
-from pipeline.samples import to_model
+from pipeline.data.samples import to_model
+from pipeline.model.checkpoint import Checkpoint
 
 H100_BF16_DENSE_TFLOPS = 989.0
 ASSUMED_UTILIZATION = 0.10

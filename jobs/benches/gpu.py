@@ -33,19 +33,19 @@ from jobs import import_diffusers
 from jobs._cli import run_main
 from jobs.benches import host
 from jobs.benches.throughput import _timed_map
-from pipeline import storage
-from pipeline.checkpoint import load_checkpoint
-from pipeline.codec import CodecConfig
-from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.demo_data import TRAIN_PHOTOS, photo
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.job import JobParams
-from pipeline.plan import plan_archive, plan_shards
-from pipeline.precision import autocast, pick_dtype
-from pipeline.quantize import QuantizerConfig
-from pipeline.readers import ReadOptions, iter_batches
-from pipeline.runner import PoolConfig, run
-from pipeline.samples import to_model
+from pipeline.codec.codec import CodecConfig
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.core import storage
+from pipeline.data.demo_data import TRAIN_PHOTOS, photo
+from pipeline.data.readers import ReadOptions, iter_batches
+from pipeline.data.samples import to_model
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_archive, plan_shards
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.model.precision import autocast, pick_dtype
+from pipeline.run.runner import PoolConfig, run
+from pipeline.workers.decode import DecodeSpec, DecodeWorker
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 SD1_CONFIG = {  # the Stable Diffusion 1.x VAE's architecture (its weights are not needed here)
     "in_channels": 3,

@@ -20,16 +20,17 @@ import torch
 from PIL import Image
 
 from jobs.benches.common import Spread
-from pipeline import storage
-from pipeline.codec import CodecConfig
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.hostpool import POOLS
-from pipeline.job import JobParams
-from pipeline.models.base import VAE, Posterior
-from pipeline.models.conv import ConvConfig
-from pipeline.plan import Shard, plan_shards
-from pipeline.quantize import QuantizerConfig
-from pipeline.readers import ReadOptions
+from pipeline.codec.codec import CodecConfig
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.core import storage
+from pipeline.core.hostpool import POOLS
+from pipeline.data.readers import ReadOptions
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_shards
+from pipeline.ledger.shard import Shard
+from pipeline.model.nets.base import VAE, Posterior
+from pipeline.model.nets.conv import ConvConfig
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 
 class StandIn(VAE):

@@ -16,13 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.checkpoint import Checkpoint
-from pipeline.codec import Codec, CodecConfig, CodecParams, calibrate_codec, latent_width
-from pipeline.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
-from pipeline.models import config_to_dict
-from pipeline.names import sample_key
-from pipeline.precision import autocast, pick_dtype
-from pipeline.quantize import (
+from pipeline.codec.codec import Codec, CodecConfig, CodecParams, calibrate_codec, latent_width
+from pipeline.codec.format import BASE_NAMES, ArchiveMeta, ArchiveWriter, CodeRows
+from pipeline.codec.quantize import (
     QuantizerConfig,
     QuantizerParams,
     calibrate,
@@ -30,8 +26,12 @@ from pipeline.quantize import (
     quantize,
     stats_from_latents,
 )
-from pipeline.ratecontrol import Rows, calibrate_loss
-from pipeline.samples import to_model
+from pipeline.codec.ratecontrol import Rows, calibrate_loss
+from pipeline.core.names import sample_key
+from pipeline.data.samples import to_model
+from pipeline.model.checkpoint import Checkpoint
+from pipeline.model.nets import config_to_dict
+from pipeline.model.precision import autocast, pick_dtype
 
 
 @dataclass(frozen=True)

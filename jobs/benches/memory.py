@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.codec import CodecConfig
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.job import JobParams
-from pipeline.plan import plan_shards
-from pipeline.quantize import QuantizerConfig
-from pipeline.readers import ReadOptions
-from pipeline.runner import PoolConfig, run
+from pipeline.codec.codec import CodecConfig
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.core import storage
+from pipeline.data.readers import ReadOptions
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_shards
+from pipeline.run.runner import PoolConfig, run
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 
 class MeasuredEncodeWorker(EncodeWorker):

@@ -16,9 +16,9 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from jobs.benches.latents import Latents, encode, psnr, reconstruct, vaezip_codes
-from pipeline.checkpoint import Checkpoint
-from pipeline.grid import tile, untile
-from pipeline.quantize import QuantizerConfig
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.data.grid import tile, untile
+from pipeline.model.checkpoint import Checkpoint
 
 QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 STEPS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -166,7 +166,7 @@ def classifier_accuracy(ckpt: Checkpoint, images: np.ndarray) -> dict:
     reconstructions of them (default quantizer)."""
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.demo_data import digits as load_digits
+    from pipeline.data.demo_data import digits as load_digits
 
     raw, labels = load_digits()
     assert np.array_equal(raw, images)
@@ -190,7 +190,7 @@ def feature_probe(ckpt: Checkpoint, images: np.ndarray, split: int = 1200) -> di
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from pipeline.demo_data import digits as load_digits
+    from pipeline.data.demo_data import digits as load_digits
 
     raw, labels = load_digits()
     assert np.array_equal(raw, images)
@@ -218,7 +218,7 @@ def grid_picture(originals: np.ndarray, shown: list, curve: list[dict]) -> bytes
     labelled with its step, bytes per sample and PSNR (small samples enlarged pixel for pixel)."""
     from PIL import ImageDraw
 
-    from pipeline.grid import tile
+    from pipeline.data.grid import tile
 
     rows = [("original", spread(originals))] + [
         (f"step {s:g} sigma: {c['bytes_per_sample']:.0f} B, {c['psnr']:.1f} dB", x)

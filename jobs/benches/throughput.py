@@ -17,17 +17,17 @@ import numpy as np
 import torch
 
 from jobs.benches.common import Spread
-from pipeline import storage
-from pipeline.checkpoint import load_checkpoint
-from pipeline.codec import CodecConfig
-from pipeline.decode import DecodeSpec, DecodeWorker
-from pipeline.encode import EncodeSpec, EncodeWorker
-from pipeline.job import JobParams
-from pipeline.plan import plan_archive, plan_shards
-from pipeline.quantize import QuantizerConfig
-from pipeline.readers import ReadOptions
-from pipeline.runner import PoolConfig, run
-from pipeline.samples import to_model
+from pipeline.codec.codec import CodecConfig
+from pipeline.codec.quantize import QuantizerConfig
+from pipeline.core import storage
+from pipeline.data.readers import ReadOptions
+from pipeline.data.samples import to_model
+from pipeline.ledger.job import JobParams
+from pipeline.ledger.plan import plan_archive, plan_shards
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.run.runner import PoolConfig, run
+from pipeline.workers.decode import DecodeSpec, DecodeWorker
+from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 
 def bare_encode(ckpt_uri: str, arrays: np.ndarray, batch_rows: int, threads: int) -> float:

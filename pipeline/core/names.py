@@ -1,0 +1,84 @@
+"""Every name vaezip derives, in one place: a shard's output files and a sample's key.
+
+A shard's output is named from its input's path relative to the input root, without the input's
+own extension, so a re-run, a retry and a resume all land on the same name and no name carries
+two extensions:
+
+    input   data/x/a/b.npy (root data/x)     stem  a__b
+    encode                                   a__b.vz.parquet
+    decode  (stem of the archive file)       a__b.npy, a__b.parquet, a__b.tar, a__b.index.parquet
+    features                                 a__b.features.parquet
+
+Names stay injective: two inputs whose stems are equal (``a.npy`` and ``a.npz``, or ``a/b.npy``
+and ``a__b.npy``) are refused by the plan before anything is written. Archives written before
+names dropped the extension (``a__b.npy.vz.parquet``) decode to the same names.
+
+A sample's key is ``<relative path without extension>:<row>`` (``a/b:17``) unless the source
+gives its own ids (a WebDataset key, an image file's relative path, ``--key-column``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+
+ARCHIVE_SUFFIX = ".vz.parquet"
+FEATURES_SUFFIX = ".features.parquet"
+# Bumped when the names derived from an input change; job.json records it, so an archive
+# folder written under other names is never resumed under these.
+NAMES_VERSION = 2
+# Extensions of the files vaezip reads (pipeline.data.readers), dropped from names and keys.
+DATA_SUFFIXES = (
+    ".npy",
+    ".npz",
+    ".parquet",
+    ".pq",
+    ".arrow",
+    ".tar",
+    *(".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"),
+)
+
+
+def drop_data_suffix(relpath: str) -> str:
+    """``a/b.npy`` -> ``a/b``; a name without a data file's extension is kept whole."""
+    base, ext = posixpath.splitext(relpath)
+    return base if ext.lower() in DATA_SUFFIXES and posixpath.basename(base) else relpath
+
+
+def stem(relpath: str) -> str:
+    """The flat name every output of one input file starts with."""
+    return drop_data_suffix(relpath).replace("/", "__")
+
+
+def output_name(relpath: str, suffix: str = ARCHIVE_SUFFIX) -> str:
+    """The file a job writes for the input at ``relpath`` (relative to the input root)."""
+    return stem(relpath) + suffix
+
+
+def archive_stem(archive_name: str) -> str:
+    """``a__b.vz.parquet`` -> ``a__b``: what a decode of that file is named after (an older
+    archive's ``a__b.npy.vz.parquet`` too)."""
+    if not archive_name.endswith(ARCHIVE_SUFFIX):
+        raise ValueError(f"{archive_name!r} is not an archive file name (*{ARCHIVE_SUFFIX})")
+    return drop_data_suffix(archive_name[: -len(ARCHIVE_SUFFIX)])
+
+
+def group_relpath(index: int) -> str:
+    """The stand-in relative path of the ``index``-th group of loose image files."""
+    return f"images-{index:05d}"
+
+
+def sample_key(relpath: str, row: int) -> str:
+    """A sample's key when its source has no id column: its file (no extension) and row."""
+    return f"{drop_data_suffix(relpath)}:{row}"
+
+
+def sample_keys(relpath: str, rows: Iterable[int]) -> list[str]:
+    """``sample_key`` of each row, the file's part worked out once."""
+    name = drop_data_suffix(relpath)
+    return [f"{name}:{row}" for row in rows]
+
+
+def legacy_sample_key(relpath: str, row: int) -> str:
+    """The key archives written before keys dropped the extension gave the same row."""
+    return f"{relpath}:{row}"

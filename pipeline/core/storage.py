@@ -1,0 +1,225 @@
+"""The one door to fsspec: every byte vaezip reads or writes goes through here.
+
+URIs are anything fsspec understands (a local path, ``file://``, ``memory://``, ``s3://``,
+``gs://``). Local paths stay plain paths in everything we return, so logs and manifests read
+naturally.
+
+Writes are atomic: a file is written under a temporary name beside its final one and then
+renamed, so nobody sees a half-written file under its final name. On object stores (S3, GCS)
+an object appears only when its upload completes (one PUT, or a multipart upload completed on
+close), so we write the final key directly and abort the upload on an error.
+
+Object-store listings are not cached: workers in other processes write the files a driver
+lists next.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Protocol
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class Sink(Protocol):
+    """What a writer needs of its output: an open file, or a wrapper around one (the
+    hashing writer of ``pipeline.ledger.completion``)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs"}
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    protocol, _ = fsspec.core.split_protocol(uri)
+    options = {"use_listings_cache": False} if protocol in _OBJECT_STORES else {}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
+    return fs, path
+
+
+def _unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def join(base: str, *names: str) -> str:
+    if "://" in base:
+        proto, rest = base.split("://", 1)
+        return f"{proto}://{posixpath.join(rest, *names)}"
+    return posixpath.join(base, *names)
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def _canonical(uri: str) -> tuple[str, str]:
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        return "file", os.path.realpath(path)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return protocol, posixpath.normpath("/" + path.rstrip("/"))
+
+
+def within(uri: str, folder: str) -> bool:
+    """Whether ``uri`` is ``folder`` itself or lies inside it (symlinks resolved on a disk)."""
+    (p1, a), (p2, b) = _canonical(uri), _canonical(folder)
+    return p1 == p2 and (a == b or a.startswith(b.rstrip("/") + "/"))
+
+
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool(set(protocols) & _OBJECT_STORES)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    return int(fs.size(path))
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def open_read(uri: str) -> IO[bytes]:
+    fs, path = filesystem(uri)
+    return fs.open(path, "rb")
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return bool(fs.isdir(path))
+
+
+def is_glob(uri: str) -> bool:
+    """A pattern to expand: glob characters, and no file or folder of that very name (a folder
+    may well be called ``scans[2024]``)."""
+    fs, path = filesystem(uri)
+    return any(ch in path for ch in "*?[") and not fs.exists(path)
+
+
+def expand(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """A file, a folder (recursively) or a glob -> sorted file URIs, filtered by suffix."""
+    fs, path = filesystem(uri)
+    if is_glob(uri):
+        found = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        found = fs.find(path)
+    elif fs.exists(path):
+        found = [path]
+    else:
+        raise FileNotFoundError(uri)
+    if suffixes:
+        found = [p for p in found if p.lower().endswith(suffixes)]
+    return sorted(_unstrip(fs, p) for p in found)
+
+
+def listdir(uri: str) -> list[str]:
+    """Names directly inside a folder (none if it does not exist)."""
+    fs, path = filesystem(uri)
+    try:
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if not is_object_store(fs):
+        fs.makedirs(path, exist_ok=True)
+
+
+def temp_name(path: str, tag: str) -> str:
+    """The temporary name beside ``path``: hidden, marked as vaezip's (``.vz``) and as the
+    job's (``tag``), so a clean-up can tell it from anyone else's ``.tmp`` file."""
+    marker = f"vz-{tag}" if tag else "vz"
+    return posixpath.join(
+        posixpath.dirname(path), f".{posixpath.basename(path)}.{marker}.{uuid.uuid4().hex}.tmp"
+    )
+
+
+@contextmanager
+def atomic_write(uri: str, tag: str = "") -> Iterator[IO[bytes]]:
+    """Open ``uri`` for writing so it appears whole or not at all; ``tag`` marks the
+    temporary file as the job's own (see ``remove_stale_temps``)."""
+    fs, path = filesystem(uri)
+    if is_object_store(fs):
+        # An object appears when its upload completes on close. On an error, abort the upload
+        # (``discard``) and mark the file closed without closing it: ``close`` would upload
+        # whatever had been written so far under the final name.
+        f = fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            f.discard()
+            f.closed = True
+            raise
+        f.close()
+        return
+    fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    tmp = temp_name(path, tag)
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def remove_stale_temps(folder: str, tags: tuple[str, ...] | None) -> int:
+    """Delete the temporary files that vaezip writers left when they died mid-write: those
+    written with one of ``tags`` ("" for untagged ones), or (``None``) any of vaezip's. Returns
+    how many. Anybody else's files, ``.tmp`` or not, stay."""
+    fs, path = filesystem(folder)
+    if is_object_store(fs) or not fs.isdir(path):
+        return 0
+    markers = (".vz",) if tags is None else tuple(f".vz-{t}." if t else ".vz." for t in tags)
+    stale = []
+    for p in fs.find(path, withdirs=False):
+        name = posixpath.basename(p)
+        if name.startswith(".") and name.endswith(".tmp") and any(m in name for m in markers):
+            stale.append(p)
+    for p in stale:
+        fs.rm(p)
+    return len(stale)
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write ``uri`` only if nothing is there yet, atomically (O_EXCL on a disk, a conditional
+    PUT on S3); False if something was."""
+    fs, path = filesystem(uri)
+    if not is_object_store(fs):
+        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_bytes(uri: str, data: bytes, tag: str = "") -> None:
+    with atomic_write(uri, tag) as f:
+        f.write(data)
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)

@@ -1,0 +1,222 @@
+"""The shard lifecycle, in one place (and without torch, so the driver can import it).
+
+    run_shard(output, shard, name, job_fingerprint, body)
+      timer -> atomic write of <output>/<name> through a HashingWriter -> body(f, uri)
+        -> InputError?  a failed ShardResult (a value, not a crash; nothing committed)
+        -> commit -> _done/<name>.json (the CompletionRecord, written last) -> log line
+    is_complete(output, name, job_fingerprint)
+      the record exists, names this job, and the output it describes is there in full
+
+A relaunch skips what ``is_complete`` says is done, as datatrove's executor does with its
+completion files (``is_rank_completed`` / ``mark_rank_as_completed``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import IO, TYPE_CHECKING
+
+from pipeline.core import storage
+from pipeline.core.errors import InputError
+
+if TYPE_CHECKING:
+    from pipeline.ledger.shard import Shard
+
+log = logging.getLogger(__name__)
+DONE = "_done"
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports for one shard: a bad shard is a value, not a crash."""
+
+    name: str
+    source: str
+    ok: bool
+    rows: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    clipped: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0  # of ``seconds``, in the model (encoder or decoder) calls
+    error: str | None = None
+    retryable: bool = False
+    attempts: int = 1
+
+
+def failed(name: str, source: str, err: InputError, start: float) -> ShardResult:
+    """A shard that failed with ``err``, logged with its name."""
+    log.warning("shard %s failed: %s", name, err)
+    return ShardResult(
+        name,
+        source,
+        ok=False,
+        error=str(err),
+        retryable=err.retryable,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class CompletionRecord:
+    """``_done/<name>.json``: the progress record and the resume marker of one output file."""
+
+    job_fingerprint: str
+    name: str
+    source: str
+    rows: int
+    bytes: int
+    sha256: str
+    input_bytes: int = 0
+    clipped: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> builtins.bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: builtins.bytes) -> CompletionRecord | None:
+        """The record, or None for one that is not JSON or lacks a field (a partial write by
+        an older version, a hand edit): such a shard is simply redone."""
+        try:
+            raw = json.loads(data)
+            names = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in raw.items() if k in names})
+        except (ValueError, TypeError, AttributeError):
+            return None
+
+
+def done_uri(output: str, name: str) -> str:
+    return storage.join(output, DONE, name + ".json")
+
+
+def read_record(output: str, name: str) -> CompletionRecord | None:
+    try:
+        return CompletionRecord.from_json(storage.read_bytes(done_uri(output, name)))
+    except FileNotFoundError:
+        return None
+
+
+def temp_tag(job_fingerprint: str) -> str:
+    """What marks a job's temporary files as its own."""
+    return job_fingerprint[:16]
+
+
+def write_record(output: str, record: CompletionRecord) -> None:
+    storage.write_bytes(done_uri(output, record.name), record.to_json(), temp_tag(record.job_fingerprint))
+
+
+def is_complete(output: str, name: str, job_fingerprint: str) -> bool:
+    """Done by this job: the record names ``job_fingerprint`` and the output file it describes
+    exists with the recorded size."""
+    record = read_record(output, name)
+    if record is None or record.job_fingerprint != job_fingerprint:
+        return False
+    try:
+        return storage.size(storage.join(output, name)) == record.bytes
+    except FileNotFoundError:
+        return False
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and hashes them on the way through."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.sha256, self.bytes, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self.f.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Stopwatch:
+    """Seconds spent inside ``timing()`` blocks since the last ``reset()``: a worker's model
+    time for the shard at hand."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a worker's body wrote into one output file."""
+
+    rows: int
+    clipped: int = 0
+    extra_bytes: int = 0  # written beside the output file (a decode's images): counted, not hashed
+
+
+Body = Callable[[HashingWriter, str], Written]
+
+
+def run_shard(
+    output: str, shard: Shard, name: str, job_fingerprint: str, body: Body, clock: Stopwatch | None = None
+) -> ShardResult:
+    """Write ``<output>/<name>`` from ``shard`` with ``body(f, uri)``: the skeleton every
+    worker shares. An empty result is an error, so no empty file is ever committed."""
+    start = time.perf_counter()
+    if clock is not None:
+        clock.reset()
+    uri = storage.join(output, name)
+    try:
+        with storage.atomic_write(uri, temp_tag(job_fingerprint)) as raw:
+            f = HashingWriter(raw)
+            written = body(f, uri)
+            if written.rows == 0:
+                raise InputError(shard.source, "shard holds no rows")
+    except InputError as err:
+        return failed(name, shard.source, err, start)
+    seconds = time.perf_counter() - start
+    record = CompletionRecord(
+        job_fingerprint=job_fingerprint,
+        name=name,
+        source=shard.source,
+        rows=written.rows,
+        bytes=f.bytes,
+        sha256=f.sha256.hexdigest(),
+        input_bytes=shard.input_bytes(),
+        clipped=written.clipped,
+        seconds=round(seconds, 3),
+    )
+    write_record(output, record)
+    log.info("shard %s: %d rows, %d bytes, %.2f s", name, written.rows, f.bytes, seconds)
+    return ShardResult(
+        name,
+        shard.source,
+        ok=True,
+        rows=written.rows,
+        input_bytes=record.input_bytes,
+        output_bytes=f.bytes + written.extra_bytes,
+        clipped=written.clipped,
+        seconds=seconds,
+        model_seconds=clock.seconds if clock is not None else 0.0,
+    )

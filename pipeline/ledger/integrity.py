@@ -1,0 +1,89 @@
+"""What decode, inspect and verify trust about an archive, checked against what encode
+recorded when it committed each file.
+
+    archive folder -> manifest.json (or, before it exists, the _done/ records)
+      -> every listed file present, with its recorded size; every archive file listed
+      -> Listed(uri, rows, bytes, sha256) per file, for the reader to check the file's
+         sha256 and row count against (verify_sha256) before it trusts the contents
+
+Together with the Parquet page CRCs, the per-row CRC-32 of the codes and the footer's own
+checksum (pipeline.codec.format), every byte decode trusts is covered by a checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+from pipeline.codec.format import archive_files, read_meta_and_rows
+from pipeline.core import storage
+from pipeline.core.errors import InputError
+from pipeline.ledger.completion import read_record
+from pipeline.ledger.manifest import MANIFEST
+from pipeline.ledger.shard import Listed
+
+CHUNK = 1 << 20
+CHANGED = "sha256 does not match the archive's record: the file changed after it was written"
+Recorded = tuple[int, int, str]  # rows, bytes, sha256
+
+
+def _folder_of(uri: str, files: list[str]) -> str:
+    """The archive folder: the input itself, or the folder of the file (or glob) named."""
+    return uri if not storage.is_glob(uri) and storage.is_dir(uri) else posixpath.dirname(files[0]) or "."
+
+
+def _manifest_entries(folder: str) -> dict[str, Recorded] | None:
+    uri = storage.join(folder, MANIFEST)
+    try:
+        data = json.loads(storage.read_bytes(uri))
+        return {str(e["name"]): (int(e["rows"]), int(e["bytes"]), str(e["sha256"])) for e in data["shards"]}
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(uri, f"not a readable manifest ({err})") from err
+
+
+def listed_files(archive: str) -> list[Listed]:
+    """Every archive file found, and (for a whole archive folder) every file its manifest lists,
+    with what the manifest (or, while the archive is being written, the completion records)
+    recorded of it. Nothing is judged here: each file's ``problem()`` fails its own shard."""
+    files = archive_files(archive)
+    folder = _folder_of(archive, files)
+    entries = _manifest_entries(folder)
+    if entries is None:
+        records = (read_record(folder, storage.basename(f)) for f in files)
+        entries = {r.name: (r.rows, r.bytes, r.sha256) for r in records if r is not None}
+    found = {storage.basename(f): f for f in files}
+    if not storage.is_glob(archive) and storage.within(folder, archive):  # the whole folder
+        found.update({n: storage.join(folder, n) for n in entries if n not in found})
+    return [Listed(found[n], n, *entries.get(n, (None, None, None))) for n in sorted(found)]
+
+
+def sha256_of(uri: str) -> str:
+    h = hashlib.sha256()
+    with storage.open_read(uri) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(uri: str, expected: str) -> None:
+    if sha256_of(uri) != expected:
+        raise InputError(uri, CHANGED)
+
+
+def check_archive(uri: str) -> list[str]:
+    """Every file of an archive checked against its manifest (or completion records): presence,
+    size, sha256 and row count. Returns the problems, one line each (none: all is well)."""
+    problems = []
+    for f in listed_files(uri):
+        problem = f.problem()
+        if problem is None and f.sha256 is not None:
+            if sha256_of(f.uri) != f.sha256:
+                problem = CHANGED
+            elif read_meta_and_rows(f.uri)[1] != f.rows:
+                problem = f"row count differs from the archive's record ({f.rows})"
+        if problem:
+            problems.append(f"{f.uri}: {problem}")
+    return problems

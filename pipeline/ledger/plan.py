@@ -1,0 +1,98 @@
+"""The deterministic shard plan and the job's fingerprint.
+
+One input file is one shard, named from its path relative to the input root
+(``pipeline.core.names``), so a re-run, a retry and a resume all land on the same name:
+
+    data/photos/train/train-00003.parquet  ->  train-00003.vz.parquet
+    data/x/a/b.npy (root data/x)           ->  a__b.vz.parquet
+
+Image files are the exception: sorted by path, they are grouped ``images_per_shard`` at a
+time into shards ``images-00000.vz.parquet``, ``images-00001.vz.parquet``, ...
+
+Decode plans the other way round: one archive file is one shard, and its output is named
+after the archive file's stem (``plan_archive``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+from pipeline.core import storage
+from pipeline.core.errors import ConfigError
+from pipeline.core.names import ARCHIVE_SUFFIX, archive_stem, group_relpath, output_name
+from pipeline.data.readers import format_of, list_sources
+from pipeline.ledger.integrity import listed_files
+from pipeline.ledger.shard import Shard
+
+
+def _root(uri: str, files: list[str]) -> str:
+    """The folder keys and output names are relative to: the input folder itself, else the
+    folder of the input file, else (a glob) the deepest folder holding every match."""
+    if storage.is_glob(uri):
+        return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
+    if storage.is_dir(uri):
+        return storage.filesystem(uri)[1].rstrip("/")
+    return posixpath.dirname(files[0].split("://", 1)[-1])  # one file, named
+
+
+def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCHIVE_SUFFIX) -> list[Shard]:
+    """The input's shards, each named ``<stem><suffix>`` (an archive file by default)."""
+    if images_per_shard < 1:
+        raise ConfigError(f"images_per_shard must be positive, got {images_per_shard}")
+    files = list_sources(input_uri)
+    root = _root(input_uri, files)
+    if format_of(files[0]) == "images":
+        proto = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
+        groups = [tuple(files[i : i + images_per_shard]) for i in range(0, len(files), images_per_shard)]
+        return [
+            Shard(
+                source=proto + root,
+                relpath=group_relpath(i),
+                name=output_name(group_relpath(i), suffix),
+                members=g,
+            )
+            for i, g in enumerate(groups)
+        ]
+    shards = []
+    for f in files:
+        rel = posixpath.relpath(f.split("://", 1)[-1], root)
+        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix)))
+    return _refuse_collisions(shards)
+
+
+def _refuse_collisions(shards: list[Shard]) -> list[Shard]:
+    """Output names must be injective: two inputs never share one output file."""
+    seen: dict[str, Shard] = {}
+    for s in shards:
+        if s.name in seen:
+            raise ConfigError(
+                f"{seen[s.name].source} and {s.source} would both be written to {s.name}; "
+                "rename one of them (or encode them as separate inputs)"
+            )
+        seen[s.name] = s
+    return shards
+
+
+def check_separate(input_uri: str, output_uri: str) -> None:
+    """Refuse an output folder inside the input (or the input itself): a re-run would read its
+    own outputs as input, or a decode would overwrite the archive's own manifest."""
+    if storage.within(output_uri, input_uri):
+        raise ConfigError(
+            f"--output {output_uri} lies inside --input {input_uri}; write to a folder outside the input"
+        )
+
+
+def plan_archive(uri: str, suffix: str) -> list[Shard]:
+    """An archive's files as shards whose outputs are named ``<archive stem><suffix>``, each
+    carrying what the archive's manifest recorded of it, for the worker to check."""
+    shards = []
+    for f in listed_files(uri):
+        rel = archive_stem(f.name)
+        shards.append(Shard(source=f.uri, relpath=rel, name=output_name(rel, suffix), listed=f))
+    return _refuse_collisions(shards)
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,64 @@
+"""What the driver hands a worker: a shard descriptor, never data.
+
+A ``Shard`` names one input file (or a group of image files) and the output file it becomes;
+for a decode, the archive file comes with what the archive's manifest recorded of it
+(``Listed``), so the worker can check the file before it trusts the contents. These are the
+nouns every other part of the ledger talks about, so they sit below all of it:
+
+    shard <- completion <- manifest <- integrity <- plan <- job
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core import storage
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An archive file as its completion record or the manifest describes it (``sha256`` None:
+    nothing describes it)."""
+
+    uri: str
+    name: str
+    rows: int | None
+    bytes: int | None
+    sha256: str | None
+
+    def problem(self, size: bool = True) -> str | None:
+        """What is wrong with the file that can be told without reading it (``size=False``:
+        only whether a record covers it and whether it is there)."""
+        if self.sha256 is None:
+            return (
+                "not listed in the archive's manifest or completion records, so no checksum "
+                "covers it (a file of another job, or copied in by hand?)"
+            )
+        try:
+            actual = storage.size(self.uri)
+        except FileNotFoundError:
+            return "listed in the archive's manifest but missing"
+        if size and actual != self.bytes:
+            return (
+                f"{actual:,} bytes, the archive's record says {self.bytes:,}: the file changed "
+                "after it was written"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: an input file (or a group of image files) and the output file it becomes."""
+
+    source: str  # URI of the input file
+    relpath: str  # path relative to the input root: the key prefix and the output's stem
+    name: str  # output file name inside the output folder
+    members: tuple[str, ...] = ()  # image files of a group (then ``source`` is their folder)
+    listed: Listed | None = None  # an archive file: what its manifest recorded of it
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.members or (self.source,)
+
+    def input_bytes(self) -> int:
+        return sum(storage.size(f) for f in self.files)

@@ -1,0 +1,112 @@
+"""DecodeWorker: one archive file in, reconstructions out. The mirror image of EncodeWorker.
+
+footer (version, model fingerprint) -> prefetch thread: iter_latents (page and row
+  checksums, dequantize) -> this thread: decoder (inference_mode) -> writer thread, one
+  batch behind: crop, source shape and dtype -> output writer (.npy, Parquet with PNG
+  bytes, images, WebDataset) -> run_shard: commit -> _done/<name>.json (written last)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.codec.format import read_footer, read_keys
+from pipeline.core.errors import InputError
+from pipeline.core.overlap import one_behind, prefetch
+from pipeline.data.archive import LatentBatch, SampleDecoder, check_model, iter_latents
+from pipeline.data.outputs import OUTPUT_FORMATS, open_output
+from pipeline.data.tiles import Reassembled, images_in
+from pipeline.ledger.completion import HashingWriter, ShardResult, Written, failed, run_shard
+from pipeline.ledger.integrity import verify_sha256
+from pipeline.ledger.shard import Shard
+from pipeline.workers.model_worker import ModelWorker
+
+log = logging.getLogger(__name__)
+Decoded = tuple[LatentBatch, list[tuple[list[int], np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    checkpoint: str
+    output: str
+    output_format: str = "npy"
+    batch_rows: int = 256
+    device: str = "auto"
+    threads: int | None = None
+    job_fingerprint: str = ""
+    precision: str = "auto"  # pipeline.model.precision
+    host_workers: int | None = None  # None: the CPUs Ray gave the actor
+    host_pool: str = "processes"  # pipeline.core.hostpool: what encodes the image files
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InputError(self.output, f"output format must be one of {OUTPUT_FORMATS}")
+
+
+class DecodeWorker(ModelWorker):
+    def __init__(self, spec: DecodeSpec) -> None:
+        super().__init__(
+            spec.checkpoint, spec.device, spec.threads, spec.precision, spec.host_workers, spec.host_pool
+        )
+        self.spec = spec
+        self.decoder = SampleDecoder(self.ckpt, self.device, self.dtype)
+
+    def _decoded(self, batches: Iterator[LatentBatch]) -> Iterator[Decoded]:
+        for batch in batches:
+            with self.clock.timing():
+                outputs = self.decoder.run_model(batch.latents, batch.layouts, batch.quantizer)
+            yield batch, outputs
+
+    def process(self, shard: Shard) -> ShardResult:
+        listed = shard.listed
+        # Unrecorded or missing: refused at once. A wrong size is left to the sha256 check at
+        # the end, so a damaged file first reports what is damaged in it (row, page, footer).
+        problem = listed.problem(size=False) if listed is not None else None
+        if problem is not None:
+            return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
+
+        def body(f: HashingWriter, uri: str) -> Written:
+            footer = read_footer(shard.source)
+            meta, rows_total = footer.meta, footer.rows
+            check_model(meta, self.ckpt, shard.source)
+            latents = prefetch(
+                lambda: iter_latents(  # on a CPU the reader thread dequantizes, beside the model
+                    shard.source, self.spec.batch_rows, meta=meta, on_device=self.device.type != "cpu"
+                )
+            )
+            if meta.tile:  # whole images are written: as many as the tiles make up
+                rows_total = images_in(read_keys(shard.source))
+            output = open_output(
+                self.spec.output_format,
+                f,
+                uri,
+                rows_total,
+                footer.features,
+                self.host_workers,
+                self.host_pool,
+            )
+            with Reassembled(output, shard.source) if meta.tile else output as writer:
+
+                def write(item: Decoded) -> int:
+                    batch, outputs = item
+                    samples = SampleDecoder.restore(outputs, batch.layouts, batch.uri, batch.start)
+                    writer.write(batch.keys, samples, batch.columns)
+                    return len(batch.keys)
+
+                rows = sum(one_behind(self._decoded(latents), write))
+                # Every row was checked on the way; now the whole file against its record, which
+                # also covers what no row checksum does (before the writer finishes anything).
+                if listed is not None and listed.sha256 is not None:
+                    if rows != listed.rows:
+                        raise InputError(
+                            shard.source, f"{rows} rows, the archive's record says {listed.rows}"
+                        )
+                    verify_sha256(shard.source, listed.sha256)
+            return Written(rows=rows, extra_bytes=writer.extra_bytes)
+
+        return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body, self.clock)
