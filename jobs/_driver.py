@@ -13,7 +13,7 @@ from pipeline.core import storage
 from pipeline.core.hostpool import POOLS
 from pipeline.data.readers import ReadOptions
 from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
-from pipeline.ledger.completion import ShardResult, temp_tag
+from pipeline.ledger.completion import DONE, ShardResult, temp_tag
 from pipeline.ledger.manifest import write_failures
 from pipeline.ledger.shard import Shard
 from pipeline.model.precision import PRECISIONS
@@ -89,7 +89,7 @@ def dispatch(
         output,
         [{"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts} for r in failed],
     )
-    if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), "")):
+    if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), ""), subfolders=(DONE,)):
         log.info("removed temporary files of workers that died mid-write")
     return Summary(
         shards=total,
@@ -167,7 +167,12 @@ def add_running_args(p: argparse.ArgumentParser) -> None:
         help="rows per model batch (samples per encoder/decoder call; GPU memory grows with it)",
     )
     r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--overwrite", action="store_true", help="redo every shard")
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every shard; decode: also replace another archive's decode in --output (only its "
+        "files are removed; an encode archive is never removed by decode)",
+    )
     r.add_argument(
         "--max-failed-shards", type=int, default=0, help="exit 0 even if up to this many shards failed"
     )

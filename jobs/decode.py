@@ -17,10 +17,11 @@ from jobs._driver import add_running_args, dispatch, pool_config
 from pipeline.codec.format import read_keys
 from pipeline.core import storage
 from pipeline.core.errors import InputError
-from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths, remove_output
+from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths
 from pipeline.ledger.claim import claim
-from pipeline.ledger.completion import DONE, done_uri, is_complete, read_record
-from pipeline.ledger.manifest import MANIFEST, write_manifest
+from pipeline.ledger.completion import is_complete
+from pipeline.ledger.manifest import write_manifest
+from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs
 from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
 from pipeline.ledger.shard import Shard
 from pipeline.model.checkpoint import verify_checkpoint
@@ -55,9 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format in KEYED_FORMATS:
         check_sample_paths(args.format, _keys(shards))
     with claim(args.output, "decode"):
-        removed = clear_stale_outputs(args.output, shards, job_fp, args.overwrite)
+        other = check_decode_output(args.output, [s.source for s in shards], args.overwrite)
+        removed = clear_stale_outputs(args.output, {s.name for s in shards}, job_fp, args.overwrite or other)
         if removed:
-            log.info("removed %d outputs of an earlier decode that this one replaces", removed)
+            whose = "of another archive's decode" if other else "of an earlier decode"
+            log.info("removed %d outputs %s that this one replaces", removed, whose)
         save_resolved(args, storage.join(args.output, CONFIG))
         todo = [s for s in shards if not is_complete(args.output, s.name, job_fp)]
         spec = DecodeSpec(
@@ -94,24 +97,6 @@ def _keys(shards: list[Shard]) -> Iterator[tuple[str, int, str]]:
             continue
         for row, key in enumerate(keys):
             yield s.source, row, key
-
-
-def clear_stale_outputs(output: str, shards: list[Shard], job_fp: str, overwrite: bool) -> int:
-    """Remove the outputs (and records) of an earlier decode that this one does not keep: all
-    of them with ``--overwrite``, else those made from other archive contents or of files the
-    archive no longer holds. What is left is exactly this job's."""
-    names = {s.name for s in shards}
-    removed = 0
-    for record_name in storage.listdir(storage.join(output, DONE)):
-        name = record_name[: -len(".json")]
-        record = read_record(output, name)
-        if overwrite or record is None or record.job_fingerprint != job_fp or name not in names:
-            remove_output(output, name)
-            storage.remove(done_uri(output, name))
-            removed += 1
-    if removed:
-        storage.remove(storage.join(output, MANIFEST))
-    return removed
 
 
 def cli() -> None:

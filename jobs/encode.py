@@ -26,8 +26,8 @@ from pipeline.core.names import NAMES_VERSION
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions
 from pipeline.ledger.claim import claim
-from pipeline.ledger.completion import is_complete
-from pipeline.ledger.job import EncodeJob, JobParams, clear_archive, resume_job, save_job
+from pipeline.ledger.completion import shard_state
+from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
 from pipeline.ledger.shard import Shard
@@ -72,6 +72,12 @@ def build_parser() -> Parser:
         "bytes at 0.1 dB, 13.2 at 0.2), measured through the decoder on "
         "calibration rows the steps were not fitted on (half of those it decodes: as many as "
         f"hold {DECODE_VALUES:,} model values, at least {MIN_ROWS}, each about 12 times)",
+    )
+    q.add_argument(
+        "--strict-bound",
+        action="store_true",
+        help="loss: stop the job, before any shard is encoded, when the loss measured on the check "
+        "rows exceeds --max-loss-db (without it: a warning in the summary and job.json)",
     )
     q.add_argument("--bits", type=int, default=8, help="bits per code (most, for posterior)")
     q.add_argument(
@@ -132,6 +138,13 @@ def build_parser() -> Parser:
     )
     add_running_args(p)
     d = p.add_argument_group("reading")
+    d.add_argument(
+        "--changed-inputs",
+        choices=("redo", "refuse"),
+        default="redo",
+        help="a resume that finds an input changed since its shard was encoded (size, modification "
+        "time or ETag): encode it again (redo, the default) or stop with one line (refuse)",
+    )
     d.add_argument(
         "--key-column", help="source column holding a stable id for each sample (default: <file>:<row>)"
     )
@@ -245,9 +258,25 @@ def _run(
         else:
             qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows, qconfig, cconfig)
             job = JobParams.of(settings, qparams, cparams)
+            missed = bound_warnings(qparams)
+            if missed and args.strict_bound:
+                raise ConfigError(f"{missed[0]} (--strict-bound: nothing was encoded)")
         save_job(args.output, EncodeJob(settings, job))
         jobs.append(job)
-        todo = [s for s in shards if not is_complete(args.output, s.name, job.job_fingerprint)]
+        state = {s.name: shard_state(args.output, s.name, job.job_fingerprint, s.identity) for s in shards}
+        changed = [s for s in shards if state[s.name] == "changed"]
+        if changed and args.changed_inputs == "refuse":
+            raise ConfigError(
+                f"{changed[0].source} changed since it was encoded into {changed[0].name} ({len(changed)} "
+                "input(s) changed); re-run with --changed-inputs redo to encode them again"
+            )
+        if changed:
+            log.warning(
+                "%d input(s) changed since they were encoded (%s, ...): encoding them again",
+                len(changed),
+                changed[0].source,
+            )
+        todo = [s for s in shards if state[s.name] != "done"]
         log.info("%d shards, %d to do", len(shards), len(todo))
         return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job.job_fingerprint, job)
 
@@ -261,6 +290,9 @@ def _run(
             f"rows it was not fitted on; codes ~{q.bits_per_value:.2f} bits per latent value (order-0 "
             "entropy)"
         )
+    for warning in bound_warnings(q) if q is not None else []:
+        log.warning("%s", warning)
+        print(f"  warning: {warning}")
     if not summary.failed:
         m = write_manifest(args.output, shards, job_fp, {"kind": "encode"})
         print(f"archive {args.output}: {m['rows']} rows in {m['bytes']:,} bytes; manifest written")

@@ -566,3 +566,6 @@ def test_a_key_too_long_for_a_file_name_fails_its_shard_once(tmp_path, digits, d
     failures = json.loads((rec / "failures.json").read_text())
     assert [f["shard"] for f in failures] == ["p1.index.parquet"] and failures[0]["attempts"] == 1
     assert re.search(r"p1\.index\.parquet row 3: key 'k+' cannot be a file name", failures[0]["error"])
+    assert (rec / "k0-0.png").exists() and (rec / "p0.index.parquet").exists()  # the good shard
+    assert not [p.name for p in rec.glob("k1-*")]  # none of the failed shard's images under final names
+    assert not list(rec.glob(".*.vz-staging"))  # nor any staging left

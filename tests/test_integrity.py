@@ -126,6 +126,21 @@ def test_overwrite_leaves_exactly_one_jobs_files(tmp_path, digits_dir, digits_ck
     ]
 
 
+@pytest.mark.parametrize("fmt", ["images", "webdataset"])
+def test_a_failed_shard_leaves_nothing_under_final_names(arch, tmp_path, digits_ckpt, fmt):
+    """A footer changed with its checksum made consistent: only the sha256 against the manifest
+    catches it, after every row was decoded; none of that shard's outputs may stay."""
+    _change_a_step_digit(arch / "digits-00001.vz.parquet", keep_footer_checksum_valid=True)
+    out = tmp_path / "out"
+    assert decode(arch, digits_ckpt, out, "--format", fmt) == 1
+    assert list(_failures(out)) == [f"digits-00001{'.index.parquet' if fmt == 'images' else '.tar'}"]
+    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert not [n for n in names if n.startswith("digits-00001")]  # no images, index or tar
+    assert not [n for n in names if ".vz" in n]  # no staging or temporary files
+    good = [n for n in names if n.startswith("digits-00000")]
+    assert len(good) == (513 if fmt == "images" else 1)  # the other shards are whole
+
+
 def test_a_decode_rerun_after_a_reencode_redoes_everything_and_keeps_nothing_stale(
     tmp_path, digits_dir, digits_ckpt, capsys
 ):
@@ -169,16 +184,26 @@ def test_a_second_driver_on_a_claimed_output_is_refused_with_one_line(
 def test_only_this_jobs_temporary_files_are_removed(tmp_path, digits_dir, digits_ckpt):
     arch = tmp_path / "arch"
     (arch / "colleague").mkdir(parents=True)
-    theirs = [arch / "colleague" / ".upload-in-progress.tmp", arch / ".other.vz-0123456789abcdef.1.tmp"]
-    for p in theirs:
-        p.write_bytes(b"x")
     assert encode(digits_dir, digits_ckpt, arch) == 0
     tag = json.loads((arch / "job.json").read_text())["job_fingerprint"][:16]
-    mine = arch / f".digits-00000.vz.parquet.vz-{tag}.dead.tmp"  # a worker that died mid-write
-    mine.write_bytes(b"half")
+    theirs = [
+        arch / "colleague" / ".upload-in-progress.tmp",
+        arch / ".other.vz-0123456789abcdef.1.tmp",
+        arch / ".d0.vz.parquet.tmp",  # looks like vaezip's, is not a name vaezip makes
+        arch / ".other.vz-0123456789abcdef.0123456789abcdef0123456789abcdef.tmp",  # another job's
+        arch / "colleague" / f".x.vz-{tag}.{'0' * 32}.tmp",  # a folder vaezip never writes
+    ]
+    for p in theirs:
+        p.write_bytes(b"x")
+    mine = [  # workers that died mid-write: an archive file and a record
+        arch / f".digits-00000.vz.parquet.vz-{tag}.{'d' * 32}.tmp",
+        arch / "_done" / f".digits-00000.vz.parquet.json.vz-{tag}.{'e' * 32}.tmp",
+    ]
+    for p in mine:
+        p.write_bytes(b"half")
     (arch / "_done" / "digits-00000.vz.parquet.json").unlink()  # so the re-run has work to do
     assert encode(digits_dir, digits_ckpt, arch) == 0
-    assert not mine.exists()
+    assert not any(p.exists() for p in mine)
     assert all(p.exists() for p in theirs)
 
 

@@ -51,6 +51,16 @@ def test_two_inputs_with_one_stem_are_refused_before_anything_is_written(nested,
         plan_shards(str(tmp_path / "pq"))
 
 
+def test_inputs_whose_archive_files_decode_to_one_name_are_refused_at_plan_time(tmp_path):
+    """x.npy and x.npy.npy: two archive files (x.vz.parquet, x.npy.vz.parquet) that decode
+    would refuse as both written to x.npy; refused before the encode writes anything."""
+    (tmp_path / "in").mkdir()
+    for name in ("x.npy", "x.npy.npy"):
+        np.save(tmp_path / "in" / name, np.zeros((2, 4), np.float32))
+    with pytest.raises(ConfigError, match=r"x\.npy\.npy would be archived as .* which both decode to x\.\*"):
+        plan_shards(str(tmp_path / "in"))
+
+
 def test_decode_names_its_outputs_after_the_archive_files(tmp_path):
     arch = tmp_path / "arch"
     arch.mkdir()

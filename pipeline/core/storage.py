@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,18 +116,45 @@ def is_glob(uri: str) -> bool:
 
 def expand(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     """A file, a folder (recursively) or a glob -> sorted file URIs, filtered by suffix."""
+    return [u for u, _ in expand_identified(uri, suffixes)]
+
+
+def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``expand``, each file with its identity as the listing gives it (``identity``): one
+    listing, no request per file."""
     fs, path = filesystem(uri)
     if is_glob(uri):
-        found = [p for p in fs.glob(path) if fs.isfile(p)]
+        found = {p: i for p, i in fs.glob(path, detail=True).items() if i.get("type") == "file"}
     elif fs.isdir(path):
-        found = fs.find(path)
+        found = fs.find(path, detail=True)
     elif fs.exists(path):
-        found = [path]
+        found = {path: fs.info(path)}
     else:
         raise FileNotFoundError(uri)
     if suffixes:
-        found = [p for p in found if p.lower().endswith(suffixes)]
-    return sorted(_unstrip(fs, p) for p in found)
+        found = {p: i for p, i in found.items() if p.lower().endswith(suffixes)}
+    return sorted((_unstrip(fs, p), identity(i)) for p, i in found.items())
+
+
+# what tells one version of a file from another, by store: an object store's ETag or version,
+# a disk's modification time (with the size, which every store lists)
+_VERSION_KEYS = (
+    "VersionId",
+    "version_id",
+    "generation",
+    "ETag",
+    "etag",
+    "md5Hash",
+    "mtime",
+    "LastModified",
+    "created",
+)
+
+
+def identity(info: dict) -> str:
+    """``<size>:<version>`` of a file from its listing entry: a changed file gets another."""
+    version = next((str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None), "")
+    return f"{int(info.get('size') or 0)}:{version}"
 
 
 def listdir(uri: str) -> list[str]:
@@ -182,19 +210,33 @@ def atomic_write(uri: str, tag: str = "") -> Iterator[IO[bytes]]:
             fs.rm(tmp)
 
 
-def remove_stale_temps(folder: str, tags: tuple[str, ...] | None) -> int:
-    """Delete the temporary files that vaezip writers left when they died mid-write: those
-    written with one of ``tags`` ("" for untagged ones), or (``None``) any of vaezip's. Returns
-    how many. Anybody else's files, ``.tmp`` or not, stay."""
+def _temp_tag(name: str) -> str | None:
+    """The tag of a temporary name ``temp_name`` made ("" for an untagged one), else None."""
+    m = _TEMP.fullmatch(name)
+    return None if m is None else (m.group(1) or "")
+
+
+_TEMP = re.compile(r"\.[^/]+\.vz(?:-([0-9a-f]{16}))?\.[0-9a-f]{32}\.tmp")
+
+
+def remove_stale_temps(folder: str, tags: tuple[str, ...] | None, subfolders: tuple[str, ...] = ()) -> int:
+    """Delete the temporary files that vaezip writers left when they died mid-write, in
+    ``folder`` and its ``subfolders`` only (the folders a job writes; not below them): files
+    named exactly as ``temp_name`` names them, with one of ``tags`` ("" for untagged ones),
+    or (``None``) any tag. Returns how many. Anybody else's files, ``.tmp`` or not, stay."""
     fs, path = filesystem(folder)
     if is_object_store(fs) or not fs.isdir(path):
         return 0
-    markers = (".vz",) if tags is None else tuple(f".vz-{t}." if t else ".vz." for t in tags)
     stale = []
-    for p in fs.find(path, withdirs=False):
-        name = posixpath.basename(p)
-        if name.startswith(".") and name.endswith(".tmp") and any(m in name for m in markers):
-            stale.append(p)
+    for where in (path, *(posixpath.join(path, s) for s in subfolders)):
+        try:
+            entries = fs.ls(where, detail=True)
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            tag = _temp_tag(posixpath.basename(e["name"].rstrip("/")))
+            if e["type"] == "file" and tag is not None and (tags is None or tag in tags):
+                stale.append(e["name"])
     for p in stale:
         fs.rm(p)
     return len(stale)
@@ -217,6 +259,15 @@ def create_exclusive(uri: str, data: bytes) -> bool:
 def write_bytes(uri: str, data: bytes, tag: str = "") -> None:
     with atomic_write(uri, tag) as f:
         f.write(data)
+
+
+def move(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (a copy and a delete on an object store), making its folder."""
+    fs, a = filesystem(src)
+    b = filesystem(dst)[1]
+    if not is_object_store(fs):
+        fs.makedirs(posixpath.dirname(b) or ".", exist_ok=True)
+    fs.mv(a, b)
 
 
 def remove(uri: str, recursive: bool = False) -> None:

@@ -250,10 +250,16 @@ class ParquetImageWriter(_TableSink):
 
 
 class ImageFolderWriter(_TableSink):
+    """Image files are written under a staging folder beside the index and moved to their
+    final names only when the shard is finished (``close``, after the archive file's checks):
+    a shard that fails leaves none of its images under a final name."""
+
     def __init__(self, f: storage.Sink, uri: str, rows: int, features: dict[str, Any]) -> None:
         super().__init__(f, features)
         self.uri = uri
         self.root = posixpath.dirname(uri)
+        self.staging = staging_folder(uri)
+        storage.remove(self.staging, recursive=True)  # left by an attempt that died
         self.files: dict[str, str] = {}
 
     def write(self, keys: list[str], samples: list[np.ndarray], columns: dict[str, list]) -> None:
@@ -268,7 +274,7 @@ class ImageFolderWriter(_TableSink):
                 )
             self.files[name] = key
             try:
-                storage.write_bytes(storage.join(self.root, name), data)
+                storage.write_bytes(storage.join(self.staging, name), data)
                 self.extra_bytes += len(data)
             except OSError as err:
                 if err.errno not in (errno.ENAMETOOLONG, errno.EINVAL):
@@ -278,6 +284,22 @@ class ImageFolderWriter(_TableSink):
                 ) from err
             files.append(name)
         self.write_table(pa.table({"key": keys, "file": files, **columns}))
+
+    def close(self) -> None:
+        super().close()
+        for name in self.files:
+            storage.move(storage.join(self.staging, name), storage.join(self.root, name))
+        storage.remove(self.staging, recursive=True)
+
+    def abort(self) -> None:
+        super().abort()
+        storage.remove(self.staging, recursive=True)
+
+
+def staging_folder(index_uri: str) -> str:
+    """Where an image folder's files wait for their shard to finish: a hidden folder named
+    after the shard's index file, beside it."""
+    return storage.join(posixpath.dirname(index_uri), f".{storage.basename(index_uri)}.vz-staging")
 
 
 def _field_bytes(value: Any) -> bytes:
@@ -371,17 +393,25 @@ def check_sample_paths(fmt: str, keys: Iterable[tuple[str, int, str]]) -> None:
         seen[where] = (uri, row, key)
 
 
-def remove_output(folder: str, name: str) -> None:
-    """Remove a decode output and what was written beside it (a .npy's keys file, an image
-    folder's images), e.g. one a later decode of a re-encoded archive no longer writes."""
+def output_files(folder: str, name: str) -> list[str]:
+    """The files that make up decode output ``name`` in ``folder`` (a .npy's keys file, an
+    image folder's images listed by its index, the output itself), for a job to remove one a
+    later decode no longer writes. Raises, naming the file and row, for a name that is not a
+    decode output's or an index entry that would lead outside ``folder``."""
+    if not any(name.endswith(s) for s in SUFFIXES.values()):
+        raise InputError(storage.join(folder, name), "not a decode output's name; nothing was removed")
     uri = storage.join(folder, name)
+    files = [uri]
     if name.endswith(SUFFIXES["images"]):
         try:
-            files = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["file"])["file"]
-            for f in files.to_pylist():
-                storage.remove(storage.join(folder, f))
+            listed = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["file"])["file"].to_pylist()
         except (FileNotFoundError, KeyError, pa.ArrowInvalid):
-            pass  # an index that is missing or unreadable lists nothing we can remove
+            listed = []  # an index that is missing or unreadable lists nothing we can remove
+        for row, f in enumerate(listed):
+            path = storage.join(folder, f) if isinstance(f, str) and f and not f.startswith("/") else None
+            if path is None or "://" in f or not storage.within(path, folder) or storage.within(folder, path):
+                raise InputError(uri, f"file {f!r} lies outside {folder}; nothing was removed", row=row)
+            files.append(path)
     elif name.endswith(SUFFIXES["npy"]):
-        storage.remove(uri[: -len(".npy")] + ".keys.parquet")
-    storage.remove(uri)
+        files.append(uri[: -len(".npy")] + ".keys.parquet")
+    return files

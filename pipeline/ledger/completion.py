@@ -77,6 +77,7 @@ class CompletionRecord:
     input_bytes: int = 0
     clipped: int = 0
     seconds: float = 0.0
+    input_identity: str = ""  # the input's Shard.identity when it was read ("": an older record)
 
     def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self)).encode()
@@ -113,16 +114,34 @@ def write_record(output: str, record: CompletionRecord) -> None:
     storage.write_bytes(done_uri(output, record.name), record.to_json(), temp_tag(record.job_fingerprint))
 
 
-def is_complete(output: str, name: str, job_fingerprint: str) -> bool:
-    """Done by this job: the record names ``job_fingerprint`` and the output file it describes
-    exists with the recorded size."""
+def is_complete(output: str, name: str, job_fingerprint: str, identity: str = "") -> bool:
+    """Done by this job: the record names ``job_fingerprint`` (and, given an input
+    ``identity``, the same input) and the output file it describes exists with the recorded
+    size."""
+    return shard_state(output, name, job_fingerprint, identity) == "done"
+
+
+def input_changed(record: CompletionRecord, identity: str) -> bool:
+    """Whether the input a record was made from differs from the one listed now (an older
+    record, without an identity, is judged by its input bytes)."""
+    if not identity:
+        return False
+    if record.input_identity:
+        return record.input_identity != identity
+    return record.input_bytes != int(identity.split(":", 1)[0])
+
+
+def shard_state(output: str, name: str, job_fingerprint: str, identity: str = "") -> str:
+    """ "done"; "changed": done by this job, from an input that has changed since; or "todo"."""
     record = read_record(output, name)
     if record is None or record.job_fingerprint != job_fingerprint:
-        return False
+        return "todo"
     try:
-        return storage.size(storage.join(output, name)) == record.bytes
+        if storage.size(storage.join(output, name)) != record.bytes:
+            return "todo"
     except FileNotFoundError:
-        return False
+        return "todo"
+    return "changed" if input_changed(record, identity) else "done"
 
 
 class HashingWriter:
@@ -206,6 +225,7 @@ def run_shard(
         input_bytes=shard.input_bytes(),
         clipped=written.clipped,
         seconds=round(seconds, 3),
+        input_identity=shard.identity,
     )
     write_record(output, record)
     log.info("shard %s: %d rows, %d bytes, %.2f s", name, written.rows, f.bytes, seconds)

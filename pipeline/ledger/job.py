@@ -54,9 +54,22 @@ class EncodeJob:
                 "settings": self.settings,
                 "quantizer": self.params.quantizer.to_dict(),
                 "codec": self.params.codec.to_dict(),
+                "warnings": bound_warnings(self.params.quantizer),
             },
             indent=2,
         ).encode()
+
+
+def bound_warnings(q: QuantizerParams) -> list[str]:
+    """What the job's summary and job.json must say of a quantizer that missed its bound: the
+    loss measured on the check rows above ``--max-loss-db`` (none where it kept it)."""
+    if q.target_loss_db is None or q.measured_loss_db is None or q.measured_loss_db <= q.target_loss_db:
+        return []
+    return [
+        f"the quantizer missed its bound: loss {q.measured_loss_db:.3f} dB measured on the check rows "
+        f"(standard error {q.measured_loss_se_db or 0:.3f} dB) against --max-loss-db {q.target_loss_db:g}; "
+        "more --calibration-rows or a smaller --max-loss-db may keep it"
+    ]
 
 
 def load_job(output: str) -> EncodeJob | None:
@@ -108,4 +121,4 @@ def clear_archive(output: str) -> int:
     names = [n for n in storage.listdir(output) if n.endswith(ARCHIVE_SUFFIX) or n in OWN_FILES]
     for name in names:
         storage.remove(storage.join(output, name), recursive=name == DONE)
-    return len(names) + storage.remove_stale_temps(output, tags=None)
+    return len(names) + storage.remove_stale_temps(output, tags=None, subfolders=(DONE,))

@@ -22,9 +22,9 @@ import posixpath
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError
 from pipeline.core.names import ARCHIVE_SUFFIX, archive_stem, group_relpath, output_name
-from pipeline.data.readers import format_of, list_sources
+from pipeline.data.readers import format_of, list_identified
 from pipeline.ledger.integrity import listed_files
-from pipeline.ledger.shard import Shard
+from pipeline.ledger.shard import Shard, group_identity
 
 
 def _root(uri: str, files: list[str]) -> str:
@@ -41,7 +41,9 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCH
     """The input's shards, each named ``<stem><suffix>`` (an archive file by default)."""
     if images_per_shard < 1:
         raise ConfigError(f"images_per_shard must be positive, got {images_per_shard}")
-    files = list_sources(input_uri)
+    listed = list_identified(input_uri)
+    files = [f for f, _ in listed]
+    ident = dict(listed)
     root = _root(input_uri, files)
     if format_of(files[0]) == "images":
         proto = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
@@ -52,19 +54,23 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCH
                 relpath=group_relpath(i),
                 name=output_name(group_relpath(i), suffix),
                 members=g,
+                identity=group_identity([ident[f] for f in g]),
             )
             for i, g in enumerate(groups)
         ]
     shards = []
     for f in files:
         rel = posixpath.relpath(f.split("://", 1)[-1], root)
-        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix)))
+        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix), identity=ident[f]))
     return _refuse_collisions(shards)
 
 
 def _refuse_collisions(shards: list[Shard]) -> list[Shard]:
-    """Output names must be injective: two inputs never share one output file."""
+    """Output names must be injective: two inputs never share one output file, and two archive
+    files never decode to one name (``x.npy`` and ``x.npy.npy`` give ``x.vz.parquet`` and
+    ``x.npy.vz.parquet``, which older archives' names make both decode to ``x``)."""
     seen: dict[str, Shard] = {}
+    decoded: dict[str, Shard] = {}
     for s in shards:
         if s.name in seen:
             raise ConfigError(
@@ -72,6 +78,14 @@ def _refuse_collisions(shards: list[Shard]) -> list[Shard]:
                 "rename one of them (or encode them as separate inputs)"
             )
         seen[s.name] = s
+        if s.name.endswith(ARCHIVE_SUFFIX):
+            back = archive_stem(s.name)
+            if back in decoded:
+                raise ConfigError(
+                    f"{decoded[back].source} and {s.source} would be archived as {decoded[back].name} "
+                    f"and {s.name}, which both decode to {back}.*; rename one of them"
+                )
+            decoded[back] = s
     return shards
 
 

@@ -10,6 +10,7 @@ nouns every other part of the ledger talks about, so they sit below all of it:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from pipeline.core import storage
@@ -55,10 +56,21 @@ class Shard:
     name: str  # output file name inside the output folder
     members: tuple[str, ...] = ()  # image files of a group (then ``source`` is their folder)
     listed: Listed | None = None  # an archive file: what its manifest recorded of it
+    # the input's "<bytes>:<version>" as listed at plan time (storage.identity; for a group of
+    # images, their bytes and a hash of their identities): a record naming another is stale
+    identity: str = ""
 
     @property
     def files(self) -> tuple[str, ...]:
         return self.members or (self.source,)
 
     def input_bytes(self) -> int:
+        if self.identity:
+            return int(self.identity.split(":", 1)[0])
         return sum(storage.size(f) for f in self.files)
+
+
+def group_identity(identities: list[str]) -> str:
+    """One identity for a group of files: their bytes, and a hash of each file's identity."""
+    digest = hashlib.sha256("\n".join(identities).encode()).hexdigest()[:32]
+    return f"{sum(int(i.split(':', 1)[0]) for i in identities)}:{digest}"

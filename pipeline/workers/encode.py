@@ -132,6 +132,10 @@ class EncodeWorker(ModelWorker):
             except InputError as err:  # a bad shard fails on its own later, not the job
                 log.warning("calibration skips shard %s: %s", shard.name, err)
                 errors.append(err)
+            except MemoryError:  # a sample no limit caught: this shard alone, in one line
+                oom = InputError(shard.source, "out of memory reading a calibration sample")
+                log.warning("calibration skips shard %s: %s", shard.name, oom)
+                errors.append(oom)
             if len(means) >= max_rows:
                 break
         if not means:

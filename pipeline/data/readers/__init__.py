@@ -73,19 +73,24 @@ def format_of(uri: str) -> str:
 
 def list_sources(uri: str) -> list[str]:
     """Data files under ``uri``, sorted; all of one format."""
+    return [f for f, _ in list_identified(uri)]
+
+
+def list_identified(uri: str) -> list[tuple[str, str]]:
+    """``list_sources``, each file with its identity from the listing (``storage.identity``)."""
     try:
-        files = storage.expand(uri, tuple(SUFFIXES))
+        found = dict(storage.expand_identified(uri, tuple(SUFFIXES)))
     except FileNotFoundError as err:
         raise InputError(uri, "no such file, folder or bucket") from err
     except PermissionError as err:
         raise InputError(uri, f"permission denied ({err})") from err
-    if not files:
+    if not found:
         raise InputError(uri, f"no data files ({', '.join(sorted(SUFFIXES))}) found")
-    files = _without_tar_indexes(files)
+    files = _without_tar_indexes(sorted(found))
     formats = {format_of(f) for f in files}
     if len(formats) > 1:
         raise InputError(uri, f"mixed formats {sorted(formats)}; point at one kind of file")
-    return files
+    return [(f, found[f]) for f in files]
 
 
 def _without_tar_indexes(files: list[str]) -> list[str]:
@@ -112,9 +117,9 @@ def iter_batches(
                 iter_webdataset(source, rows, options.column, options.limits, workers, pool), only
             )
         elif fmt == "npy":
-            yield from thinned(iter_npy(source, rows), only)
+            yield from thinned(iter_npy(source, rows, options.limits), only)
         elif fmt == "npz":
-            yield from thinned(iter_npz(source, rows, options.array_key), only)
+            yield from thinned(iter_npz(source, rows, options.array_key, options.limits), only)
         elif fmt == "arrow":
             yield from iter_arrow(source, rows, options.column, pixels, workers, pool, only)
         else:

@@ -19,24 +19,30 @@ import numpy as np
 
 from pipeline.core import storage
 from pipeline.core.errors import InputError
-from pipeline.data.readers.base import Batch
+from pipeline.data.readers.base import Batch, Limits
 
 DATA_KEYS = ("x", "image", "images", "data")
+
+
+def read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """A .npy stream's (shape, fortran_order, dtype), read from its header alone."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), bool(fortran), dtype
 
 
 class _NpyStream:
     """Reads rows of one .npy stream without holding the whole array."""
 
-    def __init__(self, f: IO[bytes], uri: str, scalar_ok: bool = False) -> None:
+    def __init__(self, f: IO[bytes], uri: str, scalar_ok: bool = False, limits: Limits | None = None) -> None:
         self.f, self.uri = f, uri
         try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_header(f)
         except ValueError as err:
             raise InputError(uri, f"not a readable .npy array ({err})") from err
         if dtype.hasobject:
@@ -47,6 +53,8 @@ class _NpyStream:
             raise InputError(
                 uri, "Fortran-ordered arrays cannot be streamed by row; save with np.ascontiguousarray"
             )
+        if limits is not None and len(shape) > 1:
+            limits.check_values(tuple(shape[1:]), uri, row=0)
         self.shape, self.dtype = tuple(shape), dtype
         self.rows = shape[0] if shape else 0
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -74,9 +82,9 @@ def _rows_of(arr: np.ndarray) -> list[Any]:
     return arr.tolist() if arr.ndim == 1 else list(arr.copy())
 
 
-def iter_npy(uri: str, batch_rows: int) -> Iterator[Batch]:
+def iter_npy(uri: str, batch_rows: int, limits: Limits = Limits()) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
-        stream = _NpyStream(f, uri)
+        stream = _NpyStream(f, uri, limits=limits)
         while stream.pos < stream.rows:
             start = stream.pos
             block = stream.read(batch_rows)
@@ -96,7 +104,9 @@ def _pick_data_key(names: list[str], uri: str, array_key: str | None) -> str:
     raise InputError(uri, f"which array holds the samples? found {names}; pass --array-key")
 
 
-def iter_npz(uri: str, batch_rows: int, array_key: str | None = None) -> Iterator[Batch]:
+def iter_npz(
+    uri: str, batch_rows: int, array_key: str | None = None, limits: Limits = Limits()
+) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
             zf = zipfile.ZipFile(f)
@@ -106,7 +116,7 @@ def iter_npz(uri: str, batch_rows: int, array_key: str | None = None) -> Iterato
             names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
             key = _pick_data_key(names, uri, array_key)
             try:
-                data = _NpyStream(zf.open(f"{key}.npy"), f"{uri}[{key}]")
+                data = _NpyStream(zf.open(f"{key}.npy"), f"{uri}[{key}]", limits=limits)
                 extra = {
                     n: _NpyStream(zf.open(f"{n}.npy"), f"{uri}[{n}]", scalar_ok=True)
                     for n in names

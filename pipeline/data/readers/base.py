@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import InputError
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -46,3 +48,22 @@ DEFAULT_MAX_MEMBER_BYTES = 256 << 20  # one WebDataset member
 class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+
+    @property
+    def max_values(self) -> int:
+        """What an array sample may hold: ``max_pixels`` pixels of up to 4 channels."""
+        return 4 * self.max_pixels
+
+    def check_values(self, shape: tuple[int, ...], uri: str, row: int | None = None) -> None:
+        """Refuse, from a header's shape and before anything is allocated, an array sample of
+        more values than ``max_values`` (a 236-byte .npy can declare 600000x600000x3)."""
+        n = 1
+        for d in shape:
+            n *= int(d)
+        if n > self.max_values:
+            raise InputError(
+                uri,
+                f"a sample of shape {tuple(int(d) for d in shape)} holds {n:,} values, more than "
+                f"--max-pixels {self.max_pixels:,} (pixels of up to 4 channels) allows",
+                row=row,
+            )

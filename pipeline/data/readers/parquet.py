@@ -25,7 +25,7 @@ from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.codec.format import hf_features
 from pipeline.core.hostpool import Blobs, Pending, host_submit, host_submit_blobs, one_ahead
-from pipeline.data.readers.base import DEFAULT_MAX_PIXELS, Batch
+from pipeline.data.readers.base import DEFAULT_MAX_PIXELS, Batch, Limits
 from pipeline.data.readers.images import decode_image
 
 
@@ -181,6 +181,9 @@ def iter_parquet(
             pf = pq.ParquetFile(f)
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"not a readable Parquet file ({err})") from err
+        name = pick_column(pf.schema_arrow, uri, column)
+        if not _is_image_type(pf.schema_arrow.field(name).type):
+            _check_tensor_sizes(pf.metadata, name, uri, max_pixels)
         yield from _batches(
             uri,
             "Parquet",
@@ -192,6 +195,26 @@ def iter_parquet(
             pool,
             only,
         )
+
+
+def _check_tensor_sizes(md: pq.FileMetaData, name: str, uri: str, max_pixels: int) -> None:
+    """Refuse, from the footer and before a row group is decoded, a tensor column whose row
+    group declares more values than its rows may hold (--max-pixels pixels of up to 4
+    channels a row): a few KB of run-length encoded zeros can declare gigabytes."""
+    leaves = [j for j in range(md.num_columns) if md.schema.column(j).path.split(".")[0] == name]
+    per_row = Limits(max_pixels=max_pixels).max_values
+    first = 0
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        values = max((rg.column(j).num_values for j in leaves), default=0)
+        if values > max(rg.num_rows, 1) * per_row:
+            raise InputError(
+                uri,
+                f"row group {i} declares {values:,} values of column {name!r} for {rg.num_rows} rows, "
+                f"more than --max-pixels {max_pixels:,} (pixels of up to 4 channels a row) allows",
+                row=first,
+            )
+        first += rg.num_rows
 
 
 def _rebatched(reader: pa.RecordBatchStreamReader, rows: int) -> Iterator[pa.RecordBatch]:

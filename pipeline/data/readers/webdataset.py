@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.core.hostpool import Pending, host_submit, one_ahead
+from pipeline.data.readers.arrays import read_header
 from pipeline.data.readers.base import Batch, Limits
 from pipeline.data.readers.images import IMAGE_SUFFIXES, decode_image
 
@@ -40,8 +41,9 @@ def split_key(name: str) -> tuple[str, str]:
     return posixpath.join(folder, stem), field.lower()
 
 
-def _npy(data: bytes, uri: str, row: int) -> np.ndarray:
+def _npy(data: bytes, uri: str, row: int, limits: Limits = Limits()) -> np.ndarray:
     try:
+        limits.check_values(read_header(io.BytesIO(data))[0], uri, row)  # before any allocation
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as err:
         raise InputError(uri, f"not a readable .npy array ({err})", row=row) from err
@@ -92,9 +94,9 @@ def _samples(f: IO[bytes], uri: str, max_member_bytes: int) -> Iterator[tuple[st
         yield key, fields
 
 
-def _decode_member(uri: str, max_pixels: int, item: tuple[bytes, str, int]) -> np.ndarray:
+def _decode_member(uri: str, limits: Limits, item: tuple[bytes, str, int]) -> np.ndarray:
     data, field, r = item
-    return _npy(data, uri, r) if field == "npy" else decode_image(data, uri, r, max_pixels)
+    return _npy(data, uri, r, limits) if field == "npy" else decode_image(data, uri, r, limits.max_pixels)
 
 
 def _finish(uri: str, start: int, columns: dict, keys: list[str], samples: list[np.ndarray]) -> Batch:
@@ -149,7 +151,7 @@ def _submitted(
                 columns.setdefault(name, []).append(_value(name, fields[name], uri, r))
             keys.append(key)
         batch.clear()
-        samples = host_submit(partial(_decode_member, uri, limits.max_pixels), raw, workers, pool)
+        samples = host_submit(partial(_decode_member, uri, limits), raw, workers, pool)
         return samples, partial(_finish, uri, start, columns, keys)
 
     with storage.open_read(uri) as f:

@@ -1,0 +1,116 @@
+"""Whose files an output folder holds, and which of them a decode may remove.
+
+A job removes only what it can prove is its own: named by its own records, of its own kind,
+inside its own folder after resolving the path (DESIGN: "What a job may remove").
+
+    output folder
+      job.json, *.vz.parquet, an encode manifest  -> an encode archive: decode never touches it
+      _done/ records naming files of another archive, or a manifest saying so
+                                                   -> another archive's decode: refused unless
+                                                      --overwrite, then only its files go
+      _done/ records of this archive's decode      -> stale ones replaced (a re-encode, a format
+                                                      change), the rest resumed
+
+Every path a record or an index names is resolved and checked to lie inside the folder before
+anything is removed; one that does not stops the job and removes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from pipeline.core import storage
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.names import ARCHIVE_SUFFIX
+from pipeline.data.outputs import output_files
+from pipeline.ledger.completion import DONE, CompletionRecord, done_uri, read_record
+from pipeline.ledger.job import JOB
+from pipeline.ledger.manifest import MANIFEST
+
+
+def _manifest(output: str) -> dict:
+    try:
+        data = json.loads(storage.read_bytes(storage.join(output, MANIFEST)))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {"kind": "unreadable"}
+    return data if isinstance(data, dict) else {"kind": "unreadable"}
+
+
+def encode_evidence(output: str) -> str | None:
+    """Why ``output`` holds an encode archive (None: it does not)."""
+    names = storage.listdir(output)
+    if JOB in names:
+        return JOB
+    archive_files = [n for n in names if n.endswith(ARCHIVE_SUFFIX)]
+    if archive_files:
+        return archive_files[0]
+    if _manifest(output).get("kind") == "encode":
+        return MANIFEST
+    if any(n.endswith(ARCHIVE_SUFFIX + ".json") for n in storage.listdir(storage.join(output, DONE))):
+        return f"{DONE}/ records of archive files"
+    return None
+
+
+def _records(output: str) -> list[tuple[str, CompletionRecord | None]]:
+    names = [n[: -len(".json")] for n in storage.listdir(storage.join(output, DONE)) if n.endswith(".json")]
+    return [(n, read_record(output, n)) for n in names]
+
+
+def _of_this_archive(source: str, archive_dirs: set[str]) -> bool:
+    folder = posixpath.dirname(source.rstrip("/"))
+    return any(storage.within(folder, d) and storage.within(d, folder) for d in archive_dirs)
+
+
+def check_decode_output(output: str, archive_sources: list[str], overwrite: bool) -> bool:
+    """Refuse an output folder that holds an encode archive (always) or the decode of another
+    archive (unless ``overwrite``). Returns whether the folder holds another archive's decode
+    that ``overwrite`` lets this job replace."""
+    evidence = encode_evidence(output)
+    if evidence is not None:
+        raise ConfigError(
+            f"--output {output} holds an encode archive ({evidence}); decode never removes an "
+            "archive: choose another --output"
+        )
+    dirs = {posixpath.dirname(s) for s in archive_sources}
+    earlier = _manifest(output).get("archive")
+    foreign = [
+        r.source for _, r in _records(output) if r is not None and not _of_this_archive(r.source, dirs)
+    ]
+    if not foreign and isinstance(earlier, str) and dirs:
+        if not any(storage.within(earlier, d) or storage.within(d, earlier) for d in dirs):
+            foreign = [earlier]
+    if foreign and not overwrite:
+        raise ConfigError(
+            f"--output {output} holds the decode of another archive ({foreign[0]}); pass "
+            "--overwrite to replace it (only that decode's files are removed) or choose another --output"
+        )
+    return bool(foreign)
+
+
+def clear_stale_outputs(output: str, keep: set[str], job_fp: str, overwrite: bool) -> int:
+    """Remove the outputs (and records) of an earlier decode that this one does not keep: all
+    of them with ``overwrite``, else those made from other archive contents or of files the
+    archive no longer holds. Every file is checked before the first is removed. Returns how
+    many outputs went."""
+    stale = [
+        name
+        for name, record in _records(output)
+        if overwrite or record is None or record.job_fingerprint != job_fp or name not in keep
+    ]
+    doomed: list[str] = []
+    for name in stale:
+        if name != posixpath.basename(name) or name in ("", ".", ".."):
+            raise InputError(done_uri(output, name), "not a file name of this folder; nothing was removed")
+        doomed += output_files(output, name)
+        doomed.append(done_uri(output, name))
+    for uri in doomed:
+        if not storage.within(uri, output) or storage.within(output, uri):
+            raise InputError(uri, f"lies outside --output {output}; nothing was removed")
+    for uri in doomed:
+        storage.remove(uri)
+    if stale:
+        storage.remove(storage.join(output, MANIFEST))
+    return len(stale)
