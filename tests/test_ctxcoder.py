@@ -256,3 +256,68 @@ def test_a_stored_model_is_parsed_once_and_shared_read_only():
     assert CtxCoder.for_model(blob) is CtxCoder.for_model(blob)
     with pytest.raises(ValueError, match="read-only"):
         model.freqs[0, 0] = 1  # shared by every file of a job: nobody may change it
+
+
+def _varints(values) -> bytes:
+    out = bytearray()
+    for v in values:
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def test_a_model_bomb_is_refused_from_its_header():
+    """7 KB that declare 3,000 channels (a decode worker once built 3.7 GB of tables from
+    such a frame): refused from the channel count, before any table is read or built."""
+    import zstandard
+
+    from pipeline.codec.ctxcoder import GROUPS, MAX_CHANNELS, MODEL_VERSION, SIGNS, declared_channels
+
+    channel = _varints([0, 1, *([0] * (GROUPS - 1)), *([1 << SCALE_BITS] * (GROUPS * SIGNS))])
+    raw = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + _varints([3000]) + channel * 3000
+    bomb = zstandard.ZstdCompressor(level=19).compress(raw)
+    assert len(bomb) < 8_000
+    for parse in (CtxModel.from_bytes, declared_channels):
+        with pytest.raises(ValueError, match=f"has 3000 channels \\(at most {MAX_CHANNELS}\\)"):
+            parse(bomb)
+    ok = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + _varints([MAX_CHANNELS]) + channel * MAX_CHANNELS
+    assert CtxModel.from_bytes(zstandard.ZstdCompressor().compress(ok)).channels == MAX_CHANNELS
+    huge = zstandard.ZstdCompressor().compress(bytes(17 << 20))  # decompresses past the bound
+    with pytest.raises(ValueError, match="does not decompress"):
+        CtxModel.from_bytes(huge)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("local_ray")
+def test_decode_checks_the_files_hash_before_it_builds_a_rans_model(
+    rans_archive, tmp_path, photos_ckpt, capsys
+):
+    """A footer whose model was swapped (its checksum made consistent, as one who knows the
+    format would): the worker refuses the file by its recorded sha256 before parsing the model."""
+    import hashlib
+    import shutil
+
+    import zstandard
+
+    from tests.helpers import decode
+
+    arch = shutil.copytree(rans_archive["rans"], tmp_path / "arch")
+    path = sorted(arch.glob("*.vz.parquet"))[0]
+    pf = pq.ParquetFile(path)
+    data = json.loads(pf.schema_arrow.metadata[b"vaezip"])
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(base64.b64decode(data["codec"]["model_b64"])))
+    raw[-1] ^= 1  # the last table no longer sums to 2**n: what parsing would report
+    data["codec"]["model_b64"] = base64.b64encode(zstandard.ZstdCompressor().compress(bytes(raw))).decode()
+    meta = json.dumps(data).encode()
+    table = pf.read().replace_schema_metadata(
+        {b"vaezip": meta, b"vaezip.sha256": hashlib.sha256(meta).hexdigest()}
+    )
+    pq.write_table(table, path)
+    with pytest.raises(ValueError, match="does not sum"):  # the model is bad ...
+        CtxModel.from_bytes(base64.b64decode(data["codec"]["model_b64"]))
+    assert decode(arch, photos_ckpt, tmp_path / "out") == 1
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert [f["shard"] for f in failures] == [path.name.replace(".vz.parquet", ".npy")]
+    assert "sha256 does not match the archive's record" in failures[0]["error"]  # ... never parsed

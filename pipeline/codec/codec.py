@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from pipeline.codec.ctxcoder import CtxCoder, CtxModel, RowError, fit
+from pipeline.codec.ctxcoder import CtxCoder, RowError, declared_channels, fit
 from pipeline.core.errors import ConfigError
 
 CODECS = ("zstd", "rans")
@@ -123,7 +123,7 @@ class CodecParams:
                     raise ValueError(
                         f"rans codes are channel-major rows, not {params.layout}/{params.framing}"
                     )
-                CtxModel.from_bytes(params.model)
+                declared_channels(params.model)  # the header; the tables are built when used
                 return params
             if data["name"] != "zstd":
                 raise ValueError(f"unknown codec {data['name']!r}")

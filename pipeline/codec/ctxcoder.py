@@ -47,6 +47,7 @@ loop. Two interleaved states per row would change the format for 7-10% more.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,11 @@ SIGNS = 3  # previous channel's residual: negative, zero, positive
 MAX_ALPHABET = 1024  # residual symbols per table at most; larger ones are escaped
 ACT_MAX = 4095  # activities above this share the last bucket
 MODEL_VERSION = 1
+# What a stored model may declare, checked before anything is built from it: a latent has a
+# few to a few dozen channels (SD 4, FLUX 16, DC-AE 32-128), and a model of 256 channels of
+# full tables holds about 4.7 M entries of one or two bytes
+MAX_CHANNELS = 256
+MAX_MODEL_BYTES = 16 << 20
 _L = 1 << 23  # rANS state interval [L, 256 L)
 _PRIOR = 2.0  # pseudo-counts a context borrows from its channel's distribution
 _RES_SHIFT = 2 * SCALE_BITS + 1  # a packed slot's residual, above its frequency and offset
@@ -103,49 +109,38 @@ class CtxModel:
 
     @classmethod
     def _parse(cls, data: bytes) -> CtxModel:
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=64 << 20)
-        except zstandard.ZstdError as err:
-            raise ValueError(f"context model does not decompress ({err})") from err
-        if raw[:4] != bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]):
-            raise ValueError(
-                f"context model header {list(raw[:4])} is not {MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS}"
-            )
-        pos = [4]
-
-        def take() -> int:
-            value, shift = 0, 0
-            while True:
-                if pos[0] >= len(raw) or shift > 63:
-                    raise ValueError("context model is truncated")
-                b = raw[pos[0]]
-                pos[0] += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    return value
-
-        a = take()
-        if not 0 < a <= 65536:
-            raise ValueError(f"context model has {a} channels")
+        raw = _raw(data)
+        vals = _varints(raw, 4)
+        a = int(vals[0]) if len(vals) else 0
+        if not 0 < a <= MAX_CHANNELS:
+            raise ValueError(f"context model has {a} channels (at most {MAX_CHANNELS})")
         centers, sizes, edges, tables = [], [], [], []
+        pos = 1
         for _ in range(a):
-            centers.append(take())
-            size = take()
+            if pos + 2 + GROUPS - 1 > len(vals):
+                raise ValueError("context model is truncated")
+            centers.append(int(vals[pos]))
+            size = int(vals[pos + 1])
             if not 1 <= size <= MAX_ALPHABET:
                 raise ValueError(f"context model table of {size} symbols")
             sizes.append(size)
-            edges.append([take() for _ in range(GROUPS - 1)])
-            for _ in range(GROUPS * SIGNS):
-                tables.append([take() for _ in range(size)])
-        if pos[0] != len(raw):
+            edges.append(vals[pos + 2 : pos + 1 + GROUPS].astype(np.int64))
+            pos += 1 + GROUPS
+            if pos + GROUPS * SIGNS * size > len(vals):
+                raise ValueError("context model is truncated")
+            tables.append(vals[pos : pos + GROUPS * SIGNS * size].reshape(GROUPS * SIGNS, size))
+            pos += GROUPS * SIGNS * size
+        if pos != len(vals):
             raise ValueError("context model has trailing bytes")
         width = max(sizes)
-        freqs = np.zeros((len(tables), width), dtype=np.int64)
-        for i, t in enumerate(tables):
-            if sum(t) != 1 << SCALE_BITS or t[-1] < 1:
+        freqs = np.zeros((a * GROUPS * SIGNS, width), dtype=np.int64)
+        for k, tab in enumerate(tables):
+            sums, last = tab.sum(axis=1), tab[:, -1]
+            bad = np.flatnonzero((sums != 1 << SCALE_BITS) | (last < 1))
+            if len(bad):
+                i = k * GROUPS * SIGNS + int(bad[0])
                 raise ValueError(f"context model table {i} does not sum to {1 << SCALE_BITS} with an escape")
-            freqs[i, : len(t)] = t
+            freqs[k * GROUPS * SIGNS : (k + 1) * GROUPS * SIGNS, : sizes[k]] = tab
         e = np.asarray(edges, dtype=np.int64).reshape(a, GROUPS - 1)
         if np.any(np.diff(e, axis=1) < 0):
             raise ValueError("context model bucket edges are not ascending")
@@ -153,6 +148,64 @@ class CtxModel:
         for arr in (model.centers, model.edges, model.sizes, model.freqs):
             arr.flags.writeable = False
         return model
+
+
+def _raw(data: bytes) -> bytes:
+    """A stored model's varint bytes, decompressed no further than ``MAX_MODEL_BYTES`` and
+    with the header checked."""
+    # read as a stream: a frame that declares its content size is otherwise inflated whole,
+    # whatever max_output_size says
+    chunks, size = [], 0
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+            while chunk := reader.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_MODEL_BYTES:
+                    raise ValueError(f"context model does not decompress (past {MAX_MODEL_BYTES:,} bytes)")
+                chunks.append(chunk)
+    except zstandard.ZstdError as err:
+        raise ValueError(f"context model does not decompress ({err})") from err
+    raw = b"".join(chunks)
+    if raw[:4] != bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]):
+        raise ValueError(
+            f"context model header {list(raw[:4])} is not {MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS}"
+        )
+    return raw
+
+
+def _varints(raw: bytes, start: int) -> np.ndarray:
+    """The unsigned LEB128 varints of ``raw[start:]``, all at once (int64)."""
+    b = np.frombuffer(raw, dtype=np.uint8)[start:]
+    if not len(b):
+        raise ValueError("context model is truncated")
+    ends = np.flatnonzero(b < 0x80)
+    if not len(ends) or ends[-1] != len(b) - 1:
+        raise ValueError("context model is truncated")
+    begins = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - begins + 1
+    if lengths.max() > 9:  # past 63 bits
+        raise ValueError("context model is truncated")
+    group = np.repeat(np.arange(len(ends)), lengths)
+    shift = ((np.arange(len(b)) - begins[group]) * 7).astype(np.uint64)
+    out = np.zeros(len(ends), dtype=np.uint64)
+    np.add.at(out, group, (b & 0x7F).astype(np.uint64) << shift)
+    if np.any(out > np.iinfo(np.int64).max):
+        raise ValueError("context model value out of range")
+    return out.astype(np.int64)
+
+
+def declared_channels(data: bytes) -> int:
+    """The channels a stored model declares, read from its header alone (no tables built):
+    what a reader checks against the quantizer before it trusts the rest."""
+    raw = _raw(bytes(data))
+    b, value = raw[4:], 0
+    for i, byte in enumerate(b[:10]):
+        value |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            if not 0 < value <= MAX_CHANNELS:
+                raise ValueError(f"context model has {value} channels (at most {MAX_CHANNELS})")
+            return value
+    raise ValueError("context model is truncated")
 
 
 @functools.lru_cache(maxsize=4)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.codec.codec import CodecParams
-from pipeline.codec.ctxcoder import CtxModel
+from pipeline.codec.ctxcoder import declared_channels
 from pipeline.codec.quantize import QuantizerParams
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
@@ -155,11 +155,11 @@ class ArchiveMeta:
         if version == 1 and (meta.codec.framing != "row" or meta.codec.name != "zstd"):
             raise InputError(uri, "bad archive metadata: format version 1 has per-row frames only")
         if meta.codec.name == "rans":
-            model = CtxModel.from_bytes(meta.codec.model)  # checked by CodecParams.from_dict
-            if model.channels != sum(meta.quantizer.active):
+            channels = declared_channels(meta.codec.model)  # the header only: no tables built yet
+            if channels != sum(meta.quantizer.active):
                 raise InputError(
                     uri,
-                    f"bad archive metadata: a context model of {model.channels} channels for "
+                    f"bad archive metadata: a context model of {channels} channels for "
                     f"{sum(meta.quantizer.active)} stored channels",
                 )
         centers, q = meta.codec.centers, meta.quantizer
