@@ -1,5 +1,6 @@
 """Shared by the tests that run the jobs: the job entry points and the reference decoder."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -112,3 +113,19 @@ def stop_group(proc, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def change_a_step_digit(path, keep_footer_checksum_valid: bool) -> None:
+    """Change one digit of the first quantizer step inside the footer JSON, in place (the
+    file keeps its size: a bit flip, or a careless hand edit)."""
+    data = bytearray(path.read_bytes())
+    begin = data.index(b'{"codec"')  # the footer JSON (sorted keys), ending with source_uri
+    end = data.index(b'"}', data.index(b'"source_uri"', begin)) + 2
+    old_digest = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
+    start = data.index(b'"step": [', begin) + len(b'"step": [')
+    i = next(j for j in range(start, start + 40) if chr(data[j]) in "123456789")
+    data[i] = ord("1") if data[i] != ord("1") else ord("2")
+    if keep_footer_checksum_valid:  # as one who knows the format would: only the manifest catches it
+        at = data.index(old_digest, end)
+        data[at : at + 64] = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
+    path.write_bytes(bytes(data))

@@ -142,3 +142,47 @@ def test_the_readme_duckdb_example_runs_on_an_archive(archive, digits):
     rows = duckdb.connect().execute(sql.replace("runs/digits-archive", archive)).fetchall()
     assert [(label, n) for label, n, _ in rows] == [(d, int((digits[1] == d).sum())) for d in range(10)]
     assert all(code_bytes > 0 for *_, code_bytes in rows)
+
+
+@pytest.fixture
+def tampered(archive, tmp_path):
+    """A copy of the archive with one footer's quantizer step changed, its footer checksum made
+    consistent (as one who knows the format would): only the manifest's sha256 tells."""
+    import shutil
+
+    from tests.helpers import change_a_step_digit
+
+    arch = shutil.copytree(archive, tmp_path / "arch")
+    change_a_step_digit(arch / "digits-00001.vz.parquet", keep_footer_checksum_valid=True)
+    return arch
+
+
+def test_dataset_refuses_a_changed_file_before_handing_out_its_rows(tampered, reference):
+    items = []
+    with pytest.raises(InputError, match=r"digits-00001\.vz\.parquet: sha256 does not match"):
+        for item in ArchiveDataset(str(tampered)):
+            items.append(item)
+    assert [i["key"] for i in items] == list(reference)[:512]  # the first file's, all right
+    for item in items:
+        assert np.array_equal(item["latent"], reference[item["key"]][0])
+
+
+def test_dataset_refuses_a_file_the_manifest_lists_but_is_gone(archive, tmp_path):
+    import shutil
+
+    arch = shutil.copytree(archive, tmp_path / "arch")
+    (arch / "digits-00002.vz.parquet").unlink()
+    with pytest.raises(InputError, match=r"digits-00002\.vz\.parquet: listed in the archive's manifest but"):
+        list(ArchiveDataset(str(arch)))
+
+
+def test_ray_data_refuses_changed_and_missing_files(tampered, tmp_path):
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        with pytest.raises(Exception, match=r"digits-00001\.vz\.parquet: sha256 does not match"):
+            with_latents(read_archive(str(tampered)), str(tampered)).take_all()
+        (tampered / "digits-00001.vz.parquet").unlink()  # deleted after the manifest was written
+        with pytest.raises(InputError, match=r"digits-00001\.vz\.parquet: listed in the archive's manifest"):
+            read_archive(str(tampered))
+    finally:
+        ray.shutdown()

@@ -1,7 +1,6 @@
 """Nothing silently wrong: decode, inspect and verify trust only what a checksum covers, and an
 output folder holds exactly one job's files. Real Ray; each case is one an attack run found."""
 
-import hashlib
 import json
 import re
 import shutil
@@ -12,7 +11,7 @@ import pytest
 from jobs import inspect as inspect_job
 from jobs import verify as verify_job
 from jobs._cli import run_main
-from tests.helpers import decode, encode
+from tests.helpers import change_a_step_digit, decode, encode
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
 
@@ -34,27 +33,11 @@ def _failures(out) -> dict[str, str]:
     return {f["shard"]: f["error"] for f in json.loads((out / "failures.json").read_text())}
 
 
-def _change_a_step_digit(path, keep_footer_checksum_valid: bool) -> None:
-    """Change one digit of the first quantizer step inside the footer JSON, in place (the
-    file keeps its size: a bit flip, or a careless hand edit)."""
-    data = bytearray(path.read_bytes())
-    begin = data.index(b'{"codec"')  # the footer JSON (sorted keys), ending with source_uri
-    end = data.index(b'"}', data.index(b'"source_uri"', begin)) + 2
-    old_digest = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
-    start = data.index(b'"step": [', begin) + len(b'"step": [')
-    i = next(j for j in range(start, start + 40) if chr(data[j]) in "123456789")
-    data[i] = ord("1") if data[i] != ord("1") else ord("2")
-    if keep_footer_checksum_valid:  # as one who knows the format would: only the manifest catches it
-        at = data.index(old_digest, end)
-        data[at : at + 64] = hashlib.sha256(bytes(data[begin:end])).hexdigest().encode()
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("valid_footer", [False, True])
 def test_a_changed_quantizer_step_in_a_footer_is_caught(arch, tmp_path, digits_ckpt, valid_footer):
     victim = arch / "digits-00001.vz.parquet"
     size = victim.stat().st_size
-    _change_a_step_digit(victim, valid_footer)
+    change_a_step_digit(victim, valid_footer)
     assert victim.stat().st_size == size
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
@@ -130,7 +113,7 @@ def test_overwrite_leaves_exactly_one_jobs_files(tmp_path, digits_dir, digits_ck
 def test_a_failed_shard_leaves_nothing_under_final_names(arch, tmp_path, digits_ckpt, fmt):
     """A footer changed with its checksum made consistent: only the sha256 against the manifest
     catches it, after every row was decoded; none of that shard's outputs may stay."""
-    _change_a_step_digit(arch / "digits-00001.vz.parquet", keep_footer_checksum_valid=True)
+    change_a_step_digit(arch / "digits-00001.vz.parquet", keep_footer_checksum_valid=True)
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out, "--format", fmt) == 1
     assert list(_failures(out)) == [f"digits-00001{'.index.parquet' if fmt == 'images' else '.tar'}"]

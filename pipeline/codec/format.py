@@ -30,7 +30,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -180,11 +180,16 @@ class Footer:
     features: dict[str, Any]  # Hugging Face features of the passthrough columns ({}: none)
 
 
-def read_footer(uri: str) -> Footer:
+def _open(uri: str, data: bytes | None) -> IO[bytes]:
+    """The archive file, or its bytes already read (and checked) by the caller."""
+    return io.BytesIO(data) if data is not None else storage.open_read(uri)
+
+
+def read_footer(uri: str, data: bytes | None = None) -> Footer:
     """An archive file's metadata (checked, version first), row count and passthrough
-    features: one footer read."""
+    features: one footer read (of ``data``, the file's bytes, where the caller has them)."""
     try:
-        with storage.open_read(uri) as f:
+        with _open(uri, data) as f:
             footer = pq.ParquetFile(f).metadata
             schema = footer.schema.to_arrow_schema()
     except FileNotFoundError as err:
@@ -376,10 +381,13 @@ class StoredBatch:
     columns: dict[str, list]  # passthrough columns
 
 
-def iter_stored(uri: str, batch_rows: int = 256, columns: list[str] | None = None) -> Iterator[StoredBatch]:
+def iter_stored(
+    uri: str, batch_rows: int = 256, columns: list[str] | None = None, data: bytes | None = None
+) -> Iterator[StoredBatch]:
     """One archive file's rows as stored, in order, every page checksum verified. ``columns``
-    limits the passthrough columns read (default: all)."""
-    with storage.open_read(uri) as f:
+    limits the passthrough columns read (default: all); ``data``: the file's bytes, where the
+    caller has read (and checked) them."""
+    with _open(uri, data) as f:
         start = 0
         try:
             pf = pq.ParquetFile(f, page_checksum_verification=True)

@@ -69,13 +69,15 @@ def iter_latents(
     columns: list[str] | None = None,
     meta: ArchiveMeta | None = None,
     on_device: bool = False,
+    data: bytes | None = None,
 ) -> Iterator[LatentBatch]:
     """One archive file as batches of dequantized latents, in row order. ``columns`` limits
     the passthrough columns read (default: all). ``on_device``: the batches hold codes, for
-    ``SampleDecoder`` to dequantize on its device (a quarter of the bytes to copy there)."""
+    ``SampleDecoder`` to dequantize on its device (a quarter of the bytes to copy there).
+    ``data``: the file's bytes, where the caller has read (and checked) them."""
     meta = meta or read_meta(uri)
     codec = Codec(meta.codec)
-    for stored in iter_stored(uri, batch_rows, columns):
+    for stored in iter_stored(uri, batch_rows, columns, data):
         latents, layouts = latents_of(meta, codec, uri, stored.start, stored.rows, not on_device)
         yield LatentBatch(
             uri,

@@ -68,6 +68,22 @@ def sha256_of(uri: str) -> str:
     return h.hexdigest()
 
 
+def read_verified(f: Listed) -> bytes:
+    """An archive file's bytes, read once and checked against what its records say (present,
+    listed, size, sha256) before anyone uses them: what a reader hands out is what encode
+    wrote. Raises ``InputError`` naming the file."""
+    problem = f.problem(size=False)
+    if problem is not None:
+        raise InputError(f.uri, problem)
+    try:
+        data = storage.read_bytes(f.uri)
+    except FileNotFoundError as err:
+        raise InputError(f.uri, "listed in the archive's manifest but missing") from err
+    if len(data) != f.bytes or hashlib.sha256(data).hexdigest() != f.sha256:
+        raise InputError(f.uri, CHANGED)
+    return data
+
+
 def verify_sha256(uri: str, expected: str) -> None:
     if sha256_of(uri) != expected:
         raise InputError(uri, CHANGED)

@@ -10,6 +10,11 @@ else ``rank``/``world_size``), then across DataLoader workers: every file goes t
 (rank, worker), whole, so nothing is read twice. Items are dicts: ``key``, ``latent`` (float32,
 the archive's latent shape) or ``sample`` (the source's shape and dtype), and every
 passthrough column (labels, captions, ids).
+
+What decode checks, this checks: every file the manifest (or the completion records) lists
+must be there; each file is read once, its size and sha256 checked against its record before
+any of its rows is handed out, and its own footer gives its quantizer and codec. A file that
+fails raises ``InputError`` naming it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.codec.format import archive_files, read_meta
+from pipeline.codec.format import read_footer
 from pipeline.core.errors import ConfigError
 from pipeline.data.archive import SampleDecoder, check_model, iter_latents
+from pipeline.ledger.integrity import listed_files, read_verified
+from pipeline.ledger.shard import Listed
 from pipeline.model.checkpoint import load_checkpoint
 
 
@@ -46,19 +53,20 @@ class ArchiveDataset(IterableDataset):
     ) -> None:
         if decode and checkpoint is None:
             raise ConfigError("decode=True needs the checkpoint that encoded the archive")
-        self.files = archive_files(archive)
+        self.listed = listed_files(archive)
+        self.files = [f.uri for f in self.listed]
         self.checkpoint, self.decode, self.columns = checkpoint, decode, columns
         self.batch_rows, self.device = batch_rows, device
         self.rank, self.world_size = rank, world_size
 
-    def my_files(self) -> list[str]:
+    def my_files(self) -> list[Listed]:
         """The files this rank and DataLoader worker read."""
         rank, world = _distributed()
         rank = self.rank if self.rank is not None else rank
         world = self.world_size if self.world_size is not None else world
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.files[rank * workers + worker :: world * workers]
+        return self.listed[rank * workers + worker :: world * workers]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         decoder = None
@@ -66,11 +74,12 @@ class ArchiveDataset(IterableDataset):
             assert self.checkpoint is not None
             device = torch.device(self.device)
             decoder = SampleDecoder(load_checkpoint(self.checkpoint, device), device)
-        for uri in self.my_files():
-            meta = read_meta(uri)
+        for listed in self.my_files():
+            uri, data = listed.uri, read_verified(listed)
+            meta = read_footer(uri, data).meta  # the file's own footer
             if decoder is not None:
                 check_model(meta, decoder.ckpt, uri)
-            for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta):
+            for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta, data=data):
                 values = decoder.samples(batch) if decoder is not None else batch.latents
                 name = "sample" if decoder is not None else "latent"
                 for i, key in enumerate(batch.keys):
