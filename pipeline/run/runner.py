@@ -26,6 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from pipeline.core.errors import ConfigError, VaezipError
 from pipeline.ledger.completion import ShardResult
 from pipeline.ledger.shard import Shard
+from pipeline.run import reaper
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def connect(address: str | None = None) -> None:
     # No address and no RAY_ADDRESS: a new local Ray ("local"), never whatever cluster a stale
     # /tmp/ray/ray_current_cluster names (ray.init(None) would wait on it for minutes).
     target = address or (None if os.environ.get("RAY_ADDRESS") else "local")
+    if target == "local":  # ours alone: gone with this driver, however it ends
+        reaper.start_for(os.getpid())
     try:
         ray.init(address=target, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except ConnectionError as err:
