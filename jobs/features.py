@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with claim(args.output, "features"):
         save_resolved(args, storage.join(args.output, CONFIG))
-        todo = [s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp, s.identity)]
+        todo = [
+            s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp, s.identity)
+        ]
         summary = run(
             FeatureWorker,
             spec,

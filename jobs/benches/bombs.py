@@ -7,7 +7,10 @@ process's peak RSS, next to the same worker's peak on a good shard of the same r
     png 50000x50000 (45 bytes)        Parquet image column     encode
     png 12000x12000 header            image folder             encode
     tar member declaring 16 GB        WebDataset tar           encode
+    npy declaring 600000x600000x3     .npy (128 bytes)         encode
+    npz member 20000x20000x3 zeros    .npz (deflated, ~1.2 MB) encode
     row frame declaring 1 GiB         archive, --framing row   decode
+    rans model of 3,000 channels      archive footer (7 KB)    decode
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +35,55 @@ import pyarrow.parquet as pq
 import zstandard
 from PIL import Image
 
-CASES = ("good shard", "png 50000x50000", "png 12000x12000", "tar member 16 GB", "row frame 1 GiB")
+CASES = (
+    "good shard",
+    "png 50000x50000",
+    "png 12000x12000",
+    "tar member 16 GB",
+    "npy 600000x600000x3",
+    "npz 20000x20000x3",
+    "row frame 1 GiB",
+    "rans model 3000 channels",
+)
+DECODE_CASES = ("row frame 1 GiB", "rans model 3000 channels")
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy's magic and header alone, declaring ``shape`` of uint8."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def deflated_npz(path: str, shape: tuple[int, ...]) -> None:
+    """An .npz whose one member declares ``shape`` of uint8 zeros, deflated, written in 1 MiB
+    steps (making it does not raise this process's peak)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as f:
+            f.write(npy_header(shape))
+            left = int(np.prod(shape))
+            while left:
+                f.write(bytes(min(left, 1 << 20)))
+                left -= min(left, 1 << 20)
+
+
+def model_bomb(channels: int) -> bytes:
+    """A rans context model declaring ``channels`` channels of full tables, zstd-compressed."""
+    from pipeline.codec.ctxcoder import GROUPS, MAX_ALPHABET, MODEL_VERSION, SCALE_BITS, SIGNS
+
+    def varints(values: list[int]) -> bytes:
+        out = bytearray()
+        for v in values:
+            while v >= 0x80:
+                out.append(v & 0x7F | 0x80)
+                v >>= 7
+            out.append(v)
+        return bytes(out)
+
+    table = [1] * (MAX_ALPHABET - 1) + [(1 << SCALE_BITS) - (MAX_ALPHABET - 1)]
+    channel = varints([0, MAX_ALPHABET, *([0] * (GROUPS - 1)), *(table * (GROUPS * SIGNS))])
+    raw = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + varints([channels]) + channel * channels
+    return zstandard.ZstdCompressor(level=19).compress(raw)
 
 
 def _png(x: np.ndarray) -> bytes:
@@ -56,6 +108,13 @@ def _write_case(case: str, crops: np.ndarray, work: str) -> str:
             images[len(images) // 2] = png_declaring(50000, 50000)
         pq.write_table(pa.table({"image": pa.array(images, pa.binary())}), f"{work}/shard.parquet")
         return f"{work}/shard.parquet"
+    if case == "npy 600000x600000x3":
+        with open(f"{work}/bomb.npy", "wb") as f:
+            f.write(npy_header((1, 600000, 600000, 3)))
+        return f"{work}/bomb.npy"
+    if case == "npz 20000x20000x3":
+        deflated_npz(f"{work}/bomb.npz", (1, 20000, 20000, 3))
+        return f"{work}/bomb.npz"
     if case == "png 12000x12000":
         os.makedirs(f"{work}/images")
         for i, data in enumerate(images[:8]):
@@ -90,12 +149,15 @@ def run_one(case: str, ckpt: str, work: str) -> dict:
     crops = np.load(f"{work}/crops.npy")
     np.save(f"{work}/calib.npy", crops)
     calib = plan_shards(f"{work}/calib.npy")
-    framing = "row" if case == "row frame 1 GiB" else "column"
-    q, c = worker.calibrate(calib, 256, QuantizerConfig(), CodecConfig(framing=framing))
+    config = {
+        "row frame 1 GiB": CodecConfig(framing="row"),
+        "rans model 3000 channels": CodecConfig(name="rans"),
+    }
+    q, c = worker.calibrate(calib, 256, QuantizerConfig(), config.get(case, CodecConfig()))
     job = JobParams(q, c, "bench")
     started = peak()
-    if case == "row frame 1 GiB":
-        return _decode_bomb(worker, calib, job, ckpt, work, peak)
+    if case in DECODE_CASES:
+        return _decode_bomb(case, worker, calib, job, ckpt, work, peak)
     (shard,) = plan_shards(_write_case(case, crops, work))
     result = worker.process(shard, job)
     return {
@@ -117,7 +179,14 @@ def zeros_frame(size: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode_bomb(worker: Any, calib: list, job: Any, ckpt: str, work: str, peak: Callable[[], float]) -> dict:
+def _decode_bomb(
+    case: str, worker: Any, calib: list, job: Any, ckpt: str, work: str, peak: Callable[[], float]
+) -> dict:
+    """A decode worker on an archive file carrying the bomb: a 1 GiB row frame, or a footer
+    whose rans model declares 3,000 channels (its footer checksum made consistent, so only the
+    file's recorded sha256 and the model's own limits stand in the way)."""
+    import hashlib
+
     from pipeline.ledger.plan import plan_archive
     from pipeline.workers.decode import DecodeSpec, DecodeWorker
 
@@ -125,20 +194,32 @@ def _decode_bomb(worker: Any, calib: list, job: Any, ckpt: str, work: str, peak:
     path = f"{work}/arch/calib.vz.parquet"
     pf = pq.ParquetFile(path)
     t = pf.read()
-    codes = t["vz_codes"].to_pylist()
-    frame = zeros_frame(1 << 30)  # 1 GiB of zeros in a few dozen KB
-    codes[len(codes) // 2] = frame
-    t = t.set_column(t.schema.get_field_index("vz_codes"), "vz_codes", pa.array(codes, pa.binary()))
-    pq.write_table(t.replace_schema_metadata(pf.schema_arrow.metadata), path)
+    metadata = pf.schema_arrow.metadata
+    if case == "row frame 1 GiB":
+        codes = t["vz_codes"].to_pylist()
+        frame = zeros_frame(1 << 30)  # 1 GiB of zeros in a few dozen KB
+        codes[len(codes) // 2] = frame
+        t = t.set_column(t.schema.get_field_index("vz_codes"), "vz_codes", pa.array(codes, pa.binary()))
+        size = len(frame)
+    else:
+        import base64
+
+        meta = json.loads(metadata[b"vaezip"])
+        bomb = model_bomb(3000)
+        meta["codec"]["model_b64"] = base64.b64encode(bomb).decode()
+        raw = json.dumps(meta).encode()
+        metadata = {b"vaezip": raw, b"vaezip.sha256": hashlib.sha256(raw).hexdigest().encode()}
+        size = len(bomb)
+    pq.write_table(t.replace_schema_metadata(metadata), path)
     decoder = DecodeWorker(DecodeSpec(checkpoint=ckpt, output=f"{work}/rec", device="cpu", threads=1))
     started = peak()
     (shard,) = plan_archive(f"{work}/arch", ".npy")
     result = decoder.process(shard)
     return {
-        "case": "row frame 1 GiB (decode)",
+        "case": f"{case} (decode)",
         "ok": result.ok,
         "error": result.error,
-        "frame_bytes": len(frame),
+        "bomb_bytes": size,
         "peak_after_start_mib": started,
         "peak_mib": peak(),
     }
