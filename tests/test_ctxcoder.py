@@ -258,22 +258,13 @@ def test_a_stored_model_is_parsed_once_and_shared_read_only():
         model.freqs[0, 0] = 1  # shared by every file of a job: nobody may change it
 
 
-def _varints(values) -> bytes:
-    out = bytearray()
-    for v in values:
-        while v >= 0x80:
-            out.append(v & 0x7F | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out)
-
-
 def test_a_model_bomb_is_refused_from_its_header():
     """7 KB that declare 3,000 channels (a decode worker once built 3.7 GB of tables from
     such a frame): refused from the channel count, before any table is read or built."""
     import zstandard
 
     from pipeline.codec.ctxcoder import GROUPS, MAX_CHANNELS, MODEL_VERSION, SIGNS, declared_channels
+    from pipeline.codec.ctxcoder import encode_varints as _varints
 
     channel = _varints([0, 1, *([0] * (GROUPS - 1)), *([1 << SCALE_BITS] * (GROUPS * SIGNS))])
     raw = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + _varints([3000]) + channel * 3000

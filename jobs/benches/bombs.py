@@ -70,15 +70,7 @@ def deflated_npz(path: str, shape: tuple[int, ...]) -> None:
 def model_bomb(channels: int) -> bytes:
     """A rans context model declaring ``channels`` channels of full tables, zstd-compressed."""
     from pipeline.codec.ctxcoder import GROUPS, MAX_ALPHABET, MODEL_VERSION, SCALE_BITS, SIGNS
-
-    def varints(values: list[int]) -> bytes:
-        out = bytearray()
-        for v in values:
-            while v >= 0x80:
-                out.append(v & 0x7F | 0x80)
-                v >>= 7
-            out.append(v)
-        return bytes(out)
+    from pipeline.codec.ctxcoder import encode_varints as varints
 
     table = [1] * (MAX_ALPHABET - 1) + [(1 << SCALE_BITS) - (MAX_ALPHABET - 1)]
     channel = varints([0, MAX_ALPHABET, *([0] * (GROUPS - 1)), *(table * (GROUPS * SIGNS))])

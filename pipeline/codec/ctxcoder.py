@@ -220,6 +220,14 @@ def _varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
+def encode_varints(values: Sequence[int]) -> bytes:
+    """Unsigned LEB128 varints, as a stored model holds them (for crafting models by hand)."""
+    out = bytearray()
+    for v in values:
+        _varint(out, v)
+    return bytes(out)
+
+
 @dataclass(frozen=True)
 class _Tables:
     """The model as the compiled loops use it."""

@@ -117,8 +117,9 @@ def bombs_section(results: dict, out: str) -> list[str]:
         "",
         "Peak RSS of a fresh worker process (demo photo model loaded, calibrated, then one "
         "shard holding a decompression bomb beside good rows; `jobs/benches/bombs.py`). "
-        "Each bomb is refused from its header (`--max-pixels`, `--max-member-bytes`, a row "
-        f"frame's declared size) before anything is allocated for it. Bound: {BOMB_BOUND_MIB} MiB.",
+        "Each bomb is refused from its header (`--max-pixels` for images and array samples, "
+        "`--max-member-bytes`, a row frame's declared size, a rans model's channel and size limits) "
+        f"before anything is allocated for it. Bound: {BOMB_BOUND_MIB} MiB.",
         "",
     ]
     lines += table(
