@@ -12,3 +12,22 @@ class MissedBoundWorker(EncodeWorker):
     def calibrate(self, *args, **kwargs):
         q, c = super().calibrate(*args, **kwargs)
         return replace(q, measured_loss_db=1.9 * q.target_loss_db), c
+
+
+class OutOfMemoryInCalibration(EncodeWorker):
+    """Runs out of memory reading shards named ``oom*`` in calibration, as a sample no limit
+    catches would (the hostile run's .npy ended the whole job with RayTaskError(MemoryError))."""
+
+    def calibrate(self, shards, *args, **kwargs):
+        encoded = self.encoder.encoded
+
+        def reading(shard, *a, **k):
+            if shard.name.startswith("oom"):
+                raise MemoryError()
+            return encoded(shard, *a, **k)
+
+        self.encoder.encoded = reading
+        try:
+            return super().calibrate(shards, *args, **kwargs)
+        finally:
+            self.encoder.encoded = encoded

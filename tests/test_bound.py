@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jobs import encode as encode_job
-from tests.bound_worker import MissedBoundWorker
+from tests.bound_worker import MissedBoundWorker, OutOfMemoryInCalibration
 from tests.helpers import encode
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_ray")]
@@ -41,3 +41,18 @@ def test_strict_bound_stops_before_any_shard(tmp_path, digits_dir, digits_ckpt, 
     err = capsys.readouterr().err
     assert "missed its bound" in err and "--strict-bound: nothing was encoded" in err
     assert not list(arch.glob("*.vz.parquet"))
+
+
+def test_a_shard_that_runs_calibration_out_of_memory_is_skipped(tmp_path, digits, digits_ckpt, monkeypatch):
+    """Calibration skips it with one line (logged by the worker); the job goes on, and the shard,
+    which reads fine outside calibration here, is encoded like the others."""
+    import numpy as np
+
+    monkeypatch.setattr(encode_job, "EncodeWorker", OutOfMemoryInCalibration)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "good.npy", digits[0][:300])
+    np.save(folder / "oom.npy", digits[0][300:400])
+    arch = tmp_path / "arch"
+    assert encode(folder, digits_ckpt, arch) == 0
+    assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["good.vz.parquet", "oom.vz.parquet"]

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.model.checkpoint import Checkpoint
 from pipeline.codec.codec import Codec
 from pipeline.codec.compress import decompress
-from pipeline.core.errors import InputError
 from pipeline.codec.format import ArchiveMeta, CodeRows, iter_stored, read_meta
-from pipeline.model.precision import autocast, to_device
 from pipeline.codec.quantize import QuantizerParams
 from pipeline.codec.quantize_torch import dequantize_tensor
+from pipeline.core.errors import InputError
 from pipeline.data.samples import SUPPORTED_DTYPES, SampleLayout
+from pipeline.model.checkpoint import Checkpoint
+from pipeline.model.precision import autocast, to_device
 
 
 @dataclass(frozen=True)

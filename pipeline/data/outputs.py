@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.codec.format import HF_KEY, hf_metadata
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
-from pipeline.codec.format import HF_KEY, hf_metadata
 from pipeline.core.hostpool import host_map
 from pipeline.data.readers.images import IMAGE_SUFFIXES
 from pipeline.data.readers.webdataset import KEY_FIELD

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.errors import InputError
+from pipeline.core.value_range import ValueRange
 from pipeline.data.grid import stack_rows
 from pipeline.model.nets import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig
-from pipeline.core.value_range import ValueRange
 
 _FLOATS = ("float16", "float32", "float64")
 INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")

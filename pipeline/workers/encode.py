@@ -132,10 +132,12 @@ class EncodeWorker(ModelWorker):
             except InputError as err:  # a bad shard fails on its own later, not the job
                 log.warning("calibration skips shard %s: %s", shard.name, err)
                 errors.append(err)
-            except MemoryError:  # a sample no limit caught: this shard alone, in one line
-                oom = InputError(shard.source, "out of memory reading a calibration sample")
-                log.warning("calibration skips shard %s: %s", shard.name, oom)
-                errors.append(oom)
+            except Exception as err:  # one shard's failure (MemoryError, a reader's bug) is that
+                # shard's, said in one line: it fails again, on its own, when it is processed
+                reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                skipped = InputError(shard.source, f"calibration could not read it ({reason})")
+                log.warning("calibration skips shard %s: %s", shard.name, skipped)
+                errors.append(skipped)
             if len(means) >= max_rows:
                 break
         if not means:

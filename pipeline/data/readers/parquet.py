@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
+from pipeline.codec.format import hf_features
 from pipeline.core import storage
 from pipeline.core.errors import InputError
-from pipeline.codec.format import hf_features
 from pipeline.core.hostpool import Blobs, Pending, host_submit, host_submit_blobs, one_ahead
 from pipeline.data.readers.base import DEFAULT_MAX_PIXELS, Batch, Limits
 from pipeline.data.readers.images import decode_image
