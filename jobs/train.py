@@ -85,7 +85,16 @@ def build_parser() -> Parser:
     t = p.add_argument_group("training")
     d = TrainSettings()
     t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training rows")
-    t.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this much training time (wall time: what a run gets depends on the machine's load)",
+    )
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many optimiser steps: the same training on any machine, however loaded",
+    )
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per step")
     t.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     t.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
@@ -114,7 +123,13 @@ def build_parser() -> Parser:
     )
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, batches)")
     t.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda")
-    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    t.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: 1 on a CPU; the count used is printed). torch's own default, "
+        "one per core, oversubscribes a shared or busy machine: the demo photo model got 17 steps in 3 "
+        "minutes with it on a loaded 2-core machine, 129 with one thread",
+    )
     r = p.add_argument_group("reading")
     r.add_argument("--array-key", help=".npz: the array that holds the samples")
     r.add_argument(
@@ -153,15 +168,6 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
     )
 
 
-def expected_steps(step: int, total: int, elapsed_s: float, max_seconds: float | None) -> int:
-    """Where training will stop: the last epoch's end, or (with --max-minutes) sooner, when the
-    remaining time at the rate so far runs out. The progress bar's end, so it does not promise
-    39 minutes for a 3-minute budget."""
-    if max_seconds and step >= 5 and elapsed_s > 0:
-        total = min(total, step + int((max_seconds - elapsed_s) * step / elapsed_s) + 1)
-    return max(total, step)
-
-
 @torch.no_grad()
 def grid(model: VAE, title: str, data: np.ndarray, layout: SampleLayout, device: torch.device) -> Grid:
     x = torch.from_numpy(data[:GRID_COLUMNS]).to(device)
@@ -176,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        max_steps=args.max_steps,
         learning_rate=args.lr,
         beta=args.beta,
         warmup_steps=args.warmup_steps,
@@ -183,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
+    torch.set_num_threads(threads)
     options = ReadOptions(array_key=args.array_key, column=args.column)
     samples = read_samples(args.input, options, args.max_rows)
     if args.crop:
@@ -194,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data, layout = stack_for_model(samples, config, value_range)
     del samples
     log.info(
-        "training %s on %d rows of shape %s %s (values %s -> 0..1) from %s (device %s)",
+        "training %s on %d rows of shape %s %s (values %s -> 0..1) from %s (device %s, %d torch thread%s)",
         config.kind,
         len(data),
         layout.shape,
@@ -202,16 +209,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         layout.range,
         args.input,
         device,
+        threads,
+        "" if threads == 1 else "s",
     )
     torch.manual_seed(args.seed)
     model = build_model(config)
-    with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
+    train_rows = len(split(len(data), settings.val_fraction, settings.seed)[0])
+    # The bar's total never moves: the steps to take, or (with --max-minutes) the seconds.
+    timed = settings.max_seconds is not None
+    total = settings.max_seconds if timed else settings.total_steps(train_rows)
+    with tqdm(desc="train", total=total, unit="s" if timed else "step", dynamic_ncols=True) as bar:
         started = time.perf_counter()
 
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.total = expected_steps(step, total, time.perf_counter() - started, settings.max_seconds)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+        def on_step(step: int, steps: int, loss: float) -> None:
+            bar.update(min(time.perf_counter() - started, bar.total) - bar.n if timed else 1)
+            bar.set_postfix(step=step, loss=f"{loss:.2f}", refresh=False)
 
         result = train(model, data, settings, device, on_step)
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -90,14 +91,32 @@ def test_argparse_errors_exit_2(capsys):
     assert "--input" in capsys.readouterr().err
 
 
-def test_the_progress_bar_ends_where_the_time_budget_does():
-    from jobs.train import expected_steps
+def test_max_steps_stops_training_there_and_the_bar_total_is_fixed(tmp_path, digits_dir, capsys):
+    out = tmp_path / "ckpt"
+    assert (
+        train.main(["--input", digits_dir, "--output", str(out), "--epochs", "50", "--max-steps", "7"]) == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 7 and report["epochs"] == 1
+    err = capsys.readouterr().err
+    totals = {m.group(1) for m in re.finditer(r"train:.*?\| *\d+/(\d+) \[", err)}
+    assert totals == {"7"}  # 7/7 from the first update on, never 15/47, 16/48
 
-    # 50 epochs of 66 steps, 3-minute budget, 10 steps in 15 s: about 120 steps, not 3,300
-    assert expected_steps(10, 3300, 15.0, 180.0) == 10 + int(165 * 10 / 15) + 1
-    assert expected_steps(10, 3300, 15.0, None) == 3300
-    assert expected_steps(10, 40, 1.0, 180.0) == 40  # the epochs end first
-    assert expected_steps(300, 250, 200.0, 180.0) == 300  # never behind the bar's position
+
+def test_the_thread_count_is_one_by_default_on_a_cpu_and_printed(tmp_path, digits_dir, caplog):
+    import logging
+
+    import torch
+
+    before = torch.get_num_threads()
+    with caplog.at_level(logging.INFO, logger="jobs.train"):
+        assert train.main(["--input", digits_dir, "--output", str(tmp_path / "c"), "--max-steps", "2"]) == 0
+    assert "(device cpu, 1 torch thread)" in caplog.text and torch.get_num_threads() == 1
+    with caplog.at_level(logging.INFO, logger="jobs.train"):
+        args = ["--input", digits_dir, "--output", str(tmp_path / "d"), "--max-steps", "2", "--threads", "2"]
+        assert train.main(args) == 0
+    assert "(device cpu, 2 torch threads)" in caplog.text
+    torch.set_num_threads(before)
 
 
 def test_the_report_speaks_bits_per_value():

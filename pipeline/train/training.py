@@ -31,6 +31,7 @@ ACTIVE_KL_NATS = 0.01
 class TrainSettings:
     epochs: int = 30
     max_seconds: float | None = None
+    max_steps: int | None = None  # stop after this many optimiser steps (a machine-independent budget)
     batch_size: int = 128
     learning_rate: float = 1e-3
     beta: float = 1.0
@@ -47,6 +48,13 @@ class TrainSettings:
             raise ConfigError("beta and learning_rate must be positive")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps must be >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+
+    def total_steps(self, train_rows: int) -> int:
+        """The steps training takes unless time runs out first: every epoch's, or max_steps."""
+        total = self.epochs * -(-train_rows // self.batch_size)
+        return min(total, self.max_steps) if self.max_steps else total
 
 
 @dataclass(frozen=True)
@@ -136,11 +144,10 @@ def train(
         lr=settings.learning_rate,
     )
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
-    steps_per_epoch = -(-len(x_train) // settings.batch_size)
-    total = settings.epochs * steps_per_epoch
+    total = settings.total_steps(len(x_train))
     history: list[dict[str, float]] = []
     start, step, epoch = time.perf_counter(), 0, 0
-    out_of_time = False
+    out_of_time = out_of_steps = False
     for epoch in range(1, settings.epochs + 1):
         model.train()
         perm = torch.randperm(len(x_train), generator=gen).to(device)
@@ -158,6 +165,9 @@ def train(
                 on_step(step, total, losses[-1])
             if settings.max_seconds and time.perf_counter() - start > settings.max_seconds:
                 out_of_time = True
+                break
+            if step >= total:
+                out_of_steps = step < settings.epochs * -(-len(x_train) // settings.batch_size)
                 break
         ev = evaluate(model, x_val, seed=settings.seed)
         history.append(
@@ -179,7 +189,10 @@ def train(
             ev.psnr_db,
         )
         if out_of_time:
-            log.info("stopping: time budget of %.0f s reached", settings.max_seconds)
+            log.info("stopping: time budget of %.0f s reached after %d steps", settings.max_seconds, step)
+            break
+        if out_of_steps:
+            log.info("stopping: %d steps reached (--max-steps)", step)
             break
     model.eval()
     return TrainResult(
