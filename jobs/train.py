@@ -140,6 +140,14 @@ def build_parser() -> Parser:
         "dtype's range for 8/16-bit integers (0..65535 for a 16-bit scan), 0..1 for floats within "
         "it, else the training sample's extent (metres, kelvin, ...)",
     )
+    r.add_argument(
+        "--range-margin",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="auto range: widen the data's extent by F of its span on each side (e.g. 0.1 for data to "
+        "come that may reach a little further)",
+    )
     r.add_argument("--column", help="Parquet: the column that holds the samples")
     return p
 
@@ -194,11 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(threads)
     options = ReadOptions(array_key=args.array_key, column=args.column)
     samples = read_samples(args.input, options, args.max_rows)
+    chosen = choose_range(args.value_range, samples, args.range_margin)  # the whole images, not crops
+    value_range = chosen.value_range
     if args.crop:
         samples = random_crops(samples, args.crop, args.crops_per_image, args.seed)
     config = model_config(args, samples)
-    value_range = choose_range(args.value_range, samples)
     data, layout = stack_for_model(samples, config, value_range)
+    log.info("value range %s: %s", layout.range, chosen.why)
     del samples
     log.info(
         "training %s on %d rows of shape %s %s (values %s -> 0..1) from %s (device %s, %d torch thread%s)",
@@ -273,6 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage.join(args.output, "train_args.json"), json.dumps(vars(args), indent=2, default=list).encode()
     )
     ev = result.evaluation
+    if ev.active_channels == 0:
+        print(
+            f"training failed: 0 of {len(ev.kl_per_channel_nats)} latent channels carry information "
+            f"(the model outputs one mean image whatever the input; PSNR {ev.psnr_db:.2f} dB on values "
+            f"{layout.range}); try a --value-range that fits the data, a smaller --beta or more steps "
+            f"(checkpoint {args.output} written for inspection)",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"trained {config.kind} VAE in {result.seconds:.1f} s ({result.steps} steps): "
         f"{'val' if result.val_rows else 'training-rows'} ELBO {ev.elbo_nats:.2f} nats, "

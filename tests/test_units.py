@@ -128,12 +128,23 @@ def test_auto_ranges_and_their_defaults():
     def samples(a):
         return [RawSample("s", 0, np.asarray(a))]
 
-    assert choose_range(None, samples(np.zeros(3, np.uint16))) == ValueRange(0, 65535)
-    assert choose_range("auto", samples(np.zeros(3, np.uint8))) == ValueRange(0, 255)
-    assert choose_range("auto", samples(np.array([0, 200], np.int64))) == ValueRange(0, 255)  # pixels
-    assert choose_range("auto", samples(np.array([0.1, 0.9], np.float32))) == ValueRange(0, 1)
-    assert choose_range("auto", samples(np.array([-3.0, 12.5]))) == ValueRange(-3.0, 12.5)
-    assert choose_range("1,5", samples(np.zeros(3))) == ValueRange(1, 5)
+    def auto(a, margin=0.0):
+        return choose_range("auto", samples(a), margin).value_range
+
+    assert auto(np.zeros(3, np.uint16)) == ValueRange(0, 65535)  # nothing to fit: the type
+    assert choose_range(None, samples(np.zeros(3, np.uint8))).value_range == ValueRange(0, 255)
+    assert auto(np.array([3, 250], np.uint8)) == ValueRange(0, 255)  # fills most of it
+    assert auto(np.array([0, 200], np.int64)) == ValueRange(0, 255)  # pixels
+    assert auto(np.array([0.1, 0.9], np.float32)) == ValueRange(0, 1)
+    assert auto(np.array([-3.0, 12.5])) == ValueRange(-3.0, 12.5)
+    assert choose_range("1,5", samples(np.zeros(3))).value_range == ValueRange(1, 5)
+    # integers that fill a sliver of their type: the data's extent, rounded outward
+    scan = choose_range("auto", samples(np.array([0, 17, 215], np.uint16)))
+    assert scan.value_range == ValueRange(0, 220) and "extent 0..215" in scan.why
+    assert auto(np.array([236, 1076], np.int16)) == ValueRange(230, 1080)
+    assert auto(np.array([236, 1076], np.int16), margin=0.1) == ValueRange(100, 1200)  # 152..1160 outward
+    assert auto(np.array([-1437, 2205], np.int32)) == ValueRange(-1500, 2300)
+    assert auto(np.array([65000, 65535], np.uint16)) == ValueRange(65000, 65535)  # clipped to the type
     with pytest.raises(ConfigError, match="LO,HI"):
         choose_range("1", samples(np.zeros(3)))
     with pytest.raises(ConfigError, match="finite LO < HI"):

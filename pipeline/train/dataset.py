@@ -6,11 +6,12 @@ whole; the encode path streams instead (``pipeline.data.readers``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions, iter_batches, list_sources
 from pipeline.data.samples import INTS, SampleLayout, dtype_range, infer_model_input, to_model
@@ -79,29 +80,75 @@ def random_crops(
 WIDE_INTS = ("int32", "int64", "uint32", "uint64")
 
 
-def choose_range(spec: str | None, samples: list[RawSample]) -> ValueRange | None:
-    """``--value-range``: ``LO,HI`` as given; ``auto`` (the default) from the data: the
-    dtype's range for 8- and 16-bit integers (a 16-bit scan is 0..65535), 0..255 for wider
-    integers holding pixels, 0..1 for floats within it, else the sample's extent (an
-    elevation in metres). Bools need none."""
+@dataclass(frozen=True)
+class ChosenRange:
+    """The value range training records, and why it was chosen (printed by the job)."""
+
+    value_range: ValueRange | None
+    why: str
+
+
+def _outward(lo: float, hi: float) -> tuple[float, float]:
+    """``lo..hi`` rounded outward to two significant digits of its span (0..215 -> 0..220)."""
+    step = 10.0 ** max(0, math.floor(math.log10(hi - lo)) - 1)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def choose_range(spec: str | None, samples: list[RawSample], margin: float = 0.0) -> ChosenRange:
+    """``--value-range``: ``LO,HI`` as given; ``auto`` (the default) from the data:
+
+    - integers: the dtype's range where the data fills most of it (photos 0..255); else the
+      data's extent, widened by ``margin`` of its span on each side and rounded outward (a
+      16-bit scan holding 0..215 -> 0..220, elevations 236..1076 m -> 230..1080), so the model's
+      0..1 is spent on values that occur; wider integers holding pixels (0..255) keep 0..255;
+    - floats: 0..1 when the data lies within it, else its extent (an elevation in metres).
+
+    ``samples`` must be the whole training data, not crops of it. Bools need no range."""
     if spec not in (None, "auto"):
-        return ValueRange.of(spec)
+        return ChosenRange(ValueRange.of(spec), "given by --value-range")
+    if margin < 0:
+        raise ConfigError(f"--range-margin must be >= 0, got {margin}")
     dtype = samples[0].array.dtype.name
     if dtype == "bool":
-        return None
-    if dtype in INTS and dtype not in WIDE_INTS:
-        return dtype_range(dtype)
-    lo = min(float(s.array.min()) for s in samples if s.array.size)
-    hi = max(float(s.array.max()) for s in samples if s.array.size)
-    usual = ValueRange(0.0, 255.0) if dtype in WIDE_INTS else ValueRange(0.0, 1.0)
-    if usual.lo <= lo and hi <= usual.hi:
-        return usual
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return ChosenRange(None, "bools need none")
+    present = [s.array for s in samples if s.array.size]
+    lo = min(float(a.min()) for a in present) if present else 0.0
+    hi = max(float(a.max()) for a in present) if present else 0.0
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError(
             samples[0].source,
             f"cannot take a value range from values {lo:g}..{hi:g}; pass --value-range LO,HI",
         )
-    return ValueRange(lo, hi)
+    if dtype in INTS:
+        full = dtype_range(dtype)
+        if dtype in WIDE_INTS:
+            full = ValueRange(0.0, 255.0) if 0 <= lo and hi <= 255 else full
+            if full.hi == 255.0:
+                return ChosenRange(full, f"{dtype} values within 0..255: pixels")
+        if hi - lo >= 0.5 * full.span or hi <= lo:
+            return ChosenRange(full, f"the data ({lo:g}..{hi:g}) fills most of {dtype}'s {full}")
+        pad = margin * (hi - lo)
+        a, b = _outward(lo - pad, hi + pad)
+        r = ValueRange(max(a, full.lo), min(b, full.hi))
+        return ChosenRange(
+            r,
+            f"the data's extent {lo:g}..{hi:g}"
+            + (f" widened by {margin:g} of its span" if margin else "")
+            + f", rounded outward ({dtype} holds {full}; a 0..1 model spent on the whole type "
+            "would leave the data a sliver of it)",
+        )
+    if 0.0 <= lo and hi <= 1.0:
+        return ChosenRange(ValueRange(0.0, 1.0), f"{dtype} values within 0..1")
+    if hi <= lo:
+        raise InputError(
+            samples[0].source,
+            f"cannot take a value range from values {lo:g}..{hi:g}; pass --value-range LO,HI",
+        )
+    pad = margin * (hi - lo)
+    return ChosenRange(
+        ValueRange(lo - pad, hi + pad),
+        f"the data's extent {lo:g}..{hi:g}" + (f" widened by {margin:g} of its span" if margin else ""),
+    )
 
 
 def stack_for_model(

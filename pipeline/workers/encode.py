@@ -20,7 +20,7 @@ from pipeline.codec.compress import compress, encode_codes
 from pipeline.codec.format import ArchiveMeta, ArchiveWriter, CodeRows
 from pipeline.codec.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
 from pipeline.codec.ratecontrol import Rows, calibrate_loss, rows_to_decode
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.overlap import one_behind
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions, count_rows
@@ -149,6 +149,13 @@ class EncodeWorker(ModelWorker):
         m = np.concatenate(means)[:, :, None]  # (sum P, C, 1)
         lv = np.concatenate(logvars)[:, :, None]
         qparams = calibrate(stats_from_latents(m, lv), qconfig)
+        if not any(qparams.active):  # every code would be 0 bits: an archive of one mean sample
+            raise ConfigError(
+                f"the checkpoint's latents carry no information: 0 of {len(qparams.active)} channels "
+                "are active (their KL is about 0, so every sample would decode to one mean); the model "
+                "collapsed in training: retrain it (a --value-range that fits the data, a smaller "
+                "--beta, more steps)"
+            )
         if qconfig.mode == "loss":
             # the rows decoded are taken evenly over the sample, every shard's
             n = rows_to_decode(rows[0][0].size) if rows else 0
