@@ -254,16 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print("archive: every file matches its manifest entry (size, sha256, rows)")
         if args.baseline:
-            print_baselines(firsts, size / len(errors.psnrs), value_range.span)
+            print_baselines(firsts, size / len(errors.psnrs), value_range)
     return 0
 
 
-def print_baselines(firsts: list[tuple[np.ndarray, float]], bytes_per_row: float, peak: float) -> None:
+def print_baselines(
+    firsts: list[tuple[np.ndarray, float]], bytes_per_row: float, value_range: ValueRange
+) -> None:
     samples = [x for x, _ in firsts]
     target = float(np.mean([p for _, p in firsts]))
     n = len(samples)
     rows = [("vaezip (this archive)", "-", bytes_per_row * n, target, True)]
-    rows += [(b.codec, b.setting, b.bytes, b.psnr_db, b.reached) for b in baselines(samples, target, peak)]
+    found = baselines(samples, target, value_range.span, value_range.lo)
+    rows += [(b.codec, b.setting, b.bytes, b.psnr_db, b.reached) for b in found]
     print(f"baseline on the first {n} samples, at vaezip's mean PSNR of {target:.2f} dB where tunable:")
     print(
         f"  {'codec':<36} {'setting':<11} {'bytes':>11} {'bytes/sample':>13} {'PSNR dB':>8} {'x vaezip':>9}"
@@ -274,6 +277,14 @@ def print_baselines(firsts: list[tuple[np.ndarray, float]], bytes_per_row: float
         print(f"  {codec:<36} {setting:<11} {size:>11,.0f} {size / n:>13.1f} {shown:>8} {ratio:>8.2f}x")
     if not all(r[4] for r in rows):
         print("  * below vaezip's PSNR even at the best quality setting")
+    best = min((r for r in rows if r[4]), key=lambda r: r[2])
+    if best is rows[0]:
+        print(f"smallest at vaezip's quality: vaezip ({best[2] / n:,.1f} bytes a sample)")
+    else:
+        print(
+            f"smallest at vaezip's quality: {best[0]} ({best[2] / n:,.1f} bytes a sample); vaezip takes "
+            f"{rows[0][2] / best[2]:.2f}x its bytes"
+        )
 
 
 if __name__ == "__main__":

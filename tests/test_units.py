@@ -102,7 +102,9 @@ def test_a_raster_in_metres_decodes_in_metres(camera, tmp_path, local_ray, capsy
     args = ["--original", str(tmp_path / "in"), "--restored", str(rec), "--archive", str(arch)]
     assert run_main(verify_job.main, [*args, "--baseline"]) == 0
     out = capsys.readouterr().out
-    assert "zstd -19 of the raw values" in out and "float16 + zstd -19" in out  # arrays: no JPEG
+    assert "zstd -19 of the raw values" in out and "float16 + zstd -19" in out
+    assert "uniform quantization + zstd" in out and "JPEG of the values in 8 bits" in out  # lossy ones too
+    assert "smallest at vaezip's quality: " in out.strip().splitlines()[-1]
     rmse = float(out.split("RMSE ")[1].split(",")[0])
     assert "values -50..3000" in out and 1.0 < rmse < 1500.0  # metres, not a [0, 1] error
     assert "x the values as float16" in out
