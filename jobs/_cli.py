@@ -148,3 +148,14 @@ def float_tuple(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def add_sample_shape(group: Any) -> None:
+    """``--sample-shape``: how a .npy/.npz array is read, the same in every job."""
+    group.add_argument(
+        "--sample-shape",
+        choices=("rows", "whole"),
+        default="rows",
+        help=".npy/.npz: rows (each row of the array is a sample: a stack of images, a table of "
+        "vectors) or whole (the array is one sample: a raster, a scan, an image)",
+    )

@@ -222,4 +222,5 @@ def read_options(args: argparse.Namespace) -> ReadOptions:
         column=args.column,
         limits=Limits(max_pixels=args.max_pixels, max_member_bytes=args.max_member_bytes),
         host_pool=args.host_pool,
+        array_samples=getattr(args, "sample_shape", "rows"),
     )

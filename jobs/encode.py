@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs._cli import Parser, run_main, save_resolved
+from jobs._cli import Parser, add_sample_shape, run_main, save_resolved
 from jobs._driver import Summary, add_limit_args, add_running_args, dispatch, pool_config, read_options
 from pipeline.codec.codec import CODECS, FRAMINGS, LAYOUTS, TRANSFORMS, CodecConfig
 from pipeline.codec.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
@@ -149,6 +149,7 @@ def build_parser() -> Parser:
         "--key-column", help="source column holding a stable id for each sample (default: <file>:<row>)"
     )
     d.add_argument("--array-key", help=".npz: the array that holds the samples")
+    add_sample_shape(d)
     d.add_argument(
         "--tile",
         type=int,
@@ -216,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "names_version": NAMES_VERSION,
         **({"value_range": args.value_range} if args.value_range else {}),
         **({"tile": args.tile} if args.tile else {}),
+        **({"sample_shape": args.sample_shape} if args.sample_shape != "rows" else {}),
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)

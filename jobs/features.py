@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jobs._cli import Parser, run_main, save_resolved
+from jobs._cli import Parser, add_sample_shape, run_main, save_resolved
 from jobs._driver import add_limit_args, add_running_args, dispatch, pool_config, read_options
 from pipeline.core import storage
 from pipeline.core.names import FEATURES_SUFFIX
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--logvar", action="store_true", help="also write the posterior log-variance")
     p.add_argument("--key-column", help="source column holding a stable id for each sample")
     p.add_argument("--array-key", help=".npz: the array that holds the samples")
+    add_sample_shape(p)
     p.add_argument("--column", help="Parquet column / WebDataset field holding the samples")
     p.add_argument(
         "--images-per-shard", type=int, default=1000, help="folders of image files: images per output file"
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.array_key,
         args.column,
         args.images_per_shard,
+        *([args.sample_shape] if args.sample_shape != "rows" else []),
     )
     spec = FeatureSpec(
         EncodeSpec(

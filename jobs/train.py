@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from jobs._cli import Parser, int_tuple, run_main
+from jobs._cli import Parser, add_sample_shape, int_tuple, run_main
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError
 from pipeline.data.readers import ReadOptions
@@ -132,6 +132,7 @@ def build_parser() -> Parser:
     )
     r = p.add_argument_group("reading")
     r.add_argument("--array-key", help=".npz: the array that holds the samples")
+    add_sample_shape(r)
     r.add_argument(
         "--value-range",
         default="auto",
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = pick_device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
     torch.set_num_threads(threads)
-    options = ReadOptions(array_key=args.array_key, column=args.column)
+    options = ReadOptions(array_key=args.array_key, column=args.column, array_samples=args.sample_shape)
     samples = read_samples(args.input, options, args.max_rows)
     chosen = choose_range(args.value_range, samples, args.range_margin)  # the whole images, not crops
     value_range = chosen.value_range

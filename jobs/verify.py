@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from jobs._cli import Parser, run_main
+from jobs._cli import Parser, add_sample_shape, run_main
 from pipeline.codec.format import archive_files, read_meta
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
@@ -186,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "float16 (arrays) and print their bytes beside the archive's (needs --archive)",
     )
     p.add_argument("--baseline-rows", type=int, default=256, help="--baseline: how many samples (the first)")
+    p.add_argument("--array-key", help=".npz: the array that holds the samples (as encode was given)")
+    add_sample_shape(p)
     p.add_argument(
         "--checkpoint",
         help="the archive's checkpoint: also decode the originals' unquantized latents and print "
@@ -202,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     value_range: ValueRange | None = None
     for shard in plan_shards(args.original, suffix=""):
         restored = read_restored(args.restored, shard)
-        batches = list(iter_batches(shard.source, ReadOptions(), shard.members))
+        read = ReadOptions(array_key=args.array_key, array_samples=args.sample_shape)
+        batches = list(iter_batches(shard.source, read, shard.members))
         originals = [s for b in batches for s in b.samples]
         expected = [k for b in batches for k in (b.ids or sample_keys(shard.relpath, b.rows))]
         if sorted(restored) != sorted(expected) and not any(b.ids for b in batches):

@@ -73,10 +73,10 @@ def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int
 CALIBRATION_SHARDS = 32
 
 
-def spread_rows(shard: Shard, n: int) -> tuple[int, ...] | None:
+def spread_rows(shard: Shard, n: int, whole: bool = False) -> tuple[int, ...] | None:
     """``n`` row numbers spread evenly over ``shard`` (None: all of it, in order, where it
     has at most ``n`` rows or its header does not say how many)."""
-    total = count_rows(shard.source, shard.members)
+    total = count_rows(shard.source, shard.members, whole)
     if total is None or total <= n:
         return None
     return tuple(sorted({int(r) for r in np.linspace(0, total - 1, n).round()}))
@@ -119,7 +119,9 @@ class EncodeWorker(ModelWorker):
         for shard in order:
             taken = 0
             try:
-                for enc in self.encoder.encoded(shard, only=spread_rows(shard, quota)):
+                for enc in self.encoder.encoded(
+                    shard, only=spread_rows(shard, quota, self.spec.read.array_samples == "whole")
+                ):
                     means += [m.T for m in enc.means]  # (P, C): positions pool across rows
                     widths += [latent_width(s) for s in enc.latent_shapes]
                     logvars += [v.T for v in enc.logvars]

@@ -41,6 +41,9 @@ SUFFIXES = {
 }
 
 
+ARRAY_SAMPLES = ("rows", "whole")
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     batch_rows: int = 256
@@ -52,8 +55,13 @@ class ReadOptions:
     # only these rows (sorted row numbers: a sample spread over a file, for calibration);
     # image groups, Parquet and Arrow skip the others before decoding them, the rest after
     only_rows: tuple[int, ...] | None = None
+    # .npy/.npz: "rows" (each row of the array is a sample) or "whole" (the array is one sample:
+    # a raster, a scan); the other formats hold one sample a row or member either way
+    array_samples: str = "rows"
 
     def __post_init__(self) -> None:
+        if self.array_samples not in ARRAY_SAMPLES:
+            raise ConfigError(f"--sample-shape must be one of {ARRAY_SAMPLES}, got {self.array_samples!r}")
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
         if self.host_workers < 1:
@@ -117,9 +125,11 @@ def iter_batches(
                 iter_webdataset(source, rows, options.column, options.limits, workers, pool), only
             )
         elif fmt == "npy":
-            yield from thinned(iter_npy(source, rows, options.limits), only)
+            whole = options.array_samples == "whole"
+            yield from thinned(iter_npy(source, rows, options.limits, whole), only)
         elif fmt == "npz":
-            yield from thinned(iter_npz(source, rows, options.array_key, options.limits), only)
+            whole = options.array_samples == "whole"
+            yield from thinned(iter_npz(source, rows, options.array_key, options.limits, whole), only)
         elif fmt == "arrow":
             yield from iter_arrow(source, rows, options.column, pixels, workers, pool, only)
         else:
@@ -150,13 +160,14 @@ def thinned(batches: Iterator[Batch], only: tuple[int, ...] | None) -> Iterator[
             )
 
 
-def count_rows(source: str, members: tuple[str, ...] = ()) -> int | None:
+def count_rows(source: str, members: tuple[str, ...] = (), whole: bool = False) -> int | None:
     """How many rows ``source`` holds, where its header says so cheaply (image groups,
-    Parquet, .npy); None for the others (Arrow streams, .npz, WebDataset)."""
+    Parquet, .npy); None for the others (Arrow streams, .npz, WebDataset). ``whole``: arrays
+    read as one sample (``array_samples="whole"``) hold one."""
     if members:
         return len(members)
     fmt = format_of(source)
-    if fmt == "images":
+    if fmt == "images" or (whole and fmt in ("npy", "npz")):
         return 1
     try:
         with storage.open_read(source) as f:

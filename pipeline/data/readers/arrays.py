@@ -82,8 +82,17 @@ def _rows_of(arr: np.ndarray) -> list[Any]:
     return arr.tolist() if arr.ndim == 1 else list(arr.copy())
 
 
-def iter_npy(uri: str, batch_rows: int, limits: Limits = Limits()) -> Iterator[Batch]:
+def _whole(stream: _NpyStream, uri: str, limits: Limits) -> Batch:
+    """The whole array as one sample (row 0), bounded like any sample before it is read."""
+    limits.check_values(stream.shape, uri, row=0)
+    return Batch(source=uri, start_row=0, samples=[stream.read(stream.rows).copy()])
+
+
+def iter_npy(uri: str, batch_rows: int, limits: Limits = Limits(), whole: bool = False) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
+        if whole:
+            yield _whole(_NpyStream(f, uri), uri, limits)
+            return
         stream = _NpyStream(f, uri, limits=limits)
         while stream.pos < stream.rows:
             start = stream.pos
@@ -105,7 +114,7 @@ def _pick_data_key(names: list[str], uri: str, array_key: str | None) -> str:
 
 
 def iter_npz(
-    uri: str, batch_rows: int, array_key: str | None = None, limits: Limits = Limits()
+    uri: str, batch_rows: int, array_key: str | None = None, limits: Limits = Limits(), whole: bool = False
 ) -> Iterator[Batch]:
     with storage.open_read(uri) as f:
         try:
@@ -115,6 +124,12 @@ def iter_npz(
         with zf:
             names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
             key = _pick_data_key(names, uri, array_key)
+            if whole:  # the one array, no passthrough columns: other arrays describe no rows
+                try:
+                    yield _whole(_NpyStream(zf.open(f"{key}.npy"), f"{uri}[{key}]"), f"{uri}[{key}]", limits)
+                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                    raise InputError(uri, f"corrupt .npz data ({err})", row=0) from err
+                return
             try:
                 data = _NpyStream(zf.open(f"{key}.npy"), f"{uri}[{key}]", limits=limits)
                 extra = {
