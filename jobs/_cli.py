@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except a default of None (an option that is off, or whose
+    default its help text states): "(default: None)" says nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that shows defaults in --help, exits 2 with one line on a bad argument, and
     takes ``--config FILE`` (YAML or TOML) as an alternative to flags.
@@ -29,7 +40,7 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(**kwargs)
         self.add_argument(
             "--config",
@@ -43,11 +54,28 @@ class Parser(argparse.ArgumentParser):
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = self._negative_values(list(sys.argv[1:] if args is None else args))
         path = _config_path(argv)
         if path is not None:
             self._apply_config(path, load_config(path))
         return super().parse_args(argv, namespace)
+
+    def _negative_values(self, argv: list[str]) -> list[str]:
+        """``--value-range -1500,2300`` as ``--value-range=-1500,2300``: argparse takes a value
+        that starts with ``-`` and is not a plain number for an option of its own."""
+        out: list[str] = []
+        i = 0
+        while i < len(argv):
+            action = self._option_string_actions.get(argv[i])
+            # an option that takes one value (store), not a flag (store_true: nargs 0)
+            takes_one = action is not None and action.nargs is None and action.const is None
+            if takes_one and i + 1 < len(argv) and re.match(r"-\d", argv[i + 1]):
+                out.append(f"{argv[i]}={argv[i + 1]}")
+                i += 2
+                continue
+            out.append(argv[i])
+            i += 1
+        return out
 
     def _apply_config(self, path: str, values: dict) -> None:
         actions = {a.dest: a for a in self._actions if a.option_strings and a.dest != "help"}

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from jobs._cli import Parser, add_sample_shape, run_main, save_resolved
@@ -21,17 +22,19 @@ from pipeline.codec.codec import CODECS, FRAMINGS, LAYOUTS, TRANSFORMS, CodecCon
 from pipeline.codec.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
 from pipeline.codec.ratecontrol import DECODE_VALUES, MIN_ROWS
 from pipeline.core import storage
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.names import NAMES_VERSION
 from pipeline.core.value_range import ValueRange
-from pipeline.data.readers import ReadOptions
+from pipeline.data.readers import ReadOptions, iter_batches
+from pipeline.data.samples import to_model
 from pipeline.ledger.claim import claim
 from pipeline.ledger.completion import shard_state
 from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
 from pipeline.ledger.shard import Shard
-from pipeline.model.checkpoint import verify_checkpoint
+from pipeline.model.checkpoint import read_checkpoint_meta, verify_checkpoint
+from pipeline.model.nets import config_from_dict
 from pipeline.run.runner import Pool, run
 from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
@@ -58,18 +61,16 @@ def build_parser() -> Parser:
         "--max-loss-db of the unquantized latents' with the fewest bits; posterior: step follows "
         "each channel's posterior sigma, dead channels dropped; affine: 2**bits equal steps over "
         "the calibrated range. loss is the default because it is the only one that says what "
-        "quality you get, and measured it also spent the fewest bytes: demo photo model 420 "
-        "bytes a crop at 0.03 dB against posterior's 428 at 0.15 dB; digits equal; an SD-like "
-        "VAE 819 against 2,858 (posterior falls back to 8 bits there). BENCHMARKS.md has the "
-        "sweep",
+        "quality you get, and in the benchmarks it also spent the fewest bytes (BENCHMARKS.md, "
+        "'Against latent caches', has the sweep)",
     )
     q.add_argument(
         "--max-loss-db",
         type=float,
         metavar="D",
         help=f"loss: the most PSNR quantizing may cost, in dB (default {DEFAULT_MAX_LOSS_DB:g}: "
-        "far below what the eye notices, and past it the demo curves save little: digits 13.8 "
-        "bytes at 0.1 dB, 13.2 at 0.2), measured through the decoder on "
+        "far below what the eye notices; BENCHMARKS.md has what each bound costs in bytes), "
+        "measured through the decoder on "
         "calibration rows the steps were not fitted on (half of those it decodes: as many as "
         f"hold {DECODE_VALUES:,} model values, at least {MIN_ROWS}, each about 12 times)",
     )
@@ -185,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = args.quantizer
     if args.max_loss_db is not None and mode != "loss":
         raise ConfigError(f"--max-loss-db bounds the loss quantizer; --quantizer {mode} has no such bound")
+    if mode == "loss" and args.max_loss_db is None:  # the default, as the saved config records it
+        args.max_loss_db = DEFAULT_MAX_LOSS_DB
     qconfig = QuantizerConfig(
         mode=mode,
         bits=args.bits,
@@ -205,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
     shards = plan_shards(args.input, args.images_per_shard)
+    if not args.tile:  # tiles are cut to the model's size later
+        preflight(shards, args.checkpoint, read, ValueRange.of(args.value_range))
     settings = {
         "model_fingerprint": model_fp,
         "input": args.input,
@@ -221,6 +226,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)
+
+
+def preflight(
+    shards: list[Shard], checkpoint: str, read: ReadOptions, value_range: ValueRange | None
+) -> None:
+    """Before Ray starts (a minute on a laptop): the first sample of up to three shards spread
+    over the input against the checkpoint's input layout. Refused only where every one checked
+    fails (then every shard would): one odd file among good ones fails its own shard later."""
+    meta = read_checkpoint_meta(checkpoint)
+    config = config_from_dict(meta["model"])
+    value_range = value_range or ValueRange.of(meta.get("value_range"))
+    picked = sorted({0, len(shards) // 2, len(shards) - 1})
+    errors = []
+    for shard in (shards[i] for i in picked):
+        try:
+            batch = next(iter(iter_batches(shard.source, replace(read, batch_rows=1), shard.members)), None)
+            if batch is None or not batch.samples:
+                continue
+            to_model(batch.samples[0], config, batch.source, batch.start_row, value_range)
+            return
+        except InputError as err:
+            errors.append(err)
+    if errors and len(errors) == len(picked):
+        raise ConfigError(f"the input does not fit the checkpoint {checkpoint}: {errors[0]}")
 
 
 def _run(

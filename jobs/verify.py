@@ -46,6 +46,7 @@ from pipeline.data.readers.images import decode_image
 from pipeline.data.readers.parquet import iter_parquet
 from pipeline.data.readers.webdataset import iter_webdataset
 from pipeline.data.samples import INTS, default_range, dtype_range, to_model
+from pipeline.data.tiles import assemble, tiles_of
 from pipeline.ledger.integrity import check_archive
 from pipeline.ledger.plan import plan_shards
 from pipeline.ledger.shard import Shard
@@ -120,6 +121,7 @@ class Unquantized:
     """The decoder's output from unquantized latents, against the restored rows: the loss."""
 
     ckpt: Checkpoint
+    tile: int | None = None  # a --tile archive: each tile through the model, then put together
     restored_sse: float = 0.0
     unquantized_sse: float = 0.0
 
@@ -128,22 +130,27 @@ class Unquantized:
         if not archive:
             raise ConfigError("--checkpoint measures the archive's quantizing loss: pass --archive too")
         meta = read_meta(archive_files(archive)[0])
-        if meta.tile:
-            raise ConfigError("--checkpoint does not yet rebuild a --tile archive's unquantized output")
         ckpt = load_checkpoint(checkpoint)
         if ckpt.fingerprint != meta.model_fingerprint:
             raise ConfigError(
                 f"{checkpoint} is not the archive's model (fingerprint {ckpt.fingerprint[:12]}, "
                 f"the archive's {meta.model_fingerprint[:12]})"
             )
-        return cls(ckpt)
+        return cls(ckpt, meta.tile)
 
     @torch.inference_mode()
-    def add(self, x: np.ndarray, y: np.ndarray, value_range: ValueRange, uri: str) -> None:
+    def _through(self, x: np.ndarray, value_range: ValueRange, uri: str) -> np.ndarray:
         arr, layout = to_model(x, self.ckpt.config, uri, value_range=value_range)
         size = None if self.ckpt.config.kind == "mlp" else (x.shape[0], x.shape[1])
         z = self.ckpt.model.encode(torch.from_numpy(arr[None])).mean
-        y0 = layout.restore(self.ckpt.model.decode(z, size).float().clamp(0, 1).numpy()[0])
+        return layout.restore(self.ckpt.model.decode(z, size).float().clamp(0, 1).numpy()[0])
+
+    def add(self, x: np.ndarray, y: np.ndarray, value_range: ValueRange, uri: str) -> None:
+        if self.tile:  # as the encoder cut it and decode put it back together
+            parts = [(y0, x0, self._through(t, value_range, uri)) for y0, x0, t in tiles_of(x, self.tile)]
+            y0 = assemble(parts, "?", uri)
+        else:
+            y0 = self._through(x, value_range, uri)
         x64 = x.astype(np.float64)
         self.restored_sse += float(np.sum((x64 - y.astype(np.float64)) ** 2))
         self.unquantized_sse += float(np.sum((x64 - y0.astype(np.float64)) ** 2))

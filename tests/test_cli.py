@@ -73,6 +73,7 @@ def test_config_file_instead_of_flags_and_saved_resolved(tmp_path, digits_dir, d
     resolved = yaml.safe_load((tmp_path / "arch" / "encode.config.yaml").read_text())
     assert resolved["zstd-level"] == 5 and resolved["layout"] == "channel"
     assert resolved["input"] == digits_dir and resolved["calibration-rows"] == 256
+    assert resolved["max-loss-db"] == 0.1  # the default as used, not null
     import json
 
     job = json.loads((tmp_path / "arch" / "job.json").read_text())
@@ -180,3 +181,54 @@ def test_the_drivers_own_io_errors_are_one_line(capsys, err, line):
 
     assert run_main(main, []) == 2
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_negative_value_needs_no_equals_sign():
+    from jobs.train import build_parser
+
+    args = build_parser().parse_args(["--input", "x", "--output", "y", "--value-range", "-1500,2300"])
+    assert args.value_range == "-1500,2300"
+    args = build_parser().parse_args(["--input", "x", "--output", "y", "--value-range=-1500,2300"])
+    assert args.value_range == "-1500,2300"
+
+
+def test_help_shows_no_default_of_none(capsys):
+    with pytest.raises(SystemExit):
+        encode_job.main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out and "(default 0.1:" in out
+    assert "420 bytes" not in out and "13.8 bytes" not in out  # figures the README no longer quotes
+
+
+def test_a_checkpoint_that_does_not_fit_the_input_is_refused_before_ray(
+    tmp_path, digits_ckpt, photos, capsys, monkeypatch
+):
+    import pipeline.run.runner as runner
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(runner, "connect", no_ray)
+    rc = run_main(
+        encode_job.main,
+        ["--input", str(photos / "heldout"), "--checkpoint", digits_ckpt, "--output", str(tmp_path / "a")],
+    )
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the input does not fit the checkpoint" in err[0]
+    assert "sample has 3072 values, the model takes 64 (shape (32, 32, 3))" in err[0]
+
+
+def test_a_channel_mismatch_names_the_shape_the_model_takes():
+    import numpy as np
+
+    from pipeline.core.errors import InputError
+    from pipeline.data.samples import to_model
+    from pipeline.model.nets import ConvConfig
+
+    with pytest.raises(InputError, match=r"does not fit a 3-channel model \(expected \(H, W, 3\)\)$"):
+        to_model(np.zeros((16, 16), np.uint8), ConvConfig(in_channels=3), "g.png", 0)
+    with pytest.raises(
+        InputError, match=r"does not fit a 1-channel model \(expected \(H, W\) or \(H, W, 1\)\)$"
+    ):
+        to_model(np.zeros((16, 16, 3), np.uint8), ConvConfig(in_channels=1), "c.png", 0)

@@ -183,7 +183,9 @@ def test_one_large_photo_is_enough_to_train_on_and_archives_whole(tmp_path, loca
         random_crops(read_samples(str(tmp_path / "in")), 400)
 
 
-def test_tiles_go_in_with_keys_naming_them_and_come_back_as_whole_images(tmp_path, photos_ckpt, local_ray):
+def test_tiles_go_in_with_keys_naming_them_and_come_back_as_whole_images(
+    tmp_path, photos_ckpt, local_ray, capsys
+):
     from PIL import Image
     from skimage import data
 
@@ -213,3 +215,8 @@ def test_tiles_go_in_with_keys_naming_them_and_come_back_as_whole_images(tmp_pat
                 expected[y : y + t.shape[0], x0 : x0 + t.shape[1]] = t
         restored = np.asarray(Image.open(rec / key))
         assert restored.shape == x.shape and np.array_equal(restored, expected)
+    # verify --checkpoint puts the unquantized tiles together the same way: the quantizing cost
+    args = ["--original", str(tmp_path / "in"), "--restored", str(rec), "--archive", str(arch)]
+    assert run_main(verify_job.main, [*args, "--checkpoint", photos_ckpt]) == 0
+    out = capsys.readouterr().out
+    assert "verified 2 rows: mean PSNR" in out and "quantizing cost" in out

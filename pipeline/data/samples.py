@@ -114,10 +114,10 @@ def to_model(
         return _scaled(arr[None], r), layout
     if arr.ndim == 3 and arr.shape[-1] == c:  # channels first, moved in the source's dtype
         return _scaled(np.ascontiguousarray(np.moveaxis(arr, -1, 0)), r), layout
+    expected = "(H, W) or (H, W, 1)" if c == 1 else f"(H, W, {c})"
     raise InputError(
         uri,
-        f"image of shape {arr.shape} does not fit a {c}-channel model "
-        "(expected (H, W) for 1 channel or (H, W, C))",
+        f"image of shape {arr.shape} does not fit a {c}-channel model (expected {expected})",
         row=row,
     )
 

@@ -132,13 +132,13 @@ class EncodeWorker(ModelWorker):
                     if len(means) >= max_rows or taken >= quota:
                         break
             except InputError as err:  # a bad shard fails on its own later, not the job
-                log.warning("calibration skips shard %s: %s", shard.name, err)
+                log.warning("calibration skips an input: %s", err)  # the error names it, and the row
                 errors.append(err)
             except Exception as err:  # one shard's failure (MemoryError, a reader's bug) is that
                 # shard's, said in one line: it fails again, on its own, when it is processed
                 reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
                 skipped = InputError(shard.source, f"calibration could not read it ({reason})")
-                log.warning("calibration skips shard %s: %s", shard.name, skipped)
+                log.warning("calibration skips an input: %s", skipped)
                 errors.append(skipped)
             if len(means) >= max_rows:
                 break
