@@ -299,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"PSNR {ev.psnr_db:.2f} dB, "
         f"active channels {ev.active_channels}/{len(ev.kl_per_channel_nats)}"
         + (f"; held-out PSNR {report['held_out']['psnr_db']:.2f} dB" if "held_out" in report else "")
+        + (
+            "\n  (--crop: the validation crops overlap the training crops of the same images, so their "
+            "PSNR flatters; judge the model by --eval-input, or by encoding whole images)"
+            if args.crop and result.val_rows
+            else ""
+        )
         + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"
     )
     return 0
