@@ -93,7 +93,7 @@ def test_a_failed_upload_leaves_no_object(s3):
 def test_a_writer_killed_mid_upload_leaves_no_object(s3):
     script = (
         "import os, sys, time\n"
-        "from pipeline import storage\n"
+        "from pipeline.core import storage\n"
         "with storage.atomic_write('s3://arch/killed.bin') as f:\n"
         "    for _ in range(80):\n"
         "        f.write(os.urandom(2**20)); f.flush(); time.sleep(0.02)\n"
