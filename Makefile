@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jobs.prepare_demo --output $(DEMO)
 	$(BIN)/python -m jobs.train --input $(DEMO)/digits --output $(RUNS)/digits-mlp --epochs 200
 	$(BIN)/python -m jobs.train --input $(DEMO)/photos/train --eval-input $(DEMO)/photos/heldout \
-		--output $(RUNS)/photos-conv --epochs 50 --max-minutes 3 --batch-size 64
+		--output $(RUNS)/photos-conv --epochs 50 --max-steps 500 --batch-size 64
 	$(BIN)/python -m jobs.encode --input $(DEMO)/digits --checkpoint $(RUNS)/digits-mlp \
 		--output $(RUNS)/digits-archive
 	$(BIN)/python -m jobs.decode --input $(RUNS)/digits-archive --checkpoint $(RUNS)/digits-mlp \

@@ -103,19 +103,20 @@ def test_max_steps_stops_training_there_and_the_bar_total_is_fixed(tmp_path, dig
     assert totals == {"7"}  # 7/7 from the first update on, never 15/47, 16/48
 
 
-def test_the_thread_count_is_one_by_default_on_a_cpu_and_printed(tmp_path, digits_dir, caplog):
+def test_the_default_thread_count_leaves_the_load_its_cpus_and_is_printed(tmp_path, digits_dir, caplog):
     import logging
 
     import torch
 
+    from jobs.train import free_cpus
+
+    assert [free_cpus(2, load) for load in (0.0, 0.4, 0.6, 1.7, 5.0)] == [2, 2, 1, 1, 1]
+    assert free_cpus(16, 3.2) == 13 and free_cpus(1, 0.0) == 1
     before = torch.get_num_threads()
-    with caplog.at_level(logging.INFO, logger="jobs.train"):
-        assert train.main(["--input", digits_dir, "--output", str(tmp_path / "c"), "--max-steps", "2"]) == 0
-    assert "(device cpu, 1 torch thread)" in caplog.text and torch.get_num_threads() == 1
     with caplog.at_level(logging.INFO, logger="jobs.train"):
         args = ["--input", digits_dir, "--output", str(tmp_path / "d"), "--max-steps", "2", "--threads", "2"]
         assert train.main(args) == 0
-    assert "(device cpu, 2 torch threads)" in caplog.text
+    assert "(device cpu, 2 torch threads)" in caplog.text and torch.get_num_threads() == 2
     torch.set_num_threads(before)
 
 
