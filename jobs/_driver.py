@@ -10,6 +10,7 @@ import time
 from tqdm import tqdm
 
 from pipeline.core import storage
+from pipeline.core.errors import ConfigError
 from pipeline.core.hostpool import POOLS
 from pipeline.data.readers import ReadOptions
 from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
@@ -64,6 +65,33 @@ class Summary:
         return "\n".join(lines)
 
 
+def check_shared(uri: str, what: str) -> None:
+    """Refuse, before any worker starts, a URI only this driver's process can see: the
+    workers are other processes (other machines, on a cluster)."""
+    if storage.is_process_local(uri):
+        raise ConfigError(
+            f"{what} {uri} lives in this driver's memory: the workers run in other processes and "
+            "cannot see it; use a local path (one machine), a shared folder or an object store"
+        )
+
+
+def check_visible(output: str, done: list[ShardResult]) -> None:
+    """Every shard a worker reported done must have its record where the driver looks (one
+    listing): otherwise the workers wrote somewhere the driver does not share, and the archive
+    would be empty with every shard "encoded" (a local path on a cluster of several nodes)."""
+    if not done:
+        return
+    listed = set(storage.listdir(storage.join(output, DONE)))
+    unseen = [r for r in done if f"{r.name}.json" not in listed]
+    if unseen:
+        raise ConfigError(
+            f"{len(unseen)} of {len(done)} shards were reported written, but the driver does not see "
+            f"their records in {storage.join(output, DONE)} (first: {unseen[0].name}): the workers "
+            "wrote to storage the driver does not share; on a cluster of several nodes, write to a "
+            "shared folder or an object store"
+        )
+
+
 def dispatch(
     pool: Pool, output: str, todo: list[Shard], total: int, job_fingerprint: str, *args: object
 ) -> Summary:
@@ -91,6 +119,7 @@ def dispatch(
     )
     if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), ""), subfolders=(DONE,)):
         log.info("removed temporary files of workers that died mid-write")
+    check_visible(output, done)
     return Summary(
         shards=total,
         skipped=total - len(todo),

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from jobs._cli import Parser, run_main, save_resolved
-from jobs._driver import add_running_args, dispatch, pool_config
+from jobs._driver import add_running_args, check_shared, dispatch, pool_config
 from pipeline.codec.format import read_keys
 from pipeline.core import storage
 from pipeline.core.errors import InputError
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
+    check_shared(args.input, "--input")
+    check_shared(args.output, "--output")
     shards = plan_archive(args.input, SUFFIXES[args.format])
     # Completion names what the outputs were made from: the archive files' recorded hashes.
     job_fp = fingerprint(model_fp, args.format, [(s.name, s.listed and s.listed.sha256) for s in shards])

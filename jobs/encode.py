@@ -17,7 +17,15 @@ from dataclasses import replace
 from typing import Any
 
 from jobs._cli import Parser, add_sample_shape, run_main, save_resolved
-from jobs._driver import Summary, add_limit_args, add_running_args, dispatch, pool_config, read_options
+from jobs._driver import (
+    Summary,
+    add_limit_args,
+    add_running_args,
+    check_shared,
+    dispatch,
+    pool_config,
+    read_options,
+)
 from pipeline.codec.codec import CODECS, FRAMINGS, LAYOUTS, TRANSFORMS, CodecConfig
 from pipeline.codec.quantize import DEFAULT_MAX_LOSS_DB, QuantizerConfig
 from pipeline.codec.ratecontrol import DECODE_VALUES, MIN_ROWS
@@ -207,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--tile must be positive, got {args.tile}")
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
+    check_shared(args.input, "--input")
+    check_shared(args.output, "--output")
     shards = plan_shards(args.input, args.images_per_shard)
     if not args.tile:  # tiles are cut to the model's size later
         preflight(shards, args.checkpoint, read, ValueRange.of(args.value_range))

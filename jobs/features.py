@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._cli import Parser, add_sample_shape, run_main, save_resolved
-from jobs._driver import add_limit_args, add_running_args, dispatch, pool_config, read_options
+from jobs._driver import add_limit_args, add_running_args, check_shared, dispatch, pool_config, read_options
 from pipeline.core import storage
 from pipeline.core.names import FEATURES_SUFFIX
 from pipeline.ledger.claim import claim
@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
+    check_shared(args.input, "--input")
+    check_shared(args.output, "--output")
     shards = plan_shards(args.input, args.images_per_shard, suffix=FEATURES_SUFFIX)
     job_fp = fingerprint(
         "features",

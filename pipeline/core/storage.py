@@ -77,6 +77,13 @@ def within(uri: str, folder: str) -> bool:
     return p1 == p2 and (a == b or a.startswith(b.rstrip("/") + "/"))
 
 
+def is_process_local(uri: str) -> bool:
+    """A URI whose contents live in this process alone (``memory://``)."""
+    fs, _ = filesystem(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "memory" in protocols
+
+
 def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return bool(set(protocols) & _OBJECT_STORES)
