@@ -101,11 +101,12 @@ def dispatch(
     done: list[ShardResult] = []
     failed: list[ShardResult] = []
     with tqdm(total=len(todo), unit="shard", dynamic_ncols=True) as bar:
+        rows = inb = outb = 0  # running totals: summing every result on every shard was O(N^2)
         for result in pool.map(todo, *args):
             (done if result.ok else failed).append(result)
-            rows = sum(r.rows for r in done)
+            if result.ok:
+                rows, inb, outb = rows + result.rows, inb + result.input_bytes, outb + result.output_bytes
             elapsed = time.perf_counter() - start
-            inb, outb = sum(r.input_bytes for r in done), sum(r.output_bytes for r in done)
             bar.set_postfix(
                 rows=rows,
                 rows_s=f"{rows / max(elapsed, 1e-9):.0f}",

@@ -12,6 +12,8 @@ that needs a CPU would otherwise wait forever.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import socket
@@ -242,19 +244,24 @@ class Pool:
         replaced, but shards only go to actors that have started, so a replacement that the
         shrunken cluster cannot place never holds up the job.
         """
-        todo: list[tuple[float, Shard, int]] = [(0.0, s, 1) for s in shards]  # (not before, ...)
+        # a heap of (not before, order, shard, attempt): the next shard due in O(log N), so a
+        # million shards dispatch in O(N log N) (sorting the list each round was O(N^2 log N))
+        order = itertools.count()
+        todo: list[tuple[float, int, Shard, int]] = [(0.0, next(order), s, 1) for s in shards]
         idle = list(self.actors)
         running: dict[Any, tuple[Any, Shard, int]] = {}
         stalled_since: float | None = None
 
         def fail_waiting(error: str) -> Iterator[ShardResult]:
-            for _, shard, attempt in todo:
+            for _, _, shard, attempt in sorted(todo, key=lambda t: t[:2]):
                 yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=error)
             todo.clear()
 
         def retry(shard: Shard, attempt: int, error: str) -> ShardResult | None:
             if attempt < self.config.max_attempts:
-                todo.append((time.monotonic() + self._backoff(attempt), shard, attempt + 1))
+                heapq.heappush(
+                    todo, (time.monotonic() + self._backoff(attempt), next(order), shard, attempt + 1)
+                )
                 return None
             return ShardResult(
                 shard.name,
@@ -267,9 +274,8 @@ class Pool:
 
         while todo or running:
             now = time.monotonic()
-            todo.sort(key=lambda t: t[0])
             while idle and todo and todo[0][0] <= now:
-                _, shard, attempt = todo.pop(0)
+                _, _, shard, attempt = heapq.heappop(todo)
                 actor = idle.pop()
                 running[getattr(actor, method).remote(shard, *args)] = (actor, shard, attempt)
             waiting = list(running) + list(self._starting)
