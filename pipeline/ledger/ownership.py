@@ -75,13 +75,11 @@ def check_decode_output(output: str, archive_sources: list[str], overwrite: bool
             "archive: choose another --output"
         )
     dirs = {posixpath.dirname(s) for s in archive_sources}
-    earlier = _manifest(output).get("archive")
+    # the records say whose decode this is: each names the archive file it was made from (an
+    # absolute URI, unlike the manifest's "archive", which is the path as typed)
     foreign = [
         r.source for _, r in _records(output) if r is not None and not _of_this_archive(r.source, dirs)
     ]
-    if not foreign and isinstance(earlier, str) and dirs:
-        if not any(storage.within(earlier, d) or storage.within(d, earlier) for d in dirs):
-            foreign = [earlier]
     if foreign and not overwrite:
         raise ConfigError(
             f"--output {output} holds the decode of another archive ({foreign[0]}); pass "
