@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import time
+import uuid
 
 from tqdm import tqdm
 
@@ -75,6 +76,26 @@ def check_shared(uri: str, what: str) -> None:
         )
 
 
+def check_workers_see(pool: Pool, output: str) -> None:
+    """Before any shard: every actor must see a marker the driver writes into a folder on a
+    disk (an object store is one for all). On a cluster whose nodes do not share the folder,
+    the workers' files would land on their own disks and the archive would be empty."""
+    if storage.is_object_store(storage.filesystem(output)[0]):
+        return
+    marker = storage.join(output, f".vz-marker-{uuid.uuid4().hex}")
+    storage.write_bytes(marker, b"")
+    try:
+        blind = sum(1 for seen in pool.call_all("sees", marker) if not seen)
+    finally:
+        storage.remove(marker)
+    if blind:
+        raise ConfigError(
+            f"--output {output} is not shared with {blind} of the {len(pool.actors)} workers (they do "
+            "not see a file the driver wrote there): on a cluster of several nodes, write to a shared "
+            "folder or an object store"
+        )
+
+
 def check_visible(output: str, done: list[ShardResult]) -> None:
     """Every shard a worker reported done must have its record where the driver looks (one
     listing): otherwise the workers wrote somewhere the driver does not share, and the archive
@@ -97,6 +118,8 @@ def dispatch(
 ) -> Summary:
     """Run ``todo`` on the pool with a progress bar; write failures.json; remove the temporary
     files this job's dead workers left (nobody else's)."""
+    if todo:
+        check_workers_see(pool, output)
     start = time.perf_counter()
     done: list[ShardResult] = []
     failed: list[ShardResult] = []

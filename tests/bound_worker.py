@@ -31,3 +31,11 @@ class OutOfMemoryInCalibration(EncodeWorker):
             return super().calibrate(shards, *args, **kwargs)
         finally:
             self.encoder.encoded = encoded
+
+
+class BlindWorker(EncodeWorker):
+    """An encode worker on a node that does not share the driver's output folder (as a worker
+    on another machine with its own disk would be)."""
+
+    def sees(self, uri):
+        return False

@@ -41,3 +41,21 @@ def test_records_the_driver_cannot_see_are_an_error(tmp_path):
         check_visible(str(out), done)
     (out / "_done" / "b.vz.parquet.json").write_text("{}")
     check_visible(str(out), done)  # all visible: nothing to say
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("local_ray")
+def test_an_output_folder_the_workers_do_not_share_is_refused_before_any_shard(
+    tmp_path, digits_dir, digits_ckpt, capsys, monkeypatch
+):
+    from tests.bound_worker import BlindWorker
+
+    monkeypatch.setattr(encode_job, "EncodeWorker", BlindWorker)
+    arch = tmp_path / "arch"
+    assert (
+        run_main(encode_job.main, ["--input", digits_dir, "--checkpoint", digits_ckpt, "--output", str(arch)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "is not shared with 2 of the 2 workers" in err
+    assert not list(arch.glob("*.vz.parquet")) and not list(arch.glob(".vz-marker-*"))

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from pipeline.core import storage
 from pipeline.core.errors import ConfigError
 from pipeline.ledger.completion import Stopwatch
 from pipeline.model.checkpoint import load_checkpoint
@@ -89,6 +90,11 @@ class ModelWorker:
         self.host_pool = host_pool  # pipeline.core.hostpool: processes or threads
         self.ckpt = load_checkpoint(checkpoint, self.device)
         self.model = self.ckpt.model
+
+    def sees(self, uri: str) -> bool:
+        """Whether this actor's node sees ``uri``: the driver's marker in a local output folder,
+        which a node that does not share the folder cannot see."""
+        return storage.exists(uri)
 
     def info(self) -> dict[str, Any]:
         return {
