@@ -19,7 +19,7 @@ from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths
 from pipeline.ledger.claim import claim
-from pipeline.ledger.completion import is_complete
+from pipeline.ledger.completion import shard_states
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs
 from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             whose = "of another archive's decode" if other else "of an earlier decode"
             log.info("removed %d outputs %s that this one replaces", removed, whose)
         save_resolved(args, storage.join(args.output, CONFIG))
-        todo = [s for s in shards if not is_complete(args.output, s.name, job_fp)]
+        state = shard_states(args.output, shards, job_fp)
+        todo = [s for s in shards if state[s.name] != "done"]
         spec = DecodeSpec(
             checkpoint=args.checkpoint,
             output=args.output,

@@ -36,7 +36,7 @@ from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions, iter_batches
 from pipeline.data.samples import to_model
 from pipeline.ledger.claim import claim
-from pipeline.ledger.completion import shard_state
+from pipeline.ledger.completion import shard_states
 from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
@@ -304,7 +304,7 @@ def _run(
                 raise ConfigError(f"{missed[0]} (--strict-bound: nothing was encoded)")
         save_job(args.output, EncodeJob(settings, job))
         jobs.append(job)
-        state = {s.name: shard_state(args.output, s.name, job.job_fingerprint, s.identity) for s in shards}
+        state = shard_states(args.output, shards, job.job_fingerprint)
         changed = [s for s in shards if state[s.name] == "changed"]
         if changed and args.changed_inputs == "refuse":
             raise ConfigError(

@@ -17,7 +17,7 @@ from jobs._driver import add_limit_args, add_running_args, check_shared, dispatc
 from pipeline.core import storage
 from pipeline.core.names import FEATURES_SUFFIX
 from pipeline.ledger.claim import claim
-from pipeline.ledger.completion import is_complete
+from pipeline.ledger.completion import shard_states
 from pipeline.ledger.plan import check_separate, fingerprint, plan_shards
 from pipeline.model.checkpoint import verify_checkpoint
 from pipeline.run.runner import run
@@ -75,9 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with claim(args.output, "features"):
         save_resolved(args, storage.join(args.output, CONFIG))
-        todo = [
-            s for s in shards if args.overwrite or not is_complete(args.output, s.name, job_fp, s.identity)
-        ]
+        state = shard_states(args.output, shards, job_fp)
+        todo = [s for s in shards if args.overwrite or state[s.name] != "done"]
         summary = run(
             FeatureWorker,
             spec,

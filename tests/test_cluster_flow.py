@@ -110,15 +110,22 @@ def _nodes(gcs, env) -> str:
 
 
 def _submit(address, env, *args):
-    res = subprocess.run(
-        ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--", "python", "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return res.returncode, res.stdout + res.stderr
+    # Ray's head answers `ray job list` before its job agent takes jobs; on a loaded machine a
+    # submit can meet "No available agent to submit job, please try again later": as it says
+    deadline = time.monotonic() + 90
+    while True:
+        res = subprocess.run(
+            ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--", "python", "-m", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        out = res.stdout + res.stderr
+        if "No available agent to submit job" not in out or time.monotonic() > deadline:
+            return res.returncode, out
+        time.sleep(3)
 
 
 def test_encode_and_decode_on_two_nodes_over_s3(cluster, digits_dir, digits_ckpt):

@@ -112,6 +112,34 @@ def test_is_complete_needs_the_whole_output_the_record_describes(tmp_path):
     assert done_uri(out, "x.vz.parquet") == f"{out}/{DONE}/x.vz.parquet.json"
 
 
+def test_shard_states_from_two_listings_agree_with_one_shard_at_a_time(tmp_path):
+    from pipeline.ledger.completion import shard_state, shard_states
+
+    out = str(tmp_path)
+    shards = [
+        Shard(source=f"in/{n}.npy", relpath=f"{n}.npy", name=f"{n}.vz.parquet", identity="3:1")
+        for n in "abcdef"
+    ]
+    for name, fp, size, written, ident in [
+        ("a", "job", 4, 4, "3:1"),  # done
+        ("b", "job", 4, 3, "3:1"),  # output shorter than recorded
+        ("c", "old", 4, 4, "3:1"),  # another job's
+        ("d", "job", 4, None, "3:1"),  # record, no output
+        ("e", "job", 4, 4, "3:0"),  # its input changed since
+    ]:  # f: nothing at all
+        write_record(
+            out, CompletionRecord(fp, f"{name}.vz.parquet", "src", 1, size, "-", input_identity=ident)
+        )
+        if written is not None:
+            (tmp_path / f"{name}.vz.parquet").write_bytes(b"x" * written)
+    states = shard_states(out, shards, "job")
+    assert states == {"a.vz.parquet": "done", "e.vz.parquet": "changed"} | {
+        f"{n}.vz.parquet": "todo" for n in "bcdf"
+    }
+    assert states == {s.name: shard_state(out, s.name, "job", s.identity) for s in shards}
+    assert shard_states(str(tmp_path / "nowhere"), shards, "job") == {s.name: "todo" for s in shards}
+
+
 @pytest.mark.parametrize("text", [b"not json", b"[1, 2]", b'{"job_fingerprint": "job"}'])
 def test_an_unreadable_record_means_not_done(tmp_path, text):
     (tmp_path / DONE).mkdir()

@@ -173,6 +173,17 @@ def listdir(uri: str) -> list[str]:
         return []
 
 
+def file_sizes(uri: str) -> dict[str, int]:
+    """The files directly inside a folder, name -> bytes, from one listing (none if it does not
+    exist)."""
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries if e["type"] == "file"}
+
+
 def makedirs(uri: str) -> None:
     fs, path = filesystem(uri)
     if not is_object_store(fs):

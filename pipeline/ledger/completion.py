@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import IO, TYPE_CHECKING
@@ -142,6 +143,26 @@ def shard_state(output: str, name: str, job_fingerprint: str, identity: str = ""
     except FileNotFoundError:
         return "todo"
     return "changed" if input_changed(record, identity) else "done"
+
+
+def shard_states(output: str, shards: list[Shard], job_fingerprint: str, readers: int = 16) -> dict[str, str]:
+    """``shard_state`` of every shard, from one listing of ``_done/`` and one of the output
+    folder (names and sizes), then the records that exist read in parallel: no request per
+    shard to learn that something is missing, and none to learn an output's size."""
+    recorded = set(storage.listdir(storage.join(output, DONE)))
+    sizes = storage.file_sizes(output)
+    have = [s for s in shards if f"{s.name}.json" in recorded and s.name in sizes]
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(have)))) as pool:
+        read = list(pool.map(lambda s: read_record(output, s.name), have))
+    records = {s.name: r for s, r in zip(have, read, strict=True)}
+    states = {}
+    for s in shards:
+        record = records.get(s.name)
+        if record is None or record.job_fingerprint != job_fingerprint or sizes[s.name] != record.bytes:
+            states[s.name] = "todo"
+        else:
+            states[s.name] = "changed" if input_changed(record, s.identity) else "done"
+    return states
 
 
 class HashingWriter:
