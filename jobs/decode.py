@@ -21,7 +21,7 @@ from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check
 from pipeline.ledger.claim import claim
 from pipeline.ledger.completion import shard_states
 from pipeline.ledger.manifest import write_manifest
-from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs
+from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs, read_records
 from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
 from pipeline.ledger.shard import Shard
 from pipeline.model.checkpoint import verify_checkpoint
@@ -58,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format in KEYED_FORMATS:
         check_sample_paths(args.format, _keys(shards))
     with claim(args.output, "decode"):
-        other = check_decode_output(args.output, [s.source for s in shards], args.overwrite)
-        removed = clear_stale_outputs(args.output, {s.name for s in shards}, job_fp, args.overwrite or other)
+        records = read_records(args.output)  # once, for the check and the clean-up
+        other = check_decode_output(args.output, [s.source for s in shards], args.overwrite, records)
+        keep = {s.name for s in shards}
+        removed = clear_stale_outputs(args.output, keep, job_fp, args.overwrite or other, records)
         if removed:
             whose = "of another archive's decode" if other else "of an earlier decode"
             log.info("removed %d outputs %s that this one replaces", removed, whose)

@@ -196,8 +196,14 @@ def _varints(raw: bytes, start: int) -> np.ndarray:
 
 def declared_channels(data: bytes) -> int:
     """The channels a stored model declares, read from its header alone (no tables built):
-    what a reader checks against the quantizer before it trusts the rest."""
-    raw = _raw(bytes(data))
+    what a reader checks against the quantizer before it trusts the rest. Once per content:
+    a footer read asks twice (its codec parameters, then the quantizer's channels)."""
+    return _declared_channels(bytes(data))
+
+
+@functools.lru_cache(maxsize=4)
+def _declared_channels(data: bytes) -> int:
+    raw = _raw(data)
     b, value = raw[4:], 0
     for i, byte in enumerate(b[:10]):
         value |= (byte & 0x7F) << (7 * i)

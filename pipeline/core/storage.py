@@ -77,16 +77,17 @@ def within(uri: str, folder: str) -> bool:
     return p1 == p2 and (a == b or a.startswith(b.rstrip("/") + "/"))
 
 
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    return set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def is_process_local(uri: str) -> bool:
     """A URI whose contents live in this process alone (``memory://``)."""
-    fs, _ = filesystem(uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "memory" in protocols
+    return "memory" in _protocols(filesystem(uri)[0])
 
 
 def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return bool(set(protocols) & _OBJECT_STORES)
+    return bool(_protocols(fs) & _OBJECT_STORES)
 
 
 def exists(uri: str) -> bool:

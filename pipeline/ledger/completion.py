@@ -132,17 +132,23 @@ def input_changed(record: CompletionRecord, identity: str) -> bool:
     return record.input_bytes != int(identity.split(":", 1)[0])
 
 
+def _judge(record: CompletionRecord | None, size: int | None, job_fingerprint: str, identity: str) -> str:
+    """A shard's state from its record and its output's size (None: no output)."""
+    if record is None or record.job_fingerprint != job_fingerprint or size != record.bytes:
+        return "todo"
+    return "changed" if input_changed(record, identity) else "done"
+
+
 def shard_state(output: str, name: str, job_fingerprint: str, identity: str = "") -> str:
     """ "done"; "changed": done by this job, from an input that has changed since; or "todo"."""
     record = read_record(output, name)
-    if record is None or record.job_fingerprint != job_fingerprint:
+    if record is None:
         return "todo"
     try:
-        if storage.size(storage.join(output, name)) != record.bytes:
-            return "todo"
+        size: int | None = storage.size(storage.join(output, name))
     except FileNotFoundError:
-        return "todo"
-    return "changed" if input_changed(record, identity) else "done"
+        size = None
+    return _judge(record, size, job_fingerprint, identity)
 
 
 def shard_states(output: str, shards: list[Shard], job_fingerprint: str, readers: int = 16) -> dict[str, str]:
@@ -155,14 +161,9 @@ def shard_states(output: str, shards: list[Shard], job_fingerprint: str, readers
     with ThreadPoolExecutor(max_workers=max(1, min(readers, len(have)))) as pool:
         read = list(pool.map(lambda s: read_record(output, s.name), have))
     records = {s.name: r for s, r in zip(have, read, strict=True)}
-    states = {}
-    for s in shards:
-        record = records.get(s.name)
-        if record is None or record.job_fingerprint != job_fingerprint or sizes[s.name] != record.bytes:
-            states[s.name] = "todo"
-        else:
-            states[s.name] = "changed" if input_changed(record, s.identity) else "done"
-    return states
+    return {
+        s.name: _judge(records.get(s.name), sizes.get(s.name), job_fingerprint, s.identity) for s in shards
+    }
 
 
 class HashingWriter:

@@ -72,9 +72,8 @@ def read_verified(f: Listed) -> bytes:
     """An archive file's bytes, read once and checked against what its records say (present,
     listed, size, sha256) before anyone uses them: what a reader hands out is what encode
     wrote. Raises ``InputError`` naming the file."""
-    problem = f.problem(size=False)
-    if problem is not None:
-        raise InputError(f.uri, problem)
+    if f.sha256 is None:  # no record covers it (what problem() says, without a request)
+        raise InputError(f.uri, str(f.problem(size=False)))
     try:
         data = storage.read_bytes(f.uri)
     except FileNotFoundError as err:

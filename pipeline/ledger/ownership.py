@@ -54,7 +54,10 @@ def encode_evidence(output: str) -> str | None:
     return None
 
 
-def _records(output: str) -> list[tuple[str, CompletionRecord | None]]:
+Records = list[tuple[str, CompletionRecord | None]]  # (output name, its record if readable)
+
+
+def read_records(output: str) -> Records:
     names = [n[: -len(".json")] for n in storage.listdir(storage.join(output, DONE)) if n.endswith(".json")]
     return [(n, read_record(output, n)) for n in names]
 
@@ -64,7 +67,7 @@ def _of_this_archive(source: str, archive_dirs: set[str]) -> bool:
     return any(storage.within(folder, d) and storage.within(d, folder) for d in archive_dirs)
 
 
-def check_decode_output(output: str, archive_sources: list[str], overwrite: bool) -> bool:
+def check_decode_output(output: str, archive_sources: list[str], overwrite: bool, records: Records) -> bool:
     """Refuse an output folder that holds an encode archive (always) or the decode of another
     archive (unless ``overwrite``). Returns whether the folder holds another archive's decode
     that ``overwrite`` lets this job replace."""
@@ -77,9 +80,7 @@ def check_decode_output(output: str, archive_sources: list[str], overwrite: bool
     dirs = {posixpath.dirname(s) for s in archive_sources}
     # the records say whose decode this is: each names the archive file it was made from (an
     # absolute URI, unlike the manifest's "archive", which is the path as typed)
-    foreign = [
-        r.source for _, r in _records(output) if r is not None and not _of_this_archive(r.source, dirs)
-    ]
+    foreign = [r.source for _, r in records if r is not None and not _of_this_archive(r.source, dirs)]
     if foreign and not overwrite:
         raise ConfigError(
             f"--output {output} holds the decode of another archive ({foreign[0]}); pass "
@@ -88,14 +89,16 @@ def check_decode_output(output: str, archive_sources: list[str], overwrite: bool
     return bool(foreign)
 
 
-def clear_stale_outputs(output: str, keep: set[str], job_fp: str, overwrite: bool) -> int:
+def clear_stale_outputs(
+    output: str, keep: set[str], job_fp: str, overwrite: bool, records: Records | None = None
+) -> int:
     """Remove the outputs (and records) of an earlier decode that this one does not keep: all
     of them with ``overwrite``, else those made from other archive contents or of files the
     archive no longer holds. Every file is checked before the first is removed. Returns how
     many outputs went."""
     stale = [
         name
-        for name, record in _records(output)
+        for name, record in (read_records(output) if records is None else records)
         if overwrite or record is None or record.job_fingerprint != job_fp or name not in keep
     ]
     doomed: list[str] = []

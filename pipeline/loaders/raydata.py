@@ -46,8 +46,9 @@ def _checked(uri: str) -> list[Listed]:
 
 
 def file_metas(uri: str) -> dict[str, str]:
-    """Each file's own footer (as JSON), by path."""
-    return {f.uri: read_meta(f.uri).to_json() for f in _checked(uri)}
+    """Each file's own footer (as JSON), by path (``read_archive`` checked the files; a file
+    gone since fails its footer read, naming it)."""
+    return {f.uri: read_meta(f.uri).to_json() for f in listed_files(uri)}
 
 
 def _read_file(item: dict[str, Any]) -> pa.Table:
