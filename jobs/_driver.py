@@ -17,7 +17,7 @@ from pipeline.data.readers import ReadOptions
 from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
 from pipeline.ledger.completion import DONE, ShardResult, temp_tag
 from pipeline.ledger.manifest import write_failures
-from pipeline.ledger.shard import Shard
+from pipeline.ledger.shard import Recorded, Shard
 from pipeline.model.precision import PRECISIONS
 from pipeline.run.runner import Pool, PoolConfig
 
@@ -36,6 +36,12 @@ class Summary:
     @property
     def rows(self) -> int:
         return sum(r.rows for r in self.done)
+
+    def committed(self, found: dict[str, Recorded]) -> dict[str, Recorded]:
+        """What the manifest lists: ``found`` (the shards done before this run, as
+        ``shard_states`` read them), with the shards done now added to it."""
+        found.update((r.name, r.recorded) for r in self.done if r.recorded is not None)
+        return found
 
     @property
     def input_bytes(self) -> int:

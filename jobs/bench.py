@@ -31,6 +31,8 @@ from jobs.benches import host as host_bench
 from jobs.benches import latents as latent_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
+from jobs.benches import scale as scale_bench
+from jobs.benches import seams as seams_bench
 from jobs.benches.common import load_arrays
 from jobs.benches.report import SECTIONS, write_page, write_plots
 from pipeline.codec.codec import CodecConfig, latent_width
@@ -86,6 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each speed figure")
     p.add_argument("--rows", type=int, default=2048, help="photo crops in the speed runs")
     p.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    p.add_argument(
+        "--scale-shards",
+        type=int,
+        nargs="+",
+        default=[1000, 10000, 100000],
+        help="the scale section's shard counts on local disk",
+    )
+    p.add_argument(
+        "--scale-s3-shards",
+        type=int,
+        nargs="*",
+        default=[1000, 10000],
+        help="... and against moto's S3 server (none: skip it)",
+    )
     p.add_argument(
         "--page-only",
         action="store_true",
@@ -214,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             crops,
             t.get("bare_encode_rows_s", {}).get("median"),
             t.get("bare_decode_rows_s", {}).get("median"),
+        )
+    if "scale" in sections:
+        results["scale"] = scale_bench.measure(args.scale_shards, args.scale_s3_shards)
+    if "seams" in sections:
+        results["seams"] = seams_bench.measure(
+            args.photos_checkpoint, {name: photo(name) for name in HELDOUT_PHOTOS}
         )
     with open(results_path, "w") as f:
         json.dump(results, f, indent=2)

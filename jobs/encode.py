@@ -10,6 +10,7 @@ once every shard is complete, and ``failures.json`` when some failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,17 +35,19 @@ from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.names import NAMES_VERSION
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions, iter_batches
+from pipeline.data.resize import Preprocess, parse_size, sdxl_buckets
 from pipeline.data.samples import to_model
 from pipeline.ledger.claim import claim
 from pipeline.ledger.completion import shard_states
 from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
-from pipeline.ledger.shard import Shard
-from pipeline.model.checkpoint import read_checkpoint_meta, verify_checkpoint
+from pipeline.ledger.shard import Recorded, Shard
+from pipeline.model.checkpoint import load_checkpoint, read_checkpoint_meta, verify_checkpoint
 from pipeline.model.nets import config_from_dict
+from pipeline.model.reach import encoder_reach
 from pipeline.run.runner import Pool, run
-from pipeline.workers.encode import EncodeSpec, EncodeWorker
+from pipeline.workers.encode import EncodeSpec, EncodeWorker, calibration_shards
 
 log = logging.getLogger("jobs.encode")
 CONFIG = "encode.config.yaml"  # every option's final value, beside the output
@@ -63,14 +66,23 @@ def build_parser() -> Parser:
     q = p.add_argument_group("quantizer and codec")
     q.add_argument(
         "--quantizer",
-        choices=("loss", "posterior", "affine"),
+        choices=("loss", "latent", "posterior", "affine"),
         default="loss",
         help="loss (the default): the per-channel steps that keep the decoded PSNR within "
         "--max-loss-db of the unquantized latents' with the fewest bits; posterior: step follows "
         "each channel's posterior sigma, dead channels dropped; affine: 2**bits equal steps over "
-        "the calibrated range. loss is the default because it is the only one that says what "
-        "quality you get, and in the benchmarks it also spent the fewest bytes (BENCHMARKS.md, "
-        "'Against latent caches', has the sweep)",
+        "the calibrated range; latent (what --max-latent-error picks): each channel's RMS error "
+        "within a share of its spread, no decoder needed. loss is the default for archiving data "
+        "(it bounds what comes back, the samples); latent for a latent cache a diffusion model "
+        "trains on (it bounds the latents themselves, whatever the decoder does with them)",
+    )
+    q.add_argument(
+        "--max-latent-error",
+        type=float,
+        metavar="E",
+        help="latent: each channel's RMS error at most E times its standard deviation (e.g. 0.01; "
+        "fp16 is about 0.0002, bf16 0.002), fitted on half the calibration rows and measured on the "
+        "others; calibration then costs one encode of its rows, no decoder",
     )
     q.add_argument(
         "--max-loss-db",
@@ -163,8 +175,50 @@ def build_parser() -> Parser:
         "--tile",
         type=int,
         metavar="N",
-        help="archive images as tiles of NxN pixels (keys <key>@y,x), put back together exactly on "
-        "decode: bounds the model's memory on very large images (default: whole images)",
+        help="archive images as tiles of NxN pixels (keys <key>@y,x), put back together on decode: "
+        "bounds the model's memory on very large images (default: whole images)",
+    )
+    r = p.add_argument_group("images for a latent cache (pipeline.data.resize)")
+    r.add_argument(
+        "--size",
+        metavar="S|WxH",
+        help="resize each image (Lanczos, antialiased) to cover S x S (or W x H) and crop it to that; "
+        "with --buckets: the buckets' area (default 1024)",
+    )
+    r.add_argument(
+        "--buckets",
+        nargs="?",
+        const="sdxl",
+        metavar="sdxl|WxH,WxH,...",
+        help="each image to the aspect-ratio bucket nearest its shape: sdxl (the default set: sides in "
+        "multiples of 64 at --size's area, ratios up to 4) or a list of sizes",
+    )
+    r.add_argument(
+        "--crop",
+        choices=("center", "random", "none"),
+        default="center",
+        help="with --size/--buckets: where to crop (random: seeded by --crop-seed and each row's key, "
+        "so a re-run gives the same archive; none: resize to the target exactly, the aspect bent)",
+    )
+    r.add_argument("--crop-seed", type=int, default=0, help="the seed of --crop random")
+    r.add_argument(
+        "--flip",
+        action="store_true",
+        help="also store the latent of each image mirrored left to right, keyed <key>#flip",
+    )
+    r.add_argument(
+        "--upscale",
+        action="store_true",
+        help="enlarge images smaller than their target (without it they are refused, naming file and row)",
+    )
+    d.add_argument(
+        "--tile-margin",
+        default="auto",
+        metavar="PX",
+        help="with --tile: pixels of the image around each tile that the encoder sees, so a tile's "
+        "latents are those of the whole image (decode likewise decodes each tile with its "
+        "neighbours' latents); auto: the model's own reach, measured, at most one tile; 0: each "
+        "tile alone, with seams (default: auto)",
     )
     d.add_argument(
         "--value-range",
@@ -192,6 +246,14 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = args.quantizer
+    if args.max_latent_error is not None:
+        if mode not in ("loss", "latent") or args.max_loss_db is not None:
+            raise ConfigError(
+                "--max-latent-error bounds the latents (--quantizer latent); it takes no --max-loss-db"
+            )
+        mode = args.quantizer = "latent"
+    if mode == "latent" and args.max_latent_error is None:
+        raise ConfigError("--quantizer latent needs --max-latent-error E (e.g. 0.01)")
     if args.max_loss_db is not None and mode != "loss":
         raise ConfigError(f"--max-loss-db bounds the loss quantizer; --quantizer {mode} has no such bound")
     if mode == "loss" and args.max_loss_db is None:  # the default, as the saved config records it
@@ -201,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bits=args.bits,
         step_sigmas=args.step_sigmas,
         max_loss_db=DEFAULT_MAX_LOSS_DB if args.max_loss_db is None else args.max_loss_db,
+        **({"max_latent_error": args.max_latent_error} if args.max_latent_error is not None else {}),
     )
     cconfig = CodecConfig(
         level=args.zstd_level,
@@ -213,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     read = read_options(args)
     if args.tile is not None and args.tile < 1:
         raise ConfigError(f"--tile must be positive, got {args.tile}")
+    margin = tile_margin(args.checkpoint, args.tile, args.tile_margin) if args.tile else 0
+    preprocess = preprocess_of(args)
     model_fp = verify_checkpoint(args.checkpoint)
     check_separate(args.input, args.output)
     check_shared(args.input, "--input")
@@ -224,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model_fingerprint": model_fp,
         "input": args.input,
         "images_per_shard": args.images_per_shard,
-        "quantizer_config": vars(qconfig),
+        # max_latent_error only where it is used: a job begun before the option existed resumes
+        "quantizer_config": {
+            k: v for k, v in vars(qconfig).items() if k != "max_latent_error" or mode == "latent"
+        },
         "codec_config": vars(cconfig),
         "key_column": args.key_column,
         "array_key": args.array_key,
@@ -232,10 +300,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         "names_version": NAMES_VERSION,
         **({"value_range": args.value_range} if args.value_range else {}),
         **({"tile": args.tile} if args.tile else {}),
+        **({"tile_margin": margin} if margin else {}),
+        **({"preprocess": dataclasses.asdict(preprocess)} if preprocess else {}),
         **({"sample_shape": args.sample_shape} if args.sample_shape != "rows" else {}),
     }
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read)
+
+
+def preprocess_of(args: argparse.Namespace) -> Preprocess | None:
+    """--size, --buckets, --crop, --flip, --upscale as one ``Preprocess`` (None without a size)."""
+    if args.size is None and args.buckets is None:
+        if args.flip or args.upscale or args.crop != "center":
+            raise ConfigError("--crop, --flip and --upscale go with --size or --buckets")
+        return None
+    if args.tile:
+        raise ConfigError("--tile cuts images as they are; it does not go with --size or --buckets")
+    size = parse_size(args.size) if args.size else None
+    buckets: tuple[tuple[int, int], ...] = ()
+    if args.buckets == "sdxl":
+        h, w = size or (1024, 1024)
+        buckets = tuple(sdxl_buckets(h * w))
+    elif args.buckets:
+        buckets = tuple(parse_size(b) for b in args.buckets.split(","))
+    return Preprocess(size, buckets, args.crop, args.flip, args.upscale, args.crop_seed)
+
+
+def tile_margin(checkpoint: str, tile: int, asked: str) -> int:
+    """--tile-margin as pixels: measured for ``auto``; with a margin, the tile size and the
+    margin are multiples of the model's downsampling factor, so the tiles' latents sit on the
+    whole image's latent grid."""
+    if asked != "auto" and not asked.isdigit():
+        raise ConfigError(f"--tile-margin must be auto or a number of pixels, got {asked!r}")
+    config = config_from_dict(read_checkpoint_meta(checkpoint)["model"])
+    factor = getattr(config, "downsample_factor", None)
+    if factor is None or (asked == "auto" and tile % factor):
+        why = "an MLP sees one tile at a time" if factor is None else f"{tile} is not a multiple of {factor}"
+        if asked not in ("auto", "0"):
+            raise ConfigError(
+                f"--tile-margin needs a convolutional model and --tile a multiple of its "
+                f"downsampling factor: {why}"
+            )
+        log.warning("--tile %d: each tile is encoded and decoded alone, with seams (%s)", tile, why)
+        return 0
+    if asked == "auto":
+        margin = encoder_reach(load_checkpoint(checkpoint).model, tile)  # type: ignore[arg-type]
+        log.info("--tile %d: %d pixels of context around each tile (the encoder's reach)", tile, margin)
+        return margin
+    margin = int(asked)
+    if margin and (margin % factor or tile % factor):
+        raise ConfigError(
+            f"--tile {tile} and --tile-margin {margin} must be multiples of the model's downsampling "
+            f"factor {factor} (or --tile-margin 0: each tile alone, with seams)"
+        )
+    return margin
 
 
 def preflight(
@@ -289,22 +407,28 @@ def _run(
         key_column=args.key_column,
         value_range=ValueRange.of(args.value_range),
         tile=args.tile,
+        tile_margin=settings.get("tile_margin", 0),
+        preprocess=preprocess_of(args),
     )
 
     jobs: list[JobParams] = []
+    found: dict[str, Recorded] = {}  # what was done before this run, for the manifest
 
     def body(pool: Pool) -> tuple[str, Summary]:
         if previous is not None:
             job = previous.params
         else:
-            qparams, cparams = pool.call_one("calibrate", shards, args.calibration_rows, qconfig, cconfig)
+            sampled = calibration_shards(shards)  # the actor is handed only what it reads
+            qparams, cparams = pool.call_one(
+                "calibrate", sampled, args.calibration_rows, qconfig, cconfig, True
+            )
             job = JobParams.of(settings, qparams, cparams)
             missed = bound_warnings(qparams)
             if missed and args.strict_bound:
                 raise ConfigError(f"{missed[0]} (--strict-bound: nothing was encoded)")
         save_job(args.output, EncodeJob(settings, job))
         jobs.append(job)
-        state = shard_states(args.output, shards, job.job_fingerprint)
+        state = shard_states(args.output, shards, job.job_fingerprint, found=found)
         changed = [s for s in shards if state[s.name] == "changed"]
         if changed and args.changed_inputs == "refuse":
             raise ConfigError(
@@ -331,11 +455,25 @@ def _run(
             f"rows it was not fitted on; codes ~{q.bits_per_value:.2f} bits per latent value (order-0 "
             "entropy)"
         )
+    if q is not None and q.measured_latent_error is not None:
+        bound = f"bound {q.target_latent_error:g}; " if q.target_latent_error is not None else ""
+        dropped = q.channels - sum(q.active)
+        print(
+            f"  latents: RMS error {100 * q.measured_latent_error:.3g}% of the channel's standard deviation "
+            f"in the worst {'kept ' if dropped else ''}channel ({bound}measured on calibration rows"
+            f"{' it was not fitted on' if q.target_latent_error is not None else ''})"
+            + (f"; {dropped} channel(s) with no information dropped" if dropped else "")
+        )
+    if q is not None and q.measured_loss_db is None:
+        print(
+            "  pixels: the loss was not measured (this quantizer needs no decoder); "
+            "jobs.verify --checkpoint measures it"
+        )
     for warning in bound_warnings(q) if q is not None else []:
         log.warning("%s", warning)
         print(f"  warning: {warning}")
     if not summary.failed:
-        m = write_manifest(args.output, shards, job_fp, {"kind": "encode"})
+        m = write_manifest(args.output, shards, job_fp, {"kind": "encode"}, summary.committed(found))
         print(f"archive {args.output}: {m['rows']} rows in {m['bytes']:,} bytes; manifest written")
     return 0 if len(summary.failed) <= args.max_failed_shards else 1
 

@@ -27,7 +27,7 @@ import json
 import posixpath
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -39,6 +39,7 @@ from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.names import legacy_sample_key, sample_keys
 from pipeline.core.value_range import ValueRange
+from pipeline.data.archive import LatentBatch, SampleDecoder, iter_latents
 from pipeline.data.baseline import baselines, psnr
 from pipeline.data.readers import ReadOptions, iter_batches
 from pipeline.data.readers.base import Batch, Limits
@@ -46,11 +47,12 @@ from pipeline.data.readers.images import decode_image
 from pipeline.data.readers.parquet import iter_parquet
 from pipeline.data.readers.webdataset import iter_webdataset
 from pipeline.data.samples import INTS, default_range, dtype_range, to_model
-from pipeline.data.tiles import assemble, tiles_of
+from pipeline.data.tiles import assemble, context_windows, split_tile_key, tile_key, windows
 from pipeline.ledger.integrity import check_archive
 from pipeline.ledger.plan import plan_shards
 from pipeline.ledger.shard import Shard
 from pipeline.model.checkpoint import Checkpoint, load_checkpoint
+from pipeline.model.reach import tile_reach
 
 Restored = dict[str, np.ndarray]  # key -> restored sample
 
@@ -122,8 +124,12 @@ class Unquantized:
 
     ckpt: Checkpoint
     tile: int | None = None  # a --tile archive: each tile through the model, then put together
+    margin: int = 0  # ... each tile encoded with this many pixels around it
     restored_sse: float = 0.0
     unquantized_sse: float = 0.0
+    archived: dict[str, np.ndarray] | None = None  # key -> the archive's latent (no tiles)
+    latent: np.ndarray | None = None  # per channel: sum of squared error, of z, of z^2, count
+    kept: tuple[bool, ...] = ()  # the channels the archive stores (the others decode to 0)
 
     @classmethod
     def of(cls, checkpoint: str, archive: str | None) -> Unquantized:
@@ -136,21 +142,71 @@ class Unquantized:
                 f"{checkpoint} is not the archive's model (fingerprint {ckpt.fingerprint[:12]}, "
                 f"the archive's {meta.model_fingerprint[:12]})"
             )
-        return cls(ckpt, meta.tile)
+        archived = None
+        if not meta.tile:  # the archive's latents, to measure their error against the model's
+            archived = {
+                k: z
+                for f in archive_files(archive)
+                for b in iter_latents(f)
+                for k, z in zip(b.keys, b.latents, strict=True)
+            }
+        return cls(ckpt, meta.tile, meta.tile_margin, archived=archived, kept=meta.quantizer.active)
 
     @torch.inference_mode()
-    def _through(self, x: np.ndarray, value_range: ValueRange, uri: str) -> np.ndarray:
+    def _through(
+        self, x: np.ndarray, value_range: ValueRange, uri: str, key: str | None = None
+    ) -> np.ndarray:
         arr, layout = to_model(x, self.ckpt.config, uri, value_range=value_range)
         size = None if self.ckpt.config.kind == "mlp" else (x.shape[0], x.shape[1])
         z = self.ckpt.model.encode(torch.from_numpy(arr[None])).mean
+        if self.archived is not None and key in self.archived:
+            self._add_latent(z[0].float().numpy(), self.archived[key])
         return layout.restore(self.ckpt.model.decode(z, size).float().clamp(0, 1).numpy()[0])
 
-    def add(self, x: np.ndarray, y: np.ndarray, value_range: ValueRange, uri: str) -> None:
-        if self.tile:  # as the encoder cut it and decode put it back together
-            parts = [(y0, x0, self._through(t, value_range, uri)) for y0, x0, t in tiles_of(x, self.tile)]
-            y0 = assemble(parts, "?", uri)
+    def _add_latent(self, z: np.ndarray, stored: np.ndarray) -> None:
+        c = z.shape[0]
+        z64, err = (
+            z.reshape(c, -1).astype(np.float64),
+            (stored.reshape(c, -1) - z.reshape(c, -1)).astype(np.float64),
+        )
+        sums = np.stack([(err**2).sum(1), z64.sum(1), (z64**2).sum(1), np.full(c, z64.shape[1], np.float64)])
+        self.latent = sums if self.latent is None else self.latent + sums
+
+    @torch.inference_mode()
+    def _tiles_through(self, x: np.ndarray, tile: int, value_range: ValueRange, uri: str) -> np.ndarray:
+        """As the encoder cuts an image (each tile in its window, its own cells kept) and decode
+        puts it back (each tile decoded with its neighbours' latents, where the model allows)."""
+        model, config = self.ckpt.model, self.ckpt.config
+        reach = tile_reach(model, tile)
+        if reach is None:  # an MLP: each tile alone
+            parts = [(p.y, p.x, self._through(t, value_range, uri)) for p, t in windows(x, tile, 0)]
+            return assemble(parts, "?", uri)
+        factor = config.downsample_factor  # type: ignore[union-attr]
+        keys, latents, layouts = [], [], []
+        for place, window in windows(x, tile, self.margin):
+            arr, layout = to_model(window, config, uri, value_range=value_range)
+            z = model.encode(torch.from_numpy(arr[None])).mean[0]
+            keys.append(tile_key("?", place.y, place.x))
+            latents.append(z[(slice(None), *place.cells(factor))].numpy())
+            layouts.append(replace(layout, shape=(place.h, place.w, *layout.shape[2:])))
+        image = LatentBatch(uri, 0, keys, latents, layouts, {})
+        decoder = SampleDecoder(self.ckpt, torch.device("cpu"))
+        in_context = context_windows(image, factor, reach)
+        if in_context is None:
+            outputs = decoder.run_model(latents, layouts)
         else:
-            y0 = self._through(x, value_range, uri)
+            outputs = decoder.run_windows(in_context, layouts)
+        tiles = SampleDecoder.restore(outputs, layouts, uri, 0)
+        places = [split_tile_key(k) for k in keys]
+        return assemble([(p[1], p[2], t) for p, t in zip(places, tiles, strict=True) if p], "?", uri)
+
+    def add(
+        self, x: np.ndarray, y: np.ndarray, value_range: ValueRange, uri: str, key: str | None = None
+    ) -> None:
+        if self.tile:  # as the encoder cut it and decode put it back together
+            y0 = self._tiles_through(x, self.tile, value_range, uri)
+        else:
+            y0 = self._through(x, value_range, uri, key)
         x64 = x.astype(np.float64)
         self.restored_sse += float(np.sum((x64 - y.astype(np.float64)) ** 2))
         self.unquantized_sse += float(np.sum((x64 - y0.astype(np.float64)) ** 2))
@@ -161,6 +217,23 @@ class Unquantized:
             f"quantizing cost {loss:.3f} dB of PSNR over all rows (errors against the originals: "
             f"restored {self.restored_sse:.6g}, decoded from unquantized latents "
             f"{self.unquantized_sse:.6g}, sums of squares)"
+        )
+
+    def latent_line(self) -> str | None:
+        """The archived latents' RMS error against the model's own, per channel over the
+        channel's standard deviation (over all rows verified): the worst, and all together."""
+        if self.latent is None:
+            return None
+        kept = np.asarray(self.kept, bool) if len(self.kept) == self.latent.shape[1] else slice(None)
+        sse, s, s2, n = self.latent[:, kept]
+        var = np.maximum(s2 / n - (s / n) ** 2, 1e-30)
+        rel = np.sqrt(sse / n / var)
+        overall = float(np.sqrt(sse.sum() / (var * n).sum()))
+        dropped = len(self.kept) - int(np.count_nonzero(self.kept))
+        return (
+            f"latents: RMS error {100 * float(rel.max()):.3g}% of the channel's standard deviation in the "
+            f"worst {'kept ' if dropped else ''}channel, {100 * overall:.3g}% over all of them (against the "
+            "model's own latents of the originals)" + (f"; {dropped} channel(s) dropped" if dropped else "")
         )
 
 
@@ -215,9 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         batches = list(iter_batches(shard.source, read, shard.members))
         originals = [s for b in batches for s in b.samples]
         expected = [k for b in batches for k in (b.ids or sample_keys(shard.relpath, b.rows))]
-        if sorted(restored) != sorted(expected) and not any(b.ids for b in batches):
-            legacy = [legacy_sample_key(shard.relpath, r) for b in batches for r in b.rows]
-            expected = legacy if sorted(restored) == sorted(legacy) else expected  # an older archive
+        if sorted(restored) != sorted(expected):  # an older archive's keys
+            if shard.members:  # image files, named with their extension before names version 3
+                legacy = [p for b in batches for p in b.columns["path"]]
+            elif not any(b.ids for b in batches):
+                legacy = [legacy_sample_key(shard.relpath, r) for b in batches for r in b.rows]
+            else:
+                legacy = expected
+            expected = legacy if sorted(restored) == sorted(legacy) else expected
         if sorted(restored) != sorted(expected):
             missing = sorted(set(expected) - set(restored))[:3]
             extra = sorted(set(restored) - set(expected))[:3]
@@ -235,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             errors.add(x, y, value_range.span)
             if reference:
-                reference.add(x, y, value_range, shard.source)
+                reference.add(x, y, value_range, shard.source, key)
             float16_bytes += 2 * x.size
             if args.baseline and len(firsts) < args.baseline_rows:
                 firsts.append((x, errors.psnrs[-1]))
@@ -249,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if reference:
         print(reference.line())
+        latent = reference.latent_line()
+        if latent:
+            print(latent)
     if args.archive:
         manifest = json.loads(storage.read_bytes(storage.join(args.archive, "manifest.json")))
         size = manifest["bytes"]

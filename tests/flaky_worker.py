@@ -40,6 +40,8 @@ class FlakyWorker:
             raise InputError(shard.source, "corrupt input", row=3)
         if shard.name.startswith("oom"):
             raise MemoryError()
+        if shard.name.startswith("die") and attempt == 1:
+            os._exit(1)  # the process, as an OOM kill would
         if attempt <= self.fail_times.get(shard.name, 0):
             raise ConnectionError(f"{shard.source}: connection reset by peer")
         return ShardResult(shard.name, shard.source, ok=True, rows=1)

@@ -4,44 +4,9 @@ s3fs (and botocore) at it."""
 from __future__ import annotations
 
 import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start in 60 s"
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(30)
+from jobs.benches.moto import free_port, moto_server  # noqa: F401 - the tests' door to it
 
 
 def s3_env(endpoint: str, key_id: str = "vz-test-key", secret: str | None = None) -> dict[str, str]:

@@ -441,8 +441,9 @@ DAMAGE = [
 def test_damaged_archive_fails_its_shard_only(damage, tmp_path, archive, digits_ckpt):
     arch = tmp_path / "arch"
     arch.mkdir()
-    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
-        (arch / p.name).write_bytes(p.read_bytes())
+    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json", *archive.glob("_manifest/*")]:
+        (arch / p.relative_to(archive)).parent.mkdir(exist_ok=True)
+        (arch / p.relative_to(archive)).write_bytes(p.read_bytes())
     pattern = damage(arch / "p1.vz.parquet")
     assert_p1_fails_alone(arch, tmp_path / "rec", digits_ckpt, pattern)
 
@@ -536,8 +537,9 @@ def test_inspect_of_a_damaged_page_is_one_line(tmp_path, archive, capsys):
 
     arch = tmp_path / "arch"
     arch.mkdir()
-    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json"]:
-        (arch / p.name).write_bytes(p.read_bytes())
+    for p in [*archive.glob("*.vz.parquet"), archive / "manifest.json", *archive.glob("_manifest/*")]:
+        (arch / p.relative_to(archive)).parent.mkdir(exist_ok=True)
+        (arch / p.relative_to(archive)).write_bytes(p.read_bytes())
     path = arch / "p1.vz.parquet"
     md = pq.ParquetFile(path).metadata  # a page inspect reads: the latent shapes
     chunk = md.row_group(0).column(pq.ParquetFile(path).schema_arrow.get_field_index("vz_latent_shape"))

@@ -56,3 +56,54 @@ def test_a_shard_that_runs_calibration_out_of_memory_is_skipped(tmp_path, digits
     arch = tmp_path / "arch"
     assert encode(folder, digits_ckpt, arch) == 0
     assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["good.vz.parquet", "oom.vz.parquet"]
+
+
+def test_a_latent_bound_holds_on_the_archived_latents(tmp_path, crop_shards, photos_ckpt, capsys):
+    """--max-latent-error: each channel's RMS error within the bound of its spread, fitted on
+    half the calibration rows, measured on the others, and measured again over every row."""
+    import numpy as np
+    import torch
+
+    from jobs import verify as verify_job
+    from jobs._cli import run_main
+    from pipeline.codec.format import archive_files
+    from pipeline.data.archive import iter_latents
+    from pipeline.model.checkpoint import load_checkpoint
+    from tests.helpers import decode
+
+    arch, bound = tmp_path / "arch", 0.01
+    assert encode(crop_shards, photos_ckpt, arch, "--max-latent-error", str(bound)) == 0
+    out = capsys.readouterr().out
+    q = json.loads((arch / "job.json").read_text())["quantizer"]
+    assert q["mode"] == "latent" and q["target_latent_error"] == bound and all(q["active"])
+    assert q["measured_latent_error"] <= 1.05 * bound  # on rows the steps were not fitted on
+    assert "in the worst channel (bound" in out and "pixels: the loss was not measured" in out
+    # every row: the archive's latents against the model's own
+    model = load_checkpoint(photos_ckpt).model
+    stored = {
+        k: z
+        for f in archive_files(str(arch))
+        for b in iter_latents(f)
+        for k, z in zip(b.keys, b.latents, strict=True)
+    }
+    crops = np.load(f"{crop_shards}/crops-0.npy")
+    with torch.inference_mode():
+        z = model.encode(torch.from_numpy(crops.transpose(0, 3, 1, 2) / np.float32(255))).mean.numpy()
+    mine = np.stack([stored[f"crops-0:{i}"] for i in range(len(crops))])
+    rel = np.sqrt(((mine - z) ** 2).mean(axis=(0, 2, 3))) / z.std(axis=(0, 2, 3))
+    assert rel.max() <= 1.15 * bound and rel.max() > 0.5 * bound  # held, and not by far more bytes
+    rec = tmp_path / "rec"
+    assert decode(arch, photos_ckpt, rec) == 0
+    argv = [
+        "--original",
+        crop_shards,
+        "--restored",
+        str(rec),
+        "--archive",
+        str(arch),
+        "--checkpoint",
+        photos_ckpt,
+    ]
+    assert run_main(verify_job.main, argv) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("latents: RMS error"))
+    assert float(line.split("RMS error ")[1].split("%")[0]) <= 115 * bound

@@ -140,6 +140,30 @@ def test_shard_states_from_two_listings_agree_with_one_shard_at_a_time(tmp_path)
     assert shard_states(str(tmp_path / "nowhere"), shards, "job") == {s.name: "todo" for s in shards}
 
 
+def test_a_re_run_judges_by_its_jobs_manifest_without_reading_a_record(tmp_path):
+    from pipeline.ledger.completion import shard_states
+    from pipeline.ledger.manifest import write_manifest
+
+    out = str(tmp_path)
+    shards = [Shard(f"in/{n}.npy", f"{n}.npy", f"{n}.vz.parquet", identity="3:1") for n in "abc"]
+    for s in shards:
+        write_record(out, CompletionRecord("job", s.name, s.source, 1, 4, "h", input_identity="3:1"))
+        (tmp_path / s.name).write_bytes(b"abcd")
+    found: dict = {}
+    assert set(shard_states(out, shards, "job", found=found).values()) == {"done"}
+    write_manifest(out, shards, "job", {"kind": "encode"}, found)
+    for s in shards:  # records a re-run would fail on, were it to read them
+        (tmp_path / DONE / f"{s.name}.json").write_bytes(b"not json")
+    (tmp_path / "c.vz.parquet").write_bytes(b"abc")  # ... but a listed size still counts
+    changed = [*shards[:1], Shard("in/b.npy", "b.npy", "b.vz.parquet", identity="3:2"), shards[2]]
+    found = {}
+    states = shard_states(out, changed, "job", found=found)
+    assert states == {"a.vz.parquet": "done", "b.vz.parquet": "changed", "c.vz.parquet": "todo"}
+    assert found == {"a.vz.parquet": (1, 4, "h")}
+    # another job's manifest is not this job's word: the records are read (and fail)
+    assert set(shard_states(out, shards, "other").values()) == {"todo"}
+
+
 @pytest.mark.parametrize("text", [b"not json", b"[1, 2]", b'{"job_fingerprint": "job"}'])
 def test_an_unreadable_record_means_not_done(tmp_path, text):
     (tmp_path / DONE).mkdir()

@@ -53,16 +53,82 @@ def test_dataset_yields_latents_keys_and_columns(archive, reference):
         assert item["label"] == label
 
 
-def test_dataset_splits_files_across_ranks_and_workers(archive, reference):
-    seen = []
-    for rank in range(2):
-        ds = ArchiveDataset(archive, rank=rank, world_size=2, columns=[])
-        keys = [i["key"] for i in DataLoader(ds, batch_size=None, num_workers=2)]
-        assert keys and all("label" not in k for k in keys)
-        seen += keys
-    assert sorted(seen) == sorted(reference)  # each row exactly once
-    files = ArchiveDataset(archive).files
-    assert len(files) == 4  # one file per reader here
+def test_dataset_splits_rows_across_ranks_and_workers(archive, reference):
+    seen, counts = [], {}
+    for remainder in ("keep", "pad", "drop"):
+        got = []
+        for rank in range(2):
+            ds = ArchiveDataset(
+                archive, rank=rank, world_size=2, columns=[], remainder=remainder, num_workers=2
+            )
+            items = list(DataLoader(ds, batch_size=None, num_workers=2))
+            assert items and all("label" not in i for i in items) and len(items) == len(ds)
+            got.append([i["key"] for i in items])
+        counts[remainder] = [len(g) for g in got]
+        seen = got[0] + got[1]
+        if remainder == "keep":
+            assert sorted(seen) == sorted(reference)  # each row exactly once, 1,797 rows
+        elif remainder == "pad":  # the stream wrapped round: 1,800 = 4 units of 450
+            assert set(seen) == set(reference) and len(seen) == 1800
+        else:  # 4 units of 449: the last 1 row left out
+            assert len(set(seen)) == len(seen) == 1796
+    assert counts == {"keep": [899, 898], "pad": [900, 900], "drop": [898, 898]}
+    assert len(ArchiveDataset(archive).files) == 4
+
+
+def test_shuffled_epochs_differ_and_repeat_for_a_seed(archive, reference):
+    def keys(seed, epoch, **kw):
+        ds = ArchiveDataset(archive, shuffle=True, seed=seed, columns=[], remainder="keep", **kw)
+        ds.set_epoch(epoch)
+        return [i["key"] for i in ds]
+
+    first, again, other = keys(0, 0), keys(0, 0), keys(0, 1)
+    assert first == again and first != other and sorted(first) == sorted(other) == sorted(reference)
+    assert first != keys(1, 0) and first != list(reference)  # not the file order
+    tight = keys(0, 0, shuffle_buffer=1)  # no buffer: the files shuffled, rows in order in each
+    assert sorted(tight) == sorted(reference) and tight != first
+
+
+def test_batches_are_typed_and_resume_where_they_stopped(archive, reference):
+    import torch
+
+    ds = ArchiveDataset(archive, shuffle=True, seed=3, batch_size=64, dtype=torch.float16, remainder="drop")
+    ds.set_epoch(2)
+    full = list(ds)
+    assert len(full) == len(ds) == 1797 // 64
+    assert all(b["latent"].dtype == torch.float16 and b["latent"].shape == (64, 8) for b in full)
+    assert all(isinstance(b["label"], list) and len(b["label"]) == 64 for b in full)
+    k = full[0]["key"][5]
+    assert torch.equal(full[0]["latent"][5], torch.from_numpy(reference[k][0]).to(torch.float16))
+    ds.load_state_dict(ds.state_dict(batches=10) | {"epoch": 2})
+    assert [b["key"] for b in ds] == [b["key"] for b in full[10:]]  # exactly the rest
+    with pytest.raises(ConfigError, match="seed 9"):
+        ds.load_state_dict({"epoch": 0, "seed": 9, "batches": 0})
+
+
+@pytest.mark.timeout(240)
+def test_ddp_ranks_get_equal_disjoint_batches_every_epoch(archive, reference, tmp_path):
+    """Two processes under torch.distributed (gloo), each a DataLoader of two workers."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from tests.ddp_reader import run
+
+    mp.start_processes(
+        run, args=(2, archive, str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    per_rank = 1797 // 4 // 16 * 2  # 4 units of 449 rows, 28 batches of 16 a unit, 2 units a rank
+    for epoch in range(2):
+        batches = [r["epochs"][epoch] for r in ranks]
+        assert [len(b) for b in batches] == [per_rank, per_rank]  # equal: DDP never waits
+        keys = [k for b in batches for batch in b for k in batch]
+        assert len(keys) == len(set(keys)) == per_rank * 2 * 16 and set(keys) <= set(reference)
+    assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]  # another order each epoch
+    assert all(r["len"] == per_rank and r["sum"] == 2 * per_rank for r in ranks)
+    for r in ranks:  # resumed after 5 batches of epoch 1: exactly its other batches
+        assert r["resumed"] == r["epochs"][1][5:]
 
 
 def test_dataset_decodes_samples_as_the_decoder_does(archive, digits_ckpt):
@@ -186,3 +252,19 @@ def test_ray_data_refuses_changed_and_missing_files(tampered, tmp_path):
             read_archive(str(tampered))
     finally:
         ray.shutdown()
+
+
+def test_an_unfinished_iterator_leaves_no_noise_at_exit(archive):
+    import subprocess
+    import sys
+
+    code = (
+        "from pipeline.loaders.torch_data import ArchiveDataset\n"
+        f"it = iter(ArchiveDataset({archive!r}, shuffle=True, batch_size=4))\n"
+        "print(len(next(it)['key']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "4"
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -36,7 +36,9 @@ def assert_same_archive(arch: Path, rec: Path, clean) -> None:
     assert files(arch, "*.vz.parquet") == files(clean[0], "*.vz.parquet")
     assert not list(arch.rglob("*.tmp"))  # no temporary file left over
     manifest = json.loads((arch / "manifest.json").read_text())
-    assert manifest["shards"] == json.loads((clean[0] / "manifest.json").read_text())["shards"]
+    assert manifest["rows"] == json.loads((clean[0] / "manifest.json").read_text())["rows"]
+    table = pq.read_table(arch / "_manifest" / "files.parquet").to_pylist()
+    assert table == pq.read_table(clean[0] / "_manifest" / "files.parquet").to_pylist()
     assert files(rec, "*.npy") == files(clean[1], "*.npy")
     assert files(rec, "*.keys.parquet") == files(clean[1], "*.keys.parquet")
 

@@ -47,4 +47,4 @@ def test_encode_job_completes_on_declared_gpus(tmp_path, digits_dir, digits_ckpt
     arch = tmp_path / "arch"
     assert encode(digits_dir, digits_ckpt, arch) == 0
     manifest = json.loads((arch / "manifest.json").read_text())
-    assert manifest["rows"] == 1797 and len(manifest["shards"]) == 4
+    assert manifest["rows"] == 1797 and manifest["files"] == 4

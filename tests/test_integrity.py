@@ -6,6 +6,7 @@ import re
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import inspect as inspect_job
@@ -57,11 +58,37 @@ def test_a_file_deleted_after_the_manifest_fails_its_shard(arch, tmp_path, digit
     assert "digits-00002.vz.parquet: listed in the archive's manifest but missing" in capsys.readouterr().out
 
 
-def test_a_lying_manifest_is_caught(arch, tmp_path, digits_ckpt, capsys):
+def _rewrite_manifest(arch, edit, version):
+    """The manifest's files edited by ``edit`` and written back whole, as a liar would (the
+    table's hash in manifest.json made to fit), or as a version 1 manifest.json."""
+    import hashlib
+
+    import pyarrow as pa
+
     manifest = json.loads((arch / "manifest.json").read_text())
-    manifest["shards"][0]["sha256"] = "0" * 64  # a hash that lies
-    manifest["shards"].append(dict(manifest["shards"][1], name="ghost.vz.parquet"))  # a ghost
+    shards = pq.read_table(arch / "_manifest" / "files.parquet").to_pylist()
+    edit(shards)
+    if version == 1:
+        (arch / "_manifest" / "files.parquet").unlink()
+        manifest = {k: v for k, v in manifest.items() if k not in ("table", "manifest_version")}
+        manifest["shards"] = shards
+    else:
+        pq.write_table(
+            pa.Table.from_pylist(shards, schema=pq.read_schema(arch / "_manifest" / "files.parquet")),
+            arch / "_manifest" / "files.parquet",
+        )
+        data = (arch / "_manifest" / "files.parquet").read_bytes()
+        manifest["table"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     (arch / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_lying_manifest_is_caught(arch, tmp_path, digits_ckpt, capsys, version):
+    def lie(shards):
+        shards[0]["sha256"] = "0" * 64  # a hash that lies
+        shards.append(dict(shards[1], name="ghost.vz.parquet"))  # a ghost
+
+    _rewrite_manifest(arch, lie, version)
     out = tmp_path / "out"
     assert decode(arch, digits_ckpt, out) == 1
     failures = _failures(out)
@@ -104,7 +131,7 @@ def test_overwrite_leaves_exactly_one_jobs_files(tmp_path, digits_dir, digits_ck
     assert sorted(p.name for p in arch.glob("*.vz.parquet")) == ["only.vz.parquet"]
     assert sorted(p.name for p in (arch / "_done").iterdir()) == ["only.vz.parquet.json"]
     assert (arch / "colleague-notes.txt").exists()
-    assert [s["name"] for s in json.loads((arch / "manifest.json").read_text())["shards"]] == [
+    assert pq.read_table(arch / "_manifest" / "files.parquet").column("name").to_pylist() == [
         "only.vz.parquet"
     ]
 
@@ -216,19 +243,19 @@ def test_two_inputs_never_share_an_output_file(tmp_path, digits, digits_ckpt, ca
     assert not (tmp_path / "arch").exists()
 
 
-def test_decoded_images_never_overwrite_each_other_across_shards(tmp_path, digits, digits_ckpt, capsys):
+def test_image_files_that_differ_only_in_extension_are_refused_before_anything_runs(
+    tmp_path, digits, digits_ckpt, capsys
+):
     from PIL import Image
 
     (tmp_path / "in").mkdir()
     for ext in ("jpg", "png"):
         Image.fromarray(digits[0][0].astype(np.uint8)).save(tmp_path / "in" / f"x.{ext}")
     arch = tmp_path / "arch"
-    assert encode(tmp_path / "in", digits_ckpt, arch, "--images-per-shard", "1") == 0
-    capsys.readouterr()
-    assert decode(arch, digits_ckpt, tmp_path / "out", "--format", "images") == 2
+    assert encode(tmp_path / "in", digits_ckpt, arch, "--images-per-shard", "1") == 2
     err = capsys.readouterr().err
-    assert "keys 'x.jpg'" in err and "'x.png'" in err and "would both be written as 'x'" in err
-    assert not (tmp_path / "out").exists()
+    assert "x.jpg and " in err and "x.png would both have the key 'x'" in err
+    assert not arch.exists()
 
 
 def test_webdataset_tars_never_share_a_key(tmp_path, digits_ckpt, capsys):
@@ -299,6 +326,17 @@ def test_two_drivers_started_together_leave_one_jobs_archive(tmp_path, digits_di
     assert {m["job_fingerprint"] for m in metas} == {job["job_fingerprint"]}
     manifest = json.loads((arch / "manifest.json").read_text())
     assert manifest["job_fingerprint"] == job["job_fingerprint"]
+
+
+def test_a_manifest_table_changed_behind_its_summary_is_refused_naming_it(
+    arch, tmp_path, digits_ckpt, capsys
+):
+    table = pq.read_table(arch / "_manifest" / "files.parquet")
+    pq.write_table(table.slice(1), arch / "_manifest" / "files.parquet")  # a file dropped from the list
+    assert decode(arch, digits_ckpt, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "files.parquet: sha256 does not match the manifest's: the table changed" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_one_archive_file_named_by_a_relative_path_is_checked_against_its_folder(

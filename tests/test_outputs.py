@@ -91,3 +91,21 @@ def test_image_files_encoded_on_host_workers_are_the_same_bytes(tmp_path, fmt, p
             w.write(keys[5:], samples[5:], {})
         outputs.append({p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
     assert outputs[0] == outputs[1] and len(outputs[0]) == (len(keys) + 1 if fmt == "images" else 1)
+
+
+def test_two_keys_that_land_on_one_file_are_refused_naming_both_rows():
+    from pipeline.core.errors import ConfigError
+    from pipeline.data.outputs import check_sample_paths
+
+    keys = [
+        ("a.vz.parquet", 0, "cats/x.jpg"),
+        ("a.vz.parquet", 1, "cats/y"),
+        ("b.vz.parquet", 3, "cats/x.png"),
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"'cats/x\.jpg' \(a\.vz\.parquet row 0\) and 'cats/x\.png' \(b\.vz\.parquet row 3\) "
+        r"would both be written as 'cats/x'",
+    ):
+        check_sample_paths("images", keys)
+    check_sample_paths("webdataset", keys)  # tar keys keep the extension, escaped: no clash

@@ -110,3 +110,38 @@ def test_a_single_file_named_by_a_relative_path(tmp_path, monkeypatch):
     np.save("d.npy", np.zeros((3, 4), np.float32))
     (shard,) = plan_shards("d.npy")
     assert (shard.relpath, shard.name) == ("d.npy", "d.vz.parquet")  # was "..vz.parquet", ".:0"
+
+
+def test_calibration_is_handed_a_bounded_spread_of_the_shards():
+    from pipeline.ledger.shard import Shard
+    from pipeline.workers.encode import CALIBRATION_SHARDS, calibration_shards
+
+    shards = [Shard(f"s{i}.npy", f"s{i}", f"s{i}.vz.parquet") for i in range(100_000)]
+    picked = calibration_shards(shards)
+    assert len(picked) == 2 * CALIBRATION_SHARDS - 1 and len({s.name for s in picked}) == len(picked)
+    first = [int(s.relpath[1:]) for s in picked[:CALIBRATION_SHARDS]]  # read first: spread over all
+    assert first[0] == 0 and first[-1] == 99_999 and first == sorted(first)
+    spares = [int(s.relpath[1:]) for s in picked[CALIBRATION_SHARDS:]]  # between them
+    assert all(a < b < c for a, b, c in zip(first, spares, first[1:], strict=False))
+    few = calibration_shards(shards[:5])
+    assert [s.relpath for s in few] == ["s0", "s1", "s2", "s3", "s4"]  # every one
+    some = [s.relpath for s in calibration_shards(shards[:40])]  # 32 spread, spares between
+    assert some[:3] == ["s0", "s1", "s3"] and some[31] == "s39" and len(some) == 40 and len(set(some)) == 40
+
+
+def test_bookkeeping_folders_and_hidden_files_are_not_input(tmp_path):
+    """A decode's output read as input (its _manifest/, _done/), a writer's staging folder, a
+    notebook's checkpoints and macOS's ._ files are not data."""
+    for rel in [
+        "a.npy",
+        "sub/b.npy",
+        "_manifest/files.npy",
+        "_done/c.npy",
+        ".x.vz-staging/d.npy",
+        "sub/.ipynb_checkpoints/e.npy",
+        "sub/._f.npy",
+    ]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / rel, np.zeros((1, 2), np.float32))
+    assert [s.relpath for s in plan_shards(str(tmp_path))] == ["a.npy", "sub/b.npy"]
+    assert [s.relpath for s in plan_shards(str(tmp_path / "sub"))] == ["b.npy"]

@@ -89,3 +89,24 @@ def test_a_loss_bound_with_another_quantizer_is_one_clear_line(tmp_path, digits_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --max-loss-db bounds the loss quantizer; --quantizer posterior has no such bound"]
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("bound", [0.05, 0.01, 0.002])
+def test_latent_steps_keep_each_channels_error_within_the_bound(bound):
+    from pipeline.codec.quantize import (
+        QuantizerConfig,
+        calibrate,
+        fit_latent_steps,
+        latent_errors,
+        stats_from_latents,
+    )
+
+    rng = np.random.default_rng(0)
+    scales = np.array([0.01, 1.0, 30.0, 3.0])[None, :, None]
+    z = (rng.standard_normal((400, 4, 16)) ** 3 * scales).astype(np.float32)  # heavy tails
+    stats = stats_from_latents(z, np.zeros_like(z))
+    params = calibrate(stats, QuantizerConfig(mode="latent", max_latent_error=bound))
+    fitted = fit_latent_steps(z[::2], z[1::2], params, stats.std, bound)
+    err = latent_errors(z, fitted, stats.std)
+    assert err.max() <= 1.05 * bound and err.min() >= 0.5 * bound  # within, and not far within
+    assert fitted.measured_latent_error <= 1.05 * bound and fitted.target_latent_error == bound

@@ -50,3 +50,23 @@ def test_calibration_that_keeps_killing_workers_is_one_clear_error(tmp_path):
             PoolConfig(actors=1, max_attempts=2),
             lambda pool: pool.call_one("calibrate", 9),
         )
+
+
+def test_a_dead_actor_loses_only_the_shards_it_held_and_is_replaced_once(tmp_path):
+    """Two shards wait at an actor (``in_flight``), so it never idles a round trip between
+    them; when it dies, both go to its one replacement, and nothing else is lost."""
+    shards = [Shard(f"s3://bucket/{n}", n, n) for n in ["die", "queued", "later"]]
+    spec = {"log": str(tmp_path), "fail_times": {}}
+    config = PoolConfig(actors=1, in_flight=2, retry_backoff_s=0.1, use_gpus=False)
+
+    def body(pool):
+        results = {r.name: r for r in pool.map(shards)}
+        return results, len(pool.actors)
+
+    results, actors = run(FlakyWorker, spec, config, body)
+    assert all(r.ok for r in results.values())
+    assert results["die"].attempts == 2  # died once, then done by the replacement
+    # handed to the dead actor with "die" (its second slot), it never ran there: lost with it
+    assert results["queued"].attempts == 2 and len((tmp_path / "queued").read_text().split()) == 1
+    assert results["later"].attempts == 1
+    assert actors == 1  # the two lost shards did not start two replacements

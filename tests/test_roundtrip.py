@@ -21,7 +21,16 @@ def test_digits_round_trip_is_exact_against_the_decoder(tmp_path, digits_dir, di
     assert encode(digits_dir, digits_ckpt, arch) == 0
     assert decode(arch, digits_ckpt, rec) == 0
     manifest = json.loads((arch / "manifest.json").read_text())
-    assert manifest["rows"] == 1797 and len(manifest["shards"]) == 4
+    assert manifest["rows"] == 1797 and manifest["files"] == 4 and manifest["missing"] == 0
+    import duckdb  # the manifest's table, one row per file, as DuckDB reads it
+
+    listed = duckdb.sql(
+        f"SELECT name, rows, bytes FROM '{arch}/_manifest/files.parquet' ORDER BY name"
+    ).fetchall()
+    assert listed == [
+        (p.name, r, p.stat().st_size)
+        for p, r in zip(sorted(arch.glob("*.vz.parquet")), (512, 512, 512, 261), strict=True)
+    ]
     direct = direct_reconstructions(str(arch), digits_ckpt)
     keys, labels, recs = [], [], []
     for i in range(4):
@@ -176,15 +185,15 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
         f"images-{i:05d}.vz.parquet" for i in range(3)
     ]
     direct = direct_reconstructions(str(arch), photos_ckpt)
-    assert sorted(direct) == sorted(f"{n}.png" for n, _ in crops)  # keys: the source paths
+    assert sorted(direct) == sorted(n for n, _ in crops)  # keys: the source paths, no extension
 
     rec = tmp_path / "rec"
     assert decode(arch, photos_ckpt, rec, "--format", "images") == 0
     index = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("*.index.parquet"))])
     index = index.to_pydict()
-    assert sorted(index["key"]) == sorted(direct) and index["path"] == index["key"]
+    assert sorted(index["key"]) == sorted(direct) and index["path"] == [f"{k}.png" for k in index["key"]]
     for key, file in zip(index["key"], index["file"], strict=True):
-        assert file == key  # cats/001.png -> same path
+        assert file == f"{key}.png"  # cats/001 -> cats/001.png
         assert np.array_equal(decode_image((rec / file).read_bytes(), file, None), direct[key])
 
     wds = tmp_path / "wds"
@@ -197,7 +206,7 @@ def test_image_folder_to_images_and_webdataset(tmp_path, crops, photos_ckpt):
             stem, field = name.split(".", 1)
             if field == "vzkey.txt":
                 key = data.decode()
-                assert files[f"{stem}.path.txt"].decode() == key
+                assert files[f"{stem}.path.txt"].decode() == f"{key}.png"
                 seen[key] = decode_image(files[f"{stem}.png"], name, None)
     assert sorted(seen) == sorted(direct)
     assert all(np.array_equal(seen[k], direct[k]) for k in direct)

@@ -53,6 +53,7 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     names = sorted(os.path.basename(p) for p in fs.ls("arch/digits"))
     assert names == [
         "_done",
+        "_manifest",
         *[f"digits-{i:05d}.vz.parquet" for i in range(4)],
         "encode.config.yaml",
         "job.json",
@@ -74,6 +75,25 @@ def test_encode_and_decode_through_s3(tmp_path, s3, digits_ckpt, capfd):
     out = capfd.readouterr()
     written = b"".join(fs.cat(p) for p in fs.find("arch"))
     assert secret not in out.out + out.err and secret.encode() not in written
+
+    # a training reader over the bucket keeps each file in a local cache after its first read
+    from pipeline.core.errors import InputError
+    from pipeline.loaders.torch_data import ArchiveDataset
+
+    cache = tmp_path / "cache"
+    ds = ArchiveDataset("s3://arch/digits", cache_dir=str(cache), columns=[])
+    first = [(i["key"], i["latent"]) for i in ds]
+    assert len(first) == 1797 and len(list(cache.iterdir())) == 4
+    fs.rm("arch/digits/digits-00001.vz.parquet")  # the second epoch does not go to the bucket
+    second = [(i["key"], i["latent"]) for i in ds]
+    assert [k for k, _ in second] == [k for k, _ in first]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, second, strict=True))
+    victim = sorted(cache.iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"x")  # a cached copy damaged on the local disk
+    with pytest.raises(
+        InputError, match=f"{victim.name}: cached copy of s3://arch/digits/.*sha256 does not match"
+    ):
+        list(ds)
 
 
 def test_a_failed_upload_leaves_no_object(s3):

@@ -189,32 +189,39 @@ def test_tiles_go_in_with_keys_naming_them_and_come_back_as_whole_images(
     from PIL import Image
     from skimage import data
 
-    from tests.helpers import direct_reconstructions
-
-    images = {"astronaut.png": data.astronaut()[:150, :130], "coffee.png": data.coffee()[:70, :90]}
+    images = {"astronaut": data.astronaut()[:150, :130], "coffee": data.coffee()[:70, :90]}
     (tmp_path / "in").mkdir()
     for name, x in images.items():
-        Image.fromarray(x).save(tmp_path / "in" / name)
+        Image.fromarray(x).save(tmp_path / "in" / f"{name}.png")
     arch, rec = tmp_path / "arch", tmp_path / "rec"
     assert encode(tmp_path / "in", photos_ckpt, arch, "--tile", "64") == 0
     (name,) = archive_files(str(arch))
-    assert read_meta(name).tile == 64
-    tiles = direct_reconstructions(str(arch), photos_ckpt)
-    assert sorted(tiles)[:3] == ["astronaut.png@0,0", "astronaut.png@0,128", "astronaut.png@0,64"]
-    assert len(tiles) == 3 * 3 + 2 * 2  # 150x130 in 64-pixel tiles, 70x90
-    assert tiles["astronaut.png@128,128"].shape == (22, 2, 3)  # the corner's leftover
+    assert read_meta(name).tile == 64 and read_meta(name).tile_margin == 20  # the encoder's reach
+    rows = {r["key"]: r for r in read_archive_codes(name)}
+    assert sorted(rows)[:3] == ["astronaut@0,0", "astronaut@0,128", "astronaut@0,64"]
+    assert len(rows) == 3 * 3 + 2 * 2  # 150x130 in 64-pixel tiles, 70x90
+    assert rows["astronaut@128,128"]["shape"] == [22, 2, 3]  # the corner's leftover
+    assert rows["astronaut@128,128"]["latent"].shape == (4, 6, 1)  # its own cells alone
     assert decode(arch, photos_ckpt, rec, "--format", "images") == 0
     index = pq.read_table(rec / "images-00000.index.parquet").to_pydict()
-    assert index["key"] == list(images) and index["path"] == list(images)  # one row per image
+    assert index["key"] == list(images)  # one row per image, its key the file's name without .png
+    assert index["path"] == [f"{k}.png" for k in images]
+    model = load_checkpoint(photos_ckpt).model
     for key, x in images.items():
-        expected = np.zeros_like(x)
-        for k, t in tiles.items():
+        # the tiles' latents laid in one grid and decoded at once: what decode gives in context
+        grid = np.zeros((4, -(-x.shape[0] // 4), -(-x.shape[1] // 4)), np.float32)
+        for k, r in rows.items():
             base, _, place = k.partition("@")
             if base == key:
-                y, x0 = map(int, place.split(","))
-                expected[y : y + t.shape[0], x0 : x0 + t.shape[1]] = t
-        restored = np.asarray(Image.open(rec / key))
-        assert restored.shape == x.shape and np.array_equal(restored, expected)
+                y, x0 = (int(v) // 4 for v in place.split(","))
+                grid[:, y : y + r["latent"].shape[1], x0 : x0 + r["latent"].shape[2]] = r["latent"]
+        with torch.inference_mode():
+            out = model.decode(torch.from_numpy(grid[None]), x.shape[:2])[0].clamp(0, 1).numpy()
+        expected = np.rint(out.transpose(1, 2, 0) * 255).astype(np.uint8)
+        restored = np.asarray(Image.open(rec / f"{key}.png"))
+        assert restored.shape == x.shape
+        diff = np.abs(restored.astype(int) - expected)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float sums in another order
     # verify --checkpoint puts the unquantized tiles together the same way: the quantizing cost
     args = ["--original", str(tmp_path / "in"), "--restored", str(rec), "--archive", str(arch)]
     assert run_main(verify_job.main, [*args, "--checkpoint", photos_ckpt]) == 0

@@ -110,6 +110,7 @@ class ArchiveMeta:
     format_version: int = FORMAT_VERSION
     value_range: ValueRange | None = None  # the data units [0, 1] stood for (None: defaults)
     tile: int | None = None  # images stored as tiles of this many pixels a side (pipeline.data.tiles)
+    tile_margin: int = 0  # pixels of context around each tile its latents were encoded with
 
     def to_json(self) -> str:
         return json.dumps(
@@ -122,6 +123,7 @@ class ArchiveMeta:
                 "job_fingerprint": self.job_fingerprint,
                 **({"value_range": self.value_range.to_list()} if self.value_range else {}),
                 **({"tile": self.tile} if self.tile else {}),
+                **({"tile_margin": self.tile_margin} if self.tile_margin else {}),
             },
             sort_keys=True,
         )
@@ -149,6 +151,7 @@ class ArchiveMeta:
                 job_fingerprint=str(data["job_fingerprint"]),
                 value_range=ValueRange.of(data.get("value_range")),
                 tile=int(data["tile"]) if data.get("tile") is not None else None,
+                tile_margin=int(data.get("tile_margin") or 0),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise InputError(uri, f"bad archive metadata: {err}") from err
@@ -403,5 +406,7 @@ def iter_stored(
                 cols = rb.to_pydict()
                 yield StoredBatch(uri, start, CodeRows.from_columns(cols), {k: cols[k] for k in wanted})
                 start += rb.num_rows
+        except GeneratorExit:  # closed unfinished, maybe at exit, when ``pa`` may be gone already
+            raise
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(uri, f"corrupt Parquet data ({err})", row=start) from err

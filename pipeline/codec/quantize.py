@@ -11,6 +11,11 @@ the conv VAE) at P positions. Two modes:
 - ``loss``: the steps that keep the decoded output's PSNR within ``max_loss_db`` of the
   unquantized latents' with the fewest bits (``pipeline.codec.ratecontrol``; needs the decoder, so
   the encode worker calibrates it).
+- ``latent``: the steps that keep each channel's RMS error within ``max_latent_error`` of that
+  channel's standard deviation (what a latent cache for diffusion training asks: the model
+  trains on the latents themselves). A uniform step s errs by s / sqrt(12) in RMS, so s starts
+  at sqrt(12) * E * std and the encode worker tightens it where the measured error is above E.
+  No decoder: calibration costs one encode of its rows. Every channel is kept.
 
     x -> code = clip(round((x - lo) / step), 0, levels - 1)      (clipped values are counted)
     code -> lo + code * step
@@ -21,13 +26,14 @@ the conv VAE) at P positions. Two modes:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pipeline.core.errors import ConfigError
 
-MODES = ("affine", "posterior", "loss")
+MODES = ("affine", "posterior", "loss", "latent")
+LATENT_LEVELS = 1 << 16  # latent: a step fine enough for E may need up to 16-bit codes
 # Range margin beyond the calibration sample's extremes, as a share of its span: unseen data
 # reaches a little further than the sample did.
 RANGE_MARGIN = 0.05
@@ -48,6 +54,7 @@ class QuantizerConfig:
     step_sigmas: float = 1.0  # posterior: step = step_sigmas * mean posterior sigma
     dead_kl_nats: float = 0.01  # posterior, loss: channels below this KL per element are dropped
     max_loss_db: float = DEFAULT_MAX_LOSS_DB  # loss: the most PSNR quantizing may cost, in dB
+    max_latent_error: float = 0.01  # latent: RMS error / channel std, at most
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -56,6 +63,8 @@ class QuantizerConfig:
             raise ConfigError(f"--max-loss-db must be in (0, 20] dB, got {self.max_loss_db}")
         if not 1 <= self.bits <= 16:
             raise ConfigError(f"bits must be in 1..16, got {self.bits}")
+        if not 0 < self.max_latent_error <= 1:
+            raise ConfigError(f"--max-latent-error must be in (0, 1], got {self.max_latent_error}")
         if self.step_sigmas <= 0 or self.dead_kl_nats < 0:
             raise ConfigError("step_sigmas must be > 0 and dead_kl_nats >= 0")
 
@@ -73,6 +82,10 @@ class QuantizerParams:
     measured_loss_db: float | None = None
     bits_per_value: float | None = None
     measured_loss_se_db: float | None = None  # its standard error over the check rows
+    # every mode: the archived latents' RMS error over each channel's standard deviation, the
+    # worst channel's, measured on calibration rows (latent mode: ones it was not fitted on)
+    target_latent_error: float | None = None
+    measured_latent_error: float | None = None
 
     @property
     def channels(self) -> int:
@@ -96,6 +109,8 @@ class QuantizerParams:
                     ("measured_loss_db", self.measured_loss_db),
                     ("bits_per_value", self.bits_per_value),
                     ("measured_loss_se_db", self.measured_loss_se_db),
+                    ("target_latent_error", self.target_latent_error),
+                    ("measured_latent_error", self.measured_latent_error),
                 )
                 if v is not None
             },
@@ -113,7 +128,14 @@ class QuantizerParams:
                 active=tuple(bool(v) for v in data["active"]),
                 **{
                     k: float(data[k])
-                    for k in ("target_loss_db", "measured_loss_db", "bits_per_value", "measured_loss_se_db")
+                    for k in (
+                        "target_loss_db",
+                        "measured_loss_db",
+                        "bits_per_value",
+                        "measured_loss_se_db",
+                        "target_latent_error",
+                        "measured_latent_error",
+                    )
                     if data.get(k) is not None
                 },
             )
@@ -137,6 +159,7 @@ class CalibrationStats:
     maximum: np.ndarray  # (C,)
     mean_sigma: np.ndarray  # (C,) mean posterior standard deviation
     kl_per_element: np.ndarray  # (C,) mean KL per latent element, nats
+    std: np.ndarray | None = None  # (C,) standard deviation of the posterior means
 
 
 def stats_from_latents(mean: np.ndarray, logvar: np.ndarray) -> CalibrationStats:
@@ -147,6 +170,7 @@ def stats_from_latents(mean: np.ndarray, logvar: np.ndarray) -> CalibrationStats
         maximum=mean.max(axis=(0, 2)),
         mean_sigma=np.exp(0.5 * logvar).mean(axis=(0, 2)),
         kl_per_element=kl.mean(axis=(0, 2)),
+        std=mean.std(axis=(0, 2)),
     )
 
 
@@ -159,6 +183,11 @@ def calibrate(stats: CalibrationStats, config: QuantizerConfig) -> QuantizerPara
     if config.mode == "affine":
         levels = np.full(len(lo), max_levels)
         step = width / (max_levels - 1)
+        active = np.ones(len(lo), dtype=bool)
+    elif config.mode == "latent":
+        assert stats.std is not None
+        step = np.maximum(math.sqrt(12) * config.max_latent_error * stats.std, width / (LATENT_LEVELS - 1))
+        levels = np.minimum(np.floor(width / step).astype(np.int64) + 1, LATENT_LEVELS)
         active = np.ones(len(lo), dtype=bool)
     else:
         step = config.step_sigmas * np.maximum(stats.mean_sigma, 1e-6)
@@ -175,6 +204,38 @@ def calibrate(stats: CalibrationStats, config: QuantizerConfig) -> QuantizerPara
         levels=tuple(int(v) for v in levels),
         active=tuple(bool(v) for v in active),
     )
+
+
+def latent_errors(x: np.ndarray, params: QuantizerParams, std: np.ndarray) -> np.ndarray:
+    """(N, C, P) latents -> each channel's RMS error after quantizing, over ``std`` (C,)."""
+    back = dequantize(quantize(x, params)[0], params)
+    rms = np.sqrt(np.mean((back.astype(np.float64) - x) ** 2, axis=(0, 2)))
+    return rms / np.maximum(std, 1e-12)
+
+
+def fit_latent_steps(
+    fit: np.ndarray,
+    check: np.ndarray,
+    params: QuantizerParams,
+    std: np.ndarray,
+    bound: float,
+    rounds: int = 4,
+) -> QuantizerParams:
+    """Latent mode: each channel's step tightened until its RMS error on ``fit`` is within
+    ``bound`` of its std; then the error measured on ``check``, rows it was not fitted on."""
+    width = (np.asarray(params.levels) - 1) * np.asarray(params.step)
+    step = np.asarray(params.step, dtype=np.float64)
+    for _ in range(rounds):
+        err = latent_errors(fit, params, std)
+        over = err > bound
+        if not over.any():
+            break
+        step = np.where(over, step * 0.98 * bound / err, step)
+        step = np.maximum(step, width / (LATENT_LEVELS - 1))
+        levels = np.minimum(np.floor(width / step).astype(np.int64) + 1, LATENT_LEVELS)
+        params = replace(params, step=tuple(float(v) for v in step), levels=tuple(int(v) for v in levels))
+    measured = latent_errors(check, params, std)
+    return replace(params, target_latent_error=bound, measured_latent_error=float(measured.max()))
 
 
 def quantize(x: np.ndarray, params: QuantizerParams) -> tuple[np.ndarray, int]:

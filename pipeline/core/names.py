@@ -14,7 +14,9 @@ and ``a__b.npy``) are refused by the plan before anything is written. Archives w
 names dropped the extension (``a__b.npy.vz.parquet``) decode to the same names.
 
 A sample's key is ``<relative path without extension>:<row>`` (``a/b:17``) unless the source
-gives its own ids (a WebDataset key, an image file's relative path, ``--key-column``).
+gives its own ids (a WebDataset key, ``--key-column``); an image file's is its relative path
+without the extension (``cats/001.jpg`` -> ``cats/001``; the ``path`` column keeps the file's
+name), as WebDataset names a sample.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ ARCHIVE_SUFFIX = ".vz.parquet"
 FEATURES_SUFFIX = ".features.parquet"
 # Bumped when the names derived from an input change; job.json records it, so an archive
 # folder written under other names is never resumed under these.
-NAMES_VERSION = 2
+NAMES_VERSION = 3  # 3: an image file's key is its path without the extension
 # Extensions of the files vaezip reads (pipeline.data.readers), dropped from names and keys.
 DATA_SUFFIXES = (
     ".npy",

@@ -15,6 +15,7 @@ lists next.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -100,8 +101,16 @@ def size(uri: str) -> int:
     return int(fs.size(path))
 
 
-def read_bytes(uri: str) -> bytes:
+# s3fs asks an object's size (a HEAD) before reading it, to fetch a large one in parallel parts;
+# below this size, or where the size is not known (records, JSON), one GET does it
+ONE_REQUEST = 32 << 20
+
+
+def read_bytes(uri: str, size: int | None = None) -> bytes:
+    """A whole file; ``size`` (where the caller knows it) picks how an object store is read."""
     fs, path = filesystem(uri)
+    if type(fs).__name__ == "S3FileSystem" and (size is None or size <= ONE_REQUEST):
+        return fs.cat_file(path, max_concurrency=1)
     return fs.cat_file(path)
 
 
@@ -123,7 +132,10 @@ def is_glob(uri: str) -> bool:
 
 
 def expand(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
-    """A file, a folder (recursively) or a glob -> sorted file URIs, filtered by suffix."""
+    """A file, a folder (recursively) or a glob -> sorted file URIs, filtered by suffix. In a
+    folder, what lies below a folder whose name starts with ``_`` or ``.`` (vaezip's ``_done/``
+    and ``_manifest/``, a writer's ``.staging`` folder, ``.ipynb_checkpoints``) and hidden files
+    are left out, as Spark and pyarrow's datasets leave them."""
     return [u for u, _ in expand_identified(uri, suffixes)]
 
 
@@ -134,7 +146,8 @@ def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[st
     if is_glob(uri):
         found = {p: i for p, i in fs.glob(path, detail=True).items() if i.get("type") == "file"}
     elif fs.isdir(path):
-        found = fs.find(path, detail=True)
+        base = path.rstrip("/") + "/"
+        found = {p: i for p, i in fs.find(path, detail=True).items() if not _bookkeeping(p[len(base) :])}
     elif fs.exists(path):
         found = {path: fs.info(path)}
     else:
@@ -142,6 +155,12 @@ def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[st
     if suffixes:
         found = {p: i for p, i in found.items() if p.lower().endswith(suffixes)}
     return sorted((_unstrip(fs, p), identity(i)) for p, i in found.items())
+
+
+def _bookkeeping(relpath: str) -> bool:
+    """A path under a ``_`` or ``.`` folder, or a hidden file: not data (``expand``)."""
+    *folders, name = relpath.split("/")
+    return name.startswith(".") or any(f.startswith(("_", ".")) for f in folders)
 
 
 # what tells one version of a file from another, by store: an object store's ETag or version,
@@ -293,3 +312,25 @@ def remove(uri: str, recursive: bool = False) -> None:
     fs, path = filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and hashes them on the way through."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.sha256, self.bytes, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self.f.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.closed = True

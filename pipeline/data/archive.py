@@ -120,6 +120,24 @@ class SampleDecoder:
             out.append((idx, y.float().clamp(0.0, 1.0).cpu().numpy()))
         return out
 
+    @torch.inference_mode()
+    def run_windows(
+        self, windows: list[tuple[np.ndarray, tuple[int, int]]], layouts: list[SampleLayout]
+    ) -> list[tuple[list[int], np.ndarray]]:
+        """Tiles decoded in context (``pipeline.data.tiles.context_windows``): each window's
+        latents decoded whole, and only its tile's pixels (from the offset, the layout's size)
+        kept; grouped as ``run_model`` groups them."""
+        groups: dict[tuple, list[int]] = {}
+        for i, ((z, at), lay) in enumerate(zip(windows, layouts, strict=True)):
+            groups.setdefault((z.shape, at, lay.shape[:2]), []).append(i)
+        out = []
+        for (_, (top, left), (h, w)), idx in groups.items():
+            zs = to_device(np.stack([windows[i][0] for i in idx]), self.device)
+            with autocast(self.device, self.dtype):
+                y = self.model.decode(zs)
+            out.append((idx, y[:, :, top : top + h, left : left + w].float().clamp(0.0, 1.0).cpu().numpy()))
+        return out
+
     @staticmethod
     def restore(
         outputs: list[tuple[list[int], np.ndarray]], layouts: list[SampleLayout], uri: str, start: int

@@ -1,7 +1,7 @@
 """The shard lifecycle, in one place (and without torch, so the driver can import it).
 
     run_shard(output, shard, name, job_fingerprint, body)
-      timer -> atomic write of <output>/<name> through a HashingWriter -> body(f, uri)
+      timer -> atomic write of <output>/<name> through a storage.HashingWriter -> body(f, uri)
         -> InputError?  a failed ShardResult (a value, not a crash; nothing committed)
         -> commit -> _done/<name>.json (the CompletionRecord, written last) -> log line
     is_complete(output, name, job_fingerprint)
@@ -14,7 +14,6 @@ completion files (``is_rank_completed`` / ``mark_rank_as_completed``).
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import logging
 import time
@@ -22,13 +21,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from pipeline.core import storage
 from pipeline.core.errors import InputError
+from pipeline.ledger.manifest import this_jobs_files
 
 if TYPE_CHECKING:
-    from pipeline.ledger.shard import Shard
+    from pipeline.ledger.shard import Recorded, Shard
 
 log = logging.getLogger(__name__)
 DONE = "_done"
@@ -50,6 +50,7 @@ class ShardResult:
     error: str | None = None
     retryable: bool = False
     attempts: int = 1
+    recorded: Recorded | None = None  # what was committed (rows, bytes, sha256), for the manifest
 
 
 def failed(name: str, source: str, err: InputError, start: float) -> ShardResult:
@@ -151,41 +152,43 @@ def shard_state(output: str, name: str, job_fingerprint: str, identity: str = ""
     return _judge(record, size, job_fingerprint, identity)
 
 
-def shard_states(output: str, shards: list[Shard], job_fingerprint: str, readers: int = 16) -> dict[str, str]:
+def shard_states(
+    output: str,
+    shards: list[Shard],
+    job_fingerprint: str,
+    readers: int = 16,
+    found: dict[str, Recorded] | None = None,
+) -> dict[str, str]:
     """``shard_state`` of every shard, from one listing of ``_done/`` and one of the output
-    folder (names and sizes), then the records that exist read in parallel: no request per
-    shard to learn that something is missing, and none to learn an output's size."""
+    folder (names and sizes), this job's manifest where there is one (what it lists with the
+    size listed is judged by it), then the other records that exist, read in parallel: no
+    request per shard to learn that something is missing, none to learn an output's size, and
+    none at all for a re-run of a finished job. ``found`` gets what was committed of every
+    shard that is done, for the manifest."""
     recorded = set(storage.listdir(storage.join(output, DONE)))
     sizes = storage.file_sizes(output)
-    have = [s for s in shards if f"{s.name}.json" in recorded and s.name in sizes]
-    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(have)))) as pool:
-        read = list(pool.map(lambda s: read_record(output, s.name), have))
-    records = {s.name: r for s, r in zip(have, read, strict=True)}
-    return {
-        s.name: _judge(records.get(s.name), sizes.get(s.name), job_fingerprint, s.identity) for s in shards
-    }
-
-
-class HashingWriter:
-    """A write-only file wrapper that counts bytes and hashes them on the way through."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.sha256, self.bytes, self.closed = f, hashlib.sha256(), 0, False
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.bytes += len(data)
-        self.f.write(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.bytes
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def close(self) -> None:
-        self.closed = True
+    known = this_jobs_files(output, job_fingerprint)
+    states: dict[str, str] = {}
+    done: dict[str, Recorded] = {}
+    unread = []
+    for s in shards:
+        if f"{s.name}.json" not in recorded or s.name not in sizes:
+            states[s.name] = "todo"
+        elif s.name in known and known[s.name][0][1] == sizes[s.name]:
+            rec, identity = known[s.name]
+            states[s.name] = "changed" if s.identity and identity != s.identity else "done"
+            done[s.name] = rec
+        else:
+            unread.append(s)
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
+        read = list(pool.map(lambda s: read_record(output, s.name), unread))
+    for s, r in zip(unread, read, strict=True):
+        states[s.name] = _judge(r, sizes.get(s.name), job_fingerprint, s.identity)
+        if r is not None:
+            done[s.name] = (r.rows, r.bytes, r.sha256)
+    if found is not None:
+        found.update((n, rec) for n, rec in done.items() if states[n] == "done")
+    return states
 
 
 class Stopwatch:
@@ -216,7 +219,7 @@ class Written:
     extra_bytes: int = 0  # written beside the output file (a decode's images): counted, not hashed
 
 
-Body = Callable[[HashingWriter, str], Written]
+Body = Callable[[storage.HashingWriter, str], Written]
 
 
 def run_shard(
@@ -230,7 +233,7 @@ def run_shard(
     uri = storage.join(output, name)
     try:
         with storage.atomic_write(uri, temp_tag(job_fingerprint)) as raw:
-            f = HashingWriter(raw)
+            f = storage.HashingWriter(raw)
             written = body(f, uri)
             if written.rows == 0:
                 raise InputError(shard.source, "shard holds no rows")
@@ -261,4 +264,5 @@ def run_shard(
         clipped=written.clipped,
         seconds=seconds,
         model_seconds=clock.seconds if clock is not None else 0.0,
+        recorded=(record.rows, record.bytes, record.sha256),
     )

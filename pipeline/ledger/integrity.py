@@ -13,35 +13,22 @@ checksum (pipeline.codec.format), every byte decode trusts is covered by a check
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 
 from pipeline.codec.format import archive_files, read_meta_and_rows
 from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.ledger.completion import read_record
-from pipeline.ledger.manifest import MANIFEST
-from pipeline.ledger.shard import Listed
+from pipeline.ledger.manifest import read_manifest
+from pipeline.ledger.shard import Listed, Recorded
 
 CHUNK = 1 << 20
 CHANGED = "sha256 does not match the archive's record: the file changed after it was written"
-Recorded = tuple[int, int, str]  # rows, bytes, sha256
 
 
 def _folder_of(uri: str, files: list[str]) -> str:
     """The archive folder: the input itself, or the folder of the file (or glob) named."""
     return uri if not storage.is_glob(uri) and storage.is_dir(uri) else posixpath.dirname(files[0]) or "."
-
-
-def _manifest_entries(folder: str) -> dict[str, Recorded] | None:
-    uri = storage.join(folder, MANIFEST)
-    try:
-        data = json.loads(storage.read_bytes(uri))
-        return {str(e["name"]): (int(e["rows"]), int(e["bytes"]), str(e["sha256"])) for e in data["shards"]}
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(uri, f"not a readable manifest ({err})") from err
 
 
 def listed_files(archive: str) -> list[Listed]:
@@ -50,14 +37,14 @@ def listed_files(archive: str) -> list[Listed]:
     recorded of it. Nothing is judged here: each file's ``problem()`` fails its own shard."""
     files = archive_files(archive)
     folder = _folder_of(archive, files)
-    entries = _manifest_entries(folder)
+    entries: dict[str, Recorded | None] | None = read_manifest(folder)
     if entries is None:
         records = (read_record(folder, storage.basename(f)) for f in files)
         entries = {r.name: (r.rows, r.bytes, r.sha256) for r in records if r is not None}
     found = {storage.basename(f): f for f in files}
     if not storage.is_glob(archive) and storage.within(folder, archive):  # the whole folder
         found.update({n: storage.join(folder, n) for n in entries if n not in found})
-    return [Listed(found[n], n, *entries.get(n, (None, None, None))) for n in sorted(found)]
+    return [Listed(found[n], n, *(entries.get(n) or (None, None, None))) for n in sorted(found)]
 
 
 def sha256_of(uri: str) -> str:
@@ -75,7 +62,7 @@ def read_verified(f: Listed) -> bytes:
     if f.sha256 is None:  # no record covers it (what problem() says, without a request)
         raise InputError(f.uri, str(f.problem(size=False)))
     try:
-        data = storage.read_bytes(f.uri)
+        data = storage.read_bytes(f.uri, f.bytes)
     except FileNotFoundError as err:
         raise InputError(f.uri, "listed in the archive's manifest but missing") from err
     if len(data) != f.bytes or hashlib.sha256(data).hexdigest() != f.sha256:

@@ -20,11 +20,11 @@ from pipeline.core import storage
 from pipeline.core.errors import ConfigError
 from pipeline.core.names import ARCHIVE_SUFFIX
 from pipeline.ledger.completion import DONE
-from pipeline.ledger.manifest import FAILURES, MANIFEST
+from pipeline.ledger.manifest import FAILURES, MANIFEST, MANIFEST_DIR
 from pipeline.ledger.plan import fingerprint
 
 JOB = "job.json"
-OWN_FILES = {DONE, JOB, MANIFEST, FAILURES}
+OWN_FILES = {DONE, JOB, MANIFEST, MANIFEST_DIR, FAILURES}
 
 
 @dataclass(frozen=True)
@@ -120,5 +120,5 @@ def clear_archive(output: str) -> int:
     job's files are the only ones left; anybody else's files stay. Returns how many went."""
     names = [n for n in storage.listdir(output) if n.endswith(ARCHIVE_SUFFIX) or n in OWN_FILES]
     for name in names:
-        storage.remove(storage.join(output, name), recursive=name == DONE)
+        storage.remove(storage.join(output, name), recursive=name in (DONE, MANIFEST_DIR))
     return len(names) + storage.remove_stale_temps(output, tags=None, subfolders=(DONE,))

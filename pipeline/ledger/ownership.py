@@ -26,7 +26,7 @@ from pipeline.core.names import ARCHIVE_SUFFIX
 from pipeline.data.outputs import output_files
 from pipeline.ledger.completion import DONE, CompletionRecord, done_uri, read_record
 from pipeline.ledger.job import JOB
-from pipeline.ledger.manifest import MANIFEST
+from pipeline.ledger.manifest import MANIFEST, MANIFEST_DIR
 
 
 def _manifest(output: str) -> dict:
@@ -114,4 +114,5 @@ def clear_stale_outputs(
         storage.remove(uri)
     if stale:
         storage.remove(storage.join(output, MANIFEST))
+        storage.remove(storage.join(output, MANIFEST_DIR), recursive=True)
     return len(stale)

@@ -21,7 +21,7 @@ import posixpath
 
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError
-from pipeline.core.names import ARCHIVE_SUFFIX, archive_stem, group_relpath, output_name
+from pipeline.core.names import ARCHIVE_SUFFIX, archive_stem, drop_data_suffix, group_relpath, output_name
 from pipeline.data.readers import format_of, list_identified
 from pipeline.ledger.integrity import listed_files
 from pipeline.ledger.shard import Shard, group_identity
@@ -47,6 +47,7 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCH
     root = _root(input_uri, files)
     if format_of(files[0]) == "images":
         proto = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
+        _refuse_shared_keys(files, root)
         groups = [tuple(files[i : i + images_per_shard]) for i in range(0, len(files), images_per_shard)]
         return [
             Shard(
@@ -63,6 +64,17 @@ def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCH
         rel = posixpath.relpath(f.split("://", 1)[-1], root)
         shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix), identity=ident[f]))
     return _refuse_collisions(shards)
+
+
+def _refuse_shared_keys(files: list[str], root: str) -> None:
+    """An image file's key is its path without the extension (``cats/001``): two files that
+    differ only there (``x.jpg``, ``x.png``) are refused, naming both, before anything runs."""
+    seen: dict[str, str] = {}
+    for f in files:
+        key = drop_data_suffix(posixpath.relpath(f.split("://", 1)[-1], root))
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {f} would both have the key {key!r}; rename one of them")
+        seen[key] = f
 
 
 def _refuse_collisions(shards: list[Shard]) -> list[Shard]:

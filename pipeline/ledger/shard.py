@@ -5,7 +5,7 @@ for a decode, the archive file comes with what the archive's manifest recorded o
 (``Listed``), so the worker can check the file before it trusts the contents. These are the
 nouns every other part of the ledger talks about, so they sit below all of it:
 
-    shard <- completion <- manifest <- integrity <- plan <- job
+    shard <- manifest <- completion <- integrity <- plan <- job
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import dataclass
 
 from pipeline.core import storage
+
+Recorded = tuple[int, int, str]  # rows, bytes, sha256 of one committed output file
 
 
 @dataclass(frozen=True)

@@ -5,31 +5,58 @@ into training, with nothing but the archive and, for samples, the checkpoint.
     ds = ArchiveDataset("archive/", checkpoint="ckpt/", decode=True)   # decoded samples
     for item in DataLoader(ds, batch_size=None, num_workers=4): ...
 
-Files are split across distributed ranks first (``torch.distributed`` when it is initialized,
-else ``rank``/``world_size``), then across DataLoader workers: every file goes to exactly one
-(rank, worker), whole, so nothing is read twice. Items are dicts: ``key``, ``latent`` (float32,
-the archive's latent shape) or ``sample`` (the source's shape and dtype), and every
-passthrough column (labels, captions, ids).
+    # training: shuffled per epoch, equal batches on every rank, resumable mid-epoch
+    ds = ArchiveDataset("s3://latents/run1", shuffle=True, seed=0, batch_size=32,
+                        dtype=torch.bfloat16, cache_dir="/local/cache")
+    loader = DataLoader(ds, batch_size=None, num_workers=4)
+    for epoch in range(n):
+        ds.set_epoch(epoch)
+        for step, batch in enumerate(loader): ...        # batch["latent"]: (32, C, H, W)
+    ds.load_state_dict({"epoch": e, "batches": step})    # resume: the batches still to come
+
+Which rows go where (``pipeline.loaders.order``): the archive's rows, as its manifest counts
+them, in file order (shuffled per ``seed`` and epoch), are cut into one unit per (rank,
+DataLoader worker) of equal size ("pad" wraps round to fill, "drop" leaves the remainder out;
+"keep": every row exactly once, units one row apart). Ranks come from ``torch.distributed``
+when it is initialized, else ``rank``/``world_size``. With ``shuffle``, each unit's rows also
+pass a shuffle buffer of ``shuffle_buffer`` rows. The same seed and epoch give the same order.
+
+With ``batch_size`` the dataset batches: rows of one latent shape only (an archive of several
+sizes, bucketed at encode, gives batches of one bucket each; leftovers of a bucket are dropped
+with "drop" and "pad", or a short batch with "keep"). Resuming counts batches, assuming the
+DataLoader takes them from its workers in turn (its default, ``in_order=True``).
+
+Items are dicts: ``key``, ``latent`` (the archive's latent shape; numpy float32 by default,
+a torch tensor of ``dtype`` where given) or ``sample`` (the source's shape and dtype), and
+every passthrough column (labels, captions, ids). Latents are in the space the archive holds
+them: the VAE's own means for vaezip's models, ``(z - shift_factor) * scaling_factor`` for a
+diffusers AutoencoderKL (what a diffusion model trains on); ``normalize=True`` also applies a
+diffusers config's ``latents_mean``/``latents_std`` (SDXL-style), per channel.
 
 What decode checks, this checks: every file the manifest (or the completion records) lists
 must be there; each file is read once, its size and sha256 checked against its record before
 any of its rows is handed out, and its own footer gives its quantizer and codec. A file that
-fails raises ``InputError`` naming it.
+fails raises ``InputError`` naming it. ``cache_dir``: remote files kept there by their sha256
+after the first read (and checked again when read from there).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.codec.format import read_footer
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.data.archive import SampleDecoder, check_model, iter_latents
-from pipeline.ledger.integrity import listed_files, read_verified
+from pipeline.ledger.integrity import CHANGED, listed_files, read_verified
 from pipeline.ledger.shard import Listed
+from pipeline.loaders.order import REMAINDERS, Piece, file_order, shuffled, unit_bounds, unit_pieces
 from pipeline.model.checkpoint import load_checkpoint
 
 
@@ -50,39 +77,227 @@ class ArchiveDataset(IterableDataset):
         device: str = "cpu",
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 1024,
+        remainder: str = "pad",
+        batch_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        normalize: bool = False,
+        cache_dir: str | None = None,
+        num_workers: int = 1,
     ) -> None:
         if decode and checkpoint is None:
             raise ConfigError("decode=True needs the checkpoint that encoded the archive")
+        if remainder not in REMAINDERS:
+            raise ConfigError(f"remainder must be one of {REMAINDERS}, got {remainder!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.listed = listed_files(archive)
+        missing = [f for f in self.listed if f.rows is None]
+        if missing:  # the split needs every file's row count: what the manifest records
+            raise InputError(missing[0].uri, str(missing[0].problem(size=False)))
         self.files = [f.uri for f in self.listed]
         self.checkpoint, self.decode, self.columns = checkpoint, decode, columns
         self.batch_rows, self.device = batch_rows, device
         self.rank, self.world_size = rank, world_size
+        self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
+        self.remainder, self.batch_size, self.dtype = remainder, batch_size, dtype
+        self.normalize, self.cache_dir = normalize, cache_dir
+        self.epoch, self.skip_batches = 0, 0
+        self.workers = max(1, num_workers)
+        self._seen = _distributed()  # again at set_epoch and len(), in the main process
+
+    # --- the split ---------------------------------------------------------------------------
+
+    def _world(self) -> tuple[int, int]:
+        """(rank, world size): as given, else torch.distributed's, as the main process saw it
+        (a DataLoader worker process has no process group of its own)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self._seen = _distributed()
+        rank, world = self._seen
+        return (
+            self.rank if self.rank is not None else rank,
+            self.world_size if self.world_size is not None else world,
+        )
+
+    def _unit(self) -> tuple[int, int, int]:
+        """This (rank, worker)'s unit, the number of units, and the number of workers."""
+        rank, world = self._world()
+        worker, workers = self._worker()
+        return rank * workers + worker, world * workers, workers
+
+    def pieces(self) -> list[Piece]:
+        """The rows this rank and DataLoader worker read this epoch, in order (before the
+        shuffle buffer)."""
+        unit, units, _ = self._unit()
+        rows = [int(f.rows or 0) for f in self.listed]
+        order = file_order(len(rows), self.seed, self.epoch, self.shuffle)
+        return unit_pieces(rows, order, *unit_bounds(sum(rows), units, unit, self.remainder))
 
     def my_files(self) -> list[Listed]:
-        """The files this rank and DataLoader worker read."""
-        rank, world = _distributed()
-        rank = self.rank if self.rank is not None else rank
-        world = self.world_size if self.world_size is not None else world
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.listed[rank * workers + worker :: world * workers]
+        """The files this rank and DataLoader worker read (some of their rows, maybe)."""
+        return [self.listed[i] for i in dict.fromkeys(p.file for p in self.pieces())]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __len__(self) -> int:
+        """Rows (with ``batch_size``: batches) this rank gets per epoch with ``num_workers``
+        DataLoader workers (the split is per worker, so pass the DataLoader's number); for an
+        archive of several latent shapes, an upper bound."""
+        rank, world = self._world()
+        total = sum(int(f.rows or 0) for f in self.listed)
+        units = world * self.workers
+        sizes = [
+            b - a
+            for a, b in (
+                unit_bounds(total, units, rank * self.workers + w, self.remainder)
+                for w in range(self.workers)
+            )
+        ]
+        if self.batch_size is None:
+            return sum(sizes)
+        bs = self.batch_size
+        return sum(n // bs if self.remainder != "keep" else -(-n // bs) for n in sizes)
+
+    # --- epochs and resuming -----------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order the next iteration gives (call it before each epoch, on every
+        rank: the same seed and epoch give the same order)."""
+        self.epoch, self.skip_batches = epoch, 0
+        self._world()
+
+    def state_dict(self, batches: int = 0) -> dict[str, int]:
+        """Where training stands: this epoch, and ``batches`` taken from it so far."""
+        return {"epoch": self.epoch, "seed": self.seed, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next iteration gives epoch ``state["epoch"]`` from batch ``state["batches"]``
+        on (items, without ``batch_size``), exactly the ones a full epoch would have given
+        after those."""
+        if state.get("seed", self.seed) != self.seed:
+            raise ConfigError(f"the state was saved with seed {state['seed']}, this dataset has {self.seed}")
+        self.epoch, self.skip_batches = int(state["epoch"]), int(state["batches"])
+        self._world()
+
+    def _worker(self) -> tuple[int, int]:
+        """(this DataLoader worker's place in the turn, workers). The DataLoader takes a batch
+        from each worker in turn starting with worker 0, so on a resume after ``b`` batches,
+        worker 0 plays the part of the worker whose turn batch ``b`` was, and so on."""
+        info = get_worker_info()
+        if info is None:
+            return 0, 1
+        return (info.id + self.skip_batches) % info.num_workers, info.num_workers
+
+    def _my_skip(self) -> int:
+        """Of the batches already taken, how many were this worker's: the DataLoader takes one
+        from each worker in turn."""
+        worker, workers = self._worker()
+        b = self.skip_batches
+        return (b - worker + workers - 1) // workers if b > worker else 0
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _read(self, listed: Listed) -> bytes:
+        """A file's bytes, checked; from ``cache_dir`` where an earlier epoch left them."""
+        remote = "://" in listed.uri and not listed.uri.startswith("file://")
+        if self.cache_dir is None or not remote or listed.sha256 is None:
+            return read_verified(listed)
+        path = os.path.join(self.cache_dir, f"{listed.sha256}.vz.parquet")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() == listed.sha256:
+                return data
+            raise InputError(path, f"cached copy of {listed.uri}: {CHANGED}")
+        data = read_verified(listed)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return data
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
         decoder = None
         if self.decode:
             assert self.checkpoint is not None
             device = torch.device(self.device)
             decoder = SampleDecoder(load_checkpoint(self.checkpoint, device), device)
-        for listed in self.my_files():
-            uri, data = listed.uri, read_verified(listed)
+        name = "sample" if decoder is not None else "latent"
+        for piece in self.pieces():
+            listed = self.listed[piece.file]
+            uri, data = listed.uri, self._read(listed)
             meta = read_footer(uri, data).meta  # the file's own footer
             if decoder is not None:
                 check_model(meta, decoder.ckpt, uri)
+            shift = _normalization(meta.model_config) if self.normalize and decoder is None else None
             for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta, data=data):
-                values = decoder.samples(batch) if decoder is not None else batch.latents
-                name = "sample" if decoder is not None else "latent"
-                for i, key in enumerate(batch.keys):
-                    item: dict[str, Any] = {"key": key, name: values[i]}
+                lo, hi = max(piece.start - batch.start, 0), min(piece.stop - batch.start, len(batch.keys))
+                if lo >= hi:
+                    continue
+                if decoder is not None:
+                    values = decoder.samples(batch)
+                else:
+                    values = batch.latents
+                for i in range(lo, hi):
+                    value = values[i]
+                    if shift is not None:
+                        value = ((value - shift[0]) / shift[1]).astype(np.float32)
+                    item: dict[str, Any] = {"key": batch.keys[i], name: value}
                     item.update({c: v[i] for c, v in batch.columns.items()})
                     yield item
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, _ = self._world()
+        worker, _ = self._worker()
+        rows = self._rows()
+        if self.shuffle:
+            rows = shuffled(
+                rows, self.shuffle_buffer, np.random.default_rng([self.seed, self.epoch, rank, worker])
+            )
+        items = self._batches(rows) if self.batch_size is not None else (self._typed(r) for r in rows)
+        skip = self._my_skip()
+        for i, item in enumerate(items):
+            if i >= skip:
+                yield item
+
+    def _typed(self, item: dict[str, Any]) -> dict[str, Any]:
+        if self.dtype is not None and "latent" in item:
+            item["latent"] = torch.from_numpy(np.ascontiguousarray(item["latent"])).to(self.dtype)
+        return item
+
+    def _batches(self, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Batches of ``batch_size`` rows of one shape, in the order their last row came."""
+        assert self.batch_size is not None
+        name = "sample" if self.decode else "latent"
+        pending: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            group = pending.setdefault(tuple(np.shape(row[name])), [])
+            group.append(row)
+            if len(group) == self.batch_size:
+                yield self._stacked(group, name)
+                group.clear()
+        if self.remainder == "keep":
+            for group in pending.values():
+                if group:
+                    yield self._stacked(group, name)
+
+    def _stacked(self, rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+        values = np.stack([r[name] for r in rows])
+        out: dict[str, Any] = {k: [r[k] for r in rows] for k in rows[0] if k != name}
+        out[name] = values if self.dtype is None else torch.from_numpy(values).to(self.dtype)
+        return out
+
+
+def _normalization(config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A diffusers VAE's ``latents_mean``/``latents_std`` in the archive's space ((z - shift)
+    * scaling): (mean, std) per channel, shaped to broadcast over (C, H, W); None without."""
+    auto = config.get("autoencoder") or {}
+    mean, std = auto.get("latents_mean"), auto.get("latents_std")
+    if config.get("kind") != "diffusers" or mean is None or std is None:
+        return None
+    sf, shift = float(config["scaling_factor"]), float(config.get("shift_factor") or 0.0)
+    # (z - mean) * sf / std, from what the archive holds, (z - shift) * sf
+    m = (np.asarray(mean, np.float32) - shift) * sf
+    s = np.asarray(std, np.float32)
+    return m[:, None, None], s[:, None, None]

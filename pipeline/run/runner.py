@@ -1,8 +1,9 @@
 """The one module that talks to Ray: a pool of worker actors that pull shard descriptors.
 
     driver: connect -> size the pool from cluster resources -> actors (num_gpus=1 each on a
-            GPU cluster, else num_cpus=threads) -> keep every actor busy with one shard
-            -> results come back as values; a dead actor's shard goes to another actor
+            GPU cluster, else num_cpus=threads) -> keep ``in_flight`` shards queued at every
+            actor (it starts the next the moment it finishes one, no round trip between)
+            -> results come back as values; a dead actor's shards go to another actor
 
 The driver hands out ``Shard`` descriptors and parameters, never data. Workers are plain
 classes made remote here, at dispatch, so tests can call them without Ray. On a small machine
@@ -40,6 +41,7 @@ class PoolConfig:
     actors_per_gpu: int = 1  # GPU actors sharing one GPU (each asks for 1/N of it)
     use_gpus: bool = True  # one GPU per actor when the cluster has GPUs
     require_gpus: bool = False  # fail, rather than run on CPUs, when it has none
+    in_flight: int = 2  # shards handed to an actor at once: it runs one, the next waits there
     max_attempts: int = 3  # per shard, for failures that can pass
     retry_backoff_s: float = 0.5  # wait before a retry, doubled per attempt
     start_timeout_s: float = 300.0  # give up when no actor can start for this long
@@ -48,8 +50,10 @@ class PoolConfig:
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
             raise ConfigError(f"actors must be positive, got {self.actors}")
-        if self.threads_per_actor < 1 or self.max_attempts < 1 or self.actors_per_gpu < 1:
-            raise ConfigError("threads_per_actor, actors_per_gpu and max_attempts must be positive")
+        if min(self.threads_per_actor, self.max_attempts, self.actors_per_gpu, self.in_flight) < 1:
+            raise ConfigError(
+                "threads_per_actor, actors_per_gpu, in_flight and max_attempts must be positive"
+            )
 
 
 def describe(err: BaseException) -> str:
@@ -248,7 +252,9 @@ class Pool:
         # million shards dispatch in O(N log N) (sorting the list each round was O(N^2 log N))
         order = itertools.count()
         todo: list[tuple[float, int, Shard, int]] = [(0.0, next(order), s, 1) for s in shards]
-        idle = list(self.actors)
+        slots = self.config.in_flight
+        # free slots, one per shard an actor may hold, interleaved so every actor gets one first
+        idle = [a for _ in range(slots) for a in self.actors]
         running: dict[Any, tuple[Any, Shard, int]] = {}
         stalled_since: float | None = None
 
@@ -302,7 +308,7 @@ class Pool:
                 actor = self._starting.pop(ref)
                 try:
                     ray.get(ref)
-                    idle.append(actor)
+                    idle += [actor] * slots
                 except (RayActorError, RayTaskError) as err:
                     log.warning("a replacement actor failed to start: %s", err)
                     if actor in self.actors:
@@ -314,9 +320,14 @@ class Pool:
             try:
                 result: ShardResult = ray.get(ref)
             except RayActorError as err:
-                # The process died (killed, OOM, node lost): replace it, retry the shard.
-                log.warning("actor died on shard %s (attempt %d): %s", shard.name, attempt, err)
-                self._replace(actor)
+                # The process died (killed, OOM, node lost): replace it (once, though each shard
+                # it held says so), retry the shard; its free slots go with it.
+                if actor in self.actors:
+                    log.warning("actor died on shard %s (attempt %d): %s", shard.name, attempt, err)
+                    self._replace(actor)
+                else:
+                    log.info("shard %s was waiting at the actor that died: it goes to another", shard.name)
+                idle = [a for a in idle if a != actor]
                 failed = retry(shard, attempt, f"the worker died ({err})")
                 if failed:
                     yield failed

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.codec.format import read_footer, read_keys
+from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.core.overlap import one_behind, prefetch
 from pipeline.data.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.data.outputs import OUTPUT_FORMATS, open_output
-from pipeline.data.tiles import Reassembled, images_in
-from pipeline.ledger.completion import HashingWriter, ShardResult, Written, failed, run_shard
+from pipeline.data.tiles import Reassembled, by_image, context_windows, images_in
+from pipeline.ledger.completion import ShardResult, Written, failed, run_shard
 from pipeline.ledger.integrity import verify_sha256
 from pipeline.ledger.shard import Shard
+from pipeline.model.reach import tile_reach
 from pipeline.workers.model_worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,31 @@ class DecodeWorker(ModelWorker):
         )
         self.spec = spec
         self.decoder = SampleDecoder(self.ckpt, self.device, self.dtype)
+        self._reach: dict[int, int | None] = {}
 
     def _decoded(self, batches: Iterator[LatentBatch]) -> Iterator[Decoded]:
         for batch in batches:
             with self.clock.timing():
                 outputs = self.decoder.run_model(batch.latents, batch.layouts, batch.quantizer)
             yield batch, outputs
+
+    def _decoded_in_context(self, images: Iterator[LatentBatch], reach: int) -> Iterator[Decoded]:
+        """One image's tiles at a time, each decoded with ``reach`` cells of its neighbours."""
+        factor = self.ckpt.config.downsample_factor  # type: ignore[union-attr]
+        for image in images:
+            windows = context_windows(image, factor, reach)
+            with self.clock.timing():
+                if windows is None:  # tiles off the latent grid (a size not a multiple of f)
+                    outputs = self.decoder.run_model(image.latents, image.layouts)
+                else:
+                    outputs = self.decoder.run_windows(windows, image.layouts)
+            yield image, outputs
+
+    def tile_reach(self, tile: int) -> int | None:
+        """``pipeline.model.reach.tile_reach``, measured once per tile size."""
+        if tile not in self._reach:
+            self._reach[tile] = tile_reach(self.ckpt.model, tile)
+        return self._reach[tile]
 
     def process(self, shard: Shard) -> ShardResult:
         listed = shard.listed
@@ -70,18 +91,26 @@ class DecodeWorker(ModelWorker):
         if problem is not None:
             return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
 
-        def body(f: HashingWriter, uri: str) -> Written:
+        def body(f: storage.HashingWriter, uri: str) -> Written:
             footer = read_footer(shard.source)
             meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
             recorded = listed.sha256 if listed is not None else None
             if recorded is not None and meta.codec.name == "rans":  # trusted before its model is built
                 verify_sha256(shard.source, recorded)
+            reach = self.tile_reach(meta.tile) if meta.tile else None
             latents = prefetch(
                 lambda: iter_latents(  # on a CPU the reader thread dequantizes, beside the model
-                    shard.source, self.spec.batch_rows, meta=meta, on_device=self.device.type != "cpu"
+                    shard.source,
+                    self.spec.batch_rows,
+                    meta=meta,
+                    on_device=self.device.type != "cpu" and reach is None,  # tiles: dequantized for the grid
                 )
             )
+            if reach is None:
+                decoded = self._decoded(latents)
+            else:
+                decoded = self._decoded_in_context(by_image(latents), reach)
             if meta.tile:  # whole images are written: as many as the tiles make up
                 rows_total = images_in(read_keys(shard.source))
             output = open_output(
@@ -101,7 +130,7 @@ class DecodeWorker(ModelWorker):
                     writer.write(batch.keys, samples, batch.columns)
                     return len(batch.keys)
 
-                rows = sum(one_behind(self._decoded(latents), write))
+                rows = sum(one_behind(decoded, write))
                 # Every row was checked on the way; now the whole file against its record, which
                 # also covers what no row checksum does (before the writer finishes anything).
                 if listed is not None and listed.sha256 is not None:

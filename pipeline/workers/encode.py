@@ -18,13 +18,23 @@ import torch
 from pipeline.codec.codec import Codec, CodecConfig, CodecParams, calibrate_codec, latent_width
 from pipeline.codec.compress import compress, encode_codes
 from pipeline.codec.format import ArchiveMeta, ArchiveWriter, CodeRows
-from pipeline.codec.quantize import QuantizerConfig, QuantizerParams, calibrate, quantize, stats_from_latents
+from pipeline.codec.quantize import (
+    QuantizerConfig,
+    QuantizerParams,
+    calibrate,
+    fit_latent_steps,
+    latent_errors,
+    quantize,
+    stats_from_latents,
+)
 from pipeline.codec.ratecontrol import Rows, calibrate_loss, rows_to_decode
+from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.overlap import one_behind
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import ReadOptions, count_rows
-from pipeline.ledger.completion import HashingWriter, ShardResult, Written, run_shard
+from pipeline.data.resize import Preprocess
+from pipeline.ledger.completion import ShardResult, Written, run_shard
 from pipeline.ledger.job import JobParams
 from pipeline.ledger.shard import Shard
 from pipeline.model.nets import config_to_dict
@@ -47,6 +57,8 @@ class EncodeSpec:
     key_column: str | None = None
     value_range: ValueRange | None = None  # None: the checkpoint's
     tile: int | None = None  # --tile: images archived as tiles of tile x tile pixels
+    tile_margin: int = 0  # pixels of context each tile is encoded with (pipeline.data.tiles)
+    preprocess: Preprocess | None = None  # --size / --buckets (pipeline.data.resize)
     precision: str = "auto"  # pipeline.model.precision
     host_workers: int | None = None  # None: the CPUs Ray gave the actor
 
@@ -69,8 +81,21 @@ def code_rows(enc: Encoded, job: JobParams, codec: Codec) -> tuple[CodeRows, int
     ), clipped
 
 
-# calibration reads rows of this many shards, spread over the dataset
+# calibration reads rows of this many shards, spread over the dataset, and as many again,
+# spread between them, only where those fall short
 CALIBRATION_SHARDS = 32
+
+
+def calibration_shards(shards: list[Shard]) -> list[Shard]:
+    """The shards calibration reads, in the order it reads them: up to ``CALIBRATION_SHARDS``
+    spread evenly over the list, the first and the last included, then one spare halfway
+    between each two of them. The driver hands the actor these alone (a million shard
+    descriptors would be 100 MB in one call)."""
+    n = len(shards)
+    spread = sorted({round(i) for i in np.linspace(0, n - 1, min(n, CALIBRATION_SHARDS))})
+    taken = set(spread)
+    spares = sorted({(a + b) // 2 for a, b in zip(spread, spread[1:], strict=False)} - taken)
+    return [shards[i] for i in spread + spares]
 
 
 def spread_rows(shard: Shard, n: int, whole: bool = False) -> tuple[int, ...] | None:
@@ -97,25 +122,29 @@ class EncodeWorker(ModelWorker):
             spec.value_range,
             spec.tile,
             self.dtype,
+            spec.tile_margin,
+            spec.preprocess,
         )
 
     def calibrate(
-        self, shards: list[Shard], max_rows: int, qconfig: QuantizerConfig, cconfig: CodecConfig
+        self,
+        shards: list[Shard],
+        max_rows: int,
+        qconfig: QuantizerConfig,
+        cconfig: CodecConfig,
+        ordered: bool = False,
     ) -> tuple[QuantizerParams, CodecParams]:
         """Quantizer and codec parameters from ``max_rows`` rows of ``shards``: rows spread
         evenly over each of up to ``CALIBRATION_SHARDS`` shards spread over the list (a
         dataset's shards often differ, e.g. one source each, and so do the parts of a shard,
         e.g. neighbouring crops of one photo), further shards only where those fall short.
         Where a shard's row count is not in its header (Arrow streams, .npz, WebDataset),
-        its first rows."""
+        its first rows. ``ordered``: ``shards`` are ``calibration_shards`` already."""
         means, logvars, widths = [], [], []
         rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
-        spread = sorted(
-            {round(i) for i in np.linspace(0, len(shards) - 1, min(len(shards), CALIBRATION_SHARDS))}
-        )
-        order = [shards[i] for i in spread] + [s for i, s in enumerate(shards) if i not in set(spread)]
-        quota = -(-max_rows // max(len(spread), 1))
+        order = shards if ordered else calibration_shards(shards)
+        quota = -(-max_rows // max(min(len(order), CALIBRATION_SHARDS), 1))
         for shard in order:
             taken = 0
             try:
@@ -150,7 +179,12 @@ class EncodeWorker(ModelWorker):
             )
         m = np.concatenate(means)[:, :, None]  # (sum P, C, 1)
         lv = np.concatenate(logvars)[:, :, None]
-        qparams = calibrate(stats_from_latents(m, lv), qconfig)
+        stats = stats_from_latents(m, lv)
+        qparams = calibrate(stats, qconfig)
+        assert stats.std is not None
+        if qconfig.mode == "latent":  # steps fitted on every other row, checked on the others
+            fit, check = (np.concatenate(means[i::2] or means)[:, :, None] for i in (0, 1))
+            qparams = fit_latent_steps(fit, check, qparams, stats.std, qconfig.max_latent_error)
         if not any(qparams.active):  # every code would be 0 bits: an archive of one mean sample
             raise ConfigError(
                 f"the checkpoint's latents carry no information: 0 of {len(qparams.active)} channels "
@@ -167,6 +201,10 @@ class EncodeWorker(ModelWorker):
                 qconfig.max_loss_db,
                 np.asarray(qparams.active),
             )
+        if qparams.measured_latent_error is None:  # the other modes: on the channels kept
+            kept = np.asarray(qparams.active)
+            rel = latent_errors(m, qparams, stats.std)[kept]
+            qparams = replace(qparams, measured_latent_error=float(rel.max()) if rel.size else None)
         cparams = calibrate_codec(
             [quantize(np.ascontiguousarray(a.T)[None], qparams)[0] for a in means[:max_rows]],
             cconfig,
@@ -220,10 +258,11 @@ class EncodeWorker(ModelWorker):
             job_fingerprint=job.job_fingerprint,
             value_range=self.encoder.value_range,
             tile=self.spec.tile,
+            tile_margin=self.spec.tile_margin if self.spec.tile else 0,
         )
         codec = Codec(job.codec)
 
-        def body(f: HashingWriter, uri: str) -> Written:
+        def body(f: storage.HashingWriter, uri: str) -> Written:
             seen: set[str] = set()
             with ArchiveWriter(f, meta, uri) as writer:
 

@@ -22,11 +22,13 @@ from pipeline.core.names import sample_keys
 from pipeline.core.overlap import prefetch
 from pipeline.core.value_range import ValueRange
 from pipeline.data.readers import Batch, ReadOptions, iter_batches
+from pipeline.data.resize import Preprocess, preprocessed
 from pipeline.data.samples import ModelGroup, SampleLayout, model_groups
-from pipeline.data.tiles import tiled
+from pipeline.data.tiles import Window, tiled
 from pipeline.ledger.completion import Stopwatch
 from pipeline.ledger.shard import Shard
 from pipeline.model.checkpoint import Checkpoint
+from pipeline.model.nets.base import Posterior
 from pipeline.model.precision import autocast, to_device
 
 
@@ -82,11 +84,15 @@ class Encoder:
         value_range: ValueRange | None = None,
         tile: int | None = None,
         dtype: torch.dtype = torch.float32,
+        tile_margin: int = 0,
+        preprocess: Preprocess | None = None,
     ) -> None:
         self.ckpt, self.device, self.read, self.key_column = ckpt, device, read, key_column
         # the data units the model's [0, 1] stands for: as asked, else as the model was trained
         self.value_range = value_range or ckpt.value_range
         self.tile = tile  # --tile: images go in as tiles of tile x tile pixels
+        self.tile_margin = tile_margin  # ... each inside a window of this much more context
+        self.preprocess = preprocess  # --size / --buckets: images resized and cropped first
         self.model = ckpt.model
         self.clock = clock
         self.dtype = dtype  # the precision the model runs at (pipeline.model.precision)
@@ -95,10 +101,14 @@ class Encoder:
 
     def _prepared(
         self, shard: Shard, only: tuple[int, ...] | None, defer: bool
-    ) -> Iterator[tuple[Batch, list[ModelGroup], list[SampleLayout]]]:
+    ) -> Iterator[tuple[Batch, list[ModelGroup], list[SampleLayout], list[Window] | None]]:
         for batch in iter_batches(shard.source, replace(self.read, only_rows=only), shard.members):
+            places = None
+            if self.preprocess is not None:
+                batch = preprocessed(batch, self.preprocess, self._keys(shard, batch), shard.source)
             if self.tile:
-                batch = tiled(batch, self.tile, self._keys(shard, batch), shard.source)
+                keys = self._keys(shard, batch)
+                batch, places = tiled(batch, self.tile, keys, shard.source, self.tile_margin)
             groups, layouts = model_groups(
                 batch.samples,
                 self.ckpt.config,
@@ -106,7 +116,31 @@ class Encoder:
                 self.value_range,
                 defer,
             )
-            yield batch, groups, layouts
+            if places is not None and self.tile_margin:  # the rows are the tiles, not their windows
+                own = zip(layouts, places, strict=True)
+                layouts = [replace(lay, shape=(p.h, p.w, *lay.shape[2:])) for lay, p in own]
+            yield batch, groups, layouts, places if self.tile_margin else None
+
+    def _own_cells(
+        self, g: ModelGroup, post: Posterior, places: list[Window] | None
+    ) -> Iterator[tuple[list[int], list[int], torch.Tensor, torch.Tensor]]:
+        """A group's posterior means and log-variances (float32), with each row's position in
+        the batch and in the group; tiles in windows cut to their own cells, in groups of
+        tiles at one place in windows of one shape."""
+        mean, logvar = post.mean.float(), post.logvar.float()
+        if places is None:
+            yield g.rows, list(range(len(g.rows))), mean, logvar
+            return
+        f = self.ckpt.config.downsample_factor  # type: ignore[union-attr]
+        same: dict[tuple[int, int, int, int], list[int]] = {}
+        for j, i in enumerate(g.rows):
+            ys, xs = places[i].cells(f)
+            same.setdefault((ys.start, ys.stop, xs.start, xs.stop), []).append(j)
+        for (y0, y1, x0, x1), js in same.items():
+            ys, xs = slice(y0, y1), slice(x0, x1)
+            sel = torch.tensor(js, device=mean.device)
+            own = mean.index_select(0, sel)[:, :, ys, xs].contiguous()
+            yield [g.rows[j] for j in js], js, own, logvar.index_select(0, sel)[:, :, ys, xs].contiguous()
 
     def _keys(self, shard: Shard, batch: Batch) -> list[str]:
         col = self.key_column
@@ -128,7 +162,7 @@ class Encoder:
         defer = quantizer is not None and (
             self.defer_scaling if self.defer_scaling is not None else self.device.type == "cuda"
         )
-        for batch, groups, layouts in prefetch(lambda: self._prepared(shard, only, defer)):
+        for batch, groups, layouts, places in prefetch(lambda: self._prepared(shard, only, defer)):
             n = len(batch.samples)
             inputs: list[np.ndarray] = [np.empty(0)] * n
             means: list[np.ndarray] = [np.empty(0)] * n
@@ -137,27 +171,27 @@ class Encoder:
             shapes: list[tuple[int, ...]] = [()] * n
             clipped = 0
             for g in groups:
-                idx = g.rows
                 x = model_input(g, self.device)
                 with self.clock.timing():
                     with autocast(self.device, self.dtype):
                         post = self.model.encode(x)
-                    mean = post.mean.float()
+                for idx, js, mean, logvar in self._own_cells(g, post, places):
                     lshape = tuple(mean.shape[1:])
-                    if quantizer is not None:
-                        group, k = quantize_tensor(mean.reshape(len(idx), lshape[0], -1), quantizer)
-                        clipped += k
-                    else:
-                        m = mean.cpu().numpy()
-                        lv = post.logvar.float().cpu().numpy()
-                for j, i in enumerate(idx):
-                    shapes[i] = lshape
-                    inputs[i] = g.x[j]
-                    if quantizer is not None:
-                        codes[i] = group[j]
-                    else:
-                        means[i] = m[j].reshape(lshape[0], -1)
-                        logvars[i] = lv[j].reshape(lshape[0], -1)
+                    with self.clock.timing():
+                        if quantizer is not None:
+                            group, k = quantize_tensor(mean.reshape(len(idx), lshape[0], -1), quantizer)
+                            clipped += k
+                        else:
+                            m = mean.cpu().numpy()
+                            lv = logvar.cpu().numpy()
+                    for n, (i, j) in enumerate(zip(idx, js, strict=True)):
+                        shapes[i] = lshape
+                        inputs[i] = g.x[j] if places is None else places[i].pixels(g.x[j], g.scale is None)
+                        if quantizer is not None:
+                            codes[i] = group[n]
+                        else:
+                            means[i] = m[n].reshape(lshape[0], -1)
+                            logvars[i] = lv[n].reshape(lshape[0], -1)
             yield Encoded(
                 batch,
                 self._keys(shard, batch),

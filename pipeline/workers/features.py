@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import storage
 from pipeline.core.errors import InputError
-from pipeline.ledger.completion import HashingWriter, ShardResult, Written, run_shard
+from pipeline.ledger.completion import ShardResult, Written, run_shard
 from pipeline.ledger.shard import Shard
 from pipeline.workers.encode import EncodeSpec
 from pipeline.workers.encoder import Encoded, Encoder, check_new_keys
@@ -62,7 +63,7 @@ class FeatureWorker(ModelWorker):
     def process(self, shard: Shard, job_fingerprint: str) -> ShardResult:
         """Write ``shard.name`` (planned with the features suffix) in the output folder."""
 
-        def body(f: HashingWriter, uri: str) -> Written:
+        def body(f: storage.HashingWriter, uri: str) -> Written:
             seen: set[str] = set()
             writer = None
             rows = 0

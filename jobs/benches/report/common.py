@@ -16,6 +16,8 @@ SECTIONS = (  # each a key of results.json, run by `--only NAME`
     "rd",
     "features",
     "estimate",
+    "seams",
+    "scale",
 )
 DIGIT_CODECS = ("jpeg", "webp", "jpeg_tiled", "webp_tiled", "png", "png_tiled")
 BOMB_BOUND_MIB = 1536  # a worker's peak on any bomb (the reliability issue's figure)

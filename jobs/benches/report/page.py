@@ -11,7 +11,8 @@ from jobs.benches.report.bytes import agreement_section, codec_section, latents_
 from jobs.benches.report.common import NOTES, table
 from jobs.benches.report.hardware import estimate_section, gpu_section, host_section, precision_section
 from jobs.benches.report.provenance import provenance
-from jobs.benches.report.quality import features_section, rd_section
+from jobs.benches.report.quality import features_section, rd_section, seams_section
+from jobs.benches.report.scale import scale_section
 from jobs.benches.report.speed import bombs_section, memory_section, throughput_section
 from jobs.benches.report.targets import targets
 
@@ -20,11 +21,13 @@ PARTS = (
     throughput_section,
     memory_section,
     bombs_section,
+    scale_section,
     codec_section,
     latents_section,
     agreement_section,
     rd_section,
     features_section,
+    seams_section,
     precision_section,
     host_section,
     gpu_section,

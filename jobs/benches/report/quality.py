@@ -137,3 +137,49 @@ def features_section(results: dict, out: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def seams_section(results: dict, out: str) -> list[str]:
+    if "seams" not in results:
+        return []
+    s = results["seams"]
+    runs = [k for k, v in s.items() if isinstance(v, dict) and "bytes" in v]
+    whole = s[runs[0]]
+    sizes = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in s["photos"].items())
+    lines = [
+        "## Tiles against whole images",
+        "",
+        f"The held-out demo photos ({sizes}), each archived by the real jobs whole and as tiles of "
+        f"{s['tile']} pixels, decoded to PNGs. PSNR over both photos against the originals; "
+        f"border: the pixels within {s['border_px']} of an inner tile edge, their mean squared error "
+        "over the other pixels' (the whole-image archive's ratio, for the same pixels, is the photos' "
+        "own). Times are the jobs' wall time, Ray's start included.",
+        "",
+    ]
+    rows = []
+    for k in runs:
+        v = s[k]
+        rows.append(
+            [
+                k,
+                f"{v['bytes']:,}",
+                f"{v['psnr_db']:.2f}",
+                f"{v['psnr_db'] - whole['psnr_db']:+.2f}",
+                f"{v['border_mse']:.1f} / {v['interior_mse']:.1f}",
+                f"{v['border_ratio']:.2f}",
+                f"{v['encode_s']:.0f} / {v['decode_s']:.0f}",
+            ]
+        )
+    lines += table(
+        [
+            "archive",
+            "bytes",
+            "PSNR dB",
+            "vs whole",
+            "MSE border / interior",
+            "border ratio",
+            "encode / decode s",
+        ],
+        rows,
+    )
+    return lines

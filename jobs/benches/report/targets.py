@@ -9,6 +9,7 @@ from jobs.benches.report.common import (
     DIGIT_CODECS,
     ratio,
 )
+from jobs.benches.report.scale import scale_targets
 
 
 def targets(results: dict) -> list[list[str]]:
@@ -139,4 +140,14 @@ def targets(results: dict) -> list[list[str]]:
         acc = rd["digits_accuracy"]
         drop = 100 * (acc["accuracy_original"] - acc["accuracy_vaezip"])
         add("digits: classifier accuracy drop <= 1 point", drop, drop <= 1.0, ".1f")
+    seams = results.get("seams")
+    if seams:
+        runs = [k for k, v in seams.items() if isinstance(v, dict) and "bytes" in v]
+        whole, ctx = seams[runs[0]], seams[runs[-1]]
+        gap = whole["psnr_db"] - ctx["psnr_db"]
+        add("tiles in context: PSNR within 0.1 dB of whole images", gap, gap <= 0.1)
+        r = ctx["border_ratio"] / whole["border_ratio"]
+        add("tiles in context: border MSE ratio <= 1.1x the whole image's", r, r <= 1.1, ".3f")
+    for what, measured, met, fmt in scale_targets(results):
+        add(what, measured, met, fmt)
     return rows

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.core.hostpool import Pending, host_submit, one_ahead
+from pipeline.core.names import drop_data_suffix
 from pipeline.data.readers.base import DEFAULT_MAX_PIXELS, Batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -104,6 +105,6 @@ def _finish(root: str, rows: list[int], paths: list[str], thinned: bool, samples
         start_row=rows[0],
         samples=samples,
         columns={"path": paths},
-        ids=paths,
+        ids=[drop_data_suffix(p) for p in paths],
         source_rows=rows if thinned else None,
     )
