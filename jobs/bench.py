@@ -24,6 +24,7 @@ import torch
 from jobs._cli import Parser, run_main
 from jobs.benches import agreement, sdlike, throughput
 from jobs.benches import bombs as bomb_bench
+from jobs.benches import cache as cache_bench
 from jobs.benches import codec as codec_bench
 from jobs.benches import estimate as estimate_bench
 from jobs.benches import gpu as gpu_bench
@@ -233,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "scale" in sections:
         results["scale"] = scale_bench.measure(args.scale_shards, args.scale_s3_shards)
+    if "cache" in sections:
+        train = load_arrays(f"{args.data}/photos/train", max_rows=2048)
+        results["cache"] = cache_bench.measure(train, heldout, args.repeats)
     if "seams" in sections:
         results["seams"] = seams_bench.measure(
             args.photos_checkpoint, {name: photo(name) for name in HELDOUT_PHOTOS}

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Completion names what the outputs were made from: the archive files' recorded hashes.
     job_fp = fingerprint(model_fp, args.format, [(s.name, s.listed and s.listed.sha256) for s in shards])
     if args.format in KEYED_FORMATS:
-        check_sample_paths(args.format, _keys(shards))
+        check_sample_paths(args.format, lambda: _keys(shards))
     with claim(args.output, "decode"):
         records = read_records(args.output)  # once, for the check and the clean-up
         other = check_decode_output(args.output, [s.source for s in shards], args.overwrite, records)
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("removed %d outputs %s that this one replaces", removed, whose)
         save_resolved(args, storage.join(args.output, CONFIG))
         found: dict[str, Recorded] = {}  # what was done before this run, for the manifest
-        state = shard_states(args.output, shards, job_fp, found=found)
+        state = shard_states(args.output, shards, job_fp, found=found, records=dict(records))
         todo = [s for s in shards if state[s.name] != "done"]
         spec = DecodeSpec(
             checkpoint=args.checkpoint,

@@ -162,6 +162,15 @@ def test_a_re_run_judges_by_its_jobs_manifest_without_reading_a_record(tmp_path)
     assert found == {"a.vz.parquet": (1, 4, "h")}
     # another job's manifest is not this job's word: the records are read (and fail)
     assert set(shard_states(out, shards, "other").values()) == {"todo"}
+    # ... unless the caller read them already (a decode, for its ownership check): not again
+    held = {
+        s.name: CompletionRecord("other", s.name, s.source, 1, 4, "h", input_identity="3:1") for s in shards
+    }
+    assert shard_states(out, shards, "other", records=held) == {
+        "a.vz.parquet": "done",
+        "b.vz.parquet": "done",
+        "c.vz.parquet": "todo",  # its output is shorter than recorded
+    }
 
 
 @pytest.mark.parametrize("text", [b"not json", b"[1, 2]", b'{"job_fingerprint": "job"}'])

@@ -107,5 +107,20 @@ def test_two_keys_that_land_on_one_file_are_refused_naming_both_rows():
         match=r"'cats/x\.jpg' \(a\.vz\.parquet row 0\) and 'cats/x\.png' \(b\.vz\.parquet row 3\) "
         r"would both be written as 'cats/x'",
     ):
-        check_sample_paths("images", keys)
-    check_sample_paths("webdataset", keys)  # tar keys keep the extension, escaped: no clash
+        check_sample_paths("images", lambda: keys)
+    check_sample_paths("webdataset", lambda: keys)  # tar keys keep the extension, escaped: no clash
+
+
+def test_the_key_check_spills_to_disk_and_still_names_both_rows():
+    from pipeline.core.errors import ConfigError
+    from pipeline.data.outputs import check_sample_paths
+
+    many = [(f"f{i // 1000}.vz.parquet", i % 1000, f"k/{i}") for i in range(10_000)]
+    check_sample_paths("images", lambda: many, partitions=4, spill=100)  # every place once
+    clash = [*many, ("z.vz.parquet", 7, "k/1234.png")]  # lands on k/1234 as well
+    with pytest.raises(
+        ConfigError, match=r"'k/1234' \(f1\.vz\.parquet row 234\) and 'k/1234\.png' \(z\.vz\.parquet row 7\)"
+    ):
+        check_sample_paths("images", lambda: clash, partitions=4, spill=100)
+    with pytest.raises(InputError, match="NUL"):
+        check_sample_paths("webdataset", lambda: [("a", 0, "x\x00y")])

@@ -23,17 +23,25 @@ from jobs._cli import run_main
 KL_WEIGHT = 1e-6
 
 
-def train(crops: np.ndarray, out: str, steps: int = 300, batch: int = 32, seed: int = 0) -> str:
-    """``crops`` (N, H, W, 3) uint8 -> a vaezip checkpoint folder (returned)."""
+def train(
+    crops: np.ndarray,
+    out: str,
+    steps: int = 300,
+    batch: int = 32,
+    seed: int = 0,
+    blocks: tuple[int, ...] = (32, 64),
+) -> str:
+    """``crops`` (N, H, W, 3) uint8 -> a vaezip checkpoint folder (returned). ``blocks``: the
+    channels of each encoder block; each but the last halves the size (SD-1.x: four, factor 8)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     vae: Any = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        block_out_channels=blocks,
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=16,

@@ -363,10 +363,10 @@ def archive_files(uri: str) -> list[str]:
     return files
 
 
-def read_keys(uri: str) -> list[str]:
-    """An archive file's sample keys alone (one small column)."""
+def read_keys(uri: str, data: bytes | None = None) -> list[str]:
+    """An archive file's sample keys alone (one small column; of ``data``, where given)."""
     try:
-        with storage.open_read(uri) as f:
+        with _open(uri, data) as f:
             return [str(k) for k in pq.ParquetFile(f).read(columns=["vz_key"])["vz_key"].to_pylist()]
     except FileNotFoundError as err:
         raise InputError(uri, "archive file not found") from err

@@ -24,12 +24,16 @@ folder's index) carries Hugging Face ``datasets`` feature metadata: ``image`` is
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
+import hashlib
 import io
 import json
+import os
 import posixpath
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -374,16 +378,47 @@ def open_output(
 KEYED_FORMATS = {"images": path_of, "webdataset": tar_key}  # formats that name files after keys
 
 
-def check_sample_paths(fmt: str, keys: Iterable[tuple[str, int, str]]) -> None:
+def check_sample_paths(
+    fmt: str, keys: Callable[[], Iterable[tuple[str, int, str]]], partitions: int = 64, spill: int = 1 << 16
+) -> None:
     """Refuse, before anything is written, two keys of the archive (in one file or in two) that
     would land on one image file or one WebDataset key: one would silently replace the other.
-    ``keys``: (archive file, row, key); ``fmt`` one of ``KEYED_FORMATS``."""
+    ``keys()`` gives (archive file, row, key) each time it is called; ``fmt`` one of
+    ``KEYED_FORMATS``.
+
+    Memory stays bounded whatever the number of keys: each place is kept as a 64-bit hash,
+    spilled to ``partitions`` files on disk by its top bits, each partition then sorted on its
+    own; only where two hashes are equal are the keys read again, to name both rows (and to
+    tell a real clash from two places that merely share a hash)."""
     place = KEYED_FORMATS[fmt]
+    with tempfile.TemporaryDirectory(prefix="vz-keys-") as tmp:
+        held = [array.array("Q") for _ in range(partitions)]  # 8 bytes a key, at most spill each
+
+        def flush(p: int) -> None:
+            with open(os.path.join(tmp, f"{p}.u64"), "ab") as f:
+                held[p].tofile(f)
+            del held[p][:]
+
+        for uri, row, key in keys():
+            if "\x00" in key:
+                raise InputError(uri, f"key {key!r} holds a NUL character: no file can be named so", row=row)
+            h = _place_hash(place(key))
+            p = h % partitions
+            held[p].append(h)
+            if len(held[p]) >= spill:
+                flush(p)
+        clashing: set[int] = set()
+        for p in range(partitions):
+            flush(p)
+            hashes = np.sort(np.fromfile(os.path.join(tmp, f"{p}.u64"), np.uint64))
+            clashing.update(int(v) for v in hashes[1:][hashes[1:] == hashes[:-1]])
+    if not clashing:
+        return
     seen: dict[str, tuple[str, int, str]] = {}
-    for uri, row, key in keys:
-        if "\x00" in key:
-            raise InputError(uri, f"key {key!r} holds a NUL character: no file can be named so", row=row)
+    for uri, row, key in keys():
         where = place(key)
+        if _place_hash(where) not in clashing:
+            continue
         if where in seen:
             u, r, k = seen[where]
             raise ConfigError(
@@ -391,6 +426,12 @@ def check_sample_paths(fmt: str, keys: Iterable[tuple[str, int, str]]) -> None:
                 f"{where!r} by --format {fmt}; use --format parquet or npy"
             )
         seen[where] = (uri, row, key)
+
+
+def _place_hash(where: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(where.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def output_files(folder: str, name: str) -> list[str]:

@@ -158,13 +158,15 @@ def shard_states(
     job_fingerprint: str,
     readers: int = 16,
     found: dict[str, Recorded] | None = None,
+    records: dict[str, CompletionRecord | None] | None = None,
 ) -> dict[str, str]:
     """``shard_state`` of every shard, from one listing of ``_done/`` and one of the output
     folder (names and sizes), this job's manifest where there is one (what it lists with the
     size listed is judged by it), then the other records that exist, read in parallel: no
     request per shard to learn that something is missing, none to learn an output's size, and
     none at all for a re-run of a finished job. ``found`` gets what was committed of every
-    shard that is done, for the manifest."""
+    shard that is done, for the manifest. ``records``: the records, where the caller has read
+    them already (a decode, for its ownership check)."""
     recorded = set(storage.listdir(storage.join(output, DONE)))
     sizes = storage.file_sizes(output)
     known = this_jobs_files(output, job_fingerprint)
@@ -180,8 +182,11 @@ def shard_states(
             done[s.name] = rec
         else:
             unread.append(s)
-    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
-        read = list(pool.map(lambda s: read_record(output, s.name), unread))
+    if records is not None:
+        read = [records.get(s.name) for s in unread]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
+            read = list(pool.map(lambda s: read_record(output, s.name), unread))
     for s, r in zip(unread, read, strict=True):
         states[s.name] = _judge(r, sizes.get(s.name), job_fingerprint, s.identity)
         if r is not None:

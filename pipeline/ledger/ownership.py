@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
@@ -57,9 +58,11 @@ def encode_evidence(output: str) -> str | None:
 Records = list[tuple[str, CompletionRecord | None]]  # (output name, its record if readable)
 
 
-def read_records(output: str) -> Records:
+def read_records(output: str, readers: int = 16) -> Records:
+    """Every completion record in ``output``, read in parallel (one listing, one GET each)."""
     names = [n[: -len(".json")] for n in storage.listdir(storage.join(output, DONE)) if n.endswith(".json")]
-    return [(n, read_record(output, n)) for n in names]
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(names)))) as pool:
+        return list(zip(names, pool.map(lambda n: read_record(output, n), names), strict=True))
 
 
 def _of_this_archive(source: str, archive_dirs: set[str]) -> bool:

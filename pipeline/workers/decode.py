@@ -1,6 +1,8 @@
 """DecodeWorker: one archive file in, reconstructions out. The mirror image of EncodeWorker.
 
-footer (version, model fingerprint) -> prefetch thread: iter_latents (page and row
+the archive file read once (one GET on an object store; its footer, keys, rows and sha256 all
+  come from those bytes: codes are small beside what they decode to)
+-> footer (version, model fingerprint) -> prefetch thread: iter_latents (page and row
   checksums, dequantize) -> this thread: decoder (inference_mode) -> writer thread, one
   batch behind: crop, source shape and dtype -> output writer (.npy, Parquet with PNG
   bytes, images, WebDataset) -> run_shard: commit -> _done/<name>.json (written last)
@@ -8,6 +10,7 @@ footer (version, model fingerprint) -> prefetch thread: iter_latents (page and r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from pipeline.data.archive import LatentBatch, SampleDecoder, check_model, iter_
 from pipeline.data.outputs import OUTPUT_FORMATS, open_output
 from pipeline.data.tiles import Reassembled, by_image, context_windows, images_in
 from pipeline.ledger.completion import ShardResult, Written, failed, run_shard
-from pipeline.ledger.integrity import verify_sha256
+from pipeline.ledger.integrity import CHANGED
 from pipeline.ledger.shard import Shard
 from pipeline.model.reach import tile_reach
 from pipeline.workers.model_worker import ModelWorker
@@ -92,18 +95,30 @@ class DecodeWorker(ModelWorker):
             return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
 
         def body(f: storage.HashingWriter, uri: str) -> Written:
-            footer = read_footer(shard.source)
+            # the archive file is read once: footer, keys and rows all come from these bytes,
+            # and its sha256 is taken of them
+            try:
+                data = storage.read_bytes(shard.source, listed.bytes if listed is not None else None)
+            except FileNotFoundError as err:
+                raise InputError(shard.source, "archive file not found") from err
+            footer = read_footer(shard.source, data)
             meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
             recorded = listed.sha256 if listed is not None else None
-            if recorded is not None and meta.codec.name == "rans":  # trusted before its model is built
-                verify_sha256(shard.source, recorded)
+
+            def check_hash() -> None:
+                if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+                    raise InputError(shard.source, CHANGED)
+
+            if meta.codec.name == "rans":  # trusted before its model is built
+                check_hash()
             reach = self.tile_reach(meta.tile) if meta.tile else None
             latents = prefetch(
                 lambda: iter_latents(  # on a CPU the reader thread dequantizes, beside the model
                     shard.source,
                     self.spec.batch_rows,
                     meta=meta,
+                    data=data,
                     on_device=self.device.type != "cpu" and reach is None,  # tiles: dequantized for the grid
                 )
             )
@@ -112,7 +127,7 @@ class DecodeWorker(ModelWorker):
             else:
                 decoded = self._decoded_in_context(by_image(latents), reach)
             if meta.tile:  # whole images are written: as many as the tiles make up
-                rows_total = images_in(read_keys(shard.source))
+                rows_total = images_in(read_keys(shard.source, data))
             output = open_output(
                 self.spec.output_format,
                 f,
@@ -139,7 +154,7 @@ class DecodeWorker(ModelWorker):
                             shard.source, f"{rows} rows, the archive's record says {listed.rows}"
                         )
                     if meta.codec.name != "rans":  # checked before its model was built
-                        verify_sha256(shard.source, listed.sha256)
+                        check_hash()
             return Written(rows=rows, extra_bytes=writer.extra_bytes)
 
         return run_shard(self.spec.output, shard, shard.name, self.spec.job_fingerprint, body, self.clock)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from jobs.benches.report.bytes import agreement_section, codec_section, latents_section
+from jobs.benches.report.cache import cache_section
 from jobs.benches.report.common import NOTES, table
 from jobs.benches.report.hardware import estimate_section, gpu_section, host_section, precision_section
 from jobs.benches.report.provenance import provenance
@@ -28,6 +29,7 @@ PARTS = (
     rd_section,
     features_section,
     seams_section,
+    cache_section,
     precision_section,
     host_section,
     gpu_section,

@@ -1,0 +1,210 @@
+"""The latent cache a diffusion trainer would keep, against the ones they keep today.
+
+The model: an AutoencoderKL of the SD-1.x layout (four blocks, factor 8, 4 latent channels),
+trained briefly on the demo's photo crops (``jobs.benches.sdlike``) so its latents have real
+structure, imported as a user imports one. The data: the demo's 64x64 photo crops, training and
+held-out (each crop's latent is 4 x 8 x 8).
+
+- bytes per sample: vaezip at ``--max-latent-error`` 0.01 and 0.002 (real encode jobs), against
+  per-sample fp16 ``.npy`` and safetensors files and raw fp16 / bf16, each with the latent error
+  it has (RMS over each channel's standard deviation, the worst channel);
+- reading: latents a second into a DataLoader (batch 32, one process) from ``ArchiveDataset``,
+  per-sample fp16 ``.npy``, per-sample safetensors and one memory-mapped fp16 array;
+- calibration: ``--max-latent-error``'s calibration time against the encoder's own time on its
+  rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from jobs import encode as encode_job
+from jobs._cli import run_main
+from jobs.benches import sdlike
+from pipeline.model.checkpoint import load_checkpoint
+
+BLOCKS = (32, 64, 64, 64)
+BOUNDS = (0.01, 0.002)
+
+
+def latents_of(ckpt: str, crops: np.ndarray) -> np.ndarray:
+    model = load_checkpoint(ckpt).model
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(crops), 64):
+            x = torch.from_numpy(crops[i : i + 64].transpose(0, 3, 1, 2) / np.float32(255))
+            out.append(model.encode(x).mean.float().numpy())
+    return np.concatenate(out)
+
+
+def relative_error(z: np.ndarray, back: np.ndarray) -> float:
+    """The worst channel's RMS error over its standard deviation."""
+    axes = (0, 2, 3)
+    return float((np.sqrt(((back - z) ** 2).mean(axis=axes)) / z.std(axis=axes)).max())
+
+
+class _Files(Dataset):
+    def __init__(self, paths: list[str], load: Any) -> None:
+        self.paths, self.load = paths, load
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.load(self.paths[i])
+
+
+class _Mapped(Dataset):
+    def __init__(self, path: str) -> None:
+        self.array = np.load(path, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[i]))
+
+
+def _rate(make: Any, repeats: int) -> dict:
+    """Latents a second through one pass of the loader ``make()`` gives (median of repeats)."""
+    rates = []
+    for _ in range(repeats):
+        loader = make()
+        start, n = time.perf_counter(), 0
+        for batch in loader:
+            n += len(batch["latent"] if isinstance(batch, dict) else batch)
+        rates.append(n / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "low": min(rates), "high": max(rates)}
+
+
+def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> dict:
+    from safetensors.numpy import load_file, save_file
+
+    from pipeline.loaders.torch_data import ArchiveDataset
+
+    torch.set_num_threads(1)
+    out: dict = {"blocks": list(BLOCKS)}
+    with tempfile.TemporaryDirectory(prefix="vzbench-cache-") as tmp:
+        t0 = time.perf_counter()
+        ckpt = sdlike.train(train_crops, tmp, blocks=BLOCKS)
+        out["train_s"] = time.perf_counter() - t0
+        crops = np.concatenate([train_crops[:1024], heldout])
+        data = os.path.join(tmp, "crops")
+        os.makedirs(data)
+        for i in range(0, len(crops), 256):
+            np.save(os.path.join(data, f"crops-{i // 256:03d}.npy"), crops[i : i + 256])
+        z = latents_of(ckpt, crops)
+        out["rows"], out["latent_shape"] = len(crops), list(z.shape[1:])
+        t1 = time.perf_counter()
+        latents_of(ckpt, crops[:512])
+        encoder_s_per_row = (time.perf_counter() - t1) / 512
+        fp16 = z.astype(np.float16).astype(np.float32)
+        bf16 = torch.from_numpy(z).to(torch.bfloat16).float().numpy()
+        # per-sample files as the trainers' caches keep them
+        npy_dir, st_dir = os.path.join(tmp, "npy"), os.path.join(tmp, "st")
+        os.makedirs(npy_dir)
+        os.makedirs(st_dir)
+        for i, v in enumerate(z.astype(np.float16)):
+            np.save(os.path.join(npy_dir, f"{i:05d}.npy"), v)
+            save_file({"latent": v}, os.path.join(st_dir, f"{i:05d}.safetensors"))
+        mapped = os.path.join(tmp, "all.npy")
+        np.save(mapped, z.astype(np.float16))
+
+        def per_file(folder: str) -> float:
+            return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / len(z)
+
+        stores = [
+            {"store": "fp16 .npy per sample", "bytes": per_file(npy_dir), "error": relative_error(z, fp16)},
+            {
+                "store": "fp16 safetensors per sample",
+                "bytes": per_file(st_dir),
+                "error": relative_error(z, fp16),
+            },
+            {"store": "fp16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, fp16)},
+            {"store": "bf16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, bf16)},
+        ]
+        archives = {}
+        for bound in BOUNDS:
+            arch = os.path.join(tmp, f"arch-{bound}")
+            argv = ["--input", data, "--checkpoint", ckpt, "--output", arch, "--max-latent-error", str(bound)]
+            t2 = time.perf_counter()
+            if run_main(encode_job.main, argv) != 0:
+                raise RuntimeError(f"encode at --max-latent-error {bound} failed")
+            wall = time.perf_counter() - t2
+            with open(os.path.join(arch, "job.json")) as f:
+                q = json.load(f)["quantizer"]
+            with open(os.path.join(arch, "manifest.json")) as f:
+                size = json.load(f)["bytes"]
+            got = {item["key"]: item["latent"] for item in ArchiveDataset(arch, remainder="keep", columns=[])}
+            back = np.stack([got[f"crops-{i // 256:03d}:{i % 256}"] for i in range(len(z))])
+            stores.append(
+                {
+                    "store": f"vaezip --max-latent-error {bound}",
+                    "bytes": size / len(z),
+                    "error": relative_error(z, back),
+                    "job_error": q["measured_latent_error"],
+                    "encode_wall_s": wall,
+                }
+            )
+            archives[bound] = arch
+        fp16_bytes = 2.0 * z[0].size
+        for s in stores:
+            s["x_fp16"] = s["bytes"] / fp16_bytes
+        out["stores"] = stores
+        out["calibration"] = calibration_cost(ckpt, data, encoder_s_per_row)
+        # reading: batch 32, one process
+        npy_files = sorted(os.path.join(npy_dir, f) for f in os.listdir(npy_dir))
+        st_files = sorted(os.path.join(st_dir, f) for f in os.listdir(st_dir))
+        out["read_latents_s"] = {
+            "ArchiveDataset (--max-latent-error 0.01)": _rate(
+                lambda: DataLoader(
+                    ArchiveDataset(archives[0.01], batch_size=32, dtype=torch.float16), batch_size=None
+                ),
+                repeats,
+            ),
+            "fp16 .npy per sample": _rate(
+                lambda: DataLoader(_Files(npy_files, lambda p: torch.from_numpy(np.load(p))), batch_size=32),
+                repeats,
+            ),
+            "fp16 safetensors per sample": _rate(
+                lambda: DataLoader(
+                    _Files(st_files, lambda p: torch.from_numpy(load_file(p)["latent"])), batch_size=32
+                ),
+                repeats,
+            ),
+            "one memory-mapped fp16 array": _rate(
+                lambda: DataLoader(_Mapped(mapped), batch_size=32), repeats
+            ),
+        }
+    return out
+
+
+def calibration_cost(ckpt: str, data: str, encoder_s_per_row: float) -> dict:
+    """``--max-latent-error``'s calibration, timed in an encode worker, against the encoder's
+    own time on as many rows."""
+    from pipeline.codec.codec import CodecConfig
+    from pipeline.codec.quantize import QuantizerConfig
+    from pipeline.ledger.plan import plan_shards
+    from pipeline.workers.encode import EncodeSpec, EncodeWorker
+
+    worker = EncodeWorker(EncodeSpec(checkpoint=ckpt, output=tempfile.mkdtemp(), threads=1))
+    shards = plan_shards(data)
+    rows = 1024
+    start = time.perf_counter()
+    worker.calibrate(shards, rows, QuantizerConfig(mode="latent", max_latent_error=0.01), CodecConfig())
+    seconds = time.perf_counter() - start
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "encoder_seconds": encoder_s_per_row * rows,
+        "ratio": seconds / (encoder_s_per_row * rows),
+    }

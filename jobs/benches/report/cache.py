@@ -1,0 +1,75 @@
+"""The latent cache a diffusion trainer would keep (jobs/benches/cache.py)."""
+
+from __future__ import annotations
+
+from jobs.benches.report.common import table
+
+
+def cache_section(results: dict, out: str) -> list[str]:
+    if "cache" not in results:
+        return []
+    c = results["cache"]
+    shape = "x".join(map(str, c["latent_shape"]))
+    lines = [
+        "## A latent cache for diffusion training",
+        "",
+        f"An AutoencoderKL of the SD-1.x layout (blocks {c['blocks']}, factor 8, 4 latent channels), trained "
+        f"{c['train_s']:.0f} s on the demo photo crops and imported with `jobs.import_diffusers`; "
+        f"{c['rows']:,} 64x64 crops (training and held-out), each a {shape} latent. Latent error: the "
+        "worst channel's RMS error over that channel's standard deviation, measured here over every row "
+        "against the model's own latents (vaezip's job figure, on calibration rows it was not fitted on, "
+        "beside it).",
+        "",
+    ]
+    rows = []
+    for s in c["stores"]:
+        job = f" (job: {100 * s['job_error']:.3g}%)" if "job_error" in s else ""
+        rows.append([s["store"], f"{s['bytes']:,.1f}", f"{s['x_fp16']:.3f}", f"{100 * s['error']:.3g}%{job}"])
+    lines += table(["store", "bytes/sample", "x fp16 raw", "latent error"], rows)
+    reads = c["read_latents_s"]
+    base = reads["fp16 .npy per sample"]["median"]
+    lines += [
+        "Reading, latents a second into a DataLoader (batch 32, one process, the median of the passes; the "
+        "files in the page cache):",
+        "",
+    ]
+    lines += table(
+        ["reader", "latents/s", "x per-sample .npy"],
+        [
+            [k, f"{v['median']:,.0f} ({v['low']:,.0f}-{v['high']:,.0f})", f"{v['median'] / base:.2f}"]
+            for k, v in reads.items()
+        ],
+    )
+    cal = c["calibration"]
+    lines += [
+        f"Calibration with `--max-latent-error 0.01` on {cal['rows']:,} rows took "
+        f"{cal['seconds']:.2f} s in an encode worker, against {cal['encoder_seconds']:.2f} s of the "
+        "encoder alone on as many rows "
+        f"({cal['ratio']:.2f}x).",
+        "",
+    ]
+    return lines
+
+
+def cache_targets(results: dict) -> list[tuple[str, float, bool, str]]:
+    if "cache" not in results:
+        return []
+    c = results["cache"]
+    out = []
+    by = {s["store"]: s for s in c["stores"]}
+    for bound, most in ((0.01, 0.25), (0.002, 0.5)):
+        s = by.get(f"vaezip --max-latent-error {bound}")
+        if s:
+            ok = s["x_fp16"] <= most and s["error"] <= 1.05 * bound
+            out.append(
+                (f"latent cache at <= {100 * bound:g}% error: bytes <= {most}x fp16", s["x_fp16"], ok, ".3f")
+            )
+    reads = c["read_latents_s"]
+    mine = reads["ArchiveDataset (--max-latent-error 0.01)"]["median"]
+    r1 = mine / reads["fp16 .npy per sample"]["median"]
+    r2 = mine / reads["fp16 safetensors per sample"]["median"]
+    out.append(("latent cache reading >= 1.5x per-sample fp16 .npy", r1, r1 >= 1.5, ".2f"))
+    out.append(("latent cache reading >= 1.0x per-sample safetensors", r2, r2 >= 1.0, ".2f"))
+    ratio = c["calibration"]["ratio"]
+    out.append(("--max-latent-error calibration <= 1.2x the encoder's time", ratio, ratio <= 1.2, ".2f"))
+    return out
