@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"sample_shape": args.sample_shape} if args.sample_shape != "rows" else {}),
     }
     with claim(args.output, "encode"):
-        return _run(args, shards, settings, qconfig, cconfig, read)
+        return _run(args, shards, settings, qconfig, cconfig, read, preprocess)
 
 
 def preprocess_of(args: argparse.Namespace) -> Preprocess | None:
@@ -387,6 +387,7 @@ def _run(
     qconfig: QuantizerConfig,
     cconfig: CodecConfig,
     read: ReadOptions,
+    preprocess: Preprocess | None,
 ) -> int:
     """The job, once the output folder is this driver's."""
     if args.overwrite:  # start afresh: exactly one job's files will be left
@@ -408,7 +409,7 @@ def _run(
         value_range=ValueRange.of(args.value_range),
         tile=args.tile,
         tile_margin=settings.get("tile_margin", 0),
-        preprocess=preprocess_of(args),
+        preprocess=preprocess,
     )
 
     jobs: list[JobParams] = []

@@ -1,10 +1,10 @@
 """What decode, inspect and verify trust about an archive, checked against what encode
 recorded when it committed each file.
 
-    archive folder -> manifest.json (or, before it exists, the _done/ records)
+    archive folder -> its manifest (or, before it exists, the _done/ records)
       -> every listed file present, with its recorded size; every archive file listed
       -> Listed(uri, rows, bytes, sha256) per file, for the reader to check the file's
-         sha256 and row count against (verify_sha256) before it trusts the contents
+         sha256 and row count against (read_verified) before it trusts the contents
 
 Together with the Parquet page CRCs, the per-row CRC-32 of the codes and the footer's own
 checksum (pipeline.codec.format), every byte decode trusts is covered by a checksum.
@@ -68,11 +68,6 @@ def read_verified(f: Listed) -> bytes:
     if len(data) != f.bytes or hashlib.sha256(data).hexdigest() != f.sha256:
         raise InputError(f.uri, CHANGED)
     return data
-
-
-def verify_sha256(uri: str, expected: str) -> None:
-    if sha256_of(uri) != expected:
-        raise InputError(uri, CHANGED)
 
 
 def check_archive(uri: str) -> list[str]:

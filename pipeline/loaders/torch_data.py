@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -134,10 +135,6 @@ class ArchiveDataset(IterableDataset):
         rows = [int(f.rows or 0) for f in self.listed]
         order = file_order(len(rows), self.seed, self.epoch, self.shuffle)
         return unit_pieces(rows, order, *unit_bounds(sum(rows), units, unit, self.remainder))
-
-    def my_files(self) -> list[Listed]:
-        """The files this rank and DataLoader worker read (some of their rows, maybe)."""
-        return [self.listed[i] for i in dict.fromkeys(p.file for p in self.pieces())]
 
     def __len__(self) -> int:
         """Rows (with ``batch_size``: batches) this rank gets per epoch with ``num_workers``
@@ -235,8 +232,17 @@ class ArchiveDataset(IterableDataset):
                 lo, hi = max(piece.start - batch.start, 0), min(piece.stop - batch.start, len(batch.keys))
                 if lo >= hi:
                     continue
-                if decoder is not None:
-                    values = decoder.samples(batch)
+                if decoder is not None:  # only the rows of this piece through the decoder
+                    part = slice(lo, hi)
+                    values = [np.empty(0)] * lo + decoder.samples(
+                        replace(
+                            batch,
+                            start=batch.start + lo,
+                            keys=batch.keys[part],
+                            latents=batch.latents[part],
+                            layouts=batch.layouts[part],
+                        )
+                    )
                 else:
                     values = batch.latents
                 for i in range(lo, hi):
