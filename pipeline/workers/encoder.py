@@ -102,7 +102,9 @@ class Encoder:
     def _prepared(
         self, shard: Shard, only: tuple[int, ...] | None, defer: bool
     ) -> Iterator[tuple[Batch, list[ModelGroup], list[SampleLayout], list[Window] | None]]:
-        for batch in iter_batches(shard.source, replace(self.read, only_rows=only), shard.members):
+        listed = shard.input_bytes() if shard.identity and not shard.members else None
+        options = replace(self.read, only_rows=only, source_bytes=listed)
+        for batch in iter_batches(shard.source, options, shard.members):
             places = None
             if self.preprocess is not None:
                 batch = preprocessed(batch, self.preprocess, self._keys(shard, batch), shard.source)

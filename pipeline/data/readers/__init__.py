@@ -58,6 +58,9 @@ class ReadOptions:
     # .npy/.npz: "rows" (each row of the array is a sample) or "whole" (the array is one sample:
     # a raster, a scan); the other formats hold one sample a row or member either way
     array_samples: str = "rows"
+    # the source's bytes as listed at plan time (None: unknown); an object store then reads it
+    # without asking its size first (storage.open_read)
+    source_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.array_samples not in ARRAY_SAMPLES:
@@ -115,25 +118,25 @@ def iter_batches(
     """Batches of ``source``; for a group of image files, ``source`` is their root folder."""
     fmt = "images" if members else format_of(source)
     workers, pool, only = options.host_workers, options.host_pool, options.only_rows
-    rows, pixels = options.batch_rows, options.limits.max_pixels
+    rows, pixels, size = options.batch_rows, options.limits.max_pixels, options.source_bytes
     try:
         if fmt == "images":  # one image file alone is a group of one under its folder
             root = source if members else posixpath.dirname(source)
             yield from iter_images(members or (source,), root, rows, pixels, workers, pool, only)
         elif fmt == "webdataset":
             yield from thinned(
-                iter_webdataset(source, rows, options.column, options.limits, workers, pool), only
+                iter_webdataset(source, rows, options.column, options.limits, workers, pool, size), only
             )
         elif fmt == "npy":
             whole = options.array_samples == "whole"
-            yield from thinned(iter_npy(source, rows, options.limits, whole), only)
+            yield from thinned(iter_npy(source, rows, options.limits, whole, size), only)
         elif fmt == "npz":
             whole = options.array_samples == "whole"
-            yield from thinned(iter_npz(source, rows, options.array_key, options.limits, whole), only)
+            yield from thinned(iter_npz(source, rows, options.array_key, options.limits, whole, size), only)
         elif fmt == "arrow":
-            yield from iter_arrow(source, rows, options.column, pixels, workers, pool, only)
+            yield from iter_arrow(source, rows, options.column, pixels, workers, pool, only, size)
         else:
-            yield from iter_parquet(source, rows, options.column, pixels, workers, pool, only)
+            yield from iter_parquet(source, rows, options.column, pixels, workers, pool, only, size)
     except FileNotFoundError as err:
         raise InputError(err.filename or source, "file not found") from err
     except PermissionError as err:

@@ -88,8 +88,10 @@ def _whole(stream: _NpyStream, uri: str, limits: Limits) -> Batch:
     return Batch(source=uri, start_row=0, samples=[stream.read(stream.rows).copy()])
 
 
-def iter_npy(uri: str, batch_rows: int, limits: Limits = Limits(), whole: bool = False) -> Iterator[Batch]:
-    with storage.open_read(uri) as f:
+def iter_npy(
+    uri: str, batch_rows: int, limits: Limits = Limits(), whole: bool = False, size: int | None = None
+) -> Iterator[Batch]:
+    with storage.open_read(uri, size) as f:
         if whole:
             yield _whole(_NpyStream(f, uri), uri, limits)
             return
@@ -114,9 +116,14 @@ def _pick_data_key(names: list[str], uri: str, array_key: str | None) -> str:
 
 
 def iter_npz(
-    uri: str, batch_rows: int, array_key: str | None = None, limits: Limits = Limits(), whole: bool = False
+    uri: str,
+    batch_rows: int,
+    array_key: str | None = None,
+    limits: Limits = Limits(),
+    whole: bool = False,
+    size: int | None = None,
 ) -> Iterator[Batch]:
-    with storage.open_read(uri) as f:
+    with storage.open_read(uri, size) as f:
         try:
             zf = zipfile.ZipFile(f)
         except zipfile.BadZipFile as err:

@@ -175,8 +175,9 @@ def iter_parquet(
     workers: int = 1,
     pool: str = "threads",
     only: tuple[int, ...] | None = None,
+    size: int | None = None,
 ) -> Iterator[Batch]:
-    with storage.open_read(uri) as f:
+    with storage.open_read(uri, size) as f:
         try:
             pf = pq.ParquetFile(f)
         except (pa.ArrowInvalid, OSError) as err:
@@ -231,9 +232,10 @@ def iter_arrow(
     workers: int = 1,
     pool: str = "threads",
     only: tuple[int, ...] | None = None,
+    size: int | None = None,
 ) -> Iterator[Batch]:
     """An Arrow IPC stream (what ``datasets``' ``save_to_disk`` writes as ``data-*.arrow``)."""
-    with storage.open_read(uri) as f:
+    with storage.open_read(uri, size) as f:
         try:
             reader = pyarrow.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:

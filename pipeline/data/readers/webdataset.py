@@ -110,14 +110,21 @@ def iter_webdataset(
     limits: Limits = Limits(),
     workers: int = 1,
     pool: str = "threads",
+    size: int | None = None,
 ) -> Iterator[Batch]:
     """Samples ``batch_rows`` at a time, decoded on ``workers`` threads or processes
     (``pool``), the next batch while the last is used."""
-    yield from one_ahead(_submitted(uri, batch_rows, column, limits, workers, pool))
+    yield from one_ahead(_submitted(uri, batch_rows, column, limits, workers, pool, size))
 
 
 def _submitted(
-    uri: str, batch_rows: int, column: str | None, limits: Limits, workers: int, pool: str
+    uri: str,
+    batch_rows: int,
+    column: str | None,
+    limits: Limits,
+    workers: int,
+    pool: str,
+    size: int | None,
 ) -> Iterator[tuple[Pending[np.ndarray], Callable[[list[np.ndarray]], Batch]]]:
     row = 0
     names: list[str] | None = None
@@ -154,7 +161,7 @@ def _submitted(
         samples = host_submit(partial(_decode_member, uri, limits), raw, workers, pool)
         return samples, partial(_finish, uri, start, columns, keys)
 
-    with storage.open_read(uri) as f:
+    with storage.open_read(uri, size) as f:
         for sample in _samples(f, uri, limits.max_member_bytes):
             batch.append(sample)
             row += 1
