@@ -24,37 +24,47 @@ from pipeline.run.runner import Pool, PoolConfig
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Summary:
+    """What a dispatch did, as running totals: the driver holds no result per shard but what
+    the manifest needs of it (``recorded``), so its memory stays small at a million shards."""
+
     shards: int
     skipped: int
-    done: list[ShardResult]
-    failed: list[ShardResult]
-    seconds: float
+    failed: list[ShardResult] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
     pool: str = ""  # the pool's shape, device, precision and host workers
+    done: int = 0
+    rows: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    worker_seconds: float = 0.0
+    model_seconds: float = 0.0
+    recorded: dict[str, Recorded] = dataclasses.field(default_factory=dict)  # shards done now
 
-    @property
-    def rows(self) -> int:
-        return sum(r.rows for r in self.done)
+    def add(self, r: ShardResult) -> None:
+        if not r.ok:
+            self.failed.append(r)
+            return
+        self.done += 1
+        self.rows += r.rows
+        self.input_bytes += r.input_bytes
+        self.output_bytes += r.output_bytes
+        self.worker_seconds += r.seconds
+        self.model_seconds += r.model_seconds
+        if r.recorded is not None:
+            self.recorded[r.name] = r.recorded
 
     def committed(self, found: dict[str, Recorded]) -> dict[str, Recorded]:
         """What the manifest lists: ``found`` (the shards done before this run, as
         ``shard_states`` read them), with the shards done now added to it."""
-        found.update((r.name, r.recorded) for r in self.done if r.recorded is not None)
+        found.update(self.recorded)
         return found
-
-    @property
-    def input_bytes(self) -> int:
-        return sum(r.input_bytes for r in self.done)
-
-    @property
-    def output_bytes(self) -> int:
-        return sum(r.output_bytes for r in self.done)
 
     def text(self, verb: str) -> str:
         ratio = self.input_bytes / self.output_bytes if self.output_bytes else float("nan")
         lines = [
-            f"{verb} {len(self.done)} shards ({self.skipped} already complete, "
+            f"{verb} {self.done} shards ({self.skipped} already complete, "
             f"{len(self.failed)} failed) of {self.shards}: {self.rows} rows, "
             f"{self.input_bytes:,} input bytes -> {self.output_bytes:,} bytes "
             f"(ratio {ratio:.2f}), {self.rows / max(self.seconds, 1e-9):.1f} rows/s "
@@ -62,10 +72,9 @@ class Summary:
         ]
         if self.pool:
             lines.append(f"  pool: {self.pool}")
-        worker_s = sum(r.seconds for r in self.done)
-        if worker_s > 0:
+        if self.worker_seconds > 0:
             lines.append(
-                f"  workers spent {100 * sum(r.model_seconds for r in self.done) / worker_s:.0f}% "
+                f"  workers spent {100 * self.model_seconds / self.worker_seconds:.0f}% "
                 "of their shard time in the model (the rest: reading, codec, writing)"
             )
         lines += [f"  FAILED {r.source}: {r.error}" for r in self.failed]
@@ -102,18 +111,18 @@ def check_workers_see(pool: Pool, output: str) -> None:
         )
 
 
-def check_visible(output: str, done: list[ShardResult]) -> None:
+def check_visible(output: str, done: dict[str, Recorded]) -> None:
     """Every shard a worker reported done must have its record where the driver looks (one
     listing): otherwise the workers wrote somewhere the driver does not share, and the archive
     would be empty with every shard "encoded" (a local path on a cluster of several nodes)."""
     if not done:
         return
     listed = set(storage.listdir(storage.join(output, DONE)))
-    unseen = [r for r in done if f"{r.name}.json" not in listed]
+    unseen = [name for name in done if f"{name}.json" not in listed]
     if unseen:
         raise ConfigError(
             f"{len(unseen)} of {len(done)} shards were reported written, but the driver does not see "
-            f"their records in {storage.join(output, DONE)} (first: {unseen[0].name}): the workers "
+            f"their records in {storage.join(output, DONE)} (first: {unseen[0]}): the workers "
             "wrote to storage the driver does not share; on a cluster of several nodes, write to a "
             "shared folder or an object store"
         )
@@ -127,37 +136,31 @@ def dispatch(
     if todo:
         check_workers_see(pool, output)
     start = time.perf_counter()
-    done: list[ShardResult] = []
-    failed: list[ShardResult] = []
+    summary = Summary(shards=total, skipped=total - len(todo))
     with tqdm(total=len(todo), unit="shard", dynamic_ncols=True) as bar:
-        rows = inb = outb = 0  # running totals: summing every result on every shard was O(N^2)
         for result in pool.map(todo, *args):
-            (done if result.ok else failed).append(result)
-            if result.ok:
-                rows, inb, outb = rows + result.rows, inb + result.input_bytes, outb + result.output_bytes
+            summary.add(result)  # running totals: summing every result on every shard was O(N^2)
             elapsed = time.perf_counter() - start
             bar.set_postfix(
-                rows=rows,
-                rows_s=f"{rows / max(elapsed, 1e-9):.0f}",
-                ratio=f"{inb / outb:.2f}" if outb else "-",
+                rows=summary.rows,
+                rows_s=f"{summary.rows / max(elapsed, 1e-9):.0f}",
+                ratio=f"{summary.input_bytes / summary.output_bytes:.2f}" if summary.output_bytes else "-",
                 refresh=False,
             )
             bar.update(1)
     write_failures(
         output,
-        [{"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts} for r in failed],
+        [
+            {"shard": r.name, "source": r.source, "error": r.error, "attempts": r.attempts}
+            for r in summary.failed
+        ],
     )
     if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), ""), subfolders=(DONE,)):
         log.info("removed temporary files of workers that died mid-write")
-    check_visible(output, done)
-    return Summary(
-        shards=total,
-        skipped=total - len(todo),
-        done=done,
-        failed=failed,
-        seconds=time.perf_counter() - start,
-        pool=pool_line(pool),
-    )
+    check_visible(output, summary.recorded)
+    summary.seconds = time.perf_counter() - start
+    summary.pool = pool_line(pool)
+    return summary
 
 
 def pool_line(pool: Pool) -> str:

@@ -7,7 +7,6 @@ from jobs import encode as encode_job
 from jobs._cli import run_main
 from jobs._driver import check_visible
 from pipeline.core.errors import ConfigError
-from pipeline.ledger.completion import ShardResult
 
 
 def test_memory_urls_are_refused_before_any_worker_starts(
@@ -27,10 +26,7 @@ def test_memory_urls_are_refused_before_any_worker_starts(
 
 def test_records_the_driver_cannot_see_are_an_error(tmp_path):
     out = tmp_path / "arch"
-    done = [
-        ShardResult("a.vz.parquet", "a.npy", ok=True, rows=3),
-        ShardResult("b.vz.parquet", "b.npy", ok=True),
-    ]
+    done = {"a.vz.parquet": (3, 100, "0" * 64), "b.vz.parquet": (1, 50, "1" * 64)}  # name: recorded
     with pytest.raises(
         ConfigError, match=r"2 of 2 shards were reported written, but the driver does not see"
     ):

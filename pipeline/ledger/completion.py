@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DONE = "_done"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShardResult:
     """What a worker reports for one shard: a bad shard is a value, not a crash."""
 

@@ -18,7 +18,7 @@ from pipeline.core import storage
 Recorded = tuple[int, int, str]  # rows, bytes, sha256 of one committed output file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listed:
     """An archive file as its completion record or the manifest describes it (``sha256`` None:
     nothing describes it)."""
@@ -49,7 +49,7 @@ class Listed:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shard:
     """One unit of work: an input file (or a group of image files) and the output file it becomes."""
 
