@@ -27,7 +27,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.data.readers import ReadOptions
 from pipeline.data.samples import SampleLayout
 from pipeline.model.checkpoint import save_checkpoint
-from pipeline.model.nets import VAE, ConvConfig, MLPConfig, ModelConfig, build_model, config_to_dict
+from pipeline.model.nets import VAE, ConvConfig, MLPConfig, ModelConfig, RDConfig, build_model, config_to_dict
+from pipeline.model.nets.config import PRIORS
 from pipeline.train.dataset import (
     RawSample,
     choose_range,
@@ -37,7 +38,15 @@ from pipeline.train.dataset import (
     stack_for_model,
 )
 from pipeline.train.report import Grid, render
-from pipeline.train.training import TrainSettings, evaluate, split, train
+from pipeline.train.training import (
+    OBJECTIVES,
+    RDEvaluation,
+    TrainSettings,
+    evaluate,
+    evaluate_rd,
+    split,
+    train,
+)
 from pipeline.workers.model_worker import pick_device
 
 log = logging.getLogger("jobs.train")
@@ -61,10 +70,32 @@ def build_parser() -> Parser:
     m = p.add_argument_group("model")
     m.add_argument(
         "--model",
-        choices=("auto", "mlp", "conv"),
+        choices=("auto", "mlp", "conv", "rd"),
         default="auto",
-        help="auto: conv for images of at least 16x16 pixels, else mlp",
+        help="auto: rd with --objective rd, else conv for images of at least 16x16 pixels, else mlp",
     )
+    m.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="elbo",
+        help="elbo: a VAE trained on its evidence bound, its codes' rate chosen after training "
+        "(--max-loss-db at encode); rd: a learned codec (--model rd) trained on "
+        "--lmbda * 255^2 * MSE + bits per pixel, its entropy model learned with it",
+    )
+    m.add_argument(
+        "--lmbda",
+        type=float,
+        default=TrainSettings().lmbda,
+        help="rd: weight of distortion against rate (CompressAI's lambda: 0.0018 to 0.0483 span "
+        "its quality levels 1 to 6); larger: more bytes, less error",
+    )
+    m.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="hyperprior",
+        help="rd: hyperprior (side information predicts each latent's scale) or factorized",
+    )
+    m.add_argument("--hidden-channels", type=int, default=64, help="rd: width of the transforms (N)")
     m.add_argument(
         "--latent", type=int, help="latent size: units (mlp, default 16) or channels (conv, default 8)"
     )
@@ -159,8 +190,21 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
     shape = input_shape_of(samples)
     sample = samples[0].array
     kind = args.model
+    if kind == "auto" and args.objective == "rd":
+        kind = "rd"
     if kind == "auto":
         kind = "conv" if sample.ndim in (2, 3) and min(sample.shape[:2]) >= 16 else "mlp"
+    if (kind == "rd") != (args.objective == "rd"):
+        raise ConfigError("--model rd trains on --objective rd, and --objective rd needs --model rd")
+    if kind == "rd":
+        if sample.ndim not in (2, 3) or shape["in_channels"] not in (1, 3):
+            raise ConfigError(f"the rd model needs (H, W) or (H, W, 1|3) images, samples are {sample.shape}")
+        return RDConfig(
+            in_channels=shape["in_channels"],
+            latent_channels=args.latent or 96,
+            hidden_channels=args.hidden_channels,
+            prior=args.prior,
+        )
     if kind == "mlp":
         return MLPConfig(
             input_dim=shape["input_dim"],
@@ -191,7 +235,10 @@ def free_cpus(cpus: int, load: float) -> int:
 def grid(model: VAE, title: str, data: np.ndarray, layout: SampleLayout, device: torch.device) -> Grid:
     x = torch.from_numpy(data[:GRID_COLUMNS]).to(device)
     size = (x.shape[-2], x.shape[-1]) if x.dim() == 4 else None
-    x_hat = model.decode(model.encode(x).mean, size).reshape(x.shape).clamp(0, 1).cpu().numpy()
+    latent = model.encode(x).mean
+    if isinstance(model.config, RDConfig):  # what its coder stores: the rounded latents
+        latent = torch.round(latent)
+    x_hat = model.decode(latent, size).reshape(x.shape).clamp(0, 1).cpu().numpy()
     return Grid(title, [layout.restore(v) for v in data[:GRID_COLUMNS]], [layout.restore(v) for v in x_hat])
 
 
@@ -207,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_steps=args.warmup_steps,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        objective=args.objective,
+        lmbda=args.lmbda,
     )
     device = pick_device(args.device)
     threads = args.threads or (
@@ -274,8 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.crop:
             held = random_crops(held, args.crop, args.crops_per_image, args.seed + 1)
         held_data, held_layout = stack_for_model(held, config, value_range)
-        ev = evaluate(model, torch.from_numpy(held_data).to(device), seed=settings.seed)
-        report["held_out"] = {"input": args.eval_input, "rows": len(held_data), **dataclasses.asdict(ev)}
+        held_x = torch.from_numpy(held_data).to(device)
+        held_ev = (
+            evaluate_rd(model, held_x)
+            if args.objective == "rd"
+            else evaluate(model, held_x, seed=settings.seed)
+        )
+        report["held_out"] = {"input": args.eval_input, "rows": len(held_data), **dataclasses.asdict(held_ev)}
         step = max(1, len(held_data) // GRID_COLUMNS)
         grids.append(grid(model, f"held out: {args.eval_input}", held_data[::step], held_layout, device))
 
@@ -298,6 +352,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage.join(args.output, "train_args.json"), json.dumps(vars(args), indent=2, default=list).encode()
     )
     ev = result.evaluation
+    if isinstance(ev, RDEvaluation):
+        side = ev.z_bits / max(ev.y_bits + ev.z_bits, 1e-9)
+        ho: dict = report.get("held_out") or {}
+        print(
+            f"trained rd codec ({args.prior}, lambda {args.lmbda:g}) in {result.seconds:.1f} s "
+            f"({result.steps} steps): {'val' if result.val_rows else 'training-rows'} "
+            f"{ev.bpp:.3f} bits/pixel ({side:.0%} side information), PSNR {ev.psnr_db:.2f} dB at the "
+            f"rounded latents, {ev.active_channels}/{len(ev.bits_per_channel)} channels used"
+            + (f"; held-out {ho['bpp']:.3f} bits/pixel, PSNR {ho['psnr_db']:.2f} dB" if ho else "")
+            + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"
+        )
+        return 0
     if ev.active_channels == 0:
         print(
             f"training failed: 0 of {len(ev.kl_per_channel_nats)} latent channels carry information "

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.core.errors import InputError
 from pipeline.core.value_range import ValueRange
 from pipeline.data.grid import stack_rows
-from pipeline.model.nets import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig
+from pipeline.model.nets import ConvConfig, DiffusersConfig, MLPConfig, ModelConfig, RDConfig
 
 _FLOATS = ("float16", "float32", "float64")
 INTS = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
@@ -108,7 +108,7 @@ def to_model(
                 row=row,
             )
         return _scaled(arr.reshape(-1), r), layout
-    assert isinstance(config, (ConvConfig, DiffusersConfig))
+    assert isinstance(config, (ConvConfig, DiffusersConfig, RDConfig))
     c = config.in_channels
     if arr.ndim == 2 and c == 1:
         return _scaled(arr[None], r), layout

@@ -47,14 +47,21 @@ def render(history: list[dict[str, float]], grids: list[Grid]) -> bytes:
     ax = fig.add_subplot(spec[0, :])
     epochs = [h["epoch"] for h in history]
     values = next((int(g.originals[0].size) for g in grids if g.originals), 1)
-    ax.plot(
-        epochs,
-        [per_value_bits(h["train_loss"], values) for h in history],
-        label="train loss (-ELBO with beta_t)",
-    )
-    ax.plot(epochs, [per_value_bits(-h["val_elbo_nats"], values) for h in history], label="validation -ELBO")
+    if history and "val_bpp" in history[0]:  # an rd model: its loss, and the rate it codes at
+        ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (lambda 255^2 MSE + bpp)")
+        ax.plot(epochs, [h["val_bpp"] for h in history], label="validation bits per pixel")
+        ax.set_ylabel("loss; bits per pixel")
+    else:
+        ax.plot(
+            epochs,
+            [per_value_bits(h["train_loss"], values) for h in history],
+            label="train loss (-ELBO with beta_t)",
+        )
+        ax.plot(
+            epochs, [per_value_bits(-h["val_elbo_nats"], values) for h in history], label="validation -ELBO"
+        )
+        ax.set_ylabel(f"bits per value ({values} values a sample;\nbelow 0: a density, not a code length)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"bits per value ({values} values a sample;\nbelow 0: a density, not a code length)")
     ax.legend(loc="upper left")
     ax2 = ax.twinx()
     ax2.plot(epochs, [h["val_psnr_db"] for h in history], color="tab:green", label="val PSNR")

@@ -1,8 +1,11 @@
-"""Train a VAE on an in-memory sample: Adam on the negative ELBO with beta and KL warm-up.
+"""Train a VAE on an in-memory sample: Adam on the negative ELBO with beta and KL warm-up, or
+on rate and distortion (``objective="rd"``, an RD model: pipeline.model.rd_loss).
 
 dataset URI -> read_samples -> model arrays -> shuffle/split (seeded)
     -> epochs of minibatches: loss = recon NLL + beta_t * KL,  beta_t = beta * min(1, t / warmup)
-    -> evaluate on the validation split (beta = 1): ELBO, PSNR, KL per latent channel
+                          or  loss = lambda * 255^2 * MSE + bits per pixel
+    -> evaluate on the validation split (beta = 1): ELBO, PSNR, KL per latent channel; or bits
+       per pixel and PSNR at the rounded latents, and bits per latent channel
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import torch
 from pipeline.core.errors import ConfigError
 from pipeline.model.elbo import elbo_terms, psnr
 from pipeline.model.nets import VAE
+from pipeline.model.rd_loss import rd_terms
 
 log = logging.getLogger(__name__)
 
 # A latent channel whose KL is below this many nats per element carries (almost) no
 # information about x; the same threshold as the "active units" count of Burda et al. (2016).
 ACTIVE_KL_NATS = 0.01
+OBJECTIVES = ("elbo", "rd")
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,14 @@ class TrainSettings:
     warmup_steps: int = 500
     val_fraction: float = 0.1
     seed: int = 0
+    objective: str = "elbo"  # "elbo", or "rd" for an RD model
+    lmbda: float = 0.0067  # rd: weight of 255^2 * MSE against bits per pixel
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.lmbda <= 0:
+            raise ConfigError(f"lambda must be positive, got {self.lmbda}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be positive")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -68,8 +79,20 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class RDEvaluation:
+    """An RD model at its rounded latents, as the coder would see them."""
+
+    bpp: float  # ideal code length (the priors' -log2 likelihoods) per pixel
+    y_bits: float  # mean per sample
+    z_bits: float  # mean per sample: side information
+    psnr_db: float  # mean of per-sample PSNR of the decoded rounded latents
+    bits_per_channel: list[float]  # mean per sample, per latent channel of y
+    active_channels: int  # channels of y that cost more than 0.01 bits a sample
+
+
+@dataclass(frozen=True)
 class TrainResult:
-    evaluation: Evaluation
+    evaluation: Evaluation | RDEvaluation
     history: list[dict[str, float]]
     seconds: float
     steps: int
@@ -116,6 +139,43 @@ def evaluate(model: VAE, data: torch.Tensor, batch_size: int = 512, seed: int = 
     )
 
 
+@torch.no_grad()
+def evaluate_rd(model: VAE, data: torch.Tensor, batch_size: int = 256) -> RDEvaluation:
+    from pipeline.model.entropy import LIKELIHOOD_FLOOR, gaussian_likelihood
+    from pipeline.model.nets.rd import RDModel
+
+    assert isinstance(model, RDModel)
+    model.eval()
+    ps, y_bits, z_bits, per_channel = [], [], [], []
+    for i in range(0, len(data), batch_size):
+        x = data[i : i + batch_size]
+        y_hat = torch.round(model.encode(x).mean)
+        if model.hyper:
+            z_hat = torch.round(model.hyper_latent(y_hat))
+            p_y = gaussian_likelihood(y_hat, model.scales(z_hat, y_hat.shape[2], y_hat.shape[3]))
+            z_bits.append(
+                -torch.log2(model.prior.likelihood(z_hat).clamp_min(LIKELIHOOD_FLOOR)).flatten(1).sum(1)
+            )
+        else:
+            p_y = model.prior.likelihood(y_hat)
+            z_bits.append(torch.zeros(len(x), device=x.device))
+        cost = -torch.log2(p_y.clamp_min(LIKELIHOOD_FLOOR))
+        y_bits.append(cost.flatten(1).sum(1))
+        per_channel.append(cost.flatten(2).sum(2).sum(0))
+        ps.append(psnr(x, model.decode(y_hat, (x.shape[-2], x.shape[-1])).clamp(0, 1)))
+    yb, zb = torch.cat(y_bits), torch.cat(z_bits)
+    channels = (torch.stack(per_channel).sum(0) / len(data)).cpu()
+    pixels = data.shape[-2] * data.shape[-1]
+    return RDEvaluation(
+        bpp=float((yb + zb).mean() / pixels),
+        y_bits=float(yb.mean()),
+        z_bits=float(zb.mean()),
+        psnr_db=float(torch.cat(ps).mean()),
+        bits_per_channel=[round(float(v), 4) for v in channels],
+        active_channels=int((channels > 0.01).sum()),
+    )
+
+
 def train(
     model: VAE,
     data: np.ndarray,
@@ -128,6 +188,9 @@ def train(
     ``on_step(step, total_steps, loss)`` lets the driver draw a progress bar.
     """
     torch.manual_seed(settings.seed)
+    rd = settings.objective == "rd"
+    if rd != (getattr(model.config, "kind", "") == "rd"):
+        raise ConfigError("--objective rd trains an rd model, and an rd model trains on --objective rd")
     train_idx, val_idx = split(len(data), settings.val_fraction, settings.seed)
     x_train = torch.from_numpy(data[train_idx]).to(device)
     x_val = torch.from_numpy(data[val_idx if len(val_idx) else train_idx]).to(device)
@@ -155,7 +218,11 @@ def train(
         for i in range(0, len(x_train), settings.batch_size):
             warm = min(1.0, step / settings.warmup_steps) if settings.warmup_steps else 1.0
             beta_t = settings.beta * warm
-            loss = elbo_terms(model, x_train[perm[i : i + settings.batch_size]]).loss(beta_t)
+            batch = x_train[perm[i : i + settings.batch_size]]
+            if rd:
+                loss = rd_terms(model, batch).loss(settings.lmbda)  # type: ignore[arg-type]
+            else:
+                loss = elbo_terms(model, batch).loss(beta_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -169,23 +236,29 @@ def train(
             if step >= total:
                 out_of_steps = step < settings.epochs * -(-len(x_train) // settings.batch_size)
                 break
-        ev = evaluate(model, x_val, seed=settings.seed)
+        ev: Evaluation | RDEvaluation
+        if rd:
+            ev = evaluate_rd(model, x_val)
+            figure = {"val_bpp": ev.bpp}
+        else:
+            ev = evaluate(model, x_val, seed=settings.seed)
+            figure = {"val_elbo_nats": ev.elbo_nats}
         history.append(
             {
                 "epoch": epoch,
                 "step": step,
                 "train_loss": float(np.mean(losses)),
-                "val_elbo_nats": ev.elbo_nats,
+                **figure,
                 "val_psnr_db": ev.psnr_db,
                 "seconds": time.perf_counter() - start,
             }
         )
         log.info(
-            "epoch %d step %d train loss %.3f val ELBO %.3f nats PSNR %.2f dB",
+            "epoch %d step %d train loss %.3f val %s PSNR %.2f dB",
             epoch,
             step,
             history[-1]["train_loss"],
-            ev.elbo_nats,
+            f"{ev.bpp:.3f} bits/pixel" if isinstance(ev, RDEvaluation) else f"ELBO {ev.elbo_nats:.3f} nats",
             ev.psnr_db,
         )
         if out_of_time:

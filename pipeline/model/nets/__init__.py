@@ -8,6 +8,7 @@ from pipeline.model.nets.config import (
     DiffusersConfig,
     MLPConfig,
     ModelConfig,
+    RDConfig,
     config_from_dict,
     config_to_dict,
     config_to_json,
@@ -22,6 +23,7 @@ __all__ = [
     "DiffusersConfig",
     "MLPConfig",
     "ModelConfig",
+    "RDConfig",
     "build_model",
     "config_from_dict",
     "config_to_dict",
@@ -34,6 +36,10 @@ def build_model(config: ModelConfig) -> VAE:
         return MLPVAE(config)
     if isinstance(config, ConvConfig):
         return ConvVAE(config)
+    if isinstance(config, RDConfig):
+        from pipeline.model.nets.rd import RDModel
+
+        return RDModel(config)
     if isinstance(config, DiffusersConfig):
         from pipeline.model.nets.diffusers_vae import DiffusersVAE  # the optional extra
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.model.nets.config import ConvConfig, DiffusersConfig, ModelConfig
+from pipeline.model.nets.config import ConvConfig, DiffusersConfig, ModelConfig, RDConfig
 
 # The Gaussian's scale is learned (one scalar), floored at the standard deviation of 8-bit
 # rounding noise, 1 / (255 * sqrt(12)): below that, a density on quantised data can grow without
@@ -83,7 +83,7 @@ class ImageVAE(VAE):
     """A VAE over (N, C, H, W) images of any size: inputs are padded (replicating the edge) to
     a multiple of the downsampling factor, and outputs cropped back to ``size``."""
 
-    config: ConvConfig | DiffusersConfig
+    config: ConvConfig | DiffusersConfig | RDConfig
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         f = self.config.downsample_factor

@@ -96,8 +96,38 @@ class DiffusersConfig:
         _check_likelihood(self.likelihood)
 
 
-ModelConfig = MLPConfig | ConvConfig | DiffusersConfig
-_KINDS: dict[str, type] = {"mlp": MLPConfig, "conv": ConvConfig, "diffusers": DiffusersConfig}
+PRIORS = ("hyperprior", "factorized")
+
+
+@dataclass(frozen=True)
+class RDConfig:
+    """A learned image codec trained for rate and distortion (pipeline.model.nets.rd): latents
+    at 1/16 of each side, coded under a learned prior; ``prior`` "hyperprior" adds side
+    information at 1/64 that predicts each latent's scale."""
+
+    in_channels: int = 3
+    latent_channels: int = 96  # M
+    hidden_channels: int = 64  # N: the transforms' width and the hyper-latent's channels
+    prior: Literal["hyperprior", "factorized"] = "hyperprior"
+    downsample_factor: int = 16
+    likelihood: Likelihood = "gaussian"
+    kind: Literal["rd"] = "rd"
+
+    def __post_init__(self) -> None:
+        if self.in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if self.downsample_factor != 16:
+            raise ConfigError(f"the rd model downsamples by 16, got {self.downsample_factor}")
+        if self.latent_channels < 1 or self.hidden_channels < 1:
+            raise ConfigError("latent_channels and hidden_channels must be positive")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.likelihood != "gaussian":
+            raise ConfigError("the rd model's distortion is squared error: likelihood must be gaussian")
+
+
+ModelConfig = MLPConfig | ConvConfig | DiffusersConfig | RDConfig
+_KINDS: dict[str, type] = {"mlp": MLPConfig, "conv": ConvConfig, "diffusers": DiffusersConfig, "rd": RDConfig}
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:

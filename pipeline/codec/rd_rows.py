@@ -1,0 +1,91 @@
+"""Rows through an RD model's own coder: images -> (main stream, side stream) per row -> images.
+
+    encode: y = g_a(x) -> y_hat = round(y)
+            hyperprior: z_hat = round(h_a(y_hat)) -> side stream (factorized prior)
+                        sigma = h_s(z_hat) in float64 on the CPU -> ladder indexes
+                        -> main stream (Gaussian conditional)
+            factorized: main stream (factorized prior), no side stream
+    decode: the side stream -> z_hat -> the same indexes -> the main stream -> y_hat -> g_s
+
+The hyper-synthesis that chooses each latent's table runs in float64 on the CPU at both ends,
+whatever device runs the transforms, so the encoder's indexes are the decoder's: a scale a
+hair's breadth from a ladder step could otherwise round to another step on another device,
+and every value after it would decode wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.codec.learned import (
+    LearnedTables,
+    decode_factorized,
+    decode_gaussian,
+    encode_factorized,
+    encode_gaussian,
+)
+from pipeline.model.entropy import scale_indexes, scale_ladder
+from pipeline.model.nets.rd import RDModel
+
+
+@dataclass(frozen=True)
+class CodedRow:
+    main: bytes  # y under its prior or conditional
+    side: bytes  # z under the factorized prior (empty without a hyperprior)
+    latent_shape: tuple[int, int, int]  # y's (channels, height, width)
+
+
+class RDCoder:
+    def __init__(self, model: RDModel, tables: LearnedTables | None = None) -> None:
+        self.model = model.eval()
+        if tables is None:
+            offsets, probs = model.prior.tables()
+            tables = LearnedTables(offsets=offsets, probs=probs, ladder=scale_ladder())
+        self.tables = tables
+        self._h_s = copy.deepcopy(model.h_s).to("cpu", torch.float64) if model.hyper else None
+
+    def _indexes(self, z_hat: np.ndarray, height: int, width: int) -> np.ndarray:
+        assert self._h_s is not None
+        with torch.no_grad():
+            sigma = self._h_s(torch.from_numpy(z_hat).to(torch.float64))[:, :, :height, :width]
+        return scale_indexes(sigma).numpy()
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> list[CodedRow]:
+        """``x`` (N, C, H, W) in 0..1 on the model's device."""
+        y_hat = torch.round(self.model.encode(x).mean)
+        y = y_hat.cpu().numpy().astype(np.int64)
+        _, m, h, w = y.shape
+        if not self.model.hyper:
+            return [CodedRow(encode_factorized(r.reshape(m, -1), self.tables), b"", (m, h, w)) for r in y]
+        z = torch.round(self.model.hyper_latent(y_hat)).cpu().numpy().astype(np.int64)
+        indexes = self._indexes(z.astype(np.float64), h, w)
+        return [
+            CodedRow(
+                encode_gaussian(y[i], indexes[i], self.tables),
+                encode_factorized(z[i].reshape(z.shape[1], -1), self.tables),
+                (m, h, w),
+            )
+            for i in range(len(y))
+        ]
+
+    def latents(self, row: CodedRow) -> np.ndarray:
+        """The rounded latent y of one row, (channels, height, width) int64."""
+        m, h, w = row.latent_shape
+        if not self.model.hyper:
+            return decode_factorized(row.main, self.tables, h * w).reshape(m, h, w)
+        zh, zw = -(-h // 4), -(-w // 4)
+        z = decode_factorized(row.side, self.tables, zh * zw).reshape(1, -1, zh, zw)
+        indexes = self._indexes(z.astype(np.float64), h, w)[0]
+        return decode_gaussian(row.main, indexes, self.tables)
+
+    @torch.no_grad()
+    def decode(self, rows: list[CodedRow], size: tuple[int, int]) -> torch.Tensor:
+        """Rows of one latent shape back to (N, C, H, W) images cropped to ``size``."""
+        y = np.stack([self.latents(r) for r in rows])
+        device = next(self.model.parameters()).device
+        return self.model.decode(torch.from_numpy(y).to(device, torch.float32), size)

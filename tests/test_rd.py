@@ -1,0 +1,138 @@
+"""A learned codec trained for rate and distortion: its entropy models, its coder, its training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import train as train_job
+from jobs._cli import run_main
+from pipeline.codec.learned import (
+    LearnedTables,
+    decode_factorized,
+    decode_gaussian,
+    encode_factorized,
+    encode_gaussian,
+)
+from pipeline.codec.rd_rows import RDCoder
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.model.entropy import FactorizedDensity, gaussian_likelihood, scale_indexes, scale_ladder
+from pipeline.model.nets import RDConfig, build_model
+from pipeline.model.rd_loss import rd_terms
+from pipeline.train.training import TrainSettings, evaluate_rd, train
+
+
+def test_the_factorized_density_is_a_distribution_over_the_integers():
+    torch.manual_seed(0)
+    d = FactorizedDensity(3)
+    with torch.no_grad():
+        for p in d.biases:
+            p.add_(torch.randn_like(p))
+    values = torch.arange(-300, 301, dtype=torch.float32)
+    p = d.likelihood(values.expand(1, 3, -1).contiguous())
+    assert torch.allclose(p.sum(-1), torch.ones(1, 3), atol=1e-4)
+    offsets, probs = d.tables()
+    assert probs.shape[0] == 3 and np.allclose(probs.sum(1), 1.0, atol=1e-6)
+    # the table is the density at those integers
+    at = torch.from_numpy(offsets[:, None] + np.arange(probs.shape[1])[None, :]).float()
+    direct = d.likelihood(at[None]).squeeze(0).detach().numpy()
+    within = probs > 0
+    assert np.allclose(direct[within], probs[within], atol=1e-5)
+
+
+def test_the_gaussian_conditional_sums_to_one_and_the_ladder_rounds_up():
+    sigma = torch.tensor([0.3, 1.0, 7.5])
+    values = torch.arange(-200, 201, dtype=torch.float32)[:, None]
+    assert torch.allclose(gaussian_likelihood(values, sigma).sum(0), torch.ones(3), atol=1e-5)
+    ladder = scale_ladder()
+    idx = scale_indexes(sigma).numpy()
+    assert (ladder[idx] >= sigma.numpy()).all() and (ladder[np.maximum(idx - 1, 0)] < sigma.numpy()).all()
+
+
+def _tables(channels: int = 4, support: int = 21) -> LearnedTables:
+    probs = np.exp(-0.5 * ((np.arange(support) - support // 2) / 3.0) ** 2)[None].repeat(channels, 0)
+    return LearnedTables(offsets=np.full(channels, -(support // 2)), probs=probs, ladder=scale_ladder())
+
+
+def test_the_coder_round_trips_values_inside_and_far_outside_the_tables():
+    rng = np.random.default_rng(0)
+    t = _tables()
+    v = np.round(rng.normal(0, 3, (4, 50))).astype(np.int64)
+    v[0, 3], v[2, 7], v[3, 0] = 1000, -70000, 2**31 - 1  # escapes, one at the widest value
+    assert np.array_equal(decode_factorized(encode_factorized(v, t), t, 50), v)
+    idx = rng.integers(0, len(t.ladder), (8, 4, 4))
+    g = np.round(rng.normal(0, 1, idx.shape) * t.ladder[idx]).astype(np.int64)
+    g[0, 0, 0], g[1, 2, 3] = 5000, -255
+    assert np.array_equal(decode_gaussian(encode_gaussian(g, idx, t), idx, t), g)
+    with pytest.raises(ValueError, match="beyond 2\\^31"):
+        encode_factorized(np.full((4, 1), 2**33), t)
+
+
+def test_likely_values_cost_few_bits_and_unlikely_ones_many():
+    t = _tables()
+    zeros = np.zeros((4, 64), dtype=np.int64)
+    far = np.full((4, 64), 9, dtype=np.int64)
+    assert len(encode_factorized(zeros, t)) * 3 < len(encode_factorized(far, t))
+
+
+def _model(prior: str, gain: float = 40.0):
+    """Random weights scaled so the rounded latents are not all zero."""
+    torch.manual_seed(0)
+    model = build_model(RDConfig(latent_channels=8, hidden_channels=16, prior=prior)).eval()
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(gain)
+    return model
+
+
+@pytest.mark.parametrize("prior", ["hyperprior", "factorized"])
+def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior):
+    model = _model(prior)
+    coder = RDCoder(model)
+    x = torch.rand(5, 3, 70, 40)
+    rows = coder.encode(x)
+    with torch.no_grad():
+        y = torch.round(model.encode(x).mean).numpy().astype(np.int64)
+    assert np.abs(y).max() > 2  # the check below is not only of zeros
+    assert all(np.array_equal(coder.latents(r), y[i]) for i, r in enumerate(rows))
+    assert all((len(r.side) > 0) == (prior == "hyperprior") for r in rows)
+    with torch.no_grad():
+        direct = model.decode(torch.from_numpy(y).float(), (70, 40))
+    assert torch.equal(coder.decode(rows, (70, 40)), direct)
+
+
+def test_rd_training_lowers_the_loss_and_lambda_trades_bits_for_error(photos):
+    from pipeline.train.dataset import read_samples, stack_for_model
+
+    config = RDConfig(latent_channels=16, hidden_channels=16, prior="hyperprior")
+    data, _ = stack_for_model(read_samples(str(photos / "train"), max_rows=256), config)
+    x = torch.from_numpy(data)
+    results = {}
+    for lmbda in (0.001, 0.05):
+        torch.manual_seed(0)
+        model = build_model(config)
+        with torch.no_grad():
+            before = rd_terms(model, x[:64]).loss(lmbda).item()
+        settings = TrainSettings(epochs=40, batch_size=32, objective="rd", lmbda=lmbda, val_fraction=0.0)
+        r = train(model, data, settings, torch.device("cpu"))
+        with torch.no_grad():
+            after = rd_terms(model, x[:64]).loss(lmbda).item()
+        assert after < before
+        results[lmbda] = evaluate_rd(model, x)
+        assert r.evaluation.bpp > 0
+    low, high = results[0.001], results[0.05]
+    assert high.bpp > low.bpp and high.psnr_db > low.psnr_db
+
+
+def test_train_job_writes_an_rd_checkpoint(tmp_path, photos, capsys):
+    out = tmp_path / "rd"
+    argv = ["--input", str(photos / "train"), "--output", str(out), "--objective", "rd", "--max-rows", "128"]
+    assert run_main(train_job.main, [*argv, "--epochs", "2", "--latent", "8", "--hidden-channels", "8"]) == 0
+    assert "bits/pixel" in capsys.readouterr().out
+    ckpt = load_checkpoint(str(out))
+    assert ckpt.config.kind == "rd" and ckpt.config.prior == "hyperprior"
+    report = json.loads((out / "report.json").read_text())
+    assert report["validation"]["bpp"] > 0 and len(report["validation"]["bits_per_channel"]) == 8
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_main(train_job.main, [*argv, "--model", "conv"]) == 2  # a conv VAE has no rate term
+    assert "--objective rd needs --model rd" in capsys.readouterr().err
