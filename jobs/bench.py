@@ -30,6 +30,7 @@ from jobs.benches import estimate as estimate_bench
 from jobs.benches import gpu as gpu_bench
 from jobs.benches import host as host_bench
 from jobs.benches import latents as latent_bench
+from jobs.benches import learned as learned_bench
 from jobs.benches import memory as memory_bench
 from jobs.benches import rd as rd_bench
 from jobs.benches import scale as scale_bench
@@ -237,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "cache" in sections:
         train = load_arrays(f"{args.data}/photos/train", max_rows=2048)
         results["cache"] = cache_bench.measure(train, heldout, args.repeats)
+    if "learned" in sections:
+        with open(os.path.join(args.photos_checkpoint, "report.json")) as f:
+            trained = json.load(f)  # the ELBO model's own steps and batch: the same budget for each
+        crops = load_arrays(f"{args.data}/photos/train")
+        batch = json.loads(open(os.path.join(args.photos_checkpoint, "train_args.json")).read())["batch_size"]
+        results["learned"] = learned_bench.measure(crops, heldout, photos_ck, trained["steps"], batch)
     if "seams" in sections:
         results["seams"] = seams_bench.measure(
             args.photos_checkpoint, {name: photo(name) for name in HELDOUT_PHOTOS}

@@ -60,20 +60,36 @@ def test_the_coder_round_trips_values_inside_and_far_outside_the_tables():
     t = _tables()
     v = np.round(rng.normal(0, 3, (4, 50))).astype(np.int64)
     v[0, 3], v[2, 7], v[3, 0] = 1000, -70000, 2**31 - 1  # escapes, one at the widest value
-    assert np.array_equal(decode_factorized(encode_factorized(v, t), t, 50), v)
-    idx = rng.integers(0, len(t.ladder), (8, 4, 4))
+    rows = np.stack([v, -v, np.zeros_like(v)])
+    assert np.array_equal(decode_factorized(encode_factorized(rows, t), t, 50), rows)
+    idx = rng.integers(0, len(t.ladder), (8, 6, 4, 4))
     g = np.round(rng.normal(0, 1, idx.shape) * t.ladder[idx]).astype(np.int64)
-    g[0, 0, 0], g[1, 2, 3] = 5000, -255
-    assert np.array_equal(decode_gaussian(encode_gaussian(g, idx, t), idx, t), g)
+    g[0, 0, 0, 0], g[1, 2, 3, 1], g[7, 5, 3, 3] = 5000, -255, 40
+    streams = encode_gaussian(g, idx, t)
+    assert np.array_equal(decode_gaussian(streams, idx, t), g)
+    assert np.array_equal(decode_gaussian(streams[3:4], idx[3:4], t), g[3:4])  # a row decodes alone
     with pytest.raises(ValueError, match="beyond 2\\^31"):
-        encode_factorized(np.full((4, 1), 2**33), t)
+        encode_factorized(np.full((1, 4, 1), 2**33), t)
+
+
+def test_a_cut_or_corrupt_stream_is_refused_naming_its_row():
+    from pipeline.codec.ctxcoder import RowError
+
+    rng = np.random.default_rng(1)
+    t = _tables()
+    v = np.round(rng.normal(0, 3, (3, 4, 40))).astype(np.int64)
+    streams = encode_factorized(v, t)
+    for bad in (streams[1][:-2], streams[1] + b"\x00\x00", streams[1][:2]):
+        with pytest.raises(RowError) as err:
+            decode_factorized([streams[0], bad, streams[2]], t, 40)
+        assert err.value.row == 1
 
 
 def test_likely_values_cost_few_bits_and_unlikely_ones_many():
     t = _tables()
-    zeros = np.zeros((4, 64), dtype=np.int64)
-    far = np.full((4, 64), 9, dtype=np.int64)
-    assert len(encode_factorized(zeros, t)) * 3 < len(encode_factorized(far, t))
+    zeros = np.zeros((1, 4, 64), dtype=np.int64)
+    far = np.full((1, 4, 64), 9, dtype=np.int64)
+    assert len(encode_factorized(zeros, t)[0]) * 3 < len(encode_factorized(far, t)[0])
 
 
 def _model(prior: str, gain: float = 40.0):
@@ -94,7 +110,8 @@ def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior):
     with torch.no_grad():
         y = torch.round(model.encode(x).mean).numpy().astype(np.int64)
     assert np.abs(y).max() > 2  # the check below is not only of zeros
-    assert all(np.array_equal(coder.latents(r), y[i]) for i, r in enumerate(rows))
+    assert np.array_equal(coder.latents(rows), y)
+    assert np.array_equal(coder.latents(rows[2:3]), y[2:3])  # a row decodes alone
     assert all((len(r.side) > 0) == (prior == "hyperprior") for r in rows)
     with torch.no_grad():
         direct = model.decode(torch.from_numpy(y).float(), (70, 40))

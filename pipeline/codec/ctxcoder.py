@@ -753,3 +753,191 @@ class RowError(ValueError):
     def __init__(self, row: int, message: str) -> None:
         super().__init__(message)
         self.row = row
+
+
+# ---- coding under given tables (the learned codec: pipeline.codec.learned) ---------------
+#
+# A learned codec chooses each value's table itself (a latent channel's prior, or the scale
+# its hyperprior predicted), so these loops take one table index per value and no context.
+# Tables are 12-bit (finer than the context tables': a learned prior can put 99% on one
+# symbol), each ``lows[t] + symbol`` for symbols ``0 ... sizes[t] - 2``, the last symbol the
+# escape, sent as in the rows above. The state runs from 2**16 and must come back to it at a
+# row's end with every word used: a stream cut short or run on is caught there.
+
+GIVEN_BITS = 12
+_GIVEN_MASK = (1 << GIVEN_BITS) - 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_given(values, tabs, row_ends, lows, sizes, freqs, cums, out, ends):  # pragma: no cover
+    """Rows of values, each under its table -> the rows' streams packed into ``out``, row r
+    ending at ``ends[r]``. Returns False when ``out`` is too small."""
+    longest = 0
+    begin = 0
+    for r in range(row_ends.size):
+        longest = max(longest, row_ends[r] - begin)
+        begin = row_ends[r]
+    tmp = np.empty(longest * 3 + 2, dtype=np.uint16)
+    begin = 0
+    pos = 0
+    for r in range(row_ends.size):
+        state = np.uint64(_LOW)
+        p = tmp.size
+        for q in range(row_ends[r] - 1, begin - 1, -1):
+            t = tabs[q]
+            top = sizes[t] - 1
+            s = values[q] - lows[t]
+            if s < 0 or s >= top or freqs[t, s] == 0:
+                v = values[q]
+                z = 2 * v if v >= 0 else -2 * v - 1
+                for b in range(1, -1, -1):  # two uniform 16-bit words, decoded low word first
+                    if state >= np.uint64(_LOW):
+                        p -= 1
+                        tmp[p] = np.uint16(state & np.uint64(0xFFFF))
+                        state >>= np.uint64(16)
+                    state = (state << np.uint64(16)) + np.uint64((z >> (16 * b)) & 0xFFFF)
+                s = top
+            f = np.uint64(freqs[t, s])
+            if state >= (np.uint64(_LOW >> GIVEN_BITS) << np.uint64(16)) * f:
+                p -= 1
+                tmp[p] = np.uint16(state & np.uint64(0xFFFF))
+                state >>= np.uint64(16)
+            state = ((state // f) << np.uint64(GIVEN_BITS)) + (state % f) + np.uint64(cums[t, s])
+        p -= 2
+        tmp[p] = np.uint16(state & np.uint64(0xFFFF))
+        tmp[p + 1] = np.uint16(state >> np.uint64(16))
+        size = 2 * (tmp.size - p)
+        if pos + size > out.size:
+            return False
+        for b in range(tmp.size - p):
+            out[pos + 2 * b] = np.uint8(tmp[p + b] & 0xFF)
+            out[pos + 2 * b + 1] = np.uint8(tmp[p + b] >> 8)
+        pos += size
+        ends[r] = pos
+        begin = row_ends[r]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_given(words, starts, ends, tabs, row_ends, lows, sizes, packed, out):  # pragma: no cover
+    """Rows' streams (16-bit words; row r from byte ``starts[r]`` to ``ends[r]``) -> their
+    values in ``out``. Returns -1, or the first row whose stream does not decode exactly."""
+    begin = 0
+    for r in range(row_ends.size):
+        if ends[r] - starts[r] < 4 or (ends[r] - starts[r]) % 2 or starts[r] % 2:
+            return r
+        p = np.uint64(starts[r] // 2)
+        stop = np.uint64(ends[r] // 2)
+        state = np.uint64(words[p]) | (np.uint64(words[p + 1]) << np.uint64(16))
+        p += np.uint64(2)
+        if state < np.uint64(_LOW):
+            return r
+        for q in range(begin, row_ends[r]):
+            t = tabs[q]
+            e = packed[t, state & np.uint64(_GIVEN_MASK)]
+            sym = e >> 32
+            f = np.uint64((e >> GIVEN_BITS) & 0x1FFF)
+            state = f * (state >> np.uint64(GIVEN_BITS)) + np.uint64(e & _GIVEN_MASK)
+            if state < np.uint64(_LOW):
+                if p >= stop:
+                    return r
+                state = (state << np.uint64(16)) | np.uint64(words[p])
+                p += np.uint64(1)
+            if sym == sizes[t] - 1:
+                z = np.int64(0)
+                for b in range(2):
+                    z |= np.int64(state & np.uint64(0xFFFF)) << (16 * b)
+                    state >>= np.uint64(16)
+                    if state < np.uint64(_LOW):
+                        if p >= stop:
+                            return r
+                        state = (state << np.uint64(16)) | np.uint64(words[p])
+                        p += np.uint64(1)
+                out[q] = (z >> 1) ^ -(z & 1)
+            else:
+                out[q] = lows[t] + sym
+        if p != stop or state != np.uint64(_LOW):
+            return r
+        begin = row_ends[r]
+    return -1
+
+
+class GivenTables:
+    """Integer tables for ``_encode_given``/``_decode_given``: ``freqs`` (T, K), each row
+    summing to 2**GIVEN_BITS with its escape (at ``sizes[t] - 1``) at least 1."""
+
+    def __init__(self, lows: np.ndarray, sizes: np.ndarray, freqs: np.ndarray) -> None:
+        freqs = np.asarray(freqs, dtype=np.int64)
+        self.lows = np.asarray(lows, dtype=np.int64)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        n, k = freqs.shape
+        if len(self.lows) != n or len(self.sizes) != n or (self.sizes < 1).any() or (self.sizes > k).any():
+            raise ValueError("a low and a size per table, sizes within the tables' width")
+        if (freqs < 0).any() or (freqs.sum(1) != 1 << GIVEN_BITS).any():
+            raise ValueError(f"each table's frequencies must sum to 2**{GIVEN_BITS}")
+        if (freqs[np.arange(n), self.sizes - 1] < 1).any():
+            raise ValueError("every table needs room for its escape")
+        self.freqs = freqs.astype(np.uint32)
+        self.cums = (np.cumsum(freqs, axis=1) - freqs).astype(np.uint32)
+        slots = np.stack([np.repeat(np.arange(k, dtype=np.int64), f) for f in freqs])
+        f = np.take_along_axis(freqs, slots, axis=1)
+        cums = self.cums.astype(np.int64)
+        bias = np.arange(1 << GIVEN_BITS)[None, :] - np.take_along_axis(cums, slots, axis=1)
+        self.packed = (slots << 32) | (f << GIVEN_BITS) | bias
+
+    def encode(self, values: np.ndarray, tabs: np.ndarray, row_ends: np.ndarray) -> list[bytes]:
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        if values.size and (np.abs(values) >= 1 << 31).any():
+            raise ValueError("a value beyond 2^31 cannot be coded")
+        tabs = np.ascontiguousarray(tabs, dtype=np.int64)
+        row_ends = np.ascontiguousarray(row_ends, dtype=np.int64)
+        ends = np.zeros(len(row_ends), dtype=np.int64)
+        out = np.empty(2 * values.size + 8 * len(row_ends) + 64, dtype=np.uint8)
+        args = (self.lows, self.sizes, self.freqs, self.cums)
+        while not _encode_given(values, tabs, row_ends, *args, out, ends):
+            out = np.empty(out.size * 4, dtype=np.uint8)
+        data = out.tobytes()
+        starts = [0, *ends[:-1].tolist()]
+        return [data[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
+
+    def decode(self, streams: Sequence[bytes], tabs: np.ndarray, row_ends: np.ndarray) -> np.ndarray:
+        """Values of every row, flat; RowError naming the first row that does not decode."""
+        lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=len(streams))
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        joined = b"".join(streams)
+        words = np.frombuffer(joined + bytes(len(joined) % 2 + 4), dtype="<u2").astype(np.uint16)
+        out = np.empty(int(row_ends[-1]) if len(row_ends) else 0, dtype=np.int64)
+        tabs = np.ascontiguousarray(tabs, dtype=np.int64)
+        if tabs.size and ((tabs < 0).any() or (tabs >= len(self.sizes)).any()):
+            raise ValueError("a table index outside the tables")
+        bad = _decode_given(
+            words,
+            starts,
+            ends,
+            tabs,
+            np.ascontiguousarray(row_ends, dtype=np.int64),
+            self.lows,
+            self.sizes,
+            self.packed,
+            out,
+        )
+        if bad >= 0:
+            raise RowError(int(bad), "the stream does not decode to its row's values (corrupt or cut)")
+        return out
+
+
+def quantize_pmf(p: np.ndarray) -> np.ndarray:
+    """Probabilities (the escape last) -> frequencies summing to 2**GIVEN_BITS: a symbol with
+    at least half a unit of mass gets at least 1 (one with less is sent as an escape), the
+    escape at least 1; the rounding's excess or shortfall is taken from or given to the
+    largest."""
+    total = 1 << GIVEN_BITS
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
+    p = p / p.sum()
+    f = np.where(p * total >= 0.5, np.maximum(1, np.round(p * total)), 0).astype(np.int64)
+    f[-1] = max(f[-1], 1)
+    while (diff := total - int(f.sum())) != 0:
+        i = int(np.argmax(f))
+        f[i] += diff if diff > 0 else -min(-diff, int(f[i]) - 1)
+    return f

@@ -1,32 +1,35 @@
-"""Entropy coding for a learned codec (an RD model's priors): the one door to constriction.
+"""Entropy coding for a learned codec: an RD model's priors as integer tables, rows coded
+with rANS under them (pipeline.codec.ctxcoder's given-table loops).
 
 An RD model (pipeline.model.nets.rd) rounds its latents and codes them under the densities it
-learned with them. The coder sees only tables computed once from the model in float64
-(``LearnedTables``) and integer arrays, so encoder and decoder agree bit for bit:
+learned with them. The coder sees only integer frequency tables (``LearnedTables.given``)
+and integer arrays, so encoder and decoder agree bit for bit:
 
-- factorized: each channel's integers under that channel's probability table (its support
-  plus an escape symbol); a value outside the support is sent as the escape and then as two
-  uniform 16-bit words (zigzagged) after every channel's symbols;
-- gaussian: each value under a zero-mean Gaussian (convolved with the unit box) whose
-  standard deviation is the ladder step the hyperprior chose for it, clipped to
-  ``[-GAUSS_RANGE, GAUSS_RANGE]``; values at or past the edge escape the same way.
+- factorized: table ``c`` is channel ``c``'s probabilities over its support;
+- gaussian: table ``C + t`` is a zero-mean Gaussian convolved with the unit box, of the
+  ladder's standard deviation ``t`` (the hyperprior rounds each predicted scale up to a
+  step), over +-``GAUSS_SPAN`` of those deviations (at most ``GAUSS_RANGE``);
+- a value outside its table, or too unlikely for a 12-bit frequency, is sent as the table's
+  escape and then as two 16-bit words.
 
-Each call codes one row into one ANS stream (constriction's ``AnsCoder``, 32-bit words), so
-a row decodes alone. constriction (Bamler, 2022) is a Rust library of entropy coders with
-exactly invertible fixed-point models; the learned densities are ours.
+Every row is one stream of its own, so a row decodes alone; many rows are coded in one call.
+Why not a library coder: constriction (a well-kept Rust ANS coder, tried first) coded these
+rows at 4-11 MB/s of streams from Python, a call per row, where the loops here code whole
+batches of rows in one compiled call, as CompressAI's C++ coder does with its tables.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
-import constriction
 import numpy as np
 
+from pipeline.codec.ctxcoder import GivenTables, quantize_pmf
+
 GAUSS_RANGE = 255
-_model = constriction.stream.model
-_WORD = _model.Uniform(1 << 16)
+GAUSS_SPAN = 6.0
 
 
 @dataclass(frozen=True)
@@ -41,91 +44,60 @@ class LearnedTables:
         if not (np.isfinite(self.probs).all() and (self.probs >= 0).all() and (self.ladder > 0).all()):
             raise ValueError("probabilities must be finite and non-negative, scales positive")
 
-    @cached_property
-    def channel_models(self) -> list:
-        """One categorical model per channel: its table, then the escape (least probability)."""
-        escape = np.zeros((len(self.probs), 1))
-        return [_model.Categorical(row, perfect=False) for row in np.hstack([self.probs, escape])]
+    @property
+    def channels(self) -> int:
+        return len(self.offsets)
 
     @cached_property
-    def gaussian(self) -> object:
-        return _model.QuantizedGaussian(-GAUSS_RANGE, GAUSS_RANGE)
+    def given(self) -> GivenTables:
+        tables: list[tuple[int, np.ndarray]] = []
+        for low, row in zip(self.offsets.tolist(), self.probs, strict=True):
+            tables.append((low, quantize_pmf(np.append(row, max(1e-12, 1.0 - row.sum())))))
+        for sigma in self.ladder.tolist():
+            reach = min(GAUSS_RANGE, math.ceil(GAUSS_SPAN * sigma))
+            k = np.arange(-reach, reach + 1, dtype=np.float64)
+            cdf = np.vectorize(lambda v, s=sigma: 0.5 * math.erfc(-v / (s * math.sqrt(2.0))))
+            pmf = cdf(k + 0.5) - cdf(k - 0.5)
+            tables.append((-reach, quantize_pmf(np.append(pmf, max(1e-12, 1.0 - pmf.sum())))))
+        width = max(len(f) for _, f in tables)
+        freqs = np.zeros((len(tables), width), dtype=np.int64)
+        for i, (_, f) in enumerate(tables):
+            freqs[i, : len(f)] = f
+        lows = np.array([low for low, _ in tables])
+        return GivenTables(lows=lows, sizes=np.array([len(f) for _, f in tables]), freqs=freqs)
 
 
-def _zigzag(v: np.ndarray) -> np.ndarray:
-    return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint64)
+def _row_ends(rows: int, per: int) -> np.ndarray:
+    return np.arange(1, rows + 1, dtype=np.int64) * per
 
 
-def _unzigzag(u: np.ndarray) -> np.ndarray:
-    u = u.astype(np.int64)
-    return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)
+def encode_factorized(values: np.ndarray, tables: LearnedTables) -> list[bytes]:
+    """``values`` (N, C, P) int64: each row's channels of P rounded latents -> N streams."""
+    n, c, p = values.shape
+    if c != tables.channels:
+        raise ValueError(f"{c} channels of values, the prior has {tables.channels}")
+    tabs = np.broadcast_to(np.arange(c)[None, :, None], values.shape)
+    return tables.given.encode(values.reshape(-1), tabs.reshape(-1), _row_ends(n, c * p))
 
 
-def _escape_words(values: np.ndarray) -> np.ndarray:
-    z = _zigzag(values)
-    if (z >= 1 << 32).any():
-        raise ValueError("a latent value beyond 2^31 cannot be coded")
-    return np.stack([(z >> 16) & 0xFFFF, z & 0xFFFF], axis=1).reshape(-1).astype(np.int32)
+def decode_factorized(streams: list[bytes], tables: LearnedTables, positions: int) -> np.ndarray:
+    """N streams -> (N, C, positions) values."""
+    n, c = len(streams), tables.channels
+    tabs = np.broadcast_to(np.arange(c)[None, :, None], (n, c, positions)).reshape(-1)
+    return tables.given.decode(streams, tabs, _row_ends(n, c * positions)).reshape(n, c, positions)
 
 
-def _escaped_values(words: np.ndarray) -> np.ndarray:
-    pairs = words.astype(np.uint64).reshape(-1, 2)
-    return _unzigzag((pairs[:, 0] << 16) | pairs[:, 1])
+def encode_gaussian(values: np.ndarray, indexes: np.ndarray, tables: LearnedTables) -> list[bytes]:
+    """``values`` and ``indexes`` (N, ...) of one shape: each rounded latent and the ladder
+    step of its standard deviation -> N streams."""
+    n = len(values)
+    per = values[0].size if n else 0
+    tabs = tables.channels + indexes.reshape(-1)
+    return tables.given.encode(values.reshape(-1), tabs, _row_ends(n, per))
 
 
-def encode_factorized(values: np.ndarray, tables: LearnedTables) -> bytes:
-    """``values`` (C, P) int64: each channel's P rounded latents."""
-    channels, span = tables.probs.shape
-    if values.ndim != 2 or values.shape[0] != channels:
-        raise ValueError(f"expected ({channels}, P) values, got {values.shape}")
-    symbols = values - tables.offsets[:, None]
-    outside = (symbols < 0) | (symbols >= span)
-    coder = constriction.stream.stack.AnsCoder()
-    if outside.any():
-        coder.encode_reverse(_escape_words(values[outside]), _WORD)
-    symbols = np.where(outside, span, symbols).astype(np.int32)
-    for c in reversed(range(channels)):
-        coder.encode_reverse(symbols[c], tables.channel_models[c])
-    return coder.get_compressed().tobytes()
-
-
-def decode_factorized(data: bytes, tables: LearnedTables, positions: int) -> np.ndarray:
-    channels, span = tables.probs.shape
-    coder = constriction.stream.stack.AnsCoder(_words(data))
-    symbols = np.stack([coder.decode(tables.channel_models[c], positions) for c in range(channels)]).astype(
-        np.int64
-    )
-    values = symbols + tables.offsets[:, None]
-    escaped = symbols == span
-    if escaped.any():
-        values[escaped] = _escaped_values(coder.decode(_WORD, 2 * int(escaped.sum())))
-    return values
-
-
-def encode_gaussian(values: np.ndarray, indexes: np.ndarray, tables: LearnedTables) -> bytes:
-    """``values`` and ``indexes`` (any shape, the same): each rounded latent and the ladder
-    step of its standard deviation."""
-    flat, stds = values.reshape(-1), tables.ladder[indexes.reshape(-1)]
-    outside = np.abs(flat) >= GAUSS_RANGE
-    coder = constriction.stream.stack.AnsCoder()
-    if outside.any():
-        coder.encode_reverse(_escape_words(flat[outside]), _WORD)
-    symbols = np.clip(flat, -GAUSS_RANGE, GAUSS_RANGE).astype(np.int32)
-    coder.encode_reverse(symbols, tables.gaussian, np.zeros(len(flat)), stds)
-    return coder.get_compressed().tobytes()
-
-
-def decode_gaussian(data: bytes, indexes: np.ndarray, tables: LearnedTables) -> np.ndarray:
-    flat = indexes.reshape(-1)
-    coder = constriction.stream.stack.AnsCoder(_words(data))
-    values = coder.decode(tables.gaussian, np.zeros(len(flat)), tables.ladder[flat]).astype(np.int64)
-    escaped = np.abs(values) >= GAUSS_RANGE
-    if escaped.any():
-        values[escaped] = _escaped_values(coder.decode(_WORD, 2 * int(escaped.sum())))
-    return values.reshape(indexes.shape)
-
-
-def _words(data: bytes) -> np.ndarray:
-    if len(data) % 4:
-        raise ValueError(f"a stream of {len(data)} bytes is not whole 32-bit words")
-    return np.frombuffer(data, dtype=np.uint32).copy()
+def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: LearnedTables) -> np.ndarray:
+    n = len(streams)
+    per = indexes[0].size if n else 0
+    tabs = tables.channels + indexes.reshape(-1)
+    return tables.given.decode(streams, tabs, _row_ends(n, per)).reshape(indexes.shape)

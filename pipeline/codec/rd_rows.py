@@ -59,33 +59,33 @@ class RDCoder:
         """``x`` (N, C, H, W) in 0..1 on the model's device."""
         y_hat = torch.round(self.model.encode(x).mean)
         y = y_hat.cpu().numpy().astype(np.int64)
-        _, m, h, w = y.shape
+        n, m, h, w = y.shape
         if not self.model.hyper:
-            return [CodedRow(encode_factorized(r.reshape(m, -1), self.tables), b"", (m, h, w)) for r in y]
+            return [CodedRow(s, b"", (m, h, w)) for s in encode_factorized(y.reshape(n, m, -1), self.tables)]
         z = torch.round(self.model.hyper_latent(y_hat)).cpu().numpy().astype(np.int64)
         indexes = self._indexes(z.astype(np.float64), h, w)
-        return [
-            CodedRow(
-                encode_gaussian(y[i], indexes[i], self.tables),
-                encode_factorized(z[i].reshape(z.shape[1], -1), self.tables),
-                (m, h, w),
-            )
-            for i in range(len(y))
-        ]
+        mains = encode_gaussian(y, indexes, self.tables)
+        sides = encode_factorized(z.reshape(n, z.shape[1], -1), self.tables)
+        return [CodedRow(a, b, (m, h, w)) for a, b in zip(mains, sides, strict=True)]
 
-    def latents(self, row: CodedRow) -> np.ndarray:
-        """The rounded latent y of one row, (channels, height, width) int64."""
-        m, h, w = row.latent_shape
+    def latents(self, rows: list[CodedRow]) -> np.ndarray:
+        """The rounded latents y of rows of one latent shape, (N, channels, height, width) int64:
+        every side stream first, then one hyper-synthesis for all of them, then the main streams."""
+        shapes = {r.latent_shape for r in rows}
+        if len(shapes) != 1:
+            raise ValueError(f"rows of one latent shape at a time, got {sorted(shapes)}")
+        ((m, h, w),) = shapes
+        n = len(rows)
         if not self.model.hyper:
-            return decode_factorized(row.main, self.tables, h * w).reshape(m, h, w)
+            return decode_factorized([r.main for r in rows], self.tables, h * w).reshape(n, m, h, w)
         zh, zw = -(-h // 4), -(-w // 4)
-        z = decode_factorized(row.side, self.tables, zh * zw).reshape(1, -1, zh, zw)
-        indexes = self._indexes(z.astype(np.float64), h, w)[0]
-        return decode_gaussian(row.main, indexes, self.tables)
+        z = decode_factorized([r.side for r in rows], self.tables, zh * zw).reshape(n, -1, zh, zw)
+        indexes = self._indexes(z.astype(np.float64), h, w)
+        return decode_gaussian([r.main for r in rows], indexes, self.tables)
 
     @torch.no_grad()
     def decode(self, rows: list[CodedRow], size: tuple[int, int]) -> torch.Tensor:
         """Rows of one latent shape back to (N, C, H, W) images cropped to ``size``."""
-        y = np.stack([self.latents(r) for r in rows])
         device = next(self.model.parameters()).device
-        return self.model.decode(torch.from_numpy(y).to(device, torch.float32), size)
+        y = torch.from_numpy(self.latents(rows)).to(device, torch.float32)
+        return self.model.decode(y, size)

@@ -19,7 +19,7 @@ indexes, so encoder and decoder agree on every probability bit for bit.
 Written here rather than imported from CompressAI: CompressAI 1.2.8 pins numpy below 2 and
 needs torchvision and torch-geometric at import, neither of which installs beside the CPU
 build of torch this project runs on; the two modules below are the small part of it a model
-needs (the arithmetic coding is constriction's).
+needs (the coding is pipeline.codec.learned's).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ SECTIONS = (  # each a key of results.json, run by `--only NAME`
     "seams",
     "scale",
     "cache",
+    "learned",
 )
 DIGIT_CODECS = ("jpeg", "webp", "jpeg_tiled", "webp_tiled", "png", "png_tiled")
 BOMB_BOUND_MIB = 1536  # a worker's peak on any bomb (the reliability issue's figure)

@@ -11,6 +11,7 @@ from jobs.benches.report.bytes import agreement_section, codec_section, latents_
 from jobs.benches.report.cache import cache_section
 from jobs.benches.report.common import NOTES, table
 from jobs.benches.report.hardware import estimate_section, gpu_section, host_section, precision_section
+from jobs.benches.report.learned import learned_section
 from jobs.benches.report.provenance import provenance
 from jobs.benches.report.quality import features_section, rd_section, seams_section
 from jobs.benches.report.scale import scale_section
@@ -30,6 +31,7 @@ PARTS = (
     features_section,
     seams_section,
     cache_section,
+    learned_section,
     precision_section,
     host_section,
     gpu_section,

@@ -10,6 +10,7 @@ from jobs.benches.report.common import (
     DIGIT_CODECS,
     ratio,
 )
+from jobs.benches.report.learned import learned_targets
 from jobs.benches.report.scale import scale_targets
 
 
@@ -149,6 +150,8 @@ def targets(results: dict) -> list[list[str]]:
         add("tiles in context: PSNR within 0.1 dB of whole images", gap, gap <= 0.1)
         r = ctx["border_ratio"] / whole["border_ratio"]
         add("tiles in context: border MSE ratio <= 1.1x the whole image's", r, r <= 1.1, ".3f")
-    for what, measured, met, fmt in scale_targets(results) + cache_targets(results):
+    for what, measured, met, fmt in (
+        scale_targets(results) + cache_targets(results) + learned_targets(results)
+    ):
         add(what, measured, met, fmt)
     return rows

@@ -1,0 +1,145 @@
+"""A learned codec trained for bytes against the ELBO VAE and the classic codecs, per sample.
+
+Each rd model (pipeline.model.nets.rd) is trained from scratch on the demo's training crops for
+the same optimiser steps and batch size as the demo photo VAE (the ELBO model of the "rd"
+section), one per lambda, then codes the held-out crops through its own coder
+(pipeline.codec.rd_rows: rANS under the learned priors' tables). Bytes per crop are the
+two streams' bytes (main + side), what a row of such an archive holds beyond its key and
+framing; PSNR is of the decoded crops rounded to 8 bits. The ELBO model's points are the "rd"
+section's vaezip curve (its archive bytes per row, keys and shapes included: a few bytes a
+row more than streams alone), JPEG and WebP per crop as there.
+
+Coder speed: the entropy coding alone, one thread, in MB a second of streams and of codes (a
+latent value counted as a byte, as the rans codec's figures are): encode is the rANS coding
+of given latents and indexes; decode includes the hyper-synthesis in float64 that picks each
+latent's table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from jobs.benches import rd as rd_bench
+from jobs.benches.latents import psnr
+from pipeline.codec.learned import encode_factorized, encode_gaussian
+from pipeline.codec.rd_rows import RDCoder
+from pipeline.model.checkpoint import Checkpoint
+from pipeline.model.nets import RDConfig, build_model
+from pipeline.train.training import TrainSettings, train
+
+LAMBDAS = (0.0018, 0.0067, 0.025)
+FACTORIZED_LAMBDA = 0.0067
+
+
+def _nchw(crops: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def _coder_speed(coder: RDCoder, x: torch.Tensor, rows: list, repeats: int = 3) -> dict:
+    """MB a second, coding alone (see the module's note): of streams, and of codes (a latent
+    value as a byte, as the rans codec's figures count them)."""
+    total = sum(len(r.main) + len(r.side) for r in rows)
+    with torch.no_grad():
+        y_t = torch.round(coder.model.encode(x).mean)
+        y = y_t.numpy().astype(np.int64)
+        z = torch.round(coder.model.hyper_latent(y_t)).numpy().astype(np.int64) if coder.model.hyper else None
+    idx = coder._indexes(z.astype(np.float64), y.shape[2], y.shape[3]) if z is not None else None
+    enc, dec = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        if z is not None and idx is not None:
+            encode_gaussian(y, idx, coder.tables)
+            encode_factorized(z.reshape(len(z), z.shape[1], -1), coder.tables)
+        else:
+            encode_factorized(y.reshape(len(y), y.shape[1], -1), coder.tables)
+        enc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        coder.latents(rows)
+        dec.append(time.perf_counter() - t0)
+    values = y.size + (z.size if z is not None else 0)
+    return {
+        "encode_mb_s": total / min(enc) / 1e6,
+        "decode_mb_s": total / min(dec) / 1e6,
+        "encode_codes_mb_s": values / min(enc) / 1e6,
+        "decode_codes_mb_s": values / min(dec) / 1e6,
+    }
+
+
+def rd_point(model, heldout: np.ndarray) -> tuple[dict, list]:
+    coder = RDCoder(model.eval())
+    x = torch.from_numpy(_nchw(heldout))
+    rows = coder.encode(x)
+    back = coder.decode(rows, (heldout.shape[1], heldout.shape[2])).clamp(0, 1)
+    back8 = np.round(back.numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+    main = sum(len(r.main) for r in rows) / len(rows)
+    side = sum(len(r.side) for r in rows) / len(rows)
+    pixels = heldout.shape[1] * heldout.shape[2]
+    point = {
+        "bytes_per_sample": main + side,
+        "side_bytes_per_sample": side,
+        "bpp": 8 * (main + side) / pixels,
+        "psnr": psnr(back8, heldout),
+        **_coder_speed(coder, x, rows),
+    }
+    return point, rows
+
+
+def psnr_at(curve: list[dict], bpp: float) -> float | None:
+    """The curve's PSNR at ``bpp``, interpolated linearly; None outside its range."""
+    pts = sorted((c["bpp"], c["psnr"]) for c in curve)
+    if not pts or not pts[0][0] <= bpp <= pts[-1][0]:
+        return None
+    return float(np.interp(bpp, [b for b, _ in pts], [q for _, q in pts]))
+
+
+def measure(
+    train_crops: np.ndarray, heldout: np.ndarray, elbo: Checkpoint, steps: int, batch: int, threads: int = 2
+) -> dict:
+    torch.set_num_threads(threads)
+    data = _nchw(train_crops)
+    runs = [("hyperprior", lm) for lm in LAMBDAS] + [("factorized", FACTORIZED_LAMBDA)]
+    points = []
+    for prior, lmbda in runs:
+        torch.manual_seed(0)
+        model = build_model(RDConfig(in_channels=3, prior=prior))  # type: ignore[arg-type]
+        settings = TrainSettings(
+            epochs=10**6, max_steps=steps, batch_size=batch, objective="rd", lmbda=lmbda, val_fraction=0.0
+        )
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        train(model, data, settings, torch.device("cpu"))
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        point, _ = rd_point(model, heldout)
+        points.append({"prior": prior, "lmbda": lmbda, "train_cpu_s": cpu, "train_wall_s": wall, **point})
+    others = {
+        "elbo": rd_bench.vaezip_curve(elbo, heldout),
+        "webp": rd_bench.classic_curve(heldout, "WEBP"),
+        "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
+    }
+    for p in points:
+        for name, curve in others.items():
+            b = rd_bench.bpp_at(curve, p["psnr"])
+            p[f"x_{name}"] = None if b is None else p["bpp"] / b
+    hyper = [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in points if p["prior"] == "hyperprior"]
+    gains = []  # the hyperprior curve's PSNR at each ELBO point's bytes, less the ELBO's PSNR
+    for e in others["elbo"]:
+        at = psnr_at(hyper, e["bpp"])
+        gains.append(
+            {
+                "step_sigmas": e["step_sigmas"],
+                "bpp": e["bpp"],
+                "gain_db": None if at is None else at - e["psnr"],
+            }
+        )
+    return {
+        "gains_over_elbo": gains,
+        "steps": steps,
+        "batch": batch,
+        "train_rows": len(train_crops),
+        "heldout_rows": len(heldout),
+        "threads": threads,
+        "points": points,
+        **others,
+    }
