@@ -35,6 +35,7 @@ import torch
 
 from jobs._cli import Parser, add_sample_shape, run_main
 from pipeline.codec.format import archive_files, read_meta
+from pipeline.codec.rd_rows import hyper_of
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.names import legacy_sample_key, sample_keys
@@ -147,7 +148,7 @@ class Unquantized:
             archived = {
                 k: z
                 for f in archive_files(archive)
-                for b in iter_latents(f)
+                for b in iter_latents(f, hyper=hyper_of(ckpt.model))
                 for k, z in zip(b.keys, b.latents, strict=True)
             }
         return cls(ckpt, meta.tile, meta.tile_margin, archived=archived, kept=meta.quantizer.active)

@@ -29,14 +29,28 @@ import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zstandard
 
-from pipeline.codec.ctxcoder import CtxCoder, RowError, declared_channels, fit
+from pipeline.codec.ctxcoder import CtxCoder, RowError, declared_channels, encode_varints, fit
+from pipeline.codec.learned import ZERO as LEARNED_ZERO
+from pipeline.codec.learned import (
+    StoredTables,
+    decode_factorized,
+    decode_gaussian,
+    encode_factorized,
+    encode_gaussian,
+    split_varint,
+    tables_from_bytes,
+)
 from pipeline.core.errors import ConfigError
 
-CODECS = ("zstd", "rans")
+if TYPE_CHECKING:
+    from pipeline.codec.rd_rows import Hyper
+
+CODECS = ("zstd", "rans", "learned")  # learned: an rd model's own priors (pipeline.codec.learned)
 LAYOUTS = ("channel", "position")
 TRANSFORMS = ("none", "fold")
 FRAMINGS = ("column", "row")
@@ -87,14 +101,14 @@ class CodecParams:
         """Parquet compression (and level) of the ``vz_codes`` column chunk. A ``rans`` row
         is entropy-coded already; zstd level 1 there takes its 4-byte length prefix down to
         about one byte and passes the rest through as raw blocks."""
-        if self.name == "rans":
+        if self.name in ("rans", "learned"):
             return "zstd", 1
         return ("zstd", self.level) if self.framing == "column" else ("none", None)
 
     def to_dict(self) -> dict:
-        if self.name == "rans":
+        if self.name in ("rans", "learned"):
             return {
-                "name": "rans",
+                "name": self.name,
                 "layout": self.layout,
                 "framing": self.framing,
                 "model_b64": base64.b64encode(self.model).decode(),
@@ -111,19 +125,22 @@ class CodecParams:
     @classmethod
     def from_dict(cls, data: dict) -> CodecParams:
         try:
-            if data["name"] == "rans":
+            if data["name"] in ("rans", "learned"):
                 params = cls(
                     level=1,
                     layout=str(data["layout"]),
                     framing=str(data["framing"]),
-                    name="rans",
+                    name=str(data["name"]),
                     model=base64.b64decode(data["model_b64"], validate=True),
                 )
                 if (params.layout, params.framing) != ("channel", "row"):
                     raise ValueError(
-                        f"rans codes are channel-major rows, not {params.layout}/{params.framing}"
+                        f"{params.name} codes are channel-major rows, not {params.layout}/{params.framing}"
                     )
-                declared_channels(params.model)  # the header; the tables are built when used
+                if params.name == "rans":
+                    declared_channels(params.model)  # the header; the tables are built when used
+                else:
+                    tables_from_bytes(params.model)
                 return params
             if data["name"] != "zstd":
                 raise ValueError(f"unknown codec {data['name']!r}")
@@ -279,9 +296,13 @@ class Codec:
     """Rows of codes to ``vz_codes`` payloads and back, for one archive's parameters
     (not thread-safe)."""
 
-    def __init__(self, params: CodecParams) -> None:
+    def __init__(self, params: CodecParams, hyper: Hyper | None = None) -> None:
+        """``hyper``: codec "learned" with an rd hyperprior needs the model's side steps
+        (pipeline.codec.rd_rows.Hyper): the checkpoint's."""
         self.params = params
         self._ctx = CtxCoder.for_model(params.model) if params.name == "rans" else None
+        self._learned = _learned_tables(params.model) if params.name == "learned" else None
+        self._hyper = hyper
         d = zstandard.ZstdCompressionDict(params.dictionary) if params.dictionary else None
         self._c = zstandard.ZstdCompressor(
             level=params.level, dict_data=d, write_checksum=False, write_content_size=True
@@ -293,6 +314,8 @@ class Codec:
         ``vz_codes`` and the N checksums (of the raw code bytes)."""
         rows = row_bytes(codes, self.params.layout, self.params.centers)
         crcs = [checksum(r) for r in rows]
+        if self._learned is not None:
+            return self._encode_learned(codes, width or codes.shape[2]), crcs
         if self._ctx is not None:
             return self._ctx.encode(codes, width or codes.shape[2]), crcs
         return [self.encode_raw(r) for r in rows], crcs
@@ -303,6 +326,8 @@ class Codec:
         """``vz_codes`` values -> the rows' raw code bytes; ``shapes``: each row's (stored
         channels, positions, line width), checked by the caller to fit the payload's claims.
         A bad row raises ``ctxcoder.RowError`` (``.row``: its index here)."""
+        if self._learned is not None:
+            return self._raws_learned(payloads, shapes, np.dtype(dtype))
         if self._ctx is None:
             out = []
             for i, (payload, (c, p, _)) in enumerate(zip(payloads, shapes, strict=True)):
@@ -323,6 +348,70 @@ class Codec:
             little = codes.astype(np.dtype(dtype).newbyteorder("<"), copy=False)
             for j, i in enumerate(idx):
                 raws[i] = little[j].tobytes()
+        return raws
+
+    def _hyper_for(self, tables: StoredTables) -> Hyper | None:
+        if tables.hyper_channels and self._hyper is None:
+            raise ConfigError(
+                "these codes were coded under an rd model's hyperprior: their tables come from the "
+                "model, so decoding them needs the checkpoint (jobs.decode, jobs.verify --checkpoint)"
+            )
+        return self._hyper if tables.hyper_channels else None
+
+    def _encode_learned(self, codes: np.ndarray, width: int) -> list[bytes]:
+        assert self._learned is not None
+        t = self._learned
+        n, c, p = codes.shape
+        if c != t.channels or p % width:
+            raise ValueError(f"({c}, {p}) codes in lines of {width}: tables for {t.channels} channels")
+        values = codes.astype(np.int64) - LEARNED_ZERO
+        hyper = self._hyper_for(t)
+        if hyper is None:
+            return [b"\x00" + m for m in encode_factorized(values, t)]
+        y = values.reshape(n, c, p // width, width)
+        z = hyper.side(y)
+        mains = encode_gaussian(y, hyper.indexes(z, y.shape[2], width), t)
+        sides = encode_factorized(z.reshape(n, z.shape[1], -1), t)
+        return [encode_varints([len(s)]) + s + m for s, m in zip(sides, mains, strict=True)]
+
+    def _raws_learned(
+        self, payloads: Sequence[bytes], shapes: Sequence[tuple[int, int, int]], dtype: np.dtype
+    ) -> list[bytes]:
+        assert self._learned is not None
+        t = self._learned
+        hyper = self._hyper_for(t)
+        if dtype != np.dtype(np.uint16):
+            raise RowError(0, f"learned codes are uint16, the quantizer says {dtype}")
+        raws: list[bytes] = [b""] * len(payloads)
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            groups.setdefault(tuple(shape), []).append(i)  # type: ignore[arg-type]
+        for (c, p, w), idx in groups.items():
+            if c != t.channels or w < 1 or p % w:
+                raise RowError(idx[0], f"({c}, {p}) codes do not fit the tables' {t.channels} channels")
+            sides, mains = [], []
+            for i in idx:
+                try:
+                    side_len, start = split_varint(payloads[i])
+                except ValueError as err:
+                    raise RowError(i, str(err)) from err
+                sides.append(payloads[i][start : start + side_len])
+                mains.append(payloads[i][start + side_len :])
+            try:
+                if hyper is None:
+                    values = decode_factorized(mains, t, p)
+                else:
+                    h = p // w
+                    zh, zw = -(-h // 4), -(-w // 4)
+                    z = decode_factorized(sides, t, zh * zw).reshape(len(idx), -1, zh, zw)
+                    values = decode_gaussian(mains, hyper.indexes(z, h, w), t).reshape(len(idx), c, p)
+            except RowError as err:
+                raise RowError(idx[err.row], str(err)) from err
+            codes = values + LEARNED_ZERO
+            for j, i in enumerate(idx):
+                if codes[j].min(initial=0) < 0 or codes[j].max(initial=0) > 0xFFFF:
+                    raise RowError(i, "a decoded value falls outside the stored codes' range")
+                raws[i] = codes[j].astype("<u2").tobytes()
         return raws
 
     def encode_raw(self, raw: bytes) -> bytes:
@@ -348,3 +437,8 @@ class Codec:
 
     def decompress(self, frame: bytes) -> bytes:
         return self._d.decompress(frame)
+
+
+@functools.lru_cache(maxsize=8)
+def _learned_tables(data: bytes) -> StoredTables:
+    return tables_from_bytes(data)

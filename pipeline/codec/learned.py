@@ -20,13 +20,16 @@ batches of rows in one compiled call, as CompressAI's C++ coder does with its ta
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
+import zstandard
 
-from pipeline.codec.ctxcoder import GivenTables, quantize_pmf
+from pipeline.codec.ctxcoder import GIVEN_BITS, GivenTables, quantize_pmf
 
 GAUSS_RANGE = 255
 GAUSS_SPAN = 6.0
@@ -45,7 +48,8 @@ class LearnedTables:
             raise ValueError("probabilities must be finite and non-negative, scales positive")
 
     @property
-    def channels(self) -> int:
+    def prior_channels(self) -> int:
+        """The factorized tables' count (the first tables; the Gaussian ladder's follow)."""
         return len(self.offsets)
 
     @cached_property
@@ -71,33 +75,113 @@ def _row_ends(rows: int, per: int) -> np.ndarray:
     return np.arange(1, rows + 1, dtype=np.int64) * per
 
 
-def encode_factorized(values: np.ndarray, tables: LearnedTables) -> list[bytes]:
+class Tables(Protocol):
+    @property
+    def given(self) -> GivenTables: ...
+
+    @property
+    def prior_channels(self) -> int: ...
+
+
+def encode_factorized(values: np.ndarray, tables: Tables) -> list[bytes]:
     """``values`` (N, C, P) int64: each row's channels of P rounded latents -> N streams."""
     n, c, p = values.shape
-    if c != tables.channels:
-        raise ValueError(f"{c} channels of values, the prior has {tables.channels}")
+    if c != tables.prior_channels:
+        raise ValueError(f"{c} channels of values, the prior has {tables.prior_channels}")
     tabs = np.broadcast_to(np.arange(c)[None, :, None], values.shape)
     return tables.given.encode(values.reshape(-1), tabs.reshape(-1), _row_ends(n, c * p))
 
 
-def decode_factorized(streams: list[bytes], tables: LearnedTables, positions: int) -> np.ndarray:
+def decode_factorized(streams: list[bytes], tables: Tables, positions: int) -> np.ndarray:
     """N streams -> (N, C, positions) values."""
-    n, c = len(streams), tables.channels
+    n, c = len(streams), tables.prior_channels
     tabs = np.broadcast_to(np.arange(c)[None, :, None], (n, c, positions)).reshape(-1)
     return tables.given.decode(streams, tabs, _row_ends(n, c * positions)).reshape(n, c, positions)
 
 
-def encode_gaussian(values: np.ndarray, indexes: np.ndarray, tables: LearnedTables) -> list[bytes]:
+def encode_gaussian(values: np.ndarray, indexes: np.ndarray, tables: Tables) -> list[bytes]:
     """``values`` and ``indexes`` (N, ...) of one shape: each rounded latent and the ladder
     step of its standard deviation -> N streams."""
     n = len(values)
     per = values[0].size if n else 0
-    tabs = tables.channels + indexes.reshape(-1)
+    tabs = tables.prior_channels + indexes.reshape(-1)
     return tables.given.encode(values.reshape(-1), tabs, _row_ends(n, per))
 
 
-def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: LearnedTables) -> np.ndarray:
+def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: Tables) -> np.ndarray:
     n = len(streams)
     per = indexes[0].size if n else 0
-    tabs = tables.channels + indexes.reshape(-1)
+    tabs = tables.prior_channels + indexes.reshape(-1)
     return tables.given.decode(streams, tabs, _row_ends(n, per)).reshape(indexes.shape)
+
+
+# ---- what an archive stores of them (codec "learned", FORMAT.md) --------------------------
+
+ZERO = 32768  # a stored code is the rounded latent plus this (the "rounded" quantizer's codes)
+BLOB_VERSION = 1
+MAX_TABLES = 4096
+MAX_TABLE_WIDTH = 1 << 16
+
+
+def tables_to_bytes(given: GivenTables, channels: int, hyper_channels: int) -> bytes:
+    """The integer tables and the latent's layout, for the archive's footer: JSON, the
+    frequencies as little-endian uint16 (a 12-bit frequency fits), zstd-compressed."""
+    freqs = given.freqs.astype("<u2")
+    header = {
+        "version": BLOB_VERSION,
+        "channels": channels,
+        "hyper_channels": hyper_channels,
+        "zero": ZERO,
+        "bits": GIVEN_BITS,
+        "lows": given.lows.tolist(),
+        "sizes": given.sizes.tolist(),
+        "width": int(freqs.shape[1]),
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = zstandard.ZstdCompressor(level=19).compress(freqs.tobytes())
+    return len(head).to_bytes(4, "little") + head + body
+
+
+@dataclass(frozen=True)
+class StoredTables:
+    given: GivenTables
+    channels: int  # of the latent y
+    hyper_channels: int  # of the hyper-latent z; 0 for a factorized prior
+
+    @property
+    def prior_channels(self) -> int:
+        """The factorized tables' count: z's channels under a hyperprior, else y's."""
+        return self.hyper_channels or self.channels
+
+
+def tables_from_bytes(data: bytes) -> StoredTables:
+    """Untrusted footer bytes -> the tables, every claim checked before it is used."""
+    try:
+        n = int.from_bytes(data[:4], "little")
+        header = json.loads(data[4 : 4 + n])
+        if header.get("version") != BLOB_VERSION or header.get("bits") != GIVEN_BITS:
+            raise ValueError(f"learned tables version {header.get('version')}, {header.get('bits')}-bit")
+        lows, sizes = np.array(header["lows"], np.int64), np.array(header["sizes"], np.int64)
+        width, channels, hyper = int(header["width"]), int(header["channels"]), int(header["hyper_channels"])
+        if not (0 < len(lows) <= MAX_TABLES and 0 < width <= MAX_TABLE_WIDTH and header["zero"] == ZERO):
+            raise ValueError("table counts out of range")
+        if not (0 < channels < len(lows) + 1 and 0 <= hyper < len(lows)):
+            raise ValueError("channel counts do not fit the tables")
+        raw = zstandard.ZstdDecompressor().decompress(data[4 + n :], max_output_size=2 * width * len(lows))
+        freqs = np.frombuffer(raw, dtype="<u2").reshape(len(lows), width)
+        return StoredTables(GivenTables(lows, sizes, freqs), channels, hyper)
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as err:
+        raise ValueError(f"unreadable learned-codec tables ({err})") from err
+
+
+def split_varint(payload: bytes) -> tuple[int, int]:
+    """A payload's leading unsigned LEB128 varint: (its value, where the rest starts)."""
+    value = shift = 0
+    for i, b in enumerate(payload[:10]):
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            if value > len(payload):
+                raise ValueError(f"a side stream of {value:,} bytes in a payload of {len(payload):,}")
+            return value, i + 1
+        shift += 7
+    raise ValueError("the payload does not start with its side stream's length")

@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.core.errors import ConfigError
 
-MODES = ("affine", "posterior", "loss", "latent")
+MODES = ("affine", "posterior", "loss", "latent", "rounded")
 LATENT_LEVELS = 1 << 16  # latent: a step fine enough for E may need up to 16-bit codes
 # Range margin beyond the calibration sample's extremes, as a share of its span: unseen data
 # reaches a little further than the sample did.
@@ -262,3 +262,15 @@ def dequantize(codes: np.ndarray, params: QuantizerParams) -> np.ndarray:
     step = np.asarray(params.step, dtype=np.float64)[active][None, :, None]
     out[:, active] = (lo + codes.astype(np.float64) * step).astype(np.float32)
     return out
+
+
+def rounded(channels: int) -> QuantizerParams:
+    """An rd model's quantizer (mode "rounded"): its latents rounded to integers, as it was
+    trained to expect, stored as uint16 codes of the integer plus 32768; nothing to fit."""
+    return QuantizerParams(
+        mode="rounded",
+        lo=(-32768.0,) * channels,
+        step=(1.0,) * channels,
+        levels=(65536,) * channels,
+        active=(True,) * channels,
+    )

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.codec.codec import CodecParams
 from pipeline.codec.learned import (
     LearnedTables,
     decode_factorized,
     decode_gaussian,
     encode_factorized,
     encode_gaussian,
+    tables_to_bytes,
 )
+from pipeline.codec.quantize import QuantizerParams, rounded
 from pipeline.model.entropy import scale_indexes, scale_ladder
 from pipeline.model.nets.rd import RDModel
 
@@ -37,6 +40,29 @@ class CodedRow:
     main: bytes  # y under its prior or conditional
     side: bytes  # z under the factorized prior (empty without a hyperprior)
     latent_shape: tuple[int, int, int]  # y's (channels, height, width)
+
+
+class Hyper:
+    """What the learned codec needs of an rd hyperprior: the side information of a latent
+    (``side``: z = round(h_a(y)), computed once at encode and stored) and each latent's table
+    from the side information (``indexes``: h_s in float64 on the CPU, at both ends)."""
+
+    def __init__(self, model: RDModel) -> None:
+        if not model.hyper:
+            raise ValueError("a factorized rd model has no hyperprior")
+        self._h_a = copy.deepcopy(model.h_a).to("cpu", torch.float32).eval()
+        self._h_s = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
+
+    @torch.no_grad()
+    def side(self, y: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) rounded latents -> (N, Cz, h/4, w/4) rounded hyper-latents."""
+        z = self._h_a(torch.from_numpy(y.astype(np.float32)).abs())
+        return torch.round(z).numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def indexes(self, z: np.ndarray, height: int, width: int) -> np.ndarray:
+        sigma = self._h_s(torch.from_numpy(z.astype(np.float64)))[:, :, :height, :width]
+        return scale_indexes(sigma).numpy()
 
 
 class RDCoder:
@@ -89,3 +115,19 @@ class RDCoder:
         device = next(self.model.parameters()).device
         y = torch.from_numpy(self.latents(rows)).to(device, torch.float32)
         return self.model.decode(y, size)
+
+
+def hyper_of(model: object) -> Hyper | None:
+    """The learned codec's side steps for ``model``: an rd hyperprior's, else None."""
+    return Hyper(model) if isinstance(model, RDModel) and model.hyper else None
+
+
+def learned_params(model: RDModel) -> tuple[QuantizerParams, CodecParams]:
+    """An rd model's quantizer (its latents rounded) and codec (its priors' integer tables):
+    fixed by the model, so an rd encode fits nothing on calibration rows."""
+    offsets, probs = model.prior.tables()
+    given = LearnedTables(offsets=offsets, probs=probs, ladder=scale_ladder()).given
+    hyper_channels = model.config.hidden_channels if model.hyper else 0
+    blob = tables_to_bytes(given, model.config.latent_channels, hyper_channels)
+    codec = CodecParams(level=1, layout="channel", framing="row", name="learned", model=blob)
+    return rounded(model.config.latent_channels), codec

@@ -21,6 +21,7 @@ from pipeline.codec.compress import decompress
 from pipeline.codec.format import ArchiveMeta, CodeRows, iter_stored, read_meta
 from pipeline.codec.quantize import QuantizerParams
 from pipeline.codec.quantize_torch import dequantize_tensor
+from pipeline.codec.rd_rows import Hyper
 from pipeline.core.errors import InputError
 from pipeline.data.samples import SUPPORTED_DTYPES, SampleLayout
 from pipeline.model.checkpoint import Checkpoint
@@ -70,13 +71,15 @@ def iter_latents(
     meta: ArchiveMeta | None = None,
     on_device: bool = False,
     data: bytes | None = None,
+    hyper: Hyper | None = None,
 ) -> Iterator[LatentBatch]:
     """One archive file as batches of dequantized latents, in row order. ``columns`` limits
     the passthrough columns read (default: all). ``on_device``: the batches hold codes, for
     ``SampleDecoder`` to dequantize on its device (a quarter of the bytes to copy there).
-    ``data``: the file's bytes, where the caller has read (and checked) them."""
+    ``data``: the file's bytes, where the caller has read (and checked) them. ``hyper``: an rd
+    hyperprior's side steps (``pipeline.codec.rd_rows.hyper_of``), which its codes need."""
     meta = meta or read_meta(uri)
-    codec = Codec(meta.codec)
+    codec = Codec(meta.codec, hyper)
     for stored in iter_stored(uri, batch_rows, columns, data):
         latents, layouts = latents_of(meta, codec, uri, stored.start, stored.rows, not on_device)
         yield LatentBatch(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.codec.format import read_footer, read_keys
+from pipeline.codec.rd_rows import hyper_of
 from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.core.overlap import one_behind, prefetch
@@ -61,6 +62,7 @@ class DecodeWorker(ModelWorker):
         self.spec = spec
         self.decoder = SampleDecoder(self.ckpt, self.device, self.dtype)
         self._reach: dict[int, int | None] = {}
+        self._hyper = hyper_of(self.ckpt.model)  # codec "learned" of an rd hyperprior needs it
 
     def _decoded(self, batches: Iterator[LatentBatch]) -> Iterator[Decoded]:
         for batch in batches:
@@ -110,7 +112,7 @@ class DecodeWorker(ModelWorker):
                 if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
                     raise InputError(shard.source, CHANGED)
 
-            if meta.codec.name == "rans":  # trusted before its model is built
+            if meta.codec.name in ("rans", "learned"):  # trusted before its tables are built
                 check_hash()
             reach = self.tile_reach(meta.tile) if meta.tile else None
             latents = prefetch(
@@ -120,6 +122,7 @@ class DecodeWorker(ModelWorker):
                     meta=meta,
                     data=data,
                     on_device=self.device.type != "cpu" and reach is None,  # tiles: dequantized for the grid
+                    hyper=self._hyper,
                 )
             )
             if reach is None:

@@ -28,6 +28,7 @@ from pipeline.codec.quantize import (
     stats_from_latents,
 )
 from pipeline.codec.ratecontrol import Rows, calibrate_loss, rows_to_decode
+from pipeline.codec.rd_rows import hyper_of, learned_params
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.overlap import one_behind
@@ -38,6 +39,7 @@ from pipeline.ledger.completion import ShardResult, Written, run_shard
 from pipeline.ledger.job import JobParams
 from pipeline.ledger.shard import Shard
 from pipeline.model.nets import config_to_dict
+from pipeline.model.nets.rd import RDModel
 from pipeline.model.precision import autocast, to_device
 from pipeline.workers.encoder import Encoded, Encoder, check_new_keys
 from pipeline.workers.model_worker import ModelWorker
@@ -125,6 +127,7 @@ class EncodeWorker(ModelWorker):
             spec.tile_margin,
             spec.preprocess,
         )
+        self._hyper = hyper_of(self.ckpt.model)  # codec "learned" of an rd hyperprior needs it
 
     def calibrate(
         self,
@@ -139,7 +142,11 @@ class EncodeWorker(ModelWorker):
         dataset's shards often differ, e.g. one source each, and so do the parts of a shard,
         e.g. neighbouring crops of one photo), further shards only where those fall short.
         Where a shard's row count is not in its header (Arrow streams, .npz, WebDataset),
-        its first rows. ``ordered``: ``shards`` are ``calibration_shards`` already."""
+        its first rows. ``ordered``: ``shards`` are ``calibration_shards`` already. An rd model
+        brings its own: its latents rounded, coded under its learned priors."""
+        if isinstance(self.ckpt.model, RDModel):
+            log.info("an rd model: latents rounded and coded under its own priors (codec learned)")
+            return learned_params(self.ckpt.model)
         means, logvars, widths = [], [], []
         rows: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]]] = []
         errors = []
@@ -260,7 +267,7 @@ class EncodeWorker(ModelWorker):
             tile=self.spec.tile,
             tile_margin=self.spec.tile_margin if self.spec.tile else 0,
         )
-        codec = Codec(job.codec)
+        codec = Codec(job.codec, self._hyper)
 
         def body(f: storage.HashingWriter, uri: str) -> Written:
             seen: set[str] = set()
