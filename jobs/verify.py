@@ -35,13 +35,13 @@ import torch
 
 from jobs._cli import Parser, add_sample_shape, run_main
 from pipeline.codec.format import archive_files, read_meta
-from pipeline.codec.rd_rows import hyper_of
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.names import legacy_sample_key, sample_keys
 from pipeline.core.value_range import ValueRange
 from pipeline.data.archive import LatentBatch, SampleDecoder, iter_latents
 from pipeline.data.baseline import baselines, psnr
+from pipeline.data.rd_rows import hyper_of
 from pipeline.data.readers import ReadOptions, iter_batches
 from pipeline.data.readers.base import Batch, Limits
 from pipeline.data.readers.images import decode_image

@@ -15,7 +15,7 @@ from pipeline.codec.learned import (
     encode_factorized,
     encode_gaussian,
 )
-from pipeline.codec.rd_rows import RDCoder
+from pipeline.data.rd_rows import RDCoder
 from pipeline.model.checkpoint import load_checkpoint
 from pipeline.model.entropy import FactorizedDensity, gaussian_likelihood, scale_indexes, scale_ladder
 from pipeline.model.nets import RDConfig, build_model

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pipeline.codec.format import read_meta
-from pipeline.codec.rd_rows import hyper_of
 from pipeline.data.archive import iter_latents
+from pipeline.data.rd_rows import hyper_of
 from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.model.nets import RDConfig, build_model
 from pipeline.train.dataset import read_samples, stack_for_model

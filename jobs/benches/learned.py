@@ -3,7 +3,7 @@
 Each rd model (pipeline.model.nets.rd) is trained from scratch on the demo's training crops for
 the same optimiser steps and batch size as the demo photo VAE (the ELBO model of the "rd"
 section), one per lambda, then codes the held-out crops through its own coder
-(pipeline.codec.rd_rows: rANS under the learned priors' tables). Bytes per crop are the
+(pipeline.data.rd_rows: rANS under the learned priors' tables). Bytes per crop are the
 two streams' bytes (main + side), what a row of such an archive holds beyond its key and
 framing; PSNR is of the decoded crops rounded to 8 bits. The ELBO model's points are the "rd"
 section's vaezip curve (its archive bytes per row, keys and shapes included: a few bytes a
@@ -25,7 +25,7 @@ import torch
 from jobs.benches import rd as rd_bench
 from jobs.benches.latents import psnr
 from pipeline.codec.learned import encode_factorized, encode_gaussian
-from pipeline.codec.rd_rows import RDCoder
+from pipeline.data.rd_rows import RDCoder
 from pipeline.model.checkpoint import Checkpoint
 from pipeline.model.nets import RDConfig, build_model
 from pipeline.train.training import TrainSettings, train

@@ -29,7 +29,6 @@ import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import zstandard
@@ -37,6 +36,7 @@ import zstandard
 from pipeline.codec.ctxcoder import CtxCoder, RowError, declared_channels, encode_varints, fit
 from pipeline.codec.learned import ZERO as LEARNED_ZERO
 from pipeline.codec.learned import (
+    Hyper,
     StoredTables,
     decode_factorized,
     decode_gaussian,
@@ -46,9 +46,6 @@ from pipeline.codec.learned import (
     tables_from_bytes,
 )
 from pipeline.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pipeline.codec.rd_rows import Hyper
 
 CODECS = ("zstd", "rans", "learned")  # learned: an rd model's own priors (pipeline.codec.learned)
 LAYOUTS = ("channel", "position")
@@ -298,7 +295,7 @@ class Codec:
 
     def __init__(self, params: CodecParams, hyper: Hyper | None = None) -> None:
         """``hyper``: codec "learned" with an rd hyperprior needs the model's side steps
-        (pipeline.codec.rd_rows.Hyper): the checkpoint's."""
+        (pipeline.data.rd_rows.Hyper): the checkpoint's."""
         self.params = params
         self._ctx = CtxCoder.for_model(params.model) if params.name == "rans" else None
         self._learned = _learned_tables(params.model) if params.name == "learned" else None

@@ -75,6 +75,18 @@ def _row_ends(rows: int, per: int) -> np.ndarray:
     return np.arange(1, rows + 1, dtype=np.int64) * per
 
 
+class Hyper(Protocol):
+    """An rd hyperprior's two steps the codec needs of the model (pipeline.data.rd_rows)."""
+
+    def side(self, y: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) rounded latents -> (N, Cz, ceil(h/4), ceil(w/4)) rounded side latents."""
+        ...
+
+    def indexes(self, z: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Side latents -> (N, C, height, width) ladder steps of the latents' tables."""
+        ...
+
+
 class Tables(Protocol):
     @property
     def given(self) -> GivenTables: ...

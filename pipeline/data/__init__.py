@@ -5,6 +5,8 @@
     samples.py       Raw samples in their units <-> model arrays, restored exactly (SampleLayout).
     grid.py          Samples -> one tiled image.
     tiles.py         Images <-> NxN tiles with keys <key>@y,x, put back together on decode.
+    rd_rows.py       An rd model + its coder: images <-> (main, side) streams; the hyperprior's
+                     side steps the learned codec needs; an rd model's quantizer and codec.
     archive.py       Archive files -> LatentBatch (dequantized, checked) -> samples (SampleDecoder).
     outputs.py       Restored samples -> .npy, Parquet with PNGs, image folders, WebDataset
                      (with datasets feature metadata and WebDataset's key conventions).

@@ -21,8 +21,8 @@ from pipeline.codec.compress import decompress
 from pipeline.codec.format import ArchiveMeta, CodeRows, iter_stored, read_meta
 from pipeline.codec.quantize import QuantizerParams
 from pipeline.codec.quantize_torch import dequantize_tensor
-from pipeline.codec.rd_rows import Hyper
 from pipeline.core.errors import InputError
+from pipeline.data.rd_rows import Hyper
 from pipeline.data.samples import SUPPORTED_DTYPES, SampleLayout
 from pipeline.model.checkpoint import Checkpoint
 from pipeline.model.precision import autocast, to_device
@@ -77,7 +77,7 @@ def iter_latents(
     the passthrough columns read (default: all). ``on_device``: the batches hold codes, for
     ``SampleDecoder`` to dequantize on its device (a quarter of the bytes to copy there).
     ``data``: the file's bytes, where the caller has read (and checked) them. ``hyper``: an rd
-    hyperprior's side steps (``pipeline.codec.rd_rows.hyper_of``), which its codes need."""
+    hyperprior's side steps (``pipeline.data.rd_rows.hyper_of``), which its codes need."""
     meta = meta or read_meta(uri)
     codec = Codec(meta.codec, hyper)
     for stored in iter_stored(uri, batch_rows, columns, data):

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.codec.format import read_footer, read_keys
-from pipeline.codec.rd_rows import hyper_of
 from pipeline.core import storage
 from pipeline.core.errors import InputError
 from pipeline.core.overlap import one_behind, prefetch
 from pipeline.data.archive import LatentBatch, SampleDecoder, check_model, iter_latents
 from pipeline.data.outputs import OUTPUT_FORMATS, open_output
+from pipeline.data.rd_rows import hyper_of
 from pipeline.data.tiles import Reassembled, by_image, context_windows, images_in
 from pipeline.ledger.completion import ShardResult, Written, failed, run_shard
 from pipeline.ledger.integrity import CHANGED

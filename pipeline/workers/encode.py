@@ -28,11 +28,11 @@ from pipeline.codec.quantize import (
     stats_from_latents,
 )
 from pipeline.codec.ratecontrol import Rows, calibrate_loss, rows_to_decode
-from pipeline.codec.rd_rows import hyper_of, learned_params
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.overlap import one_behind
 from pipeline.core.value_range import ValueRange
+from pipeline.data.rd_rows import hyper_of, learned_params
 from pipeline.data.readers import ReadOptions, count_rows
 from pipeline.data.resize import Preprocess
 from pipeline.ledger.completion import ShardResult, Written, run_shard
