@@ -1,6 +1,9 @@
 """Choose the latent size from evidence: train a few latent sizes on a sample and measure each
 at several quantizer steps, as the archive would store it:
-``python -m jobs.sweep --input DATA --latents 4,8,16 --output SWEEP``.
+``python -m jobs.sweep --input DATA --latents 4,8,16 --output SWEEP``; or, for a learned codec,
+one rd model per lambda: ``python -m jobs.sweep --input DATA --objective rd --lmbdas
+0.0018,0.0067,0.025 --output SWEEP`` (checkpoints ``SWEEP/lmbda-<lambda>/``, each measured
+through its own coder).
 
 Writes ``SWEEP/sweep.json`` (a row per latent size and step: bytes per sample in the real
 archive format, bits per pixel, PSNR), ``SWEEP/sweep.png`` (the rate-distortion curves, one per
@@ -12,6 +15,8 @@ split. Takes every ``jobs.train`` option (epochs, model, ...); ``--latent`` is r
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -29,10 +34,11 @@ from jobs._cli import Parser, float_tuple, int_tuple, run_main  # noqa: E402
 from jobs.benches.latents import encode, psnr, reconstruct, vaezip_codes  # noqa: E402
 from pipeline.codec.quantize import QuantizerConfig  # noqa: E402
 from pipeline.core import storage  # noqa: E402
+from pipeline.data.rd_rows import RDCoder  # noqa: E402
 from pipeline.data.readers import ReadOptions  # noqa: E402
 from pipeline.model.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from pipeline.model.nets import build_model  # noqa: E402
-from pipeline.train.dataset import read_samples, stack_for_model  # noqa: E402
+from pipeline.train.dataset import RawSample, read_samples, stack_for_model  # noqa: E402
 from pipeline.train.training import TrainSettings, split, train  # noqa: E402
 from pipeline.workers.model_worker import pick_device  # noqa: E402
 
@@ -54,6 +60,12 @@ def build_parser() -> Parser:
         help="latent sizes to train: units (mlp) or channels (conv), comma-separated",
     )
     p.add_argument(
+        "--lmbdas",
+        type=float_tuple,
+        default=(0.0018, 0.0067, 0.025),
+        help="--objective rd: the lambdas to train, one rd model each, comma-separated",
+    )
+    p.add_argument(
         "--step-sigmas",
         type=float_tuple,
         default=(0.5, 1.0, 2.0, 4.0),
@@ -66,7 +78,8 @@ def plot(rows: list[dict], uri: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for latent in sorted({r["latent"] for r in rows}):
         pts = sorted((r["bytes_per_sample"], r["psnr"]) for r in rows if r["latent"] == latent)
-        ax.plot([b for b, _ in pts], [p for _, p in pts], "o-", label=f"latent {latent}")
+        label = f"latent {latent}" if not any("lmbda" in r for r in rows) else f"rd, {latent} channels"
+        ax.plot([b for b, _ in pts], [p for _, p in pts], "o-", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("archive bytes per sample")
     ax.set_ylabel("PSNR (dB)")
@@ -97,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_steps=args.warmup_steps,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        max_steps=args.max_steps,
+        objective=args.objective,
     )
     if args.eval_input:
         originals = np.stack([s.array for s in read_samples(args.eval_input, options)])
@@ -106,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         originals = np.stack([samples[i].array for i in np.sort(val_idx)])
         measured_on = "validation split"
     pixels = originals[0].shape[0] * (originals[0].shape[1] if originals.ndim > 2 else 1)
+    if args.objective == "rd":
+        rows = rd_sweep(args, samples, originals, settings, device, pixels)
+        return report(args, rows, measured_on, originals)
     rows = []
     for latent in args.latents:
         args.latent = latent
@@ -142,12 +160,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info(
                 "latent %d, step %.2g sigma: %.1f bytes/sample, %.2f dB", latent, step, per, rows[-1]["psnr"]
             )
+    return report(args, rows, measured_on, originals)
+
+
+def rd_sweep(
+    args: argparse.Namespace,
+    samples: list,
+    originals: np.ndarray,
+    settings: TrainSettings,
+    device: torch.device,
+    pixels: int,
+) -> list[dict]:
+    """One rd model per lambda, each measured through its own coder: the streams' bytes a
+    sample and the PSNR of what they decode to."""
+    rows = []
+    for lmbda in args.lmbdas:
+        args.lmbda = lmbda
+        config = train_job.model_config(args, samples)
+        data, _ = stack_for_model(samples, config)
+        held, _ = stack_for_model([RawSample("eval", i, o) for i, o in enumerate(originals)], config)
+        torch.manual_seed(args.seed)
+        model = build_model(config)
+        result = train(model, data, dataclasses.replace(settings, lmbda=lmbda), device)
+        model = model.cpu().eval()
+        name = f"lmbda-{lmbda:g}"
+        save_checkpoint(model, storage.join(args.output, name), training={"input": args.input, "sweep": True})
+        coder = RDCoder(model)  # type: ignore[arg-type]
+        x = torch.from_numpy(held)
+        coded = coder.encode(x)
+        back = coder.decode(coded, (x.shape[-2], x.shape[-1])).clamp(0, 1).numpy()
+        back8 = np.rint(np.moveaxis(back, 1, -1) * 255).astype(np.uint8).reshape(originals.shape)
+        per = sum(len(r.main) + len(r.side) for r in coded) / len(coded)
+        rows.append(
+            {
+                "latent": config.latent_channels,  # type: ignore[union-attr]
+                "lmbda": lmbda,
+                "checkpoint": name,
+                "bytes_per_sample": per,
+                "bpp": 8 * per / pixels,
+                "psnr": psnr(back8, originals),
+                "train_seconds": result.seconds,
+                "active_channels": result.evaluation.active_channels,
+            }
+        )
+        log.info("lambda %g: %.1f bytes/sample, %.2f dB", lmbda, per, rows[-1]["psnr"])
+    return rows
+
+
+def report(args: argparse.Namespace, rows: list[dict], measured_on: str, originals: np.ndarray) -> int:
     storage.write_bytes(
         storage.join(args.output, "sweep.json"),
         json.dumps({"input": args.input, "measured_on": measured_on, "rows": rows}, indent=2).encode(),
     )
     plot(rows, storage.join(args.output, "sweep.png"))
     print(f"measured on {measured_on} ({len(originals)} samples)")
+    if rows and "lmbda" in rows[0]:
+        print(f"{'lambda':>8} {'bytes/sample':>13} {'bpp':>7} {'PSNR dB':>8} {'channels':>8}  checkpoint")
+        for r in rows:
+            print(
+                f"{r['lmbda']:>8g} {r['bytes_per_sample']:>13.1f} {r['bpp']:>7.3f} {r['psnr']:>8.2f} "
+                f"{r['active_channels']:>8}  {args.output}/{r['checkpoint']}"
+            )
+        print(f"curve: {args.output}/sweep.png")
+        return 0
     print(
         f"{'latent':>6} {'step':>5} {'bytes/sample':>13} {'bpp':>7} {'PSNR dB':>8} "
         f"{'unquantized':>11} {'active':>6}"

@@ -43,3 +43,21 @@ def test_sweep_measures_each_latent_size_and_step(tmp_path, digits_dir, capsys):
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
     assert "latent  step  bytes/sample" in text and text.count("\n") >= 6
+
+
+@pytest.mark.timeout(300)
+def test_a_lambda_sweep_trains_and_measures_an_rd_model_per_lambda(tmp_path, photos, capsys):
+    out = tmp_path / "sweep"
+    argv = ["--input", str(photos / "train"), "--eval-input", str(photos / "heldout"), "--output", str(out)]
+    argv += ["--objective", "rd", "--lmbdas", "0.001,0.05", "--max-rows", "512", "--epochs", "6"]
+    argv += ["--latent", "12", "--hidden-channels", "16", "--batch-size", "32"]
+    assert run_main(sweep.main, argv) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["lmbda"] for r in rows] == [0.001, 0.05]
+    low, high = rows
+    assert high["bytes_per_sample"] > low["bytes_per_sample"] > 0  # more lambda: more bytes...
+    assert high["psnr"] > low["psnr"]  # ...and less error
+    for r in rows:
+        assert load_checkpoint(str(out / r["checkpoint"])).config.kind == "rd"
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lmbda-0.05" in capsys.readouterr().out
