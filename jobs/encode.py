@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -61,7 +62,26 @@ def build_parser() -> Parser:
         help="dataset: file, folder, glob or fsspec URL "
         "of .npy/.npz, Parquet, WebDataset .tar or image files",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder from jobs.train")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder from jobs.train; or, with --target-psnr or --target-bytes, a jobs.sweep "
+        "folder of rd models (--objective rd), one of which is chosen",
+    )
+    p.add_argument(
+        "--target-psnr",
+        type=float,
+        metavar="DB",
+        help="rate control across a sweep of rd models: the one of fewest bytes whose PSNR, as the "
+        "sweep measured it, reaches DB",
+    )
+    p.add_argument(
+        "--target-bytes",
+        type=float,
+        metavar="N",
+        help="rate control across a sweep of rd models: the one of best PSNR within N bytes a sample, "
+        "as the sweep measured it",
+    )
     p.add_argument("--output", required=True, help="archive folder (path or URL)")
     q = p.add_argument_group("quantizer and codec")
     q.add_argument(
@@ -243,8 +263,47 @@ def build_parser() -> Parser:
     return p
 
 
+def choose_from_sweep(folder: str, target_psnr: float | None, target_bytes: float | None) -> dict:
+    """The rd model of a ``jobs.sweep --objective rd`` folder that meets the target (its row of
+    sweep.json): fewest bytes at or above ``target_psnr``, or best PSNR within ``target_bytes``."""
+    if (target_psnr is None) == (target_bytes is None):
+        raise ConfigError("rate control across a sweep takes one target: --target-psnr or --target-bytes")
+    uri = storage.join(folder, "sweep.json")
+    try:
+        rows = [r for r in json.loads(storage.read_bytes(uri))["rows"] if "lmbda" in r]
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--target-psnr/--target-bytes: {uri} not found (is {folder} a jobs.sweep folder?)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{uri}: not a readable sweep ({err})") from err
+    if not rows:
+        raise ConfigError(f"{uri} holds no rd models (jobs.sweep --objective rd)")
+    if target_psnr is not None:
+        ok = [r for r in rows if r["psnr"] >= target_psnr]
+        if not ok:
+            best = max(r["psnr"] for r in rows)
+            raise ConfigError(f"no model of the sweep reaches {target_psnr:g} dB (the best: {best:.2f} dB)")
+        return min(ok, key=lambda r: r["bytes_per_sample"])
+    ok = [r for r in rows if r["bytes_per_sample"] <= target_bytes]
+    if not ok:
+        least = min(r["bytes_per_sample"] for r in rows)
+        raise ConfigError(
+            f"no model of the sweep fits in {target_bytes:g} bytes a sample (the least: {least:.1f})"
+        )
+    return max(ok, key=lambda r: r["psnr"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.target_psnr is not None or args.target_bytes is not None:
+        chosen = choose_from_sweep(args.checkpoint, args.target_psnr, args.target_bytes)
+        args.checkpoint = storage.join(args.checkpoint, chosen["checkpoint"])
+        print(
+            f"rate control: {chosen['checkpoint']} (lambda {chosen['lmbda']:g}: "
+            f"{chosen['bytes_per_sample']:.1f} bytes a sample at {chosen['psnr']:.2f} dB where the sweep "
+            "measured it)"
+        )
     mode = args.quantizer
     if args.max_latent_error is not None:
         if mode not in ("loss", "latent") or args.max_loss_db is not None:

@@ -61,3 +61,15 @@ def test_a_lambda_sweep_trains_and_measures_an_rd_model_per_lambda(tmp_path, pho
         assert load_checkpoint(str(out / r["checkpoint"])).config.kind == "rd"
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "lmbda-0.05" in capsys.readouterr().out
+    from jobs.encode import choose_from_sweep
+    from pipeline.core.errors import ConfigError
+
+    mid = (low["psnr"] + high["psnr"]) / 2  # rate control across the sweep: the cheapest that reaches it
+    assert choose_from_sweep(str(out), mid, None)["lmbda"] == 0.05
+    assert choose_from_sweep(str(out), low["psnr"] - 1, None)["lmbda"] == 0.001
+    assert choose_from_sweep(str(out), None, high["bytes_per_sample"] - 0.01)["lmbda"] == 0.001
+    assert choose_from_sweep(str(out), None, high["bytes_per_sample"] + 1)["lmbda"] == 0.05
+    with pytest.raises(ConfigError, match="no model of the sweep reaches"):
+        choose_from_sweep(str(out), high["psnr"] + 5, None)
+    with pytest.raises(ConfigError, match="one target"):
+        choose_from_sweep(str(out), mid, 100.0)
