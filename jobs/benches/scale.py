@@ -10,8 +10,8 @@ per shard as N grows:
 - ``start``: the same for a job of ``START_SHARDS`` shards, the fixed cost (imports, Ray,
   actors, calibration) subtracted to give the cost per shard.
 - ``noop``: the runner alone dispatching N shards to 2 actors that do nothing.
-- S3: the same encode and re-run against moto's S3 server on loopback, its request log counted
-  by type (a listing is a GET of the bucket).
+- S3: the same encode and re-run against moto's S3 server on loopback, then a decode of the
+  archive and its re-run, its request log counted by type (a listing is a GET of the bucket).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ ROWS_PER_SHARD = 2
 _DRIVER = """
 import json, resource, sys, time
 t0 = time.perf_counter()
+import importlib
 from jobs._cli import run_main
-from jobs import encode
-rc = run_main(encode.main, sys.argv[1:])
+job = importlib.import_module("jobs." + sys.argv[1])
+rc = run_main(job.main, sys.argv[2:])
 ru = resource.getrusage(resource.RUSAGE_SELF)
 out = {"rc": rc, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024}
 print("VZSCALE " + json.dumps({**out, "wall_s": time.perf_counter() - t0}))
@@ -82,10 +83,10 @@ def write_shards(folder: str, n: int) -> None:
         np.save(os.path.join(folder, f"s{i:07d}.npy"), rng.random((ROWS_PER_SHARD, 4), dtype=np.float32))
 
 
-def drive(argv: list[str], env: dict[str, str] | None = None) -> dict:
-    """``jobs.encode argv`` in its own process: its exit code, CPU seconds, peak RSS, wall time."""
+def drive(argv: list[str], env: dict[str, str] | None = None, job: str = "encode") -> dict:
+    """``jobs.<job> argv`` in its own process: its exit code, CPU seconds, peak RSS, wall time."""
     proc = subprocess.run(
-        [sys.executable, "-c", _DRIVER, *argv],
+        [sys.executable, "-c", _DRIVER, job, *argv],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -93,7 +94,7 @@ def drive(argv: list[str], env: dict[str, str] | None = None) -> dict:
     )
     found = re.search(r"^VZSCALE (.*)$", proc.stdout, re.M)
     if not found or json.loads(found.group(1))["rc"] != 0:
-        raise RuntimeError(f"encode {argv} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{job} {argv} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(found.group(1))
 
 
@@ -240,10 +241,15 @@ def s3(sizes: list[int]) -> dict:
                 fs.put(data + "/", f"{bucket}/", recursive=True)
                 shutil.rmtree(data)
                 phases = {}
-                for phase in ("encode", "rerun"):
+                arch, rec = f"s3://out{n}/arch", f"s3://out{n}/rec"
+                decode_args = ["--input", arch, "--checkpoint", ckpt, "--output", rec]
+                for phase in ("encode", "rerun", "decode", "decode_rerun"):
                     with open(log_path) as f:
                         before = len(f.readlines())
-                    run = drive(encode_args(f"s3://{bucket}", ckpt, f"s3://out{n}/arch"), env)
+                    if phase.startswith("decode"):
+                        run = drive(decode_args, env, job="decode")
+                    else:
+                        run = drive(encode_args(f"s3://{bucket}", ckpt, arch), env)
                     with open(log_path) as f:
                         kinds = count_requests(f.readlines()[before:])
                     phases[phase] = {
