@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from jobs._cli import Parser, add_sample_shape, int_tuple, run_main
@@ -154,6 +155,15 @@ def build_parser() -> Parser:
         help="--crop: crops taken from each image (default: enough to cover it about 4 times)",
     )
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, split, batches)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        help="train data-parallel on this many Ray Train workers (one GPU each on a GPU cluster, else "
+        "one CPU), streaming the input's shards (any input the encode reads, s3:// too) instead of "
+        "reading a sample into memory; needs --max-steps; checkpoints under OUTPUT/_train, and a run "
+        "started again with the same --output resumes from the latest",
+    )
+    t.add_argument("--checkpoint-every", type=int, default=100, help="--workers: steps between checkpoints")
     t.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda")
     t.add_argument(
         "--threads",
@@ -258,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lmbda=args.lmbda,
     )
     device = pick_device(args.device)
+    if args.workers is not None:
+        return train_streamed(args, settings, device)
     threads = args.threads or (
         free_cpus(len(os.sched_getaffinity(0)), os.getloadavg()[0])
         if device.type == "cpu"
@@ -386,6 +398,80 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"
+    )
+    return 0
+
+
+def train_streamed(args: argparse.Namespace, settings: TrainSettings, device: torch.device) -> int:
+    """``--workers N``: data-parallel training on Ray Train, streaming the input's shards; the
+    model's shape and the value range come from a small sample of it, the figures from
+    ``--eval-input`` (else that sample)."""
+    from pipeline.run.trainer import fit
+    from pipeline.train.stream import WEIGHTS, StreamSpec, worker_loop
+
+    if not settings.max_steps:
+        raise ConfigError("--workers trains for a number of steps: give --max-steps")
+    options = ReadOptions(array_key=args.array_key, column=args.column, array_samples=args.sample_shape)
+    sample = read_samples(args.input, options, min(args.max_rows or 256, 256))
+    chosen = choose_range(args.value_range, sample, args.range_margin)
+    if args.crop:
+        sample = random_crops(sample, args.crop, args.crops_per_image, args.seed)
+    config = model_config(args, sample)
+    spec = StreamSpec(
+        input=args.input,
+        model=config_to_dict(config),
+        settings=settings,
+        read=options,
+        value_range=(chosen.value_range.lo, chosen.value_range.hi) if chosen.value_range else None,
+        crop=args.crop,
+        crops_per_image=args.crops_per_image,
+        checkpoint_every=args.checkpoint_every,
+    )
+    started = time.perf_counter()
+    folder, metrics = fit(
+        worker_loop, spec, args.workers, storage.join(args.output, "_train"), "train", device.type == "cuda"
+    )
+    seconds = time.perf_counter() - started
+    model = build_model(config)
+    model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
+    model.eval()
+    held = read_samples(args.eval_input, options) if args.eval_input else sample
+    held_data, _ = stack_for_model(held, config, chosen.value_range)
+    x = torch.from_numpy(held_data)
+    ev = evaluate_rd(model, x) if args.objective == "rd" else evaluate(model, x, seed=settings.seed)
+    in_sync = metrics.get("digest") == metrics.get("digest")  # NaN where the workers' weights differed
+    report = {
+        "model": config_to_dict(config),
+        "input": args.input,
+        "workers": args.workers,
+        "steps": metrics.get("step"),
+        "resumed_from": metrics.get("resumed_from"),
+        "workers_in_sync": in_sync,
+        "train_seconds": round(seconds, 2),
+        "evaluated_on": args.eval_input or f"{len(held)} rows of {args.input}",
+        "evaluation": dataclasses.asdict(ev),
+    }
+    fingerprint = save_checkpoint(
+        model,
+        args.output,
+        training={
+            "input": args.input,
+            "seed": args.seed,
+            "workers": args.workers,
+            "steps": metrics.get("step"),
+        },
+        value_range=chosen.value_range,
+    )
+    report["fingerprint"] = fingerprint
+    storage.write_bytes(storage.join(args.output, "report.json"), json.dumps(report, indent=2).encode())
+    if not in_sync:
+        print("training failed: the workers' weights differ (data-parallel sync broke)", file=sys.stderr)
+        return 1
+    resumed = f", resumed from step {metrics['resumed_from']}" if metrics.get("resumed_from") else ""
+    print(
+        f"trained {config.kind} on {args.workers} worker(s) in {seconds:.1f} s ({metrics.get('step')} steps"
+        f"{resumed}; weights in sync on every worker): PSNR {ev.psnr_db:.2f} dB on {report['evaluated_on']}"
+        f"\ncheckpoint {args.output} (sha256 {fingerprint[:12]})"
     )
     return 0
 
