@@ -62,6 +62,10 @@ def test_an_rd_archive_holds_the_rounded_latents_and_decodes_to_the_models_image
     if prior == "hyperprior":  # without the model's hyper-synthesis the codes cannot be read
         with pytest.raises(Exception, match="needs the checkpoint"):
             next(iter_latents(str(files[0])))
+    from pipeline.loaders.torch_data import ArchiveDataset
+
+    read = [np.asarray(item["latent"]) for item in ArchiveDataset(str(arch), checkpoint=ckpt_uri)]
+    assert np.array_equal(np.stack(read), y.numpy())  # the training reader, given the checkpoint
 
     assert decode(arch, ckpt_uri, rec, "--format", "parquet") == 0
     out = pa.concat_tables([pq.read_table(p) for p in sorted(rec.glob("heldout-*.parquet"))]).to_pydict()

@@ -351,7 +351,8 @@ class Codec:
         if tables.hyper_channels and self._hyper is None:
             raise ConfigError(
                 "these codes were coded under an rd model's hyperprior: their tables come from the "
-                "model, so decoding them needs the checkpoint (jobs.decode, jobs.verify --checkpoint)"
+                "model, so decoding them needs the checkpoint (jobs.decode, jobs.verify --checkpoint, "
+                "ArchiveDataset(checkpoint=...))"
             )
         return self._hyper if tables.hyper_channels else None
 

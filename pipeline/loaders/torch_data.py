@@ -55,6 +55,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline.codec.format import read_footer
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.data.archive import SampleDecoder, check_model, iter_latents
+from pipeline.data.rd_rows import Hyper, hyper_of
 from pipeline.ledger.integrity import CHANGED, listed_files, read_verified
 from pipeline.ledger.shard import Listed
 from pipeline.loaders.order import REMAINDERS, Piece, file_order, shuffled, unit_bounds, unit_pieces
@@ -221,6 +222,7 @@ class ArchiveDataset(IterableDataset):
             device = torch.device(self.device)
             decoder = SampleDecoder(load_checkpoint(self.checkpoint, device), device)
         name = "sample" if decoder is not None else "latent"
+        hyper: Hyper | None = None  # an rd hyperprior's codes need the checkpoint's scale network
         for piece in self.pieces():
             listed = self.listed[piece.file]
             uri, data = listed.uri, self._read(listed)
@@ -228,7 +230,9 @@ class ArchiveDataset(IterableDataset):
             if decoder is not None:
                 check_model(meta, decoder.ckpt, uri)
             shift = _normalization(meta.model_config) if self.normalize and decoder is None else None
-            for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta, data=data):
+            if hyper is None and meta.codec.name == "learned" and self.checkpoint is not None:
+                hyper = hyper_of((decoder.ckpt if decoder else load_checkpoint(self.checkpoint)).model)
+            for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta, data=data, hyper=hyper):
                 lo, hi = max(piece.start - batch.start, 0), min(piece.stop - batch.start, len(batch.keys))
                 if lo >= hi:
                     continue
