@@ -104,3 +104,9 @@ def test_an_encode_with_buckets_and_flips_records_what_it_did(tmp_path, photos_c
     assert decode(arch, photos_ckpt, rec, "--format", "parquet") == 0  # the columns pass through
     back = pq.read_table(rec / "images-00000.parquet").to_pydict()
     assert back["crop_top_left"] == t["crop_top_left"] and back["flipped"] == t["flipped"]
+    import datasets  # the new columns carry their features to the downstream library
+
+    loaded = datasets.Dataset.from_parquet(str(rec / "images-00000.parquet"))
+    assert loaded.features["flipped"] == datasets.Value("bool")
+    assert loaded.features["original_size"].feature == datasets.Value("int64")
+    assert loaded[1]["flipped"] is True and loaded[0]["original_size"] == [300, 451]

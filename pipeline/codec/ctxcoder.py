@@ -819,31 +819,37 @@ def _encode_given(values, tabs, row_ends, lows, sizes, freqs, cums, out, ends): 
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_given(words, starts, ends, tabs, row_ends, lows, sizes, packed, out):  # pragma: no cover
+def _decode_given(words, starts, ends, tabs, row_ends, packed, out):  # pragma: no cover
     """Rows' streams (16-bit words; row r from byte ``starts[r]`` to ``ends[r]``) -> their
-    values in ``out``. Returns -1, or the first row whose stream does not decode exactly."""
-    begin = 0
+    values in ``out``. Returns -1, or the first row whose stream does not decode exactly.
+    ``packed[(t << GIVEN_BITS) | slot]`` holds the value table t's slot stands for (above bit
+    26), whether it is the escape (bit 25), the symbol's frequency and the slot's offset in it:
+    one load a symbol. Positions and tables are unsigned: numba tests a signed index for a
+    negative value at every use."""
+    begin = np.uint64(0)
     for r in range(row_ends.size):
         if ends[r] - starts[r] < 4 or (ends[r] - starts[r]) % 2 or starts[r] % 2:
             return r
         p = np.uint64(starts[r] // 2)
         stop = np.uint64(ends[r] // 2)
-        state = np.uint64(words[p]) | (np.uint64(words[p + 1]) << np.uint64(16))
+        state = np.uint64(words[p]) | (np.uint64(words[p + np.uint64(1)]) << np.uint64(16))
         p += np.uint64(2)
         if state < np.uint64(_LOW):
             return r
-        for q in range(begin, row_ends[r]):
-            t = tabs[q]
-            e = packed[t, state & np.uint64(_GIVEN_MASK)]
-            sym = e >> 32
-            f = np.uint64((e >> GIVEN_BITS) & 0x1FFF)
-            state = f * (state >> np.uint64(GIVEN_BITS)) + np.uint64(e & _GIVEN_MASK)
+        end = np.uint64(row_ends[r])
+        q = begin
+        while q < end:
+            e = packed[(np.uint64(tabs[q]) << np.uint64(GIVEN_BITS)) | (state & np.uint64(_GIVEN_MASK))]
+            u = np.uint64(e)
+            state = ((u >> np.uint64(GIVEN_BITS)) & np.uint64(0x1FFF)) * (state >> np.uint64(GIVEN_BITS)) + (
+                u & np.uint64(_GIVEN_MASK)
+            )
             if state < np.uint64(_LOW):
                 if p >= stop:
                     return r
                 state = (state << np.uint64(16)) | np.uint64(words[p])
                 p += np.uint64(1)
-            if sym == sizes[t] - 1:
+            if (u >> np.uint64(25)) & np.uint64(1):
                 z = np.int64(0)
                 for b in range(2):
                     z |= np.int64(state & np.uint64(0xFFFF)) << (16 * b)
@@ -855,10 +861,11 @@ def _decode_given(words, starts, ends, tabs, row_ends, lows, sizes, packed, out)
                         p += np.uint64(1)
                 out[q] = (z >> 1) ^ -(z & 1)
             else:
-                out[q] = lows[t] + sym
+                out[q] = e >> 26
+            q += np.uint64(1)
         if p != stop or state != np.uint64(_LOW):
             return r
-        begin = row_ends[r]
+        begin = end
     return -1
 
 
@@ -883,7 +890,9 @@ class GivenTables:
         f = np.take_along_axis(freqs, slots, axis=1)
         cums = self.cums.astype(np.int64)
         bias = np.arange(1 << GIVEN_BITS)[None, :] - np.take_along_axis(cums, slots, axis=1)
-        self.packed = (slots << 32) | (f << GIVEN_BITS) | bias
+        escape = (slots == (self.sizes - 1)[:, None]).astype(np.int64)
+        values = self.lows[:, None] + slots  # the value each slot stands for (int64: << 26 fits)
+        self.packed = ((values << 26) | (escape << 25) | (f << GIVEN_BITS) | bias).ravel()
 
     def encode(self, values: np.ndarray, tabs: np.ndarray, row_ends: np.ndarray) -> list[bytes]:
         values = np.ascontiguousarray(values, dtype=np.int64)
@@ -906,22 +915,13 @@ class GivenTables:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         joined = b"".join(streams)
-        words = np.frombuffer(joined + bytes(len(joined) % 2 + 4), dtype="<u2").astype(np.uint16)
+        words = np.frombuffer(joined + bytes(len(joined) % 2 + 4), dtype="<u2").astype(np.uint16, copy=False)
         out = np.empty(int(row_ends[-1]) if len(row_ends) else 0, dtype=np.int64)
         tabs = np.ascontiguousarray(tabs, dtype=np.int64)
-        if tabs.size and ((tabs < 0).any() or (tabs >= len(self.sizes)).any()):
+        if tabs.size and not (tabs.min() >= 0 and tabs.max() < len(self.sizes)):
             raise ValueError("a table index outside the tables")
-        bad = _decode_given(
-            words,
-            starts,
-            ends,
-            tabs,
-            np.ascontiguousarray(row_ends, dtype=np.int64),
-            self.lows,
-            self.sizes,
-            self.packed,
-            out,
-        )
+        row_ends = np.ascontiguousarray(row_ends, dtype=np.int64)
+        bad = _decode_given(words, starts, ends, tabs, row_ends, self.packed, out)
         if bad >= 0:
             raise RowError(int(bad), "the stream does not decode to its row's values (corrupt or cut)")
         return out

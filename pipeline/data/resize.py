@@ -27,6 +27,15 @@ from pipeline.data.readers import Batch
 
 CROPS = ("center", "random", "none")
 COLUMNS = ("original_size", "crop_top_left", "target_size", "flipped")
+# their Hugging Face ``datasets`` features, carried to decode's outputs with the source's own
+# ("Sequence": what datasets before 4.0 write, and every version since reads)
+_PAIR = {"_type": "Sequence", "feature": {"dtype": "int64", "_type": "Value"}}
+FEATURES = {
+    "original_size": _PAIR,
+    "crop_top_left": _PAIR,
+    "target_size": _PAIR,
+    "flipped": {"dtype": "bool", "_type": "Value"},
+}
 FLIP_SUFFIX = "#flip"
 
 
@@ -155,4 +164,5 @@ def preprocessed(batch: Batch, config: Preprocess, keys: list[str], where: str) 
                     columns[name].append(values[i])
             for name in COLUMNS:
                 columns[name].append(cols[name])
-    return replace(batch, samples=samples, columns=columns, ids=ids, source_rows=rows)
+    features = {**(batch.features or {}), **FEATURES}
+    return replace(batch, samples=samples, columns=columns, ids=ids, source_rows=rows, features=features)
