@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,9 +49,31 @@ def noisy(y: torch.Tensor) -> torch.Tensor:
     return y + torch.empty_like(y).uniform_(-0.5, 0.5)
 
 
+class _LowerBound(torch.autograd.Function):
+    """``max(x, bound)`` whose gradient still reaches an ``x`` below the bound when it would
+    raise it: with ``clamp_min`` a scale under the floor, or a likelihood under its floor, gets
+    no gradient and stays there (a hyperprior trained so coded its demo crops in 685 bytes at
+    20.8 dB where a factorized prior, with no such floor, took 309 at 22.6)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)).to(grad.dtype), None
+
+
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    return _LowerBound.apply(x, bound)
+
+
 def bits(likelihood: torch.Tensor) -> torch.Tensor:
     """-log2 of the likelihoods, summed per sample: (N,)."""
-    return -torch.log2(likelihood.clamp_min(LIKELIHOOD_FLOOR)).flatten(1).sum(1)
+    return -torch.log2(lower_bound(likelihood, LIKELIHOOD_FLOOR)).flatten(1).sum(1)
 
 
 class FactorizedDensity(nn.Module):
@@ -129,7 +152,7 @@ def _float64_copy(module: FactorizedDensity) -> FactorizedDensity:
 
 def gaussian_likelihood(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """p of each element of ``y`` under N(0, sigma) convolved with the unit box."""
-    sigma = sigma.clamp_min(SCALE_MIN)
+    sigma = lower_bound(sigma, SCALE_MIN)
     v = y.abs()
     normal = torch.distributions.Normal(0.0, 1.0)
     return normal.cdf((0.5 - v) / sigma) - normal.cdf((-0.5 - v) / sigma)
