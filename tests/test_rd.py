@@ -124,21 +124,25 @@ def test_rd_training_lowers_the_loss_and_lambda_trades_bits_for_error(photos):
     config = RDConfig(latent_channels=16, hidden_channels=16, prior="hyperprior")
     data, _ = stack_for_model(read_samples(str(photos / "train"), max_rows=256), config)
     x = torch.from_numpy(data)
-    results = {}
+
+    def objective(model, lmbda):  # the rd loss on the rows, over a few fixed noise draws
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float(np.mean([rd_terms(model, x).loss(lmbda).item() for _ in range(4)]))
+
+    models = {}
     for lmbda in (0.001, 0.05):
         torch.manual_seed(0)
         model = build_model(config)
-        with torch.no_grad():
-            before = rd_terms(model, x[:64]).loss(lmbda).item()
+        before = objective(model, lmbda)
         settings = TrainSettings(epochs=40, batch_size=32, objective="rd", lmbda=lmbda, val_fraction=0.0)
         r = train(model, data, settings, torch.device("cpu"))
-        with torch.no_grad():
-            after = rd_terms(model, x[:64]).loss(lmbda).item()
-        assert after < before
-        results[lmbda] = evaluate_rd(model, x)
-        assert r.evaluation.bpp > 0
-    low, high = results[0.001], results[0.05]
-    assert high.bpp > low.bpp and high.psnr_db > low.psnr_db
+        assert objective(model, lmbda) < before and r.evaluation.bpp > 0
+        models[lmbda] = model
+    low, high = models[0.001], models[0.05]
+    # each model is the better of the two at its own trade-off, and the larger lambda buys bits
+    assert objective(high, 0.05) < objective(low, 0.05) and objective(low, 0.001) < objective(high, 0.001)
+    assert evaluate_rd(high, x).bpp > evaluate_rd(low, x).bpp
 
 
 def test_train_job_writes_an_rd_checkpoint(tmp_path, photos, capsys):
