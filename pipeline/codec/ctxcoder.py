@@ -369,6 +369,23 @@ def _features(codes, centers, buckets, res, act, tab):  # pragma: no cover - com
                 _residuals(x, i, w, base, centers[k], rr)
 
 
+@numba.njit(inline="always")
+def _flush(state, tmp, p, out, pos):  # pragma: no cover - compiled
+    """A row's stream, ended: the final state (written first) and the words before it, copied
+    to ``out`` at ``pos`` as little-endian bytes; the position after it, or -1 where ``out``
+    has no room."""
+    p -= 2
+    tmp[p] = np.uint16(state & np.uint64(0xFFFF))
+    tmp[p + 1] = np.uint16(state >> np.uint64(16))
+    size = 2 * (tmp.size - p)
+    if pos + size > out.size:
+        return -1
+    for b in range(tmp.size - p):
+        out[pos + 2 * b] = np.uint8(tmp[p + b] & 0xFF)
+        out[pos + 2 * b + 1] = np.uint8(tmp[p + b] >> 8)
+    return pos + size
+
+
 @numba.njit(cache=True, nogil=True)
 def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: no cover
     """(N, A, H, W) int64 codes -> rows' streams, packed into ``out``; row r is
@@ -418,16 +435,9 @@ def _encode(codes, centers, buckets, sizes, freqs, cums, out, ends):  # pragma: 
                 tmp[p] = np.uint16(state & np.uint64(0xFFFF))
                 state >>= np.uint64(16)
             state = ((state // f) << np.uint64(SCALE_BITS)) + (state % f) + np.uint64(cums[t, syms[q]])
-        p -= 2
-        tmp[p] = np.uint16(state & np.uint64(0xFFFF))
-        tmp[p + 1] = np.uint16(state >> np.uint64(16))
-        size = 2 * (tmp.size - p)
-        if pos + size > out.size:
+        pos = _flush(state, tmp, p, out, pos)
+        if pos < 0:
             return False
-        for b in range(tmp.size - p):
-            out[pos + 2 * b] = np.uint8(tmp[p + b] & 0xFF)
-            out[pos + 2 * b + 1] = np.uint8(tmp[p + b] >> 8)
-        pos += size
         ends[r] = pos
     return True
 
@@ -803,16 +813,9 @@ def _encode_given(values, tabs, row_ends, lows, sizes, freqs, cums, out, ends): 
                 tmp[p] = np.uint16(state & np.uint64(0xFFFF))
                 state >>= np.uint64(16)
             state = ((state // f) << np.uint64(GIVEN_BITS)) + (state % f) + np.uint64(cums[t, s])
-        p -= 2
-        tmp[p] = np.uint16(state & np.uint64(0xFFFF))
-        tmp[p + 1] = np.uint16(state >> np.uint64(16))
-        size = 2 * (tmp.size - p)
-        if pos + size > out.size:
+        pos = _flush(state, tmp, p, out, pos)
+        if pos < 0:
             return False
-        for b in range(tmp.size - p):
-            out[pos + 2 * b] = np.uint8(tmp[p + b] & 0xFF)
-            out[pos + 2 * b + 1] = np.uint8(tmp[p + b] >> 8)
-        pos += size
         ends[r] = pos
         begin = row_ends[r]
     return True
