@@ -106,6 +106,14 @@ def psnr_at(curve: list[dict], bpp: float) -> float | None:
     return float(np.interp(bpp, [b for b, _ in pts], [q for _, q in pts]))
 
 
+def add_gains(points: list[dict], elbo: list[dict]) -> None:
+    """Each point's PSNR less the ELBO VAE's at the point's bytes (interpolated on its curve;
+    None outside it), as ``gain_over_elbo_db``."""
+    for p in points:
+        at = psnr_at(elbo, p["bpp"])
+        p["gain_over_elbo_db"] = None if at is None else p["psnr"] - at
+
+
 def measure(
     train_crops: np.ndarray, heldout: np.ndarray, elbo: Checkpoint, steps: int, batch: int, threads: int = 2
 ) -> dict:
@@ -133,19 +141,8 @@ def measure(
         for name, curve in others.items():
             b = rd_bench.bpp_at(curve, p["psnr"])
             p[f"x_{name}"] = None if b is None else p["bpp"] / b
-    hyper = [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in points if p["prior"] == "hyperprior"]
-    gains = []  # the hyperprior curve's PSNR at each ELBO point's bytes, less the ELBO's PSNR
-    for e in others["elbo"]:
-        at = psnr_at(hyper, e["bpp"])
-        gains.append(
-            {
-                "step_sigmas": e["step_sigmas"],
-                "bpp": e["bpp"],
-                "gain_db": None if at is None else at - e["psnr"],
-            }
-        )
+    add_gains(points, others["elbo"])
     return {
-        "gains_over_elbo": gains,
         "steps": steps,
         "batch": batch,
         "train_rows": len(train_crops),
