@@ -116,16 +116,22 @@ def read_bytes(uri: str, size: int | None = None) -> bytes:
 
 def open_read(uri: str, size: int | None = None) -> IO[bytes]:
     """A file to read in parts; ``size`` (its bytes as listed, where the caller knows them)
-    spares an object store the HEAD it would send to learn it. A file that changed since it was
-    listed is read as long as it was listed: its identity says it is another, and a re-run reads
-    it again."""
+    spares an object store the HEAD it would send to learn it, for a file of one read block or
+    less: its first byte is read at once instead (the whole block, which the reader was going
+    to read anyway), so a missing or forbidden file fails here, not inside a parser that would
+    call it corrupt (zipfile turns any error of its reads into "not a zip file"). A file that
+    changed since it was listed is read as long as it was listed: its identity says it is
+    another, and a re-run reads it again."""
     fs, path = filesystem(uri)
-    if size is None or type(fs).__name__ != "S3FileSystem":
+    if size is None or type(fs).__name__ != "S3FileSystem" or size > fs.default_block_size:
         return fs.open(path, "rb")
     f = fs.open(path, "rb", size=size)
     # s3fs asks the object's details on the first read too (for its ETag, to notice a file
     # replaced mid-read); what the listing said stands in for them
     f.details = {"name": path, "size": size, "type": "file"}
+    if size:
+        f.read(1)
+        f.seek(0)
     return f
 
 
