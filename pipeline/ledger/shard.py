@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pipeline.core import storage
 
 Recorded = tuple[int, int, str]  # rows, bytes, sha256 of one committed output file
+MISSING = "listed in the archive's manifest but missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +30,24 @@ class Listed:
     bytes: int | None
     sha256: str | None
 
-    def problem(self, size: bool = True) -> str | None:
-        """What is wrong with the file that can be told without reading it (``size=False``:
-        only whether a record covers it and whether it is there)."""
+    def unlisted(self) -> str | None:
+        """Why no record covers the file, where none does (told without a request)."""
         if self.sha256 is None:
             return (
                 "not listed in the archive's manifest or completion records, so no checksum "
                 "covers it (a file of another job, or copied in by hand?)"
             )
+        return None
+
+    def problem(self, size: bool = True) -> str | None:
+        """What is wrong with the file that can be told without reading it (``size=False``:
+        only whether a record covers it and whether it is there)."""
+        if self.sha256 is None:
+            return self.unlisted()
         try:
             actual = storage.size(self.uri)
         except FileNotFoundError:
-            return "listed in the archive's manifest but missing"
+            return MISSING
         if size and actual != self.bytes:
             return (
                 f"{actual:,} bytes, the archive's record says {self.bytes:,}: the file changed "

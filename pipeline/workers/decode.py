@@ -28,7 +28,7 @@ from pipeline.data.rd_rows import hyper_of
 from pipeline.data.tiles import Reassembled, by_image, context_windows, images_in
 from pipeline.ledger.completion import ShardResult, Written, failed, run_shard
 from pipeline.ledger.integrity import CHANGED
-from pipeline.ledger.shard import Shard
+from pipeline.ledger.shard import MISSING, Shard
 from pipeline.model.reach import tile_reach
 from pipeline.workers.model_worker import ModelWorker
 
@@ -90,9 +90,10 @@ class DecodeWorker(ModelWorker):
 
     def process(self, shard: Shard) -> ShardResult:
         listed = shard.listed
-        # Unrecorded or missing: refused at once. A wrong size is left to the sha256 check at
-        # the end, so a damaged file first reports what is damaged in it (row, page, footer).
-        problem = listed.problem(size=False) if listed is not None else None
+        # Unrecorded: refused at once; missing: when the read finds it so (no request before it).
+        # A wrong size is left to the sha256 check at the end, so a damaged file first reports
+        # what is damaged in it (row, page, footer).
+        problem = listed.unlisted() if listed is not None else None
         if problem is not None:
             return failed(shard.name, shard.source, InputError(shard.source, problem), time.perf_counter())
 
@@ -102,7 +103,9 @@ class DecodeWorker(ModelWorker):
             try:
                 data = storage.read_bytes(shard.source, listed.bytes if listed is not None else None)
             except FileNotFoundError as err:
-                raise InputError(shard.source, "archive file not found") from err
+                raise InputError(
+                    shard.source, MISSING if listed is not None else "archive file not found"
+                ) from err
             footer = read_footer(shard.source, data)
             meta, rows_total = footer.meta, footer.rows
             check_model(meta, self.ckpt, shard.source)
