@@ -72,13 +72,11 @@ class RDCoder:
             offsets, probs = model.prior.tables()
             tables = LearnedTables(offsets=offsets, probs=probs, ladder=scale_ladder())
         self.tables = tables
-        self._h_s = copy.deepcopy(model.h_s).to("cpu", torch.float64) if model.hyper else None
+        self.hyper = Hyper(model) if model.hyper else None
 
     def _indexes(self, z_hat: np.ndarray, height: int, width: int) -> np.ndarray:
-        assert self._h_s is not None
-        with torch.no_grad():
-            sigma = self._h_s(torch.from_numpy(z_hat).to(torch.float64))[:, :, :height, :width]
-        return scale_indexes(sigma).numpy()
+        assert self.hyper is not None
+        return self.hyper.indexes(z_hat, height, width)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> list[CodedRow]:
