@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from pipeline.data.readers import ReadOptions
 from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
 from pipeline.ledger.completion import DONE, ShardResult, temp_tag
 from pipeline.ledger.manifest import write_failures
-from pipeline.ledger.shard import Recorded, Shard
+from pipeline.ledger.shard import Committed, Recorded, Shard
 from pipeline.model.precision import PRECISIONS
 from pipeline.run.runner import Pool, PoolConfig
 
@@ -40,7 +41,7 @@ class Summary:
     output_bytes: int = 0
     worker_seconds: float = 0.0
     model_seconds: float = 0.0
-    recorded: dict[str, Recorded] = dataclasses.field(default_factory=dict)  # shards done now
+    recorded: Committed = dataclasses.field(default_factory=Committed)  # shards done now
 
     def add(self, r: ShardResult) -> None:
         if not r.ok:
@@ -55,7 +56,7 @@ class Summary:
         if r.recorded is not None:
             self.recorded[r.name] = r.recorded
 
-    def committed(self, found: dict[str, Recorded]) -> dict[str, Recorded]:
+    def committed(self, found: Committed) -> Committed:
         """What the manifest lists: ``found`` (the shards done before this run, as
         ``shard_states`` read them), with the shards done now added to it."""
         found.update(self.recorded)
@@ -111,7 +112,7 @@ def check_workers_see(pool: Pool, output: str) -> None:
         )
 
 
-def check_visible(output: str, done: dict[str, Recorded]) -> None:
+def check_visible(output: str, done: Mapping[str, Recorded]) -> None:
     """Every shard a worker reported done must have its record where the driver looks (one
     listing): otherwise the workers wrote somewhere the driver does not share, and the archive
     would be empty with every shard "encoded" (a local path on a cluster of several nodes)."""

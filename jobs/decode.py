@@ -23,7 +23,7 @@ from pipeline.ledger.completion import shard_states
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs, read_records
 from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
-from pipeline.ledger.shard import Recorded, Shard
+from pipeline.ledger.shard import Committed, Shard
 from pipeline.model.checkpoint import verify_checkpoint
 from pipeline.run.runner import run
 from pipeline.workers.decode import DecodeSpec, DecodeWorker
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             whose = "of another archive's decode" if other else "of an earlier decode"
             log.info("removed %d outputs %s that this one replaces", removed, whose)
         save_resolved(args, storage.join(args.output, CONFIG))
-        found: dict[str, Recorded] = {}  # what was done before this run, for the manifest
+        found = Committed()  # what was done before this run, for the manifest
         state = shard_states(args.output, shards, job_fp, found=found, records=dict(records))
         todo = [s for s in shards if state[s.name] != "done"]
         spec = DecodeSpec(

@@ -43,7 +43,7 @@ from pipeline.ledger.completion import shard_states
 from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
-from pipeline.ledger.shard import Recorded, Shard
+from pipeline.ledger.shard import Committed, Shard
 from pipeline.model.checkpoint import load_checkpoint, read_checkpoint_meta, verify_checkpoint
 from pipeline.model.nets import config_from_dict
 from pipeline.model.reach import encoder_reach
@@ -472,7 +472,7 @@ def _run(
     )
 
     jobs: list[JobParams] = []
-    found: dict[str, Recorded] = {}  # what was done before this run, for the manifest
+    found = Committed()  # what was done before this run, for the manifest
 
     def body(pool: Pool) -> tuple[str, Summary]:
         if previous is not None:
@@ -502,6 +502,7 @@ def _run(
                 changed[0].source,
             )
         todo = [s for s in shards if state[s.name] != "done"]
+        del state, changed  # not held through the dispatch
         log.info("%d shards, %d to do", len(shards), len(todo))
         return job.job_fingerprint, dispatch(pool, args.output, todo, len(shards), job.job_fingerprint, job)
 

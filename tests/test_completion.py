@@ -193,3 +193,21 @@ def test_records_ignore_fields_they_do_not_know(tmp_path):
         "written_by": "a later version",
     }
     assert CompletionRecord.from_json(json.dumps(data).encode()) == CompletionRecord("j", "n", "s", 1, 2, "h")
+
+
+def test_committed_files_are_held_packed_and_read_back_exactly():
+    from pipeline.ledger.shard import Committed
+
+    sha = hashlib.sha256(b"x").hexdigest()
+    c = Committed()
+    c["a.vz.parquet"] = (3, 1 << 40, sha)
+    c["b.vz.parquet"] = (1, 7, "ABC not hex")  # a hand-edited record: kept as it is
+    c.update({"c.vz.parquet": (0, 0, sha.upper())})
+    assert dict(c) == {
+        "a.vz.parquet": (3, 1 << 40, sha),
+        "b.vz.parquet": (1, 7, "ABC not hex"),
+        "c.vz.parquet": (0, 0, sha.upper()),
+    }
+    assert isinstance(c._packed["a.vz.parquet"], bytes) and len(c._packed["a.vz.parquet"]) == 48
+    del c["b.vz.parquet"]
+    assert len(c) == 2 and "b.vz.parquet" not in c and c.get("b.vz.parquet") is None

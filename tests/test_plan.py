@@ -145,3 +145,36 @@ def test_bookkeeping_folders_and_hidden_files_are_not_input(tmp_path):
         np.save(tmp_path / rel, np.zeros((1, 2), np.float32))
     assert [s.relpath for s in plan_shards(str(tmp_path))] == ["a.npy", "sub/b.npy"]
     assert [s.relpath for s in plan_shards(str(tmp_path / "sub"))] == ["b.npy"]
+
+
+def test_a_local_folder_is_listed_as_fsspec_lists_it(tmp_path):
+    """The driver walks a local folder itself (fsspec's listing keeps a dict of a dozen fields
+    per file); what it finds, and each file's identity, must be what fsspec's gives, or every
+    recorded input identity would read as changed."""
+    import os
+
+    import fsspec
+
+    from pipeline.core import storage
+
+    root = tmp_path / "in"
+    for rel in ("x.npy", "a/y.npy", "a/b/z.npy", "_done/q.npy", ".hid/h.npy", ".dot.npy", "c/w.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"data" * len(rel))
+    os.symlink(root / "x.npy", root / "c" / "link.npy")
+    os.symlink(tmp_path / "nowhere", root / "c" / "broken.npy")
+    os.symlink(root / "a", root / "c" / "dirlink")
+    fs = fsspec.filesystem("file")
+    base = str(root) + "/"
+    expected = sorted(
+        (p, storage.identity(i))
+        for p, i in fs.find(str(root), detail=True).items()
+        if not storage._bookkeeping(p[len(base) :])
+    )
+    assert storage.expand_identified(str(root)) == expected
+    assert [p for p, _ in expected] == [
+        f"{root}/{rel}"
+        for rel in ("a/b/z.npy", "a/y.npy", "c/broken.npy", "c/dirlink", "c/link.npy", "c/w.txt", "x.npy")
+    ]
+    assert storage.file_sizes(str(root)) == {"x.npy": 20, ".dot.npy": 32}
+    assert storage.listdir(str(root / "missing")) == [] and storage.file_sizes(str(root / "x.npy")) == {}

@@ -162,6 +162,8 @@ def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[st
     if is_glob(uri):
         found = {p: i for p, i in fs.glob(path, detail=True).items() if i.get("type") == "file"}
     elif fs.isdir(path):
+        if isinstance(fs, LocalFileSystem):  # no listing entry per file kept: see _walk_local
+            return sorted(f for f in _walk_local(path) if not suffixes or f[0].lower().endswith(suffixes))
         base = path.rstrip("/") + "/"
         found = {p: i for p, i in fs.find(path, detail=True).items() if not _bookkeeping(p[len(base) :])}
     elif fs.exists(path):
@@ -171,6 +173,36 @@ def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[st
     if suffixes:
         found = {p: i for p, i in found.items() if p.lower().endswith(suffixes)}
     return sorted((_unstrip(fs, p), identity(i)) for p, i in found.items())
+
+
+def _walk_local(folder: str) -> Iterator[tuple[str, str]]:
+    """``fs.find(detail=True)`` of a local folder, without its dict of a dozen fields per file
+    (a kilobyte a file, all held at once: the driver's peak at 100,000 shards) and without
+    descending into bookkeeping folders: (path, identity) of every entry that is not a folder
+    (a symlink is listed, not followed; its identity is the target's size and the link's
+    mtime), as fsspec's local listing gives them, so recorded identities still match."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name.startswith((".", "_") if entry.is_dir(follow_symlinks=False) else "."):
+            continue
+        path = posixpath.join(folder, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_local(path)
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # gone since it was listed
+        size = st.st_size
+        if entry.is_symlink():
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = 0
+        yield path, f"{size}:{st.st_mtime}"
 
 
 def _bookkeeping(relpath: str) -> bool:
@@ -202,10 +234,15 @@ def identity(info: dict) -> str:
 
 def listdir(uri: str) -> list[str]:
     """Names directly inside a folder (none if it does not exist)."""
-    fs, path = filesystem(uri)
+    return _names(*filesystem(uri))
+
+
+def _names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
     try:
+        if isinstance(fs, LocalFileSystem):
+            return sorted(os.listdir(path))
         return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 
@@ -214,8 +251,15 @@ def file_sizes(uri: str) -> dict[str, int]:
     exist)."""
     fs, path = filesystem(uri)
     try:
+        if isinstance(fs, LocalFileSystem):  # a DirEntry's stat, not fsspec's dict per file
+            with os.scandir(path) as it:
+                return {
+                    e.name: e.stat(follow_symlinks=False).st_size
+                    for e in it
+                    if e.is_file(follow_symlinks=False)
+                }
         entries = fs.ls(path, detail=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries if e["type"] == "file"}
 
@@ -283,14 +327,11 @@ def remove_stale_temps(folder: str, tags: tuple[str, ...] | None, subfolders: tu
         return 0
     stale = []
     for where in (path, *(posixpath.join(path, s) for s in subfolders)):
-        try:
-            entries = fs.ls(where, detail=True)
-        except FileNotFoundError:
-            continue
-        for e in entries:
-            tag = _temp_tag(posixpath.basename(e["name"].rstrip("/")))
-            if e["type"] == "file" and tag is not None and (tags is None or tag in tags):
-                stale.append(e["name"])
+        # names first (a temporary name is rare), then whether each match is a file
+        for name in _names(fs, where):
+            tag = _temp_tag(name)
+            if tag is not None and (tags is None or tag in tags) and fs.isfile(posixpath.join(where, name)):
+                stale.append(posixpath.join(where, name))
     for p in stale:
         fs.rm(p)
     return len(stale)

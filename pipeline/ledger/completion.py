@@ -17,7 +17,7 @@ import builtins
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DONE = "_done"
+READ_CHUNK = 4096  # completion records read (in parallel) and judged at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ def shard_states(
     shards: list[Shard],
     job_fingerprint: str,
     readers: int = 16,
-    found: dict[str, Recorded] | None = None,
+    found: MutableMapping[str, Recorded] | None = None,
     records: dict[str, CompletionRecord | None] | None = None,
 ) -> dict[str, str]:
     """``shard_state`` of every shard, from one listing of ``_done/`` and one of the output
@@ -171,7 +172,7 @@ def shard_states(
     sizes = storage.file_sizes(output)
     known = this_jobs_files(output, job_fingerprint)
     states: dict[str, str] = {}
-    done: dict[str, Recorded] = {}
+    keep = found if found is not None else {}
     unread = []
     for s in shards:
         if f"{s.name}.json" not in recorded or s.name not in sizes:
@@ -179,20 +180,22 @@ def shard_states(
         elif s.name in known and known[s.name][0][1] == sizes[s.name]:
             rec, identity = known[s.name]
             states[s.name] = "changed" if s.identity and identity != s.identity else "done"
-            done[s.name] = rec
+            if states[s.name] == "done":
+                keep[s.name] = rec
         else:
             unread.append(s)
-    if records is not None:
-        read = [records.get(s.name) for s in unread]
-    else:
-        with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
-            read = list(pool.map(lambda s: read_record(output, s.name), unread))
-    for s, r in zip(unread, read, strict=True):
-        states[s.name] = _judge(r, sizes.get(s.name), job_fingerprint, s.identity)
-        if r is not None:
-            done[s.name] = (r.rows, r.bytes, r.sha256)
-    if found is not None:
-        found.update((n, rec) for n, rec in done.items() if states[n] == "done")
+    del recorded, known
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
+        for start in range(0, len(unread), READ_CHUNK):  # records held a chunk at a time
+            part = unread[start : start + READ_CHUNK]
+            if records is not None:
+                read = [records.get(s.name) for s in part]
+            else:
+                read = list(pool.map(lambda s: read_record(output, s.name), part))
+            for s, r in zip(part, read, strict=True):
+                states[s.name] = _judge(r, sizes.get(s.name), job_fingerprint, s.identity)
+                if r is not None and states[s.name] == "done":
+                    keep[s.name] = (r.rows, r.bytes, r.sha256)
     return states
 
 

@@ -37,7 +37,7 @@ MANIFEST_DIR = "_manifest"
 MANIFEST_TABLE = f"{MANIFEST_DIR}/files.parquet"
 FAILURES = "failures.json"
 MANIFEST_VERSION = 2  # 1: every file listed in manifest.json; 2: in _manifest/
-ROW_GROUP = 65536
+ROW_GROUP = 8192
 SCHEMA = pa.schema(
     [
         ("name", pa.string()),
