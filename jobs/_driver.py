@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import posixpath
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,8 +17,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.hostpool import POOLS
 from pipeline.data.readers import ReadOptions
 from pipeline.data.readers.base import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, Limits
-from pipeline.ledger.completion import DONE, ShardResult, temp_tag
-from pipeline.ledger.manifest import write_failures
+from pipeline.ledger.completion import DONE, ShardResult, fan_depth, temp_tag
+from pipeline.ledger.manifest import Progress, write_failures
 from pipeline.ledger.shard import Committed, Recorded, Shard
 from pipeline.model.precision import PRECISIONS
 from pipeline.run.runner import Pool, PoolConfig
@@ -118,7 +119,7 @@ def check_visible(output: str, done: Mapping[str, Recorded]) -> None:
     would be empty with every shard "encoded" (a local path on a cluster of several nodes)."""
     if not done:
         return
-    listed = set(storage.listdir(storage.join(output, DONE)))
+    listed = set(storage.file_sizes(storage.join(output, DONE), fan_depth(done)))
     unseen = [name for name in done if f"{name}.json" not in listed]
     if unseen:
         raise ConfigError(
@@ -138,17 +139,24 @@ def dispatch(
         check_workers_see(pool, output)
     start = time.perf_counter()
     summary = Summary(shards=total, skipped=total - len(todo))
-    with tqdm(total=len(todo), unit="shard", dynamic_ncols=True) as bar:
-        for result in pool.map(todo, *args):
-            summary.add(result)  # running totals: summing every result on every shard was O(N^2)
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(
-                rows=summary.rows,
-                rows_s=f"{summary.rows / max(elapsed, 1e-9):.0f}",
-                ratio=f"{summary.input_bytes / summary.output_bytes:.2f}" if summary.output_bytes else "-",
-                refresh=False,
-            )
-            bar.update(1)
+    progress = Progress(output, job_fingerprint)  # a re-run after a crash reads these, not records
+    try:
+        with tqdm(total=len(todo), unit="shard", dynamic_ncols=True) as bar:
+            for result in pool.map(todo, *args):
+                summary.add(result)  # running totals: summing every result on every shard was O(N^2)
+                if result.ok and result.recorded is not None:
+                    progress.add(result.name, result.source, result.recorded, result.input_identity)
+                elapsed = time.perf_counter() - start
+                ratio = summary.input_bytes / summary.output_bytes if summary.output_bytes else None
+                bar.set_postfix(
+                    rows=summary.rows,
+                    rows_s=f"{summary.rows / max(elapsed, 1e-9):.0f}",
+                    ratio="-" if ratio is None else f"{ratio:.2f}",
+                    refresh=False,
+                )
+                bar.update(1)
+    finally:  # what was committed, even when the driver is stopped
+        progress.flush()
     write_failures(
         output,
         [
@@ -156,7 +164,9 @@ def dispatch(
             for r in summary.failed
         ],
     )
-    if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), ""), subfolders=(DONE,)):
+    fanned = sorted({posixpath.dirname(s.name) for s in todo} - {""})  # --fan-out's sub-folders
+    folders = (DONE, *fanned, *(posixpath.join(DONE, f) for f in fanned))
+    if storage.remove_stale_temps(output, (temp_tag(job_fingerprint), ""), subfolders=folders):
         log.info("removed temporary files of workers that died mid-write")
     check_visible(output, summary.recorded)
     summary.seconds = time.perf_counter() - start

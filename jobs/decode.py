@@ -20,7 +20,7 @@ from pipeline.core.errors import InputError
 from pipeline.data.outputs import KEYED_FORMATS, OUTPUT_FORMATS, SUFFIXES, check_sample_paths
 from pipeline.ledger.claim import claim
 from pipeline.ledger.completion import shard_states
-from pipeline.ledger.manifest import write_manifest
+from pipeline.ledger.manifest import this_jobs_files, write_manifest
 from pipeline.ledger.ownership import check_decode_output, clear_stale_outputs, read_records
 from pipeline.ledger.plan import check_separate, fingerprint, plan_archive
 from pipeline.ledger.shard import Committed, Shard
@@ -58,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format in KEYED_FORMATS:
         check_sample_paths(args.format, lambda: _keys(shards))
     with claim(args.output, "decode"):
-        records = read_records(args.output)  # once, for the check and the clean-up
+        # once, for the check and the clean-up: what this job's manifest and progress tables
+        # list is not read again
+        known = this_jobs_files(args.output, job_fp)
+        records = read_records(args.output, known=known, job_fingerprint=job_fp)
         other = check_decode_output(args.output, [s.source for s in shards], args.overwrite, records)
         keep = {s.name for s in shards}
         removed = clear_stale_outputs(args.output, keep, job_fp, args.overwrite or other, records)
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("removed %d outputs %s that this one replaces", removed, whose)
         save_resolved(args, storage.join(args.output, CONFIG))
         found = Committed()  # what was done before this run, for the manifest
-        state = shard_states(args.output, shards, job_fp, found=found, records=dict(records))
+        state = shard_states(args.output, shards, job_fp, found=found, records=dict(records), known=known)
         todo = [s for s in shards if state[s.name] != "done"]
         spec = DecodeSpec(
             checkpoint=args.checkpoint,

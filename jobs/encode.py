@@ -40,7 +40,15 @@ from pipeline.data.resize import Preprocess, parse_size, sdxl_buckets
 from pipeline.data.samples import to_model
 from pipeline.ledger.claim import claim
 from pipeline.ledger.completion import shard_states
-from pipeline.ledger.job import EncodeJob, JobParams, bound_warnings, clear_archive, resume_job, save_job
+from pipeline.ledger.job import (
+    EncodeJob,
+    JobParams,
+    bound_warnings,
+    clear_archive,
+    load_job,
+    resume_job,
+    save_job,
+)
 from pipeline.ledger.manifest import write_manifest
 from pipeline.ledger.plan import check_separate, plan_shards
 from pipeline.ledger.shard import Committed, Shard
@@ -259,6 +267,15 @@ def build_parser() -> Parser:
         default=1000,
         help="folders of image files: images per shard (one archive file each)",
     )
+    d.add_argument(
+        "--fan-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="put the archive files in N sub-folders (picked by a hash of each file's name: "
+        "0417/train-00003.vz.parquet), for inputs of millions of files that one folder should not "
+        "hold; the readers, decode and verify find them there (default: one folder)",
+    )
     add_limit_args(p)
     return p
 
@@ -341,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_separate(args.input, args.output)
     check_shared(args.input, "--input")
     check_shared(args.output, "--output")
-    shards = plan_shards(args.input, args.images_per_shard)
-    if not args.tile:  # tiles are cut to the model's size later
-        preflight(shards, args.checkpoint, read, ValueRange.of(args.value_range))
+    shards = plan_shards(args.input, args.images_per_shard, fan_out=args.fan_out)
     settings = {
         "model_fingerprint": model_fp,
         "input": args.input,
@@ -359,10 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "names_version": NAMES_VERSION,
         **({"value_range": args.value_range} if args.value_range else {}),
         **({"tile": args.tile} if args.tile else {}),
+        **({"fan_out": args.fan_out} if args.fan_out > 1 else {}),
         **({"tile_margin": margin} if margin else {}),
         **({"preprocess": dataclasses.asdict(preprocess)} if preprocess else {}),
         **({"sample_shape": args.sample_shape} if args.sample_shape != "rows" else {}),
     }
+    # tiles are cut to the model's size later; a re-run of this job was checked when it began
+    earlier = None if args.overwrite else load_job(args.output)
+    if not args.tile and (earlier is None or earlier.settings != settings):
+        preflight(shards, args.checkpoint, read, ValueRange.of(args.value_range))
     with claim(args.output, "encode"):
         return _run(args, shards, settings, qconfig, cconfig, read, preprocess)
 
@@ -428,7 +448,9 @@ def preflight(
     errors = []
     for shard in (shards[i] for i in picked):
         try:
-            batch = next(iter(iter_batches(shard.source, replace(read, batch_rows=1), shard.members)), None)
+            listed = shard.input_bytes() if shard.identity and not shard.members else None
+            options = replace(read, batch_rows=1, source_bytes=listed)  # no HEAD to ask the size
+            batch = next(iter(iter_batches(shard.source, options, shard.members)), None)
             if batch is None or not batch.samples:
                 continue
             to_model(batch.samples[0], config, batch.source, batch.start_row, value_range)

@@ -211,3 +211,36 @@ def test_committed_files_are_held_packed_and_read_back_exactly():
     assert isinstance(c._packed["a.vz.parquet"], bytes) and len(c._packed["a.vz.parquet"]) == 48
     del c["b.vz.parquet"]
     assert len(c) == 2 and "b.vz.parquet" not in c and c.get("b.vz.parquet") is None
+
+
+def test_progress_tables_stand_for_records_until_the_manifest_is_written(tmp_path):
+    """A run stopped before its manifest (a crash, failed shards) leaves the driver's progress
+    tables: a re-run judges by them without reading a record, the newest table's word
+    standing; another job's tables are not this job's word; the manifest removes them."""
+    from pipeline.ledger.completion import shard_states
+    from pipeline.ledger.manifest import PROGRESS_DIR, Progress, write_manifest
+
+    out = str(tmp_path)
+    shards = [Shard(f"in/{n}.npy", f"{n}.npy", f"{n}.vz.parquet", identity="3:1") for n in "ab"]
+    for s in shards:
+        write_record(out, CompletionRecord("job", s.name, s.source, 1, 4, "h", input_identity="3:1"))
+        (tmp_path / s.name).write_bytes(b"abcd")
+        (tmp_path / DONE / f"{s.name}.json").write_bytes(b"not json")  # fails, were it read
+    first = Progress(out, "job")
+    first.add("a.vz.parquet", "in/a.npy", (1, 4, "old"), "3:0")
+    first.flush()
+    second = Progress(out, "job")
+    second.add("a.vz.parquet", "in/a.npy", (1, 4, "h"), "3:1")  # redone since: the newer word
+    second.add("b.vz.parquet", "in/b.npy", (1, 4, "h"), "3:1")
+    second.flush()
+    other = Progress(out, "other")
+    other.add("b.vz.parquet", "in/b.npy", (1, 4, "x"), "3:1")
+    other.flush()
+    found: dict = {}
+    assert shard_states(out, shards, "job", found=found) == {"a.vz.parquet": "done", "b.vz.parquet": "done"}
+    assert found == {"a.vz.parquet": (1, 4, "h"), "b.vz.parquet": (1, 4, "h")}
+    # the other job's table is its word alone: a is judged by its (unreadable) record
+    assert shard_states(out, shards, "other") == {"a.vz.parquet": "todo", "b.vz.parquet": "done"}
+    write_manifest(out, shards, "job", {"kind": "encode"}, found)
+    assert not (tmp_path / PROGRESS_DIR).exists()
+    assert shard_states(out, shards, "job") == {"a.vz.parquet": "done", "b.vz.parquet": "done"}

@@ -78,6 +78,9 @@ def test_decode_removes_nothing_outside_its_folder(tmp_path, two_archives, digit
     record = json.loads((out / "_done" / "late.index.parquet.json").read_text())
     record["job_fingerprint"] = "0" * 64  # stale: the clean-up wants to remove it
     (out / "_done" / "late.index.parquet.json").write_text(json.dumps(record))
+    # ... with no manifest or progress table of this decode to say otherwise
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "_manifest")
     before = _tree(out)
     assert decode(two, digits_ckpt, out, "--format", "images") == 2
     err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """How many requests a read costs on a real HTTP S3 server (moto, its request log counted)."""
 
 import io
+import json
 import os
 
 import boto3
@@ -62,3 +63,61 @@ def test_a_listed_input_is_read_without_asking_its_size(logged_s3, fmt):
     assert "HEAD" not in with_size and with_size.get("GET", 0) >= 1, with_size
     assert without.get("HEAD", 0) >= 1, without  # the request the listed size spares
     assert os.path.getsize(log) > 0
+
+
+@pytest.mark.timeout(400)
+def test_a_re_run_of_a_half_done_job_sends_no_request_for_its_done_half(logged_s3, digits_dir, digits_ckpt):
+    """Two of four inputs are broken at first (their shards fail, so no manifest is written);
+    once they are mended, the re-run finishes them and judges the other two by the progress
+    tables the first run's driver wrote: not one request names a shard that was done. The
+    same for a decode whose two archive files were damaged, then put back. The archive is fanned
+    out in two sub-folders (--fan-out), as a bucket of millions of files would be."""
+    import ray
+
+    from pipeline.core.names import fanned
+    from pipeline.ledger.manifest import PROGRESS_DIR
+    from tests.helpers import decode, encode
+
+    client, log = logged_s3
+    for bucket in ("data", "arch"):
+        client.create_bucket(Bucket=bucket)
+    names = sorted(os.listdir(digits_dir))
+    good = {n: open(os.path.join(digits_dir, n), "rb").read() for n in names}
+    broken = names[1:3]
+    for n in names:
+        client.put_object(Bucket="data", Key=n, Body=b"not an npz" if n in broken else good[n])
+    done = [n.split(".")[0] for n in names if n not in broken]
+    fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        assert encode("s3://data", digits_ckpt, "s3://arch/a", "--fan-out", "2") == 1  # two shards failed
+        assert not fs.exists("arch/a/manifest.json") and fs.ls(f"arch/a/{PROGRESS_DIR}")
+        # a broken input small enough to be read in one GET is told as on a disk, and not retried
+        failures = json.loads(fs.cat("arch/a/failures.json"))
+        assert [(f["source"], f["attempts"]) for f in failures] == [(f"s3://data/{n}", 1) for n in broken]
+        assert all("not a readable .npz archive" in f["error"] for f in failures), failures
+        for n in broken:
+            client.put_object(Bucket="data", Key=n, Body=good[n])
+        start = _lines(log)
+        assert encode("s3://data", digits_ckpt, "s3://arch/a", "--fan-out", "2") == 0
+        for stem in done:
+            assert _requests_for(log, start, stem) == {}, stem
+        for stem in (n.split(".")[0] for n in broken):  # ... where the mended ones were read
+            assert _requests_for(log, start, f"/data/{stem}").get("GET", 0) >= 1
+        manifest = json.loads(fs.cat("arch/a/manifest.json"))
+        assert (manifest["files"], manifest["missing"], manifest["rows"]) == (4, 0, 1797)
+        assert not fs.exists(f"arch/a/{PROGRESS_DIR}")  # the manifest says it all
+
+        archived = {s: fs.cat(f"arch/a/{fanned(s + '.vz.parquet', 2)}") for s in done}
+        for s in done:
+            fs.pipe(f"arch/a/{fanned(s + '.vz.parquet', 2)}", b"damaged")
+        assert decode("s3://arch/a", digits_ckpt, "s3://arch/d") == 1
+        for s, blob in archived.items():
+            fs.pipe(f"arch/a/{fanned(s + '.vz.parquet', 2)}", blob)
+        start = _lines(log)
+        assert decode("s3://arch/a", digits_ckpt, "s3://arch/d") == 0
+        for stem in (n.split(".")[0] for n in broken):  # decoded in the first run
+            assert _requests_for(log, start, stem) == {}, stem
+        assert json.loads(fs.cat("arch/d/manifest.json"))["files"] == 4
+    finally:
+        ray.shutdown()

@@ -11,7 +11,10 @@ per shard as N grows:
   actors, calibration) subtracted to give the cost per shard.
 - ``noop``: the runner alone dispatching N shards to 2 actors that do nothing.
 - S3: the same encode and re-run against moto's S3 server on loopback, then a decode of the
-  archive and its re-run, its request log counted by type (a listing is a GET of the bucket).
+  archive and its re-run, its request log counted by type (a listing is a GET of the bucket);
+  then a half-done job: an encode of an input whose odd shards are broken (they fail, so no
+  manifest), the broken ones mended, and the re-run's requests split by whether they name a
+  shard done in the first run (asked: none) or one it finishes.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ def write_shards(folder: str, n: int) -> None:
         np.save(os.path.join(folder, f"s{i:07d}.npy"), rng.random((ROWS_PER_SHARD, 4), dtype=np.float32))
 
 
-def drive(argv: list[str], env: dict[str, str] | None = None, job: str = "encode") -> dict:
-    """``jobs.<job> argv`` in its own process: its exit code, CPU seconds, peak RSS, wall time."""
+def drive(argv: list[str], env: dict[str, str] | None = None, job: str = "encode", rc: int = 0) -> dict:
+    """``jobs.<job> argv`` in its own process: its exit code (``rc`` expected), CPU seconds,
+    peak RSS, wall time."""
     proc = subprocess.run(
         [sys.executable, "-c", _DRIVER, job, *argv],
         capture_output=True,
@@ -93,7 +97,7 @@ def drive(argv: list[str], env: dict[str, str] | None = None, job: str = "encode
         check=False,
     )
     found = re.search(r"^VZSCALE (.*)$", proc.stdout, re.M)
-    if not found or json.loads(found.group(1))["rc"] != 0:
+    if not found or json.loads(found.group(1))["rc"] != rc:
         raise RuntimeError(f"{job} {argv} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(found.group(1))
 
@@ -258,6 +262,7 @@ def s3(sizes: list[int]) -> dict:
                         "requests_per_shard": {k: v / n for k, v in kinds.items()},
                         "total_per_shard": sum(kinds.values()) / n,
                     }
+                phases["half_done_rerun"] = half_done(fs, tmp, ckpt, env, log_path, n)
                 out["runs"].append({"shards": n, **phases})
             for k, v in saved.items():
                 if v is None:
@@ -265,6 +270,44 @@ def s3(sizes: list[int]) -> dict:
                 else:
                     os.environ[k] = v
     return out
+
+
+SHARD_INDEX = re.compile(r"s(\d{7})")
+
+
+def half_done(fs: Any, tmp: str, ckpt: str, env: dict[str, str], log_path: str, n: int) -> dict:
+    """Requests of a re-run after a run whose odd shards failed, by the shards they name."""
+    bucket, arch = f"half{n}", f"s3://out{n}/half"
+    fs.mkdir(bucket)
+    data = os.path.join(tmp, f"half{n}")
+    write_shards(data, n)
+    broken = {i for i in range(n) if i % 2}
+    good = {i: open(os.path.join(data, f"s{i:07d}.npy"), "rb").read() for i in broken}
+    for i in broken:
+        with open(os.path.join(data, f"s{i:07d}.npy"), "wb") as f:
+            f.write(b"not an npy")
+    fs.put(data + "/", f"{bucket}/", recursive=True)
+    shutil.rmtree(data)
+    drive(encode_args(f"s3://{bucket}", ckpt, arch), env, rc=1)
+    for i in broken:
+        fs.pipe(f"{bucket}/s{i:07d}.npy", good[i])
+    with open(log_path) as f:
+        before = len(f.readlines())
+    run = drive(encode_args(f"s3://{bucket}", ckpt, arch), env)
+    with open(log_path) as f:
+        lines = f.readlines()[before:]
+    named = [(line, int(m.group(1))) for line in lines if (m := SHARD_INDEX.search(line))]
+    done = count_requests([line for line, i in named if i not in broken])
+    redone = count_requests([line for line, i in named if i in broken])
+    total = sum(count_requests(lines).values())
+    return {
+        **run,
+        "done_shards": n - len(broken),
+        "requests_naming_done_shards": dict(done),
+        "per_done_shard": sum(done.values()) / (n - len(broken)),
+        "per_redone_shard": sum(redone.values()) / len(broken),
+        "other_requests": total - sum(done.values()) - sum(redone.values()),
+    }
 
 
 def measure(local_sizes: list[int], s3_sizes: list[int]) -> dict:

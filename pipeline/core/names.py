@@ -9,6 +9,11 @@ two extensions:
     decode  (stem of the archive file)       a__b.npy, a__b.parquet, a__b.tar, a__b.index.parquet
     features                                 a__b.features.parquet
 
+With ``--fan-out N`` an archive file lies in one of N sub-folders picked by a hash of its name
+(``0417/a__b.vz.parquet``), so no folder holds millions of files; its completion record lies
+under ``_done/`` in the same sub-folder, and the manifest lists it by that relative path. The
+file's own name is unchanged, so names stay as injective as they were.
+
 Names stay injective: two inputs whose stems are equal (``a.npy`` and ``a.npz``, or ``a/b.npy``
 and ``a__b.npy``) are refused by the plan before anything is written. Archives written before
 names dropped the extension (``a__b.npy.vz.parquet``) decode to the same names.
@@ -21,6 +26,7 @@ name), as WebDataset names a sample.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections.abc import Iterable
 
@@ -55,6 +61,14 @@ def stem(relpath: str) -> str:
 def output_name(relpath: str, suffix: str = ARCHIVE_SUFFIX) -> str:
     """The file a job writes for the input at ``relpath`` (relative to the input root)."""
     return stem(relpath) + suffix
+
+
+def fanned(name: str, fan_out: int) -> str:
+    """``name`` inside its sub-folder of ``fan_out`` (``0`` or ``1``: the name itself)."""
+    if fan_out <= 1:
+        return name
+    folder = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % fan_out
+    return f"{folder:0{len(str(fan_out - 1))}d}/{name}"
 
 
 def archive_stem(archive_name: str) -> str:

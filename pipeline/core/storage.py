@@ -16,6 +16,7 @@ lists next.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import re
@@ -62,6 +63,14 @@ def join(base: str, *names: str) -> str:
 
 def basename(uri: str) -> str:
     return posixpath.basename(uri.rstrip("/"))
+
+
+def names_in(uris: list[str], folder: str) -> list[str]:
+    """Each file's path relative to ``folder`` (its name alone where it lies elsewhere)."""
+    fs, base = filesystem(folder)
+    base = base.rstrip("/") + "/"
+    paths = (fs._strip_protocol(u) for u in uris)
+    return [p[len(base) :] if p.startswith(base) else posixpath.basename(p) for p in paths]
 
 
 def _canonical(uri: str) -> tuple[str, str]:
@@ -116,23 +125,17 @@ def read_bytes(uri: str, size: int | None = None) -> bytes:
 
 def open_read(uri: str, size: int | None = None) -> IO[bytes]:
     """A file to read in parts; ``size`` (its bytes as listed, where the caller knows them)
-    spares an object store the HEAD it would send to learn it, for a file of one read block or
-    less: its first byte is read at once instead (the whole block, which the reader was going
-    to read anyway), so a missing or forbidden file fails here, not inside a parser that would
-    call it corrupt (zipfile turns any error of its reads into "not a zip file"). A file that
-    changed since it was listed is read as long as it was listed: its identity says it is
-    another, and a re-run reads it again."""
+    spares an object store the HEAD it would send to learn it: a file of one read block or
+    less is read whole at once (one GET, the block the reader was going to read anyway), so a
+    missing or forbidden file fails here, not inside a parser that would call it corrupt
+    (zipfile turns any error of its reads into "not a zip file"), and a parser seeking before
+    its start gets what it gets from a disk file, not fsspec's ValueError. A file that changed
+    since it was listed is read as it is now: its identity says it is another, and a re-run
+    reads it again."""
     fs, path = filesystem(uri)
     if size is None or type(fs).__name__ != "S3FileSystem" or size > fs.default_block_size:
         return fs.open(path, "rb")
-    f = fs.open(path, "rb", size=size)
-    # s3fs asks the object's details on the first read too (for its ETag, to notice a file
-    # replaced mid-read); what the listing said stands in for them
-    f.details = {"name": path, "size": size, "type": "file"}
-    if size:
-        f.read(1)
-        f.seek(0)
-    return f
+    return io.BytesIO(fs.cat_file(path, max_concurrency=1))
 
 
 def is_dir(uri: str) -> bool:
@@ -246,22 +249,38 @@ def _names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
         return []
 
 
-def file_sizes(uri: str) -> dict[str, int]:
+def file_sizes(uri: str, depth: int = 0) -> dict[str, int]:
     """The files directly inside a folder, name -> bytes, from one listing (none if it does not
-    exist)."""
-    fs, path = filesystem(uri)
+    exist); ``depth`` > 0: also those that many sub-folders down (not under ``_`` or ``.``
+    folders), by their paths relative to the folder, a listing a folder."""
+    sizes, folders = _listing(*filesystem(uri))
+    if depth > 0:
+        for sub in folders:
+            if not sub.startswith(("_", ".")):
+                sizes.update((f"{sub}/{n}", b) for n, b in file_sizes(join(uri, sub), depth - 1).items())
+    return sizes
+
+
+def _listing(fs: fsspec.AbstractFileSystem, path: str) -> tuple[dict[str, int], list[str]]:
+    """One folder's files (name -> bytes) and sub-folders."""
     try:
         if isinstance(fs, LocalFileSystem):  # a DirEntry's stat, not fsspec's dict per file
+            sizes, folders = {}, []
             with os.scandir(path) as it:
-                return {
-                    e.name: e.stat(follow_symlinks=False).st_size
-                    for e in it
-                    if e.is_file(follow_symlinks=False)
-                }
+                for e in it:
+                    if e.is_file(follow_symlinks=False):
+                        sizes[e.name] = e.stat(follow_symlinks=False).st_size
+                    elif e.is_dir(follow_symlinks=False):
+                        folders.append(e.name)
+            return sizes, folders
         entries = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
-        return {}
-    return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries if e["type"] == "file"}
+        return {}, []
+    named = [(posixpath.basename(e["name"].rstrip("/")), e) for e in entries]
+    return (
+        {n: int(e["size"]) for n, e in named if e["type"] == "file"},
+        [n for n, e in named if e["type"] == "directory"],
+    )
 
 
 def makedirs(uri: str) -> None:

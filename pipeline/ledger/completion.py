@@ -17,7 +17,7 @@ import builtins
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +28,7 @@ from pipeline.core.errors import InputError
 from pipeline.ledger.manifest import this_jobs_files
 
 if TYPE_CHECKING:
-    from pipeline.ledger.shard import Recorded, Shard
+    from pipeline.ledger.shard import Entry, Recorded, Shard
 
 log = logging.getLogger(__name__)
 DONE = "_done"
@@ -52,6 +52,7 @@ class ShardResult:
     retryable: bool = False
     attempts: int = 1
     recorded: Recorded | None = None  # what was committed (rows, bytes, sha256), for the manifest
+    input_identity: str = ""  # the input's identity it was made from (Shard.identity)
 
 
 def failed(name: str, source: str, err: InputError, start: float) -> ShardResult:
@@ -95,6 +96,11 @@ class CompletionRecord:
             return cls(**{k: v for k, v in raw.items() if k in names})
         except (ValueError, TypeError, AttributeError):
             return None
+
+
+def fan_depth(names: Iterable[str]) -> int:
+    """How many sub-folders down the named outputs lie (``--fan-out``: 1)."""
+    return max((n.count("/") for n in names), default=0)
 
 
 def done_uri(output: str, name: str) -> str:
@@ -160,25 +166,28 @@ def shard_states(
     readers: int = 16,
     found: MutableMapping[str, Recorded] | None = None,
     records: dict[str, CompletionRecord | None] | None = None,
+    known: dict[str, Entry] | None = None,
 ) -> dict[str, str]:
     """``shard_state`` of every shard, from one listing of ``_done/`` and one of the output
-    folder (names and sizes), this job's manifest where there is one (what it lists with the
-    size listed is judged by it), then the other records that exist, read in parallel: no
-    request per shard to learn that something is missing, none to learn an output's size, and
-    none at all for a re-run of a finished job. ``found`` gets what was committed of every
-    shard that is done, for the manifest. ``records``: the records, where the caller has read
-    them already (a decode, for its ownership check)."""
-    recorded = set(storage.listdir(storage.join(output, DONE)))
-    sizes = storage.file_sizes(output)
-    known = this_jobs_files(output, job_fingerprint)
+    folder (names and sizes), this job's manifest and progress tables where there are some
+    (what they list with the size listed is judged by them; ``known``: as the caller read
+    them), then the other records that exist, read in parallel: no request per shard to learn
+    that something is missing, none to learn an output's size, and none at all for what a
+    re-run of a finished or interrupted job finds done. ``found`` gets what was committed of
+    every shard that is done, for the manifest. ``records``: the records, where the caller has
+    read them already (a decode, for its ownership check)."""
+    depth = fan_depth(s.name for s in shards)
+    recorded = set(storage.file_sizes(storage.join(output, DONE), depth))
+    sizes = storage.file_sizes(output, depth)
+    known = this_jobs_files(output, job_fingerprint) if known is None else known
     states: dict[str, str] = {}
     keep = found if found is not None else {}
     unread = []
     for s in shards:
         if f"{s.name}.json" not in recorded or s.name not in sizes:
             states[s.name] = "todo"
-        elif s.name in known and known[s.name][0][1] == sizes[s.name]:
-            rec, identity = known[s.name]
+        elif s.name in known and known[s.name].recorded[1] == sizes[s.name]:
+            _, rec, identity = known[s.name]
             states[s.name] = "changed" if s.identity and identity != s.identity else "done"
             if states[s.name] == "done":
                 keep[s.name] = rec
@@ -273,4 +282,5 @@ def run_shard(
         seconds=seconds,
         model_seconds=clock.seconds if clock is not None else 0.0,
         recorded=(record.rows, record.bytes, record.sha256),
+        input_identity=shard.identity,
     )

@@ -37,11 +37,13 @@ def listed_files(archive: str) -> list[Listed]:
     recorded of it. Nothing is judged here: each file's ``problem()`` fails its own shard."""
     files = archive_files(archive)
     folder = _folder_of(archive, files)
+    # a file's name is its path in the folder: under a sub-folder with --fan-out
+    names = storage.names_in(files, folder)
     entries: dict[str, Recorded | None] | None = read_manifest(folder)
     if entries is None:
-        records = (read_record(folder, storage.basename(f)) for f in files)
+        records = (read_record(folder, n) for n in names)
         entries = {r.name: (r.rows, r.bytes, r.sha256) for r in records if r is not None}
-    found = {storage.basename(f): f for f in files}
+    found = dict(zip(names, files, strict=True))
     if not storage.is_glob(archive) and storage.within(folder, archive):  # the whole folder
         found.update({n: storage.join(folder, n) for n in entries if n not in found})
     return [Listed(found[n], n, *(entries.get(n) or (None, None, None))) for n in sorted(found)]

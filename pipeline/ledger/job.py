@@ -11,6 +11,7 @@ with other parameters is never taken for done.
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,13 @@ def clear_archive(output: str) -> int:
     completion records, job.json, manifest, failures, vaezip's temporary files), so the new
     job's files are the only ones left; anybody else's files stay. Returns how many went."""
     names = [n for n in storage.listdir(output) if n.endswith(ARCHIVE_SUFFIX) or n in OWN_FILES]
-    for name in names:
+    # --fan-out's sub-folders: the archive files in them, and the folders they leave empty
+    fanned = [n for n in storage.file_sizes(output, depth=1) if "/" in n and n.endswith(ARCHIVE_SUFFIX)]
+    folders = sorted({posixpath.dirname(n) for n in fanned})
+    for name in names + fanned:
         storage.remove(storage.join(output, name), recursive=name in (DONE, MANIFEST_DIR))
-    return len(names) + storage.remove_stale_temps(output, tags=None, subfolders=(DONE,))
+    temps = storage.remove_stale_temps(output, tags=None, subfolders=(DONE, *folders))
+    for folder in folders:
+        if not storage.listdir(storage.join(output, folder)):
+            storage.remove(storage.join(output, folder), recursive=True)
+    return len(names) + len(fanned) + temps

@@ -28,6 +28,7 @@ from pipeline.data.outputs import output_files
 from pipeline.ledger.completion import DONE, CompletionRecord, done_uri, read_record
 from pipeline.ledger.job import JOB
 from pipeline.ledger.manifest import MANIFEST, MANIFEST_DIR
+from pipeline.ledger.shard import Entry
 
 
 def _manifest(output: str) -> dict:
@@ -58,11 +59,19 @@ def encode_evidence(output: str) -> str | None:
 Records = list[tuple[str, CompletionRecord | None]]  # (output name, its record if readable)
 
 
-def read_records(output: str, readers: int = 16) -> Records:
-    """Every completion record in ``output``, read in parallel (one listing, one GET each)."""
+def read_records(
+    output: str, readers: int = 16, known: dict[str, Entry] | None = None, job_fingerprint: str = ""
+) -> Records:
+    """Every completion record in ``output``, read in parallel (one listing, one GET each),
+    except those of files that ``known`` (what job ``job_fingerprint``'s manifest and progress
+    tables list) already describes: a re-run reads none of what it finished before."""
     names = [n[: -len(".json")] for n in storage.listdir(storage.join(output, DONE)) if n.endswith(".json")]
-    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(names)))) as pool:
-        return list(zip(names, pool.map(lambda n: read_record(output, n), names), strict=True))
+    known = known or {}
+    unread = [n for n in names if n not in known]
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
+        read = dict(zip(unread, pool.map(lambda n: read_record(output, n), unread), strict=True))
+    told = {n: CompletionRecord(job_fingerprint, n, e.source, *e.recorded) for n, e in known.items()}
+    return [(n, read[n] if n in read else told[n]) for n in names]
 
 
 def _of_this_archive(source: str, archive_dirs: set[str]) -> bool:

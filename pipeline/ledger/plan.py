@@ -18,10 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from dataclasses import replace
 
 from pipeline.core import storage
 from pipeline.core.errors import ConfigError
-from pipeline.core.names import ARCHIVE_SUFFIX, archive_stem, drop_data_suffix, group_relpath, output_name
+from pipeline.core.names import (
+    ARCHIVE_SUFFIX,
+    archive_stem,
+    drop_data_suffix,
+    fanned,
+    group_relpath,
+    output_name,
+)
 from pipeline.data.readers import format_of, list_identified
 from pipeline.ledger.integrity import listed_files
 from pipeline.ledger.shard import Shard, group_identity
@@ -37,10 +45,22 @@ def _root(uri: str, files: list[str]) -> str:
     return posixpath.dirname(files[0].split("://", 1)[-1])  # one file, named
 
 
-def plan_shards(input_uri: str, images_per_shard: int = 1000, suffix: str = ARCHIVE_SUFFIX) -> list[Shard]:
-    """The input's shards, each named ``<stem><suffix>`` (an archive file by default)."""
+def plan_shards(
+    input_uri: str, images_per_shard: int = 1000, suffix: str = ARCHIVE_SUFFIX, fan_out: int = 0
+) -> list[Shard]:
+    """The input's shards, each named ``<stem><suffix>`` (an archive file by default); with
+    ``fan_out`` above 1, inside one of that many sub-folders (``names.fanned``)."""
     if images_per_shard < 1:
         raise ConfigError(f"images_per_shard must be positive, got {images_per_shard}")
+    if fan_out < 0:
+        raise ConfigError(f"--fan-out must be 0 (no sub-folders) or more, got {fan_out}")
+    shards = _plan(input_uri, images_per_shard, suffix)
+    if fan_out > 1:  # names checked flat above, so the sub-folder keeps them injective
+        shards = [replace(s, name=fanned(s.name, fan_out)) for s in shards]
+    return shards
+
+
+def _plan(input_uri: str, images_per_shard: int, suffix: str) -> list[Shard]:
     listed = list_identified(input_uri)
     files = [f for f, _ in listed]
     ident = dict(listed)
@@ -115,7 +135,7 @@ def plan_archive(uri: str, suffix: str) -> list[Shard]:
     carrying what the archive's manifest recorded of it, for the worker to check."""
     shards = []
     for f in listed_files(uri):
-        rel = archive_stem(f.name)
+        rel = archive_stem(posixpath.basename(f.name))  # a fanned-out file's name is unique alone
         shards.append(Shard(source=f.uri, relpath=rel, name=output_name(rel, suffix), listed=f))
     return _refuse_collisions(shards)
 

@@ -14,11 +14,22 @@ import hashlib
 import struct
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline.core import storage
 
 Recorded = tuple[int, int, str]  # rows, bytes, sha256 of one committed output file
 _PACKED = struct.Struct("<qq32s")
+
+
+class Entry(NamedTuple):
+    """What a job's manifest or progress table says of one committed file."""
+
+    source: str
+    recorded: Recorded
+    identity: str  # the input's identity when it was read ("" for a decode's outputs)
+
+
 MISSING = "listed in the archive's manifest but missing"
 
 

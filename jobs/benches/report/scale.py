@@ -95,6 +95,28 @@ def scale_section(results: dict, out: str) -> list[str]:
                     ]
                 )
         lines += table(["shards", "job", "wall s", "requests/shard", "by type"], rows)
+        halves = [(r["shards"], r["half_done_rerun"]) for r in s3["runs"] if "half_done_rerun" in r]
+        if halves:
+            lines += [
+                "",
+                "A half-done job: the odd shards of the input broken at first (they fail, so the first "
+                "run writes no manifest), then mended, and the re-run's requests split by the shard "
+                "they name:",
+                "",
+            ]
+            lines += table(
+                ["shards", "wall s", "per done shard", "per shard it finishes", "naming no shard"],
+                [
+                    [
+                        f"{n:,}",
+                        f"{h['wall_s']:.1f}",
+                        f"{h['per_done_shard']:.3f}",
+                        f"{h['per_redone_shard']:.2f}",
+                        f"{h['other_requests']}",
+                    ]
+                    for n, h in halves
+                ],
+            )
     return lines
 
 
@@ -130,4 +152,11 @@ def scale_targets(results: dict) -> list[tuple[str, float, bool, str]]:
         )
         if "decode" in r:
             at_most(f"S3 requests per shard, decode ({r['shards']:,})", r["decode"]["total_per_shard"], 5)
+        if "half_done_rerun" in r:
+            at_most(
+                f"S3 requests per done shard, re-run of a half-done encode ({r['shards']:,})",
+                r["half_done_rerun"]["per_done_shard"],
+                0,
+                ".3f",
+            )
     return rows
