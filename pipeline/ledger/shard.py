@@ -88,8 +88,11 @@ class Shard:
         return self.members or (self.source,)
 
     def input_bytes(self) -> int:
+        """From the listing (an archive file's: its record), not a request to the store."""
         if self.identity:
             return int(self.identity.split(":", 1)[0])
+        if self.listed is not None and self.listed.bytes is not None:
+            return self.listed.bytes
         return sum(storage.size(f) for f in self.files)
 
 
