@@ -25,6 +25,7 @@ from jobs._cli import Parser, run_main
 from jobs.benches import agreement, sdlike, throughput
 from jobs.benches import bombs as bomb_bench
 from jobs.benches import cache as cache_bench
+from jobs.benches import calibration as calibration_bench
 from jobs.benches import codec as codec_bench
 from jobs.benches import estimate as estimate_bench
 from jobs.benches import gpu as gpu_bench
@@ -244,6 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         crops = load_arrays(f"{args.data}/photos/train")
         batch = json.loads(open(os.path.join(args.photos_checkpoint, "train_args.json")).read())["batch_size"]
         results["learned"] = learned_bench.measure(crops, heldout, photos_ck, trained["steps"], batch)
+    if "calibration" in sections:
+        results["calibration"] = calibration_bench.measure(
+            {
+                "photos (demo conv VAE)": (args.photos_checkpoint, f"{args.data}/photos/train"),
+                "digits (demo MLP VAE)": (args.digits_checkpoint, f"{args.data}/digits"),
+            }
+        )
     if "seams" in sections:
         results["seams"] = seams_bench.measure(
             args.photos_checkpoint, {name: photo(name) for name in HELDOUT_PHOTOS}

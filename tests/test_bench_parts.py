@@ -157,3 +157,34 @@ def test_the_page_says_which_run_made_each_section():
     assert not any("chain of runs" in line for line in lines)
     version = code_version()  # this checkout's commit, "+changes" when the work tree differs
     assert version is None or version.split("+")[0].isalnum()
+
+
+def test_the_calibration_section_reports_the_ratio_against_its_target():
+    from jobs.benches.report.cache import calibration_section, calibration_targets
+
+    runs = [
+        {
+            "model": "a",
+            "encode_s": 2.0,
+            "loss_s": 5.0,
+            "ratio": 2.5,
+            "measured_loss_db": 0.05,
+            "bits_per_value": 1.8,
+        },
+        {
+            "model": "b",
+            "encode_s": 1.0,
+            "loss_s": 4.0,
+            "ratio": 4.0,
+            "measured_loss_db": 0.09,
+            "bits_per_value": 3.7,
+        },
+    ]
+    results = {"calibration": {"rows": 2048, "max_loss_db": 0.1, "runs": runs}}
+    text = "\n".join(calibration_section(results, "."))
+    assert "| a | 2.00 | 5.00 | 2.50x | 0.050 | 1.800 |" in text
+    assert [(met, round(x, 2)) for _, x, met, _ in calibration_targets(results)] == [
+        (True, 2.5),
+        (False, 4.0),
+    ]
+    assert calibration_section({}, ".") == [] and calibration_targets({}) == []

@@ -51,6 +51,52 @@ def cache_section(results: dict, out: str) -> list[str]:
     return lines
 
 
+def calibration_section(results: dict, out: str) -> list[str]:
+    if "calibration" not in results:
+        return []
+    c = results["calibration"]
+    lines = [
+        "## What pixel rate control costs",
+        "",
+        f"`--max-loss-db {c['max_loss_db']:g}`'s calibration in an encode worker ({c['rows']:,} rows, one "
+        "thread, the fastest of two), against the same worker calibrating `--quantizer posterior`, which "
+        "encodes the same rows and decodes nothing: the rate control's cost as a multiple of the encode "
+        "of its calibration rows (`jobs/benches/calibration.py`). The decoder runs once on the fit rows "
+        "for their outputs, once for every channel's gain (each row with one channel quantized), a "
+        "few times for the search of the steps' scale, and twice on the check rows.",
+        "",
+    ]
+    lines += table(
+        ["model", "encode s", "--max-loss-db s", "ratio", "loss dB (check rows)", "bits/value"],
+        [
+            [
+                r["model"],
+                f"{r['encode_s']:.2f}",
+                f"{r['loss_s']:.2f}",
+                f"{r['ratio']:.2f}x",
+                f"{r['measured_loss_db']:.3f}",
+                f"{r['bits_per_value']:.3f}",
+            ]
+            for r in c["runs"]
+        ],
+    )
+    return lines
+
+
+def calibration_targets(results: dict) -> list[tuple[str, float, bool, str]]:
+    if "calibration" not in results:
+        return []
+    return [
+        (
+            f"--max-loss-db calibration <= 3x the encode of its rows ({r['model']})",
+            r["ratio"],
+            r["ratio"] <= 3,
+            ".2f",
+        )
+        for r in results["calibration"]["runs"]
+    ]
+
+
 def cache_targets(results: dict) -> list[tuple[str, float, bool, str]]:
     if "cache" not in results:
         return []

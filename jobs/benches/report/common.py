@@ -19,6 +19,7 @@ SECTIONS = (  # each a key of results.json, run by `--only NAME`
     "seams",
     "scale",
     "cache",
+    "calibration",
     "learned",
 )
 DIGIT_CODECS = ("jpeg", "webp", "jpeg_tiled", "webp_tiled", "png", "png_tiled")

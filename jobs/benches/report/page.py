@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from jobs.benches.report.bytes import agreement_section, codec_section, latents_section
-from jobs.benches.report.cache import cache_section
+from jobs.benches.report.cache import cache_section, calibration_section
 from jobs.benches.report.common import NOTES, table
 from jobs.benches.report.hardware import estimate_section, gpu_section, host_section, precision_section
 from jobs.benches.report.learned import learned_section
@@ -31,6 +31,7 @@ PARTS = (
     features_section,
     seams_section,
     cache_section,
+    calibration_section,
     learned_section,
     precision_section,
     host_section,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.benches.report.cache import cache_targets
+from jobs.benches.report.cache import cache_targets, calibration_targets
 from jobs.benches.report.common import (
     BOMB_BOUND_MIB,
     DIGIT_CODECS,
@@ -151,7 +151,10 @@ def targets(results: dict) -> list[list[str]]:
         r = ctx["border_ratio"] / whole["border_ratio"]
         add("tiles in context: border MSE ratio <= 1.1x the whole image's", r, r <= 1.1, ".3f")
     for what, measured, met, fmt in (
-        scale_targets(results) + cache_targets(results) + learned_targets(results)
+        scale_targets(results)
+        + cache_targets(results)
+        + calibration_targets(results)
+        + learned_targets(results)
     ):
         add(what, measured, met, fmt)
     return rows
