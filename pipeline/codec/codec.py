@@ -38,8 +38,7 @@ from pipeline.codec.learned import ZERO as LEARNED_ZERO
 from pipeline.codec.learned import (
     Hyper,
     StoredTables,
-    decode_factorized,
-    decode_gaussian,
+    decode_rows,
     encode_factorized,
     encode_gaussian,
     split_varint,
@@ -396,13 +395,7 @@ class Codec:
                 sides.append(payloads[i][start : start + side_len])
                 mains.append(payloads[i][start + side_len :])
             try:
-                if hyper is None:
-                    values = decode_factorized(mains, t, p)
-                else:
-                    h = p // w
-                    zh, zw = -(-h // 4), -(-w // 4)
-                    z = decode_factorized(sides, t, zh * zw).reshape(len(idx), -1, zh, zw)
-                    values = decode_gaussian(mains, hyper.indexes(z, h, w), t).reshape(len(idx), c, p)
+                values = decode_rows(sides, mains, t, hyper, p // w, w)
             except RowError as err:
                 raise RowError(idx[err.row], str(err)) from err
             codes = values + LEARNED_ZERO

@@ -127,6 +127,21 @@ def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: Tables) -
     return tables.given.decode(streams, tabs, _row_ends(n, per)).reshape(indexes.shape)
 
 
+def decode_rows(
+    sides: list[bytes], mains: list[bytes], tables: Tables, hyper: Hyper | None, height: int, width: int
+) -> np.ndarray:
+    """Rows of one latent shape -> their latents (N, C, height * width): under the factorized
+    prior, or every side stream first, one hyper-synthesis for all of them, then the main
+    streams under the tables it picks."""
+    if hyper is None:
+        return decode_factorized(mains, tables, height * width)
+    zh, zw = -(-height // 4), -(-width // 4)
+    z = decode_factorized(sides, tables, zh * zw).reshape(len(sides), -1, zh, zw)
+    return decode_gaussian(mains, hyper.indexes(z, height, width), tables).reshape(
+        len(mains), -1, height * width
+    )
+
+
 # ---- what an archive stores of them (codec "learned", FORMAT.md) --------------------------
 
 ZERO = 32768  # a stored code is the rounded latent plus this (the "rounded" quantizer's codes)

@@ -24,8 +24,7 @@ import torch
 from pipeline.codec.codec import CodecParams
 from pipeline.codec.learned import (
     LearnedTables,
-    decode_factorized,
-    decode_gaussian,
+    decode_rows,
     encode_factorized,
     encode_gaussian,
     tables_to_bytes,
@@ -99,13 +98,8 @@ class RDCoder:
         if len(shapes) != 1:
             raise ValueError(f"rows of one latent shape at a time, got {sorted(shapes)}")
         ((m, h, w),) = shapes
-        n = len(rows)
-        if not self.model.hyper:
-            return decode_factorized([r.main for r in rows], self.tables, h * w).reshape(n, m, h, w)
-        zh, zw = -(-h // 4), -(-w // 4)
-        z = decode_factorized([r.side for r in rows], self.tables, zh * zw).reshape(n, -1, zh, zw)
-        indexes = self._indexes(z.astype(np.float64), h, w)
-        return decode_gaussian([r.main for r in rows], indexes, self.tables)
+        values = decode_rows([r.side for r in rows], [r.main for r in rows], self.tables, self.hyper, h, w)
+        return values.reshape(len(rows), m, h, w)
 
     @torch.no_grad()
     def decode(self, rows: list[CodedRow], size: tuple[int, int]) -> torch.Tensor:
