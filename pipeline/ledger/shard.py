@@ -129,6 +129,9 @@ class Committed(MutableMapping[str, Recorded]):
             return rows, size, digest.hex()
         return value
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._packed
+
     def __delitem__(self, name: str) -> None:
         del self._packed[name]
 

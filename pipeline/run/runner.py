@@ -248,10 +248,13 @@ class Pool:
         replaced, but shards only go to actors that have started, so a replacement that the
         shrunken cluster cannot place never holds up the job.
         """
-        # a heap of (not before, order, shard, attempt): the next shard due in O(log N), so a
-        # million shards dispatch in O(N log N) (sorting the list each round was O(N^2 log N))
+        # the shards in their order, then the retries: a heap of (not before, order, shard,
+        # attempt), the next due in O(log N), so a million shards dispatch in O(N log N)
+        # (sorting the list each round was O(N^2 log N)) and nothing is held per shard that
+        # has not been retried (a heap entry for every shard was 12 MB at 100,000)
         order = itertools.count()
-        todo: list[tuple[float, int, Shard, int]] = [(0.0, next(order), s, 1) for s in shards]
+        fresh, left = iter(shards), len(shards)
+        todo: list[tuple[float, int, Shard, int]] = []
         slots = self.config.in_flight
         # free slots, one per shard an actor may hold, interleaved so every actor gets one first
         idle = [a for _ in range(slots) for a in self.actors]
@@ -259,9 +262,22 @@ class Pool:
         stalled_since: float | None = None
 
         def fail_waiting(error: str) -> Iterator[ShardResult]:
-            for _, _, shard, attempt in sorted(todo, key=lambda t: t[:2]):
-                yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=error)
+            nonlocal left
+            waiting = [(s, 1) for s in fresh] + [(s, a) for _, _, s, a in sorted(todo, key=lambda t: t[:2])]
+            left = 0
             todo.clear()
+            for shard, attempt in waiting:
+                yield ShardResult(shard.name, shard.source, ok=False, attempts=attempt, error=error)
+
+        def next_due(now: float) -> tuple[Shard, int] | None:
+            nonlocal left
+            if left:
+                left -= 1
+                return next(fresh), 1
+            if todo and todo[0][0] <= now:
+                _, _, shard, attempt = heapq.heappop(todo)
+                return shard, attempt
+            return None
 
         def retry(shard: Shard, attempt: int, error: str) -> ShardResult | None:
             if attempt < self.config.max_attempts:
@@ -278,10 +294,10 @@ class Pool:
                 error=f"failed {attempt} times; last: {error}",
             )
 
-        while todo or running:
+        while left or todo or running:
             now = time.monotonic()
-            while idle and todo and todo[0][0] <= now:
-                _, _, shard, attempt = heapq.heappop(todo)
+            while idle and (due := next_due(now)) is not None:
+                shard, attempt = due
                 actor = idle.pop()
                 running[getattr(actor, method).remote(shard, *args)] = (actor, shard, attempt)
             waiting = list(running) + list(self._starting)
@@ -296,7 +312,10 @@ class Pool:
                     return
             else:
                 stalled_since = None
-            timeout = max(0.0, todo[0][0] - now) if todo and idle else 1.0 if todo else None
+            if todo and idle and not left:
+                timeout: float | None = max(0.0, todo[0][0] - now)
+            else:
+                timeout = 1.0 if todo or left else None
             if not waiting:  # only shards waiting out their backoff
                 time.sleep(timeout or 0.0)
                 continue
