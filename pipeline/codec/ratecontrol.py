@@ -27,7 +27,7 @@ Calibration, on a sample the workers read:
 
 The rows decoded are ``rows_to_decode`` of them (at most 10 decodes of each fit row and 2 of
 each check row, usually 8: BENCHMARKS.md, "What pixel rate control costs", puts the
-calibration at 2.7x the encode of its rows on the demo photo model, 4.98x with the bisection
+calibration at 2.94x the encode of its rows on the demo photo model; 4.98x with the bisection
 and a decode per channel it replaced): as many as hold ``DECODE_VALUES`` model
 values, at least ``MIN_ROWS``: all 2,048 calibration digits, 682 of the demo's 64x64 photo
 crops (on 2 CPU cores, an encode of the 4,671 training crops took 20 s against 15 s with
