@@ -26,10 +26,11 @@ Calibration, on a sample the workers read:
    11%, then rose by 27% over 5%); then the check rows are measured, and ``alpha`` shrinks
    until they are within D too, as measured and as expected.
 
-The rows decoded are ``rows_to_decode`` of them (at most 10 decodes of each fit row and 2 of
-each check row, usually 8: BENCHMARKS.md, "What pixel rate control costs", puts the
-calibration at 2.94x the encode of its rows on the demo photo model; 4.98x with the bisection
-and a decode per channel it replaced): as many as hold ``DECODE_VALUES`` model
+The rows decoded are ``rows_to_decode`` of them (at most 10 decodes of each fit row, more
+gain passes where they are under 32 a channel, and 2 of each check row; usually 8:
+BENCHMARKS.md, "What pixel rate control costs", puts the calibration at 2.94x the encode of
+its rows on the demo photo model; 4.98x with the bisection and a decode per channel it
+replaced): as many as hold ``DECODE_VALUES`` model
 values, at least ``MIN_ROWS``: all 2,048 calibration digits, 682 of the demo's 64x64 photo
 crops (on 2 CPU cores, an encode of the 4,671 training crops took 20 s against 15 s with
 the posterior step, measured when 512 rows were decoded), 256 SD-sized 512x512 images (on a GPU). The
