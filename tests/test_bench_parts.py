@@ -188,3 +188,23 @@ def test_the_calibration_section_reports_the_ratio_against_its_target():
         (False, 4.0),
     ]
     assert calibration_section({}, ".") == [] and calibration_targets({}) == []
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_a_childs_peak_memory_is_its_own_not_its_parents():
+    """ru_maxrss of a process started by this one begins at this one's peak; the benchmark's
+    figure must not."""
+    import resource
+    import subprocess
+    import sys
+
+    held = np.ones(256 << 20, dtype=np.uint8)  # 256 MiB touched here, in the parent
+    code = (
+        "import resource; from jobs.benches.rss import peak_rss_mib; "
+        "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own, inherited = map(float, out.stdout.split())
+    assert held.sum() == held.size
+    assert own < 200 < inherited  # a bare interpreter is tens of MiB; the parent holds over 256
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 256

@@ -244,3 +244,30 @@ def test_progress_tables_stand_for_records_until_the_manifest_is_written(tmp_pat
     write_manifest(out, shards, "job", {"kind": "encode"}, found)
     assert not (tmp_path / PROGRESS_DIR).exists()
     assert shard_states(out, shards, "job") == {"a.vz.parquet": "done", "b.vz.parquet": "done"}
+
+
+def test_the_newest_progress_word_withdraws_an_older_done(tmp_path):
+    """Tables are streamed, oldest first: a newer row that lists another size hands the file
+    to its record, one that names another input makes it changed, and neither stays in what
+    the manifest will list."""
+    from pipeline.ledger.completion import shard_states
+    from pipeline.ledger.manifest import Progress
+
+    out = str(tmp_path)
+    shards = [Shard(f"in/{n}.npy", f"{n}.npy", f"{n}.vz.parquet", identity="3:1") for n in "abc"]
+    for s in shards:
+        write_record(out, CompletionRecord("job", s.name, s.source, 1, 4, "h", input_identity="3:1"))
+        (tmp_path / s.name).write_bytes(b"abcd")
+    (tmp_path / DONE / "a.vz.parquet.json").write_bytes(b"not json")  # a's record: unreadable
+    older = Progress(out, "job")
+    for s in shards:
+        older.add(s.name, s.source, (1, 4, "h"), "3:1")
+    older.flush()
+    newer = Progress(out, "job")
+    newer.add("a.vz.parquet", "in/a.npy", (1, 9, "h"), "3:1")  # another size: its record decides
+    newer.add("b.vz.parquet", "in/b.npy", (1, 4, "h"), "3:0")  # another input
+    newer.flush()
+    found: dict = {}
+    states = shard_states(out, shards, "job", found=found)
+    assert states == {"a.vz.parquet": "todo", "b.vz.parquet": "changed", "c.vz.parquet": "done"}
+    assert found == {"c.vz.parquet": (1, 4, "h")}

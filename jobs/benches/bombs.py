@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 from PIL import Image
+
+from jobs.benches.rss import peak_rss_mib
 
 CASES = (
     "good shard",
@@ -135,7 +136,7 @@ def run_one(case: str, ckpt: str, work: str) -> dict:
     from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
     def peak() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak_rss_mib()
 
     worker = EncodeWorker(EncodeSpec(checkpoint=ckpt, output=f"{work}/arch", device="cpu", threads=1))
     crops = np.load(f"{work}/crops.npy")

@@ -6,12 +6,12 @@ peak of a process that loaded the model and encoded exactly that shard.
 
 from __future__ import annotations
 
-import resource
 import tempfile
 from typing import Any
 
 import numpy as np
 
+from jobs.benches.rss import peak_rss_mib
 from pipeline.codec.codec import CodecConfig
 from pipeline.codec.quantize import QuantizerConfig
 from pipeline.core import storage
@@ -24,7 +24,7 @@ from pipeline.workers.encode import EncodeSpec, EncodeWorker
 
 class MeasuredEncodeWorker(EncodeWorker):
     def peak_rss_mib(self) -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return peak_rss_mib()  # the actor's own, not the raylet's it was started from
 
 
 def peak_for(ckpt_uri: str, arrays: np.ndarray, batch_rows: int) -> dict:

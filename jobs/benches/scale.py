@@ -6,7 +6,8 @@ per shard as N grows:
 
 - ``encode`` and ``rerun``: ``jobs.encode`` run in a subprocess of its own, so the driver's CPU
   time (user + system, Ray's threads inside the driver included, Ray's other processes not) and
-  peak RSS are the driver's alone; then the same command again, with nothing left to do.
+  peak RSS (``VmHWM``, not ``ru_maxrss``, which a child inherits from this process) are the
+  driver's alone; then the same command again, with nothing left to do.
 - ``start``: the same for a job of ``START_SHARDS`` shards, the fixed cost (imports, Ray,
   actors, calibration) subtracted to give the cost per shard.
 - ``noop``: the runner alone dispatching N shards to 2 actors that do nothing.
@@ -43,10 +44,11 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import importlib
 from jobs._cli import run_main
+from jobs.benches.rss import peak_rss_mib
 job = importlib.import_module("jobs." + sys.argv[1])
 rc = run_main(job.main, sys.argv[2:])
 ru = resource.getrusage(resource.RUSAGE_SELF)
-out = {"rc": rc, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024}
+out = {"rc": rc, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": peak_rss_mib()}
 print("VZSCALE " + json.dumps({**out, "wall_s": time.perf_counter() - t0}))
 """
 
@@ -185,6 +187,7 @@ def local(sizes: list[int]) -> dict:
                     "cpu_ms_per_shard": 1000 * (first["cpu_s"] - start["cpu_s"]) / (n - START_SHARDS),
                     "rerun_cpu_ms_per_shard": 1000 * (again["cpu_s"] - start["cpu_s"]) / (n - START_SHARDS),
                     "rss_kib_per_shard": 1024 * (first["peak_rss_mib"] - start["peak_rss_mib"]) / n,
+                    "rerun_rss_kib_per_shard": 1024 * (again["peak_rss_mib"] - start["peak_rss_mib"]) / n,
                     "noop_shards_s": noop_dispatch(n),
                     **phases,
                 }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core import storage
 from pipeline.core.errors import InputError
-from pipeline.ledger.manifest import this_jobs_files
+from pipeline.ledger.manifest import this_jobs_rows
 
 if TYPE_CHECKING:
     from pipeline.ledger.shard import Entry, Recorded, Shard
@@ -179,21 +179,31 @@ def shard_states(
     depth = fan_depth(s.name for s in shards)
     recorded = set(storage.file_sizes(storage.join(output, DONE), depth))
     sizes = storage.file_sizes(output, depth)
-    known = this_jobs_files(output, job_fingerprint) if known is None else known
     states: dict[str, str] = {}
     keep = found if found is not None else {}
-    unread = []
+    listed: dict[str, Shard] = {}  # a record and an output are there: to be judged
     for s in shards:
-        if f"{s.name}.json" not in recorded or s.name not in sizes:
-            states[s.name] = "todo"
-        elif s.name in known and known[s.name].recorded[1] == sizes[s.name]:
-            _, rec, identity = known[s.name]
-            states[s.name] = "changed" if s.identity and identity != s.identity else "done"
-            if states[s.name] == "done":
-                keep[s.name] = rec
+        if f"{s.name}.json" in recorded and s.name in sizes:
+            listed[s.name] = s
         else:
-            unread.append(s)
-    del recorded, known
+            states[s.name] = "todo"
+    del recorded
+    # streamed, not held: the job's tables as rows, the newest word of a name standing
+    rows = this_jobs_rows(output, job_fingerprint) if known is None else known.items()
+    for name, (_, rec, identity) in rows:
+        if (shard := listed.get(name)) is None:
+            continue
+        name = shard.name  # the plan's string, not the table's copy, is kept
+        if rec[1] == sizes[name]:
+            states[name] = "changed" if shard.identity and identity != shard.identity else "done"
+            if states[name] == "done":
+                keep[name] = rec
+                continue
+        else:
+            states.pop(name, None)  # listed with another size: its record decides
+        keep.pop(name, None)
+    unread = [s for s in listed.values() if s.name not in states]
+    del listed
     with ThreadPoolExecutor(max_workers=max(1, min(readers, len(unread)))) as pool:
         for start in range(0, len(unread), READ_CHUNK):  # records held a chunk at a time
             part = unread[start : start + READ_CHUNK]

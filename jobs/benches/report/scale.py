@@ -19,7 +19,8 @@ def scale_section(results: dict, out: str) -> list[str]:
         f"shards of {loc['rows_per_shard']} rows, so what is measured is the driver's bookkeeping, not a "
         "model: nothing here says anything about bytes or quality. Each `jobs.encode` ran in a process of "
         "its own (driver CPU: user + system of that process, Ray's threads inside it included, Ray's "
-        "other processes not; peak RSS of that process), then again with nothing left to do. Per "
+        "other processes not; peak RSS of that process: its `VmHWM`, since the `ru_maxrss` of a child "
+        "process starts at its parent's peak), then again with nothing left to do. Per "
         f"shard: beyond a job of {start.get('shards', 10)} shards (wall {start['wall_s']:.1f} s, driver CPU "
         f"{start['cpu_s']:.1f} s, peak RSS {start['peak_rss_mib']:.0f} MiB: imports, Ray, actors, "
         "calibration). Plan, resume and manifest: the driver's functions alone, on the finished "
@@ -39,6 +40,7 @@ def scale_section(results: dict, out: str) -> list[str]:
                 f"{r['rerun_cpu_ms_per_shard']:.3f}",
                 f"{e['peak_rss_mib']:.0f}",
                 f"{r['rss_kib_per_shard']:.2f}",
+                f"{a['peak_rss_mib']:.0f} ({r.get('rerun_rss_kib_per_shard', float('nan')):.2f})",
                 f"{r['plan_s']:.2f} / {r['resume_s']:.2f} / {r['manifest_s']:.2f}",
                 f"{r['manifest_bytes_per_file']:.0f}",
                 f"{r['noop_shards_s']:,.0f}",
@@ -54,6 +56,7 @@ def scale_section(results: dict, out: str) -> list[str]:
             "re-run CPU ms/shard",
             "peak RSS MiB",
             "RSS KiB/shard",
+            "re-run peak RSS MiB (KiB/shard)",
             "plan / resume / manifest s",
             "manifest B/file",
             "no-op dispatch shards/s",
@@ -92,9 +95,10 @@ def scale_section(results: dict, out: str) -> list[str]:
                         f"{p['wall_s']:.1f}",
                         f"{p['total_per_shard']:.3f}",
                         kinds or "-",
+                        f"{p['peak_rss_mib']:.0f}",
                     ]
                 )
-        lines += table(["shards", "job", "wall s", "requests/shard", "by type"], rows)
+        lines += table(["shards", "job", "wall s", "requests/shard", "by type", "driver peak RSS MiB"], rows)
         halves = [(r["shards"], r["half_done_rerun"]) for r in s3["runs"] if "half_done_rerun" in r]
         if halves:
             lines += [
@@ -143,6 +147,8 @@ def scale_targets(results: dict) -> list[tuple[str, float, bool, str]]:
     beyond = big["rerun"]["wall_s"] - loc["start"]["wall_s"]
     at_most(f"re-run with nothing to do, s beyond the start ({n})", beyond, 30, ".1f")
     at_most(f"driver peak RSS KiB per shard ({n})", big["rss_kib_per_shard"], 1.0)
+    if "rerun_rss_kib_per_shard" in big:
+        at_most(f"driver peak RSS KiB per shard, re-run ({n})", big["rerun_rss_kib_per_shard"], 1.0)
     at_most("manifest bytes per file", big["manifest_bytes_per_file"], 100, ".0f")
     if s3:
         r = s3["runs"][-1]
