@@ -106,8 +106,7 @@ def test_batches_are_typed_and_resume_where_they_stopped(archive, reference):
         ds.load_state_dict({"epoch": 0, "seed": 9, "batches": 0})
 
 
-@pytest.mark.timeout(240)
-def test_ddp_ranks_get_equal_disjoint_batches_every_epoch(archive, reference, tmp_path):
+def _ddp(archive: str, tmp_path, batch_size: int) -> list[dict]:
     """Two processes under torch.distributed (gloo), each a DataLoader of two workers."""
     import json
 
@@ -115,19 +114,97 @@ def test_ddp_ranks_get_equal_disjoint_batches_every_epoch(archive, reference, tm
 
     from tests.ddp_reader import run
 
-    mp.start_processes(
-        run, args=(2, archive, str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn"
-    )
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    args = (2, archive, str(tmp_path / "store"), str(tmp_path), batch_size)
+    mp.start_processes(run, args=args, nprocs=2, start_method="spawn")
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.timeout(240)
+def test_ddp_ranks_get_equal_disjoint_batches_every_epoch(archive, reference, tmp_path):
+    ranks = _ddp(archive, tmp_path, 16)
     per_rank = 1797 // 4 // 16 * 2  # 4 units of 449 rows, 28 batches of 16 a unit, 2 units a rank
     for epoch in range(2):
         batches = [r["epochs"][epoch] for r in ranks]
         assert [len(b) for b in batches] == [per_rank, per_rank]  # equal: DDP never waits
-        keys = [k for b in batches for batch in b for k in batch]
+        keys = [k for b in batches for batch in b for k in batch["keys"]]
         assert len(keys) == len(set(keys)) == per_rank * 2 * 16 and set(keys) <= set(reference)
     assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]  # another order each epoch
     assert all(r["len"] == per_rank and r["sum"] == 2 * per_rank for r in ranks)
     for r in ranks:  # resumed after 5 batches of epoch 1: exactly its other batches
+        assert r["resumed"] == r["epochs"][1][5:]
+
+
+@pytest.fixture(scope="module")
+def bucketed(tmp_path_factory, photos_ckpt):
+    """120 photo crops of three shapes (50 of 32x32, 40 of 32x48, 30 of 48x32) in a random
+    order, as image files grouped 32 to an archive file: every file holds several shapes."""
+    from PIL import Image
+    from skimage import data
+
+    src = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(0)
+    pictures = [data.astronaut(), data.coffee(), data.chelsea()]
+    sizes = [(32, 32)] * 50 + [(32, 48)] * 40 + [(48, 32)] * 30
+    for i, j in enumerate(rng.permutation(len(sizes))):
+        (h, w), (y, x) = sizes[j], rng.integers(0, 250, 2)
+        Image.fromarray(pictures[i % 3][y : y + h, x : x + w]).save(src / f"{i:03d}.png")
+    arch = tmp_path_factory.mktemp("bucketed")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        assert encode(src, photos_ckpt, arch, "--images-per-shard", "32", "--max-latent-error", "0.01") == 0
+    finally:
+        ray.shutdown()
+    return str(arch)
+
+
+def test_a_bucketed_archive_gives_every_rank_and_worker_as_many_batches(bucketed):
+    """Batches hold one shape, so each shape's rows are cut apart in whole batches: every
+    (rank, worker) gets 3 + 2 + 1 batches of 4 with "drop" (50, 40, 30 rows over 4 units of
+    16), 4 + 3 + 2 with "pad"; with "keep" every row exactly once."""
+    import torch
+
+    shapes = {(4, 8, 8): 50, (4, 8, 12): 40, (4, 12, 8): 30}  # the latents of 32x32, 32x48, 48x32
+    for remainder, per_unit in (("drop", 6), ("pad", 9), ("keep", None)):
+        got = []
+        for rank in range(2):
+            ds = ArchiveDataset(
+                bucketed,
+                rank=rank,
+                world_size=2,
+                batch_size=4,
+                remainder=remainder,
+                num_workers=2,
+                columns=[],
+            )
+            batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+            assert len(batches) == len(ds)
+            assert all(len({tuple(t.shape) for t in torch.unbind(b["latent"])}) == 1 for b in batches)
+            got.append(batches)
+        keys = [k for batches in got for b in batches for k in b["key"]]
+        if per_unit is not None:
+            assert [len(b) for b in got] == [2 * per_unit, 2 * per_unit]  # equal: DDP never waits
+            assert all(len(b["key"]) == 4 for batches in got for b in batches)
+        if remainder == "drop":
+            assert len(keys) == len(set(keys))
+            seen = [tuple(b["latent"].shape[1:]) for batches in got for b in batches]
+            assert {s: seen.count(s) for s in shapes} == {s: 4 * (n // 16) for s, n in shapes.items()}
+        else:  # every row at least once; "keep": exactly once
+            assert len(set(keys)) == 120 and (remainder == "pad" or len(keys) == 120)
+
+
+@pytest.mark.timeout(240)
+def test_ddp_ranks_get_equal_batches_of_a_bucketed_archive(bucketed, tmp_path):
+    ranks = _ddp(bucketed, tmp_path, 4)
+    for epoch in range(2):
+        batches = [r["epochs"][epoch] for r in ranks]
+        assert [len(b) for b in batches] == [12, 12]  # 2 units of 3 + 2 + 1 batches a rank
+        keys = [k for b in batches for batch in b for k in batch["keys"]]
+        assert len(keys) == len(set(keys)) == 96
+        assert sorted(batch["shape"] for b in batches for batch in b) == sorted(
+            [[4, 8, 8]] * 12 + [[4, 8, 12]] * 8 + [[4, 12, 8]] * 4
+        )
+    assert all(r["len"] == 12 and r["sum"] == 24 for r in ranks)
+    for r in ranks:
         assert r["resumed"] == r["epochs"][1][5:]
 
 

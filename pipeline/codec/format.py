@@ -23,6 +23,7 @@ every Parquet page checksum verified. Turning latents into codes and back is
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -382,6 +383,19 @@ class StoredBatch:
     start: int
     rows: CodeRows
     columns: dict[str, list]  # passthrough columns
+
+
+def latent_shape_counts(uri: str) -> dict[tuple[int, ...], int]:
+    """How many of an archive file's rows have each latent shape: one column read (what the
+    training reader needs to give every rank equal batches of a bucketed archive)."""
+    try:
+        with _open(uri, None) as f:
+            column = pq.ParquetFile(f).read(columns=["vz_latent_shape"]).column(0)
+    except FileNotFoundError as err:
+        raise InputError(uri, "archive file not found") from err
+    except (pa.ArrowInvalid, OSError, KeyError) as err:
+        raise InputError(uri, f"not a readable Parquet archive ({err})") from err
+    return dict(collections.Counter(tuple(s) for s in column.to_pylist()))
 
 
 def iter_stored(

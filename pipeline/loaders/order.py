@@ -13,23 +13,33 @@ split without talking to the others.
 With "pad" and "drop" every unit gets the same number of rows, so every rank gets the same
 number of rows and, for a batch size, the same number of batches: DDP never waits at the end
 of an epoch for a rank that has run out.
+
+An archive of several latent shapes (buckets) is batched one shape at a time, so equal rows
+are not equal batches: ``bucket_pieces`` cuts each shape's rows apart, into units of whole
+batches ("drop": as many as every unit can have; "pad": enough for the last rows, wrapped
+round), from each file's count of rows of each shape. A unit's pieces are then read in file
+order, each file once a lap, its rows of a shape counted among themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Rows ``start`` to ``stop`` of file ``file`` (an index into the archive's files)."""
+    """Rows ``start`` to ``stop`` of file ``file`` (an index into the archive's files); with a
+    ``shape``, of that file's rows of that latent shape only, counted among themselves. ``lap``:
+    how many times round the stream was wrapped before it ("pad")."""
 
     file: int
     start: int
     stop: int
+    shape: tuple[int, ...] | None = None
+    lap: int = 0
 
 
 def file_order(n: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
@@ -54,24 +64,55 @@ def unit_bounds(total: int, units: int, unit: int, remainder: str) -> tuple[int,
 def unit_pieces(rows: list[int], order: list[int], lo: int, hi: int) -> list[Piece]:
     """The pieces of files that make up rows ``lo`` to ``hi`` of the stream ``order`` makes,
     the stream wrapped round where they lie past its end."""
+    return [p for _, p in _walk(rows, order, lo, hi)]
+
+
+def _walk(rows: list[int], order: list[int], lo: int, hi: int) -> Iterator[tuple[tuple[int, int], Piece]]:
+    """``unit_pieces`` with each piece's place in the reading: (lap, place in ``order``)."""
     total = sum(rows)
     if total == 0 or hi <= lo:
-        return []
-    out: list[Piece] = []
-    base = (lo // total) * total  # wrapped: the stream again from its start
+        return
+    lap = lo // total  # wrapped: the stream again from its start
     while lo < hi:
-        pos = base
-        for f in order:
+        pos = lap * total
+        for place, f in enumerate(order):
             a, b = pos, pos + rows[f]
             s, e = max(a, lo), min(b, hi)
             if s < e:
-                out.append(Piece(f, s - a, e - a))
+                yield (lap, place), Piece(f, s - a, e - a, lap=lap)
                 lo = e
             pos = b
             if lo >= hi:
                 break
-        base += total
-    return out
+        lap += 1
+
+
+def bucket_pieces(
+    counts: list[dict[tuple[int, ...], int]],
+    order: list[int],
+    units: int,
+    unit: int,
+    batch: int,
+    remainder: str,
+) -> list[Piece]:
+    """``unit``'s pieces when batches hold one latent shape: ``counts[f]`` is file ``f``'s rows
+    of each shape. Each shape's rows are a stream of their own, cut into ``units`` equal runs of
+    whole batches ("drop": the most every unit can have; "pad": enough to hold every row,
+    wrapped round; "keep": every row once, as ``unit_bounds`` cuts it), so with "drop" and "pad"
+    every unit gets the same number of batches of every shape. The pieces come in reading
+    order: a file's pieces of every shape together."""
+    keyed = []
+    for shape in sorted({s for c in counts for s in c}):
+        rows = [c.get(shape, 0) for c in counts]
+        total = sum(rows)
+        if remainder == "keep":
+            lo, hi = unit_bounds(total, units, unit, "keep")
+        else:
+            whole = total // (units * batch) if remainder == "drop" else -(-total // (units * batch))
+            lo, hi = unit * whole * batch, (unit + 1) * whole * batch
+        keyed += [(key, replace(p, shape=shape)) for key, p in _walk(rows, order, lo, hi)]
+    keyed.sort(key=lambda kp: kp[0])  # stable: within a file, the shapes in their order
+    return [p for _, p in keyed]
 
 
 def shuffled(items: Iterator, buffer: int, rng: np.random.Generator) -> Iterator:

@@ -21,10 +21,12 @@ DataLoader worker) of equal size ("pad" wraps round to fill, "drop" leaves the r
 when it is initialized, else ``rank``/``world_size``. With ``shuffle``, each unit's rows also
 pass a shuffle buffer of ``shuffle_buffer`` rows. The same seed and epoch give the same order.
 
-With ``batch_size`` the dataset batches: rows of one latent shape only (an archive of several
-sizes, bucketed at encode, gives batches of one bucket each; leftovers of a bucket are dropped
-with "drop" and "pad", or a short batch with "keep"). Resuming counts batches, assuming the
-DataLoader takes them from its workers in turn (its default, ``in_order=True``).
+With ``batch_size`` the dataset batches: rows of one latent shape only. An archive of several
+shapes (bucketed at encode) is split shape by shape in whole batches (``order.bucket_pieces``,
+from each file's rows of each shape, one column read a file when the dataset is made), so with
+"drop" and "pad" every unit still gets as many batches; "keep" gives a short batch per shape.
+Resuming counts batches, assuming the DataLoader takes them from its workers in turn (its
+default, ``in_order=True``).
 
 Items are dicts: ``key``, ``latent`` (the archive's latent shape; numpy float32 by default,
 a torch tensor of ``dtype`` where given) or ``sample`` (the source's shape and dtype), and
@@ -45,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -52,13 +55,21 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.codec.format import read_footer
+from pipeline.codec.format import latent_shape_counts, read_footer
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.data.archive import SampleDecoder, check_model, iter_latents
 from pipeline.data.rd_rows import Hyper, hyper_of
 from pipeline.ledger.integrity import CHANGED, listed_files, read_verified
 from pipeline.ledger.shard import Listed
-from pipeline.loaders.order import REMAINDERS, Piece, file_order, shuffled, unit_bounds, unit_pieces
+from pipeline.loaders.order import (
+    REMAINDERS,
+    Piece,
+    bucket_pieces,
+    file_order,
+    shuffled,
+    unit_bounds,
+    unit_pieces,
+)
 from pipeline.model.checkpoint import load_checkpoint
 
 
@@ -108,6 +119,8 @@ class ArchiveDataset(IterableDataset):
         self.normalize, self.cache_dir = normalize, cache_dir
         self.epoch, self.skip_batches = 0, 0
         self.workers = max(1, num_workers)
+        # batches of one latent shape: each file's rows of each shape, where there are several
+        self.shapes = _shape_counts(self.files) if batch_size is not None else None
         self._seen = _distributed()  # again at set_epoch and len(), in the main process
 
     # --- the split ---------------------------------------------------------------------------
@@ -135,22 +148,31 @@ class ArchiveDataset(IterableDataset):
         unit, units, _ = self._unit()
         rows = [int(f.rows or 0) for f in self.listed]
         order = file_order(len(rows), self.seed, self.epoch, self.shuffle)
+        if self.shapes is not None:
+            assert self.batch_size is not None
+            return bucket_pieces(self.shapes, order, units, unit, self.batch_size, self.remainder)
         return unit_pieces(rows, order, *unit_bounds(sum(rows), units, unit, self.remainder))
 
     def __len__(self) -> int:
         """Rows (with ``batch_size``: batches) this rank gets per epoch with ``num_workers``
-        DataLoader workers (the split is per worker, so pass the DataLoader's number); for an
-        archive of several latent shapes, an upper bound."""
+        DataLoader workers (the split is per worker, so pass the DataLoader's number)."""
         rank, world = self._world()
-        total = sum(int(f.rows or 0) for f in self.listed)
         units = world * self.workers
-        sizes = [
-            b - a
-            for a, b in (
-                unit_bounds(total, units, rank * self.workers + w, self.remainder)
-                for w in range(self.workers)
-            )
-        ]
+        mine = [rank * self.workers + w for w in range(self.workers)]
+        if self.shapes is not None:  # batches of one shape, each shape cut apart
+            assert self.batch_size is not None
+            bs, total = self.batch_size, 0
+            for shape in {s for c in self.shapes for s in c}:
+                n = sum(c.get(shape, 0) for c in self.shapes)
+                if self.remainder == "keep":
+                    cuts = (unit_bounds(n, units, u, "keep") for u in mine)
+                    total += sum(-(-(b - a) // bs) for a, b in cuts)
+                else:  # as many whole batches in every unit
+                    whole = n // (units * bs) if self.remainder == "drop" else -(-n // (units * bs))
+                    total += len(mine) * whole
+            return total
+        total = sum(int(f.rows or 0) for f in self.listed)
+        sizes = [b - a for a, b in (unit_bounds(total, units, u, self.remainder) for u in mine)]
         if self.batch_size is None:
             return sum(sizes)
         bs = self.batch_size
@@ -223,8 +245,8 @@ class ArchiveDataset(IterableDataset):
             decoder = SampleDecoder(load_checkpoint(self.checkpoint, device), device)
         name = "sample" if decoder is not None else "latent"
         hyper: Hyper | None = None  # an rd hyperprior's codes need the checkpoint's scale network
-        for piece in self.pieces():
-            listed = self.listed[piece.file]
+        for group in _reads(self.pieces()):
+            listed = self.listed[group[0].file]
             uri, data = listed.uri, self._read(listed)
             meta = read_footer(uri, data).meta  # the file's own footer
             if decoder is not None:
@@ -232,24 +254,36 @@ class ArchiveDataset(IterableDataset):
             shift = _normalization(meta.model_config) if self.normalize and decoder is None else None
             if hyper is None and meta.codec.name == "learned" and self.checkpoint is not None:
                 hyper = hyper_of((decoder.ckpt if decoder else load_checkpoint(self.checkpoint)).model)
+            spans = {p.shape: (p.start, p.stop) for p in group}
+            seen: dict[tuple[int, ...], int] = {}  # rows of each shape so far in this file
             for batch in iter_latents(uri, self.batch_rows, self.columns, meta=meta, data=data, hyper=hyper):
-                lo, hi = max(piece.start - batch.start, 0), min(piece.stop - batch.start, len(batch.keys))
-                if lo >= hi:
+                if None in spans:  # one piece of consecutive rows
+                    start, stop = spans[None]
+                    if batch.start >= stop:
+                        break
+                    take = list(range(max(start - batch.start, 0), min(stop - batch.start, len(batch.keys))))
+                else:  # rows of a shape, counted among themselves
+                    take = []
+                    for i, z in enumerate(batch.latents):
+                        shape = tuple(np.shape(z))
+                        k = seen[shape] = seen.get(shape, -1) + 1
+                        span = spans.get(shape)
+                        if span is not None and span[0] <= k < span[1]:
+                            take.append(i)
+                if not take:
                     continue
-                if decoder is not None:  # only the rows of this piece through the decoder
-                    part = slice(lo, hi)
-                    values = [np.empty(0)] * lo + decoder.samples(
-                        replace(
-                            batch,
-                            start=batch.start + lo,
-                            keys=batch.keys[part],
-                            latents=batch.latents[part],
-                            layouts=batch.layouts[part],
-                        )
+                if decoder is not None:  # only the rows taken through the decoder
+                    part = replace(
+                        batch,
+                        start=batch.start + take[0],
+                        keys=[batch.keys[i] for i in take],
+                        latents=[batch.latents[i] for i in take],
+                        layouts=[batch.layouts[i] for i in take],
                     )
+                    values = dict(zip(take, decoder.samples(part), strict=True))
                 else:
-                    values = batch.latents
-                for i in range(lo, hi):
+                    values = dict(zip(take, (batch.latents[i] for i in take), strict=True))
+                for i in take:
                     value = values[i]
                     if shift is not None:
                         value = ((value - shift[0]) / shift[1]).astype(np.float32)
@@ -297,6 +331,26 @@ class ArchiveDataset(IterableDataset):
         out: dict[str, Any] = {k: [r[k] for r in rows] for k in rows[0] if k != name}
         out[name] = values if self.dtype is None else torch.from_numpy(values).to(self.dtype)
         return out
+
+
+def _shape_counts(files: list[str], readers: int = 16) -> list[dict[tuple[int, ...], int]] | None:
+    """Each file's rows of each latent shape (one column read a file, in parallel); None for
+    an archive of one shape, whose rows split evenly as they are."""
+    with ThreadPoolExecutor(max_workers=max(1, min(readers, len(files)))) as pool:
+        counts = list(pool.map(latent_shape_counts, files))
+    return counts if len({s for c in counts for s in c}) > 1 else None
+
+
+def _reads(pieces: list[Piece]) -> Iterator[list[Piece]]:
+    """The pieces as reads: consecutive pieces of one file in one lap are read together."""
+    group: list[Piece] = []
+    for p in pieces:
+        if group and (p.file, p.lap) != (group[0].file, group[0].lap):
+            yield group
+            group = []
+        group.append(p)
+    if group:
+        yield group
 
 
 def _normalization(config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
