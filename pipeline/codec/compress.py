@@ -12,6 +12,8 @@ each row's checksum, channel count and length are checked before its codes are u
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pipeline.codec.codec import Codec, checksum, latent_width, rows_to_codes
@@ -63,7 +65,7 @@ def encode_codes(
 
 
 def _positions(latent_shape: tuple[int, ...]) -> int:
-    return int(np.prod(latent_shape[1:], dtype=np.int64)) if len(latent_shape) > 1 else 1
+    return math.prod(int(d) for d in latent_shape[1:])  # 1 for a vector latent [C]
 
 
 def decompress(

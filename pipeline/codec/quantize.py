@@ -256,11 +256,16 @@ def quantize(x: np.ndarray, params: QuantizerParams) -> tuple[np.ndarray, int]:
 def dequantize(codes: np.ndarray, params: QuantizerParams) -> np.ndarray:
     """(N, C_active, P) codes -> (N, C, P) float32 latents; dropped channels are 0."""
     active = np.asarray(params.active)
-    n, _, p = codes.shape
-    out = np.zeros((n, params.channels, p), dtype=np.float32)
     lo = np.asarray(params.lo, dtype=np.float64)[active][None, :, None]
     step = np.asarray(params.step, dtype=np.float64)[active][None, :, None]
-    out[:, active] = (lo + codes.astype(np.float64) * step).astype(np.float32)
+    values = codes.astype(np.float64)
+    values *= step
+    values += lo  # lo + code * step in float64, then float32: the value FORMAT.md defines
+    if active.all():
+        return values.astype(np.float32)
+    n, _, p = codes.shape
+    out = np.zeros((n, params.channels, p), dtype=np.float32)
+    out[:, active] = values
     return out
 
 
