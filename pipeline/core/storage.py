@@ -166,7 +166,9 @@ def expand_identified(uri: str, suffixes: tuple[str, ...] = ()) -> list[tuple[st
         found = {p: i for p, i in fs.glob(path, detail=True).items() if i.get("type") == "file"}
     elif fs.isdir(path):
         if isinstance(fs, LocalFileSystem):  # no listing entry per file kept: see _walk_local
-            return sorted(f for f in _walk_local(path) if not suffixes or f[0].lower().endswith(suffixes))
+            found_local = [f for f in _walk_local(path) if not suffixes or f[0].lower().endswith(suffixes)]
+            found_local.sort()  # in place: no second list of 100,000 entries
+            return found_local
         base = path.rstrip("/") + "/"
         found = {p: i for p, i in fs.find(path, detail=True).items() if not _bookkeeping(p[len(base) :])}
     elif fs.exists(path):
@@ -185,27 +187,28 @@ def _walk_local(folder: str) -> Iterator[tuple[str, str]]:
     (a symlink is listed, not followed; its identity is the target's size and the link's
     mtime), as fsspec's local listing gives them, so recorded identities still match."""
     try:
-        entries = list(os.scandir(folder))
+        entries = os.scandir(folder)  # one entry at a time, not a list of them all
     except (FileNotFoundError, NotADirectoryError):
         return
-    for entry in entries:
-        if entry.name.startswith((".", "_") if entry.is_dir(follow_symlinks=False) else "."):
-            continue
-        path = posixpath.join(folder, entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk_local(path)
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # gone since it was listed
-        size = st.st_size
-        if entry.is_symlink():
+    with entries:
+        for entry in entries:
+            if entry.name.startswith((".", "_") if entry.is_dir(follow_symlinks=False) else "."):
+                continue
+            path = posixpath.join(folder, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk_local(path)
+                continue
             try:
-                size = os.stat(path).st_size
-            except OSError:
-                size = 0
-        yield path, f"{size}:{st.st_mtime}"
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            size = st.st_size
+            if entry.is_symlink():
+                try:
+                    size = os.stat(path).st_size
+                except OSError:
+                    size = 0
+            yield path, f"{size}:{st.st_mtime}"
 
 
 def _bookkeeping(relpath: str) -> bool:

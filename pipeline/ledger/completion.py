@@ -177,17 +177,15 @@ def shard_states(
     every shard that is done, for the manifest. ``records``: the records, where the caller has
     read them already (a decode, for its ownership check)."""
     depth = fan_depth(s.name for s in shards)
-    recorded = set(storage.file_sizes(storage.join(output, DONE), depth))
     sizes = storage.file_sizes(output, depth)
-    states: dict[str, str] = {}
-    keep = found if found is not None else {}
+    there = {s.name: s for s in shards if s.name in sizes}  # keyed by the plan's own strings
     listed: dict[str, Shard] = {}  # a record and an output are there: to be judged
-    for s in shards:
-        if f"{s.name}.json" in recorded and s.name in sizes:
+    for n in storage.iter_names(storage.join(output, DONE), depth):  # streamed, not held
+        if n.endswith(".json") and (s := there.get(n[: -len(".json")])) is not None:
             listed[s.name] = s
-        else:
-            states[s.name] = "todo"
-    del recorded
+    del there
+    states = {s.name: "todo" for s in shards if s.name not in listed}
+    keep = found if found is not None else {}
     # streamed, not held: the job's tables as rows, the newest word of a name standing
     rows = this_jobs_rows(output, job_fingerprint) if known is None else known.items()
     for name, (_, rec, identity) in rows:

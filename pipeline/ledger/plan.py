@@ -35,14 +35,14 @@ from pipeline.ledger.integrity import listed_files
 from pipeline.ledger.shard import Shard, group_identity
 
 
-def _root(uri: str, files: list[str]) -> str:
+def _root(uri: str, listed: list[tuple[str, str]]) -> str:
     """The folder keys and output names are relative to: the input folder itself, else the
     folder of the input file, else (a glob) the deepest folder holding every match."""
     if storage.is_glob(uri):
-        return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f in files])
+        return posixpath.commonpath([posixpath.dirname(f.split("://", 1)[-1]) for f, _ in listed])
     if storage.is_dir(uri):
         return storage.filesystem(uri)[1].rstrip("/")
-    return posixpath.dirname(files[0].split("://", 1)[-1])  # one file, named
+    return posixpath.dirname(listed[0][0].split("://", 1)[-1])  # one file, named
 
 
 def plan_shards(
@@ -61,28 +61,29 @@ def plan_shards(
 
 
 def _plan(input_uri: str, images_per_shard: int, suffix: str) -> list[Shard]:
-    listed = list_identified(input_uri)
-    files = [f for f, _ in listed]
-    ident = dict(listed)
-    root = _root(input_uri, files)
-    if format_of(files[0]) == "images":
+    listed = list_identified(input_uri)  # (file, identity), sorted: nothing else per file held
+    root = _root(input_uri, listed)
+    if format_of(listed[0][0]) == "images":
+        files = [f for f, _ in listed]
         proto = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
         _refuse_shared_keys(files, root)
-        groups = [tuple(files[i : i + images_per_shard]) for i in range(0, len(files), images_per_shard)]
         return [
             Shard(
                 source=proto + root,
-                relpath=group_relpath(i),
-                name=output_name(group_relpath(i), suffix),
-                members=g,
-                identity=group_identity([ident[f] for f in g]),
+                relpath=group_relpath(i // images_per_shard),
+                name=output_name(group_relpath(i // images_per_shard), suffix),
+                members=tuple(files[i : i + images_per_shard]),
+                identity=group_identity([ident for _, ident in listed[i : i + images_per_shard]]),
             )
-            for i, g in enumerate(groups)
+            for i in range(0, len(files), images_per_shard)
         ]
+    prefix = root + "/"
     shards = []
-    for f in files:
-        rel = posixpath.relpath(f.split("://", 1)[-1], root)
-        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix), identity=ident[f]))
+    for f, ident in listed:
+        path = f.split("://", 1)[-1] if "://" in f else f
+        rel = path[len(prefix) :] if path.startswith(prefix) else posixpath.relpath(path, root)
+        shards.append(Shard(source=f, relpath=rel, name=output_name(rel, suffix), identity=ident))
+    del listed
     return _refuse_collisions(shards)
 
 
@@ -100,24 +101,37 @@ def _refuse_shared_keys(files: list[str], root: str) -> None:
 def _refuse_collisions(shards: list[Shard]) -> list[Shard]:
     """Output names must be injective: two inputs never share one output file, and two archive
     files never decode to one name (``x.npy`` and ``x.npy.npy`` give ``x.vz.parquet`` and
-    ``x.npy.vz.parquet``, which older archives' names make both decode to ``x``)."""
-    seen: dict[str, Shard] = {}
-    decoded: dict[str, Shard] = {}
-    for s in shards:
-        if s.name in seen:
+    ``x.npy.vz.parquet``, which older archives' names make both decode to ``x``). Held per
+    shard: an index under the shard's own name; a decoded name only where it is not the
+    archive name less its suffix (those are unique when the names are)."""
+    seen: dict[str, int] = {}
+    odd: list[int] = []
+    for i, s in enumerate(shards):
+        if (j := seen.get(s.name)) is not None:
             raise ConfigError(
-                f"{seen[s.name].source} and {s.source} would both be written to {s.name}; "
+                f"{shards[j].source} and {s.source} would both be written to {s.name}; "
                 "rename one of them (or encode them as separate inputs)"
             )
-        seen[s.name] = s
-        if s.name.endswith(ARCHIVE_SUFFIX):
-            back = archive_stem(s.name)
-            if back in decoded:
-                raise ConfigError(
-                    f"{decoded[back].source} and {s.source} would be archived as {decoded[back].name} "
-                    f"and {s.name}, which both decode to {back}.*; rename one of them"
-                )
-            decoded[back] = s
+        seen[s.name] = i
+        if s.name.endswith(ARCHIVE_SUFFIX) and archive_stem(s.name) != s.name[: -len(ARCHIVE_SUFFIX)]:
+            odd.append(i)
+    decoded: dict[str, int] = {}
+    for i in odd:
+        back = archive_stem(shards[i].name)
+        plain = seen.get(back + ARCHIVE_SUFFIX)  # the name that may decode to ``back`` as it is
+        same = [
+            j
+            for j in (plain, decoded.get(back))
+            if j is not None and j != i and archive_stem(shards[j].name) == back
+        ]
+        if same:
+            first, second = sorted((i, min(same)))
+            a, b = shards[first], shards[second]
+            raise ConfigError(
+                f"{a.source} and {b.source} would be archived as {a.name} and {b.name}, which both "
+                f"decode to {back}.*; rename one of them"
+            )
+        decoded[back] = i
     return shards
 
 

@@ -370,7 +370,11 @@ class Pool:
                 if failed:
                     yield failed
                 continue
-            yield replace(result, attempts=attempt)
+            # the plan's own strings, not the copies that came back: the driver keeps the name of
+            # every committed file until its manifest is written
+            name = shard.name if result.name == shard.name else result.name
+            source = shard.source if result.source == shard.source else result.source
+            yield replace(result, attempts=attempt, name=name, source=source)
 
     def close(self) -> None:
         for a in self.actors:

@@ -90,26 +90,28 @@ def list_sources(uri: str) -> list[str]:
 def list_identified(uri: str) -> list[tuple[str, str]]:
     """``list_sources``, each file with its identity from the listing (``storage.identity``)."""
     try:
-        found = dict(storage.expand_identified(uri, tuple(SUFFIXES)))
+        found = storage.expand_identified(uri, tuple(SUFFIXES))  # sorted by path
     except FileNotFoundError as err:
         raise InputError(uri, "no such file, folder or bucket") from err
     except PermissionError as err:
         raise InputError(uri, f"permission denied ({err})") from err
     if not found:
         raise InputError(uri, f"no data files ({', '.join(sorted(SUFFIXES))}) found")
-    files = _without_tar_indexes(sorted(found))
-    formats = {format_of(f) for f in files}
+    found = _without_tar_indexes(found)
+    formats = {format_of(f) for f, _ in found}
     if len(formats) > 1:
         raise InputError(uri, f"mixed formats {sorted(formats)}; point at one kind of file")
-    return [(f, found[f]) for f in files]
+    return found
 
 
-def _without_tar_indexes(files: list[str]) -> list[str]:
+def _without_tar_indexes(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """img2dataset's layout: ``00000.tar`` beside its index ``00000.parquet`` (one row per URL
     tried, with its status). The tars hold every sample that was fetched, with the same
     captions and metadata, so they are the data and the indexes are left out."""
-    tars = {f[: -len(".tar")] for f in files if format_of(f) == "webdataset"}
-    return [f for f in files if not (format_of(f) == "parquet" and posixpath.splitext(f)[0] in tars)]
+    tars = {f[: -len(".tar")] for f, _ in files if format_of(f) == "webdataset"}
+    if not tars:
+        return files
+    return [(f, i) for f, i in files if not (format_of(f) == "parquet" and posixpath.splitext(f)[0] in tars)]
 
 
 def iter_batches(
