@@ -93,6 +93,15 @@ def build_parser() -> Parser:
     p.add_argument("--output", required=True, help="archive folder (path or URL)")
     q = p.add_argument_group("quantizer and codec")
     q.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="archive",
+        help="archive (the default): --max-loss-db 0.1 and zstd, a bound on the samples that come "
+        "back; cache: --max-latent-error 0.002 (about bf16's error on the latents) and --codec rans, "
+        "a bound on the latents a diffusion model trains on, for a latent cache (0.62x fp16's bytes "
+        "on the benchmark's SD-layout model; BENCHMARKS.md). Options given as well win",
+    )
+    q.add_argument(
         "--quantizer",
         choices=("loss", "latent", "posterior", "affine"),
         default="loss",
@@ -144,12 +153,12 @@ def build_parser() -> Parser:
     q.add_argument(
         "--codec",
         choices=CODECS,
-        default=CodecConfig().name,
-        help="zstd (default): zstd over a measured byte layout, read back at about 500 MB/s a "
-        "core, and by anyone with zstandard; rans: each code predicted from its neighbours and "
-        "entropy-coded under a context model fitted on the calibration rows (20-40%% smaller than "
-        "zstd on conv latents, larger on vector latents; about 80 MB/s a core to write, 160 to "
-        "read; --layout, --transform and --framing do not apply; docs/FORMAT.md)",
+        help="zstd (the default, but for --preset cache): zstd over a measured byte layout, read "
+        "back at about 500 MB/s a core, and by anyone with zstandard; rans: each code predicted "
+        "from its neighbours and entropy-coded under a context model fitted on the calibration "
+        "rows (20-40%% smaller than zstd on conv latents, larger on vector latents; about 80 MB/s "
+        "a core to write, 160 to read; --layout, --transform and --framing do not apply; "
+        "docs/FORMAT.md)",
     )
     q.add_argument(
         "--zstd-level",
@@ -311,6 +320,24 @@ def choose_from_sweep(folder: str, target_psnr: float | None, target_bytes: floa
     return max(ok, key=lambda r: r["psnr"])
 
 
+# what --preset sets where the options are not given: the bound and the codec for each use
+PRESETS: dict[str, dict[str, Any]] = {
+    "archive": {"codec": CodecConfig().name},
+    "cache": {"max_latent_error": 0.002, "codec": "rans"},
+}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """``--preset``'s bound and codec, where neither a bound nor a quantizer nor a codec was
+    given (on the command line or in ``--config``)."""
+    preset = PRESETS[args.preset]
+    bounded = args.max_latent_error is not None or args.max_loss_db is not None or args.quantizer != "loss"
+    if "max_latent_error" in preset and not bounded:
+        args.max_latent_error = preset["max_latent_error"]
+    if args.codec is None:
+        args.codec = preset["codec"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.target_psnr is not None or args.target_bytes is not None:
@@ -321,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{chosen['bytes_per_sample']:.1f} bytes a sample at {chosen['psnr']:.2f} dB where the sweep "
             "measured it)"
         )
+    apply_preset(args)
     mode = args.quantizer
     if args.max_latent_error is not None:
         if mode not in ("loss", "latent") or args.max_loss_db is not None:

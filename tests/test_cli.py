@@ -232,3 +232,19 @@ def test_a_channel_mismatch_names_the_shape_the_model_takes():
         InputError, match=r"does not fit a 1-channel model \(expected \(H, W\) or \(H, W, 1\)\)$"
     ):
         to_model(np.zeros((16, 16, 3), np.uint8), ConvConfig(in_channels=1), "c.png", 0)
+
+
+def test_the_cache_preset_sets_a_latent_bound_and_rans_unless_told_otherwise():
+    from jobs.encode import apply_preset, build_parser
+
+    def resolved(*extra):
+        args = build_parser().parse_args(["--input", "x", "--checkpoint", "c", "--output", "y", *extra])
+        apply_preset(args)
+        return args.max_latent_error, args.max_loss_db, args.quantizer, args.codec
+
+    assert resolved() == (None, None, "loss", "zstd")  # archive: the loss bound, filled in later
+    assert resolved("--preset", "cache") == (0.002, None, "loss", "rans")
+    assert resolved("--preset", "cache", "--max-latent-error", "0.01") == (0.01, None, "loss", "rans")
+    assert resolved("--preset", "cache", "--codec", "zstd") == (0.002, None, "loss", "zstd")
+    assert resolved("--preset", "cache", "--max-loss-db", "0.2") == (None, 0.2, "loss", "rans")
+    assert resolved("--preset", "cache", "--quantizer", "posterior") == (None, None, "posterior", "rans")
