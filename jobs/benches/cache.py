@@ -9,6 +9,8 @@ held-out (each crop's latent is 4 x 8 x 8).
   (zstd) and ``--codec rans`` (real encode jobs), against
   per-sample fp16 ``.npy`` and safetensors files and raw fp16 / bf16, each with the latent error
   it has (RMS over each channel's standard deviation, the worst channel);
+- where a vaezip archive's bytes go (codes, footers) and the order-0 entropies of its codes
+  alone, after prediction from the neighbours, and after prediction across channels too;
 - reading: latents a second into a DataLoader (batch 32, one process) from ``ArchiveDataset``,
   per-sample fp16 ``.npy``, per-sample safetensors and one memory-mapped fp16 array;
 - calibration: ``--max-latent-error``'s calibration time against the encoder's own time on its
@@ -163,6 +165,7 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
                         "error": relative_error(z, back),
                         "job_error": q["measured_latent_error"],
                         "encode_wall_s": wall,
+                        **{k: v / len(z) for k, v in where_bytes_go(arch).items()},
                     }
                 )
                 archives[bound, codec] = arch
@@ -170,6 +173,7 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
         for s in stores:
             s["x_fp16"] = s["bytes"] / fp16_bytes
         out["stores"] = stores
+        out["entropy"] = {str(bound): code_entropies(z, bound) for bound in BOUNDS}
         out["calibration"] = calibration_cost(ckpt, data, encoder_s_per_row)
         # reading: batch 32, one process
         npy_files = sorted(os.path.join(npy_dir, f) for f in os.listdir(npy_dir))
@@ -200,6 +204,56 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
             ),
         }
     return out
+
+
+def where_bytes_go(arch: str) -> dict[str, float]:
+    """An archive's bytes in its codes column and in its files' footers (the Parquet metadata,
+    where each file keeps its quantizer and codec, a rans context model included)."""
+    import pyarrow.parquet as pq
+
+    codes = footers = 0.0
+    for name in sorted(os.listdir(arch)):
+        if name.endswith(".vz.parquet"):
+            md = pq.ParquetFile(os.path.join(arch, name)).metadata
+            footers += md.serialized_size + 8  # and its length and the closing magic
+            for g in range(md.num_row_groups):
+                for c in range(md.num_columns):
+                    col = md.row_group(g).column(c)
+                    if col.path_in_schema == "vz_codes":
+                        codes += col.total_compressed_size
+    return {"codes_bytes": codes, "footer_bytes": footers}
+
+
+def code_entropies(z: np.ndarray, bound: float) -> dict[str, float]:
+    """Order-0 entropies, in bits a value, of ``z`` (N, C, H, W) quantized with the step that
+    gives each channel an RMS error of ``bound`` of its spread (a uniform step's error is
+    step / sqrt 12): the codes alone; their residuals after rans's prediction from the
+    neighbours (LOCO-I's median of left, up and left + up - up-left); and those residuals
+    after each channel's is also predicted (least squares) from the earlier channels'. What a
+    coder of each kind would need with one table a channel (contexts do somewhat better)."""
+    std = z.std(axis=(0, 2, 3))
+    q = np.rint(z / (bound * std * np.sqrt(12))[None, :, None, None]).astype(np.int64)
+    pad = np.pad(q, ((0, 0), (0, 0), (1, 0), (1, 0)), mode="edge")
+    w, n, nw = pad[:, :, 1:, :-1], pad[:, :, :-1, 1:], pad[:, :, :-1, :-1]
+    lo, hi = np.minimum(w, n), np.maximum(w, n)
+    r = q - np.where(nw >= hi, lo, np.where(nw <= lo, hi, w + n - nw))
+
+    def bits(x: np.ndarray) -> float:
+        _, counts = np.unique(x, return_counts=True)
+        p = counts / counts.sum()
+        return float(-(p * np.log2(p)).sum())
+
+    channels = z.shape[1]
+    across = [bits(r[:, 0])]
+    for c in range(1, channels):
+        earlier = r[:, :c].transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(earlier, r[:, c].reshape(-1).astype(np.float64), rcond=None)
+        across.append(bits(r[:, c].reshape(-1) - np.rint(earlier @ coef).astype(np.int64)))
+    return {
+        "alone": float(np.mean([bits(q[:, c]) for c in range(channels)])),
+        "neighbours": float(np.mean([bits(r[:, c]) for c in range(channels)])),
+        "neighbours_and_channels": float(np.mean(across)),
+    }
 
 
 def calibration_cost(ckpt: str, data: str, encoder_s_per_row: float) -> dict:
