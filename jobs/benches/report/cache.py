@@ -40,7 +40,7 @@ def cache_section(results: dict, out: str) -> list[str]:
     if "entropy" in c:
         lines += [
             "Order-0 entropy of the codes at each bound, bits a value (what a coder with one table a "
-            "channel would need; rans's contexts do a little better than its column): "
+            "channel would need; against the codes' own bits a value in the table above): "
             + "; ".join(
                 f"{100 * float(b):g}%: {e['alone']:.2f} alone, {e['neighbours']:.2f} after the neighbours' "
                 f"prediction (rans's), {e['neighbours_and_channels']:.2f} after the earlier channels' too"
