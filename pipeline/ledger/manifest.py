@@ -239,11 +239,11 @@ def this_jobs_rows(folder: str, job_fingerprint: str) -> Iterator[tuple[str, Ent
     a row group at a time, so a million files are never all Python objects at once. Nothing
     where there are none, or they cannot be read (a re-run then reads the completion records
     instead)."""
-    tables: Iterator[pq.ParquetFile | pa.Table] = iter(())
+    tables: list[pq.ParquetFile] = []
     try:
         data = json.loads(storage.read_bytes(storage.join(folder, MANIFEST)))
         if data.get("job_fingerprint") == job_fingerprint and isinstance(data.get("table"), dict):
-            tables = iter([_checked_table(folder, data["table"])])
+            tables.append(_checked_table(folder, data["table"]))
     except (FileNotFoundError, ValueError, InputError, KeyError, TypeError, AttributeError):
         pass
     names = ("name", "source", "rows", "bytes", "sha256", "input_identity")

@@ -87,6 +87,16 @@ def _walk(rows: list[int], order: list[int], lo: int, hi: int) -> Iterator[tuple
         lap += 1
 
 
+def shape_bounds(total: int, units: int, unit: int, batch: int, remainder: str) -> tuple[int, int]:
+    """Where ``unit``'s rows of one shape start and stop among that shape's ``total`` rows:
+    whole batches, as many on every unit ("drop": the most each can have; "pad": enough for
+    every row, past ``total`` wrapped round), or every row once ("keep", as ``unit_bounds``)."""
+    if remainder == "keep":
+        return unit_bounds(total, units, unit, "keep")
+    whole = total // (units * batch) if remainder == "drop" else -(-total // (units * batch))
+    return unit * whole * batch, (unit + 1) * whole * batch
+
+
 def bucket_pieces(
     counts: list[dict[tuple[int, ...], int]],
     order: list[int],
@@ -104,12 +114,7 @@ def bucket_pieces(
     keyed = []
     for shape in sorted({s for c in counts for s in c}):
         rows = [c.get(shape, 0) for c in counts]
-        total = sum(rows)
-        if remainder == "keep":
-            lo, hi = unit_bounds(total, units, unit, "keep")
-        else:
-            whole = total // (units * batch) if remainder == "drop" else -(-total // (units * batch))
-            lo, hi = unit * whole * batch, (unit + 1) * whole * batch
+        lo, hi = shape_bounds(sum(rows), units, unit, batch, remainder)
         keyed += [(key, replace(p, shape=shape)) for key, p in _walk(rows, order, lo, hi)]
     keyed.sort(key=lambda kp: kp[0])  # stable: within a file, the shapes in their order
     return [p for _, p in keyed]

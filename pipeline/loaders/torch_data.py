@@ -66,6 +66,7 @@ from pipeline.loaders.order import (
     Piece,
     bucket_pieces,
     file_order,
+    shape_bounds,
     shuffled,
     unit_bounds,
     unit_pieces,
@@ -161,16 +162,13 @@ class ArchiveDataset(IterableDataset):
         mine = [rank * self.workers + w for w in range(self.workers)]
         if self.shapes is not None:  # batches of one shape, each shape cut apart
             assert self.batch_size is not None
-            bs, total = self.batch_size, 0
-            for shape in {s for c in self.shapes for s in c}:
-                n = sum(c.get(shape, 0) for c in self.shapes)
-                if self.remainder == "keep":
-                    cuts = (unit_bounds(n, units, u, "keep") for u in mine)
-                    total += sum(-(-(b - a) // bs) for a, b in cuts)
-                else:  # as many whole batches in every unit
-                    whole = n // (units * bs) if self.remainder == "drop" else -(-n // (units * bs))
-                    total += len(mine) * whole
-            return total
+            bs = self.batch_size
+            cuts = [
+                shape_bounds(sum(c.get(shape, 0) for c in self.shapes), units, u, bs, self.remainder)
+                for shape in {s for c in self.shapes for s in c}
+                for u in mine
+            ]
+            return sum(-(-(b - a) // bs) for a, b in cuts)  # whole batches but with "keep"
         total = sum(int(f.rows or 0) for f in self.listed)
         sizes = [b - a for a, b in (unit_bounds(total, units, u, self.remainder) for u in mine)]
         if self.batch_size is None:
@@ -280,11 +278,10 @@ class ArchiveDataset(IterableDataset):
                         latents=[batch.latents[i] for i in take],
                         layouts=[batch.layouts[i] for i in take],
                     )
-                    values = dict(zip(take, decoder.samples(part), strict=True))
+                    values = decoder.samples(part)
                 else:
-                    values = dict(zip(take, (batch.latents[i] for i in take), strict=True))
-                for i in take:
-                    value = values[i]
+                    values = [batch.latents[i] for i in take]
+                for i, value in zip(take, values, strict=True):
                     if shift is not None:
                         value = ((value - shift[0]) / shift[1]).astype(np.float32)
                     item: dict[str, Any] = {"key": batch.keys[i], name: value}

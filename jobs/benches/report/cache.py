@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from jobs.benches.report.common import table
 
 
@@ -22,9 +24,7 @@ def cache_section(results: dict, out: str) -> list[str]:
         "",
     ]
     rows = []
-    values = 1
-    for d in c["latent_shape"]:
-        values *= d
+    values = math.prod(c["latent_shape"])
     for s in c["stores"]:
         job = f" (job: {100 * s['job_error']:.3g}%)" if "job_error" in s else ""
         split = (
