@@ -8,6 +8,7 @@ import torch
 
 from jobs import train as train_job
 from jobs._cli import run_main
+from pipeline.codec.ctxcoder import RowError
 from pipeline.codec.learned import (
     LearnedTables,
     decode_factorized,
@@ -83,6 +84,28 @@ def test_a_cut_or_corrupt_stream_is_refused_naming_its_row():
         with pytest.raises(RowError) as err:
             decode_factorized([streams[0], bad, streams[2]], t, 40)
         assert err.value.row == 1
+
+
+def test_rows_of_unequal_lengths_decode_two_at_a_time_and_a_bad_one_is_named():
+    """Rows are decoded in pairs, side by side for their common length: rows of different
+    lengths (the longer one's rest alone), an odd row out, and a bad row at either place in a
+    pair or alone at the end."""
+    t = _tables()
+    g = t.given
+    rng = np.random.default_rng(2)
+    lengths = [7, 30, 0, 12, 12, 1, 45]
+    row_ends = np.cumsum(lengths)
+    values = np.round(rng.normal(0, 3, row_ends[-1])).astype(np.int64)
+    values[5], values[40] = 9000, -123456  # escapes in the first and the fourth row
+    tabs = rng.integers(0, len(g.sizes), row_ends[-1])
+    streams = g.encode(values, tabs, row_ends)
+    assert np.array_equal(g.decode(streams, tabs, row_ends), values)
+    for row in (0, 1, 6):
+        bad = list(streams)
+        bad[row] = bad[row][:-2] if len(bad[row]) > 4 else bad[row] + b"\x01\x00"
+        with pytest.raises(RowError) as err:
+            g.decode(bad, tabs, row_ends)
+        assert err.value.row == row
 
 
 def test_likely_values_cost_few_bits_and_unlikely_ones_many():
