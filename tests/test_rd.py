@@ -100,6 +100,12 @@ def test_rows_of_unequal_lengths_decode_two_at_a_time_and_a_bad_one_is_named():
     tabs = rng.integers(0, len(g.sizes), row_ends[-1])
     streams = g.encode(values, tabs, row_ends)
     assert np.array_equal(g.decode(streams, tabs, row_ends), values)
+    for wrong in (len(g.sizes), -1):  # a table past the last, or before the first
+        tabs_bad = tabs.copy()
+        tabs_bad[50] = wrong
+        with pytest.raises(ValueError, match="table index outside"):
+            g.decode(streams, tabs_bad, row_ends)
+    assert np.array_equal(g.decode(streams, (tabs - 1).astype(np.int16), row_ends, base=1), values)
     for row in (0, 1, 6):
         bad = list(streams)
         bad[row] = bad[row][:-2] if len(bad[row]) > 4 else bad[row] + b"\x01\x00"

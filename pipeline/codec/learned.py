@@ -107,7 +107,8 @@ def encode_factorized(values: np.ndarray, tables: Tables) -> list[bytes]:
 def decode_factorized(streams: list[bytes], tables: Tables, positions: int) -> np.ndarray:
     """N streams -> (N, C, positions) values."""
     n, c = len(streams), tables.prior_channels
-    tabs = np.broadcast_to(np.arange(c)[None, :, None], (n, c, positions)).reshape(-1)
+    kind = np.uint8 if c <= 256 else np.int64
+    tabs = np.broadcast_to(np.arange(c, dtype=kind)[None, :, None], (n, c, positions)).reshape(-1)
     return tables.given.decode(streams, tabs, _row_ends(n, c * positions)).reshape(n, c, positions)
 
 
@@ -123,8 +124,8 @@ def encode_gaussian(values: np.ndarray, indexes: np.ndarray, tables: Tables) -> 
 def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: Tables) -> np.ndarray:
     n = len(streams)
     per = indexes[0].size if n else 0
-    tabs = tables.prior_channels + indexes.reshape(-1)
-    return tables.given.decode(streams, tabs, _row_ends(n, per)).reshape(indexes.shape)
+    out = tables.given.decode(streams, indexes.reshape(-1), _row_ends(n, per), base=tables.prior_channels)
+    return out.reshape(indexes.shape)
 
 
 def decode_rows(
