@@ -72,7 +72,7 @@ def read_rans_model(blob):
     """FORMAT.md, codec rans: the model's varints, out of their zstd frame."""
     raw = zstandard.ZstdDecompressor().decompress(blob)
     version, scale_bits, groups, signs = raw[:4]
-    assert version == 1
+    assert version in (1, 2)
     pos = 4
 
     def take():
@@ -92,8 +92,16 @@ def read_rans_model(blob):
         edges = [take() for _ in range(groups - 1)]
         tables = [[take() for _ in range(size)] for _ in range(groups * signs)]
         channels.append({"center": center, "size": size, "edges": edges, "tables": tables})
+
+    def signed():  # zigzag
+        v = take()
+        return v // 2 if v % 2 == 0 else -(v + 1) // 2
+
+    lift = []  # version 2: per channel k > 0, a bias and k weights
+    if version == 2:
+        lift = [(signed(), [signed() for _ in range(k)]) for k in range(1, len(channels))]
     assert pos == len(raw)
-    return {"scale_bits": scale_bits, "groups": groups, "signs": signs, "channels": channels}
+    return {"scale_bits": scale_bits, "groups": groups, "signs": signs, "channels": channels, "lift": lift}
 
 
 def rans_decode(stream, model, height, width, top):
@@ -155,6 +163,8 @@ def rans_decode(stream, model, height, width, top):
                     pred = sorted([pw, pn, pw + pn - pnw])[1]
                 x[k, i, j] = pred + d
                 res[k, i, j] = d
-                assert 0 <= x[k, i, j] <= top
     assert state == 1 << 16 and pos == len(words)
+    for k, (bias, weights) in enumerate(model["lift"], start=1):  # channel prediction
+        x[k] += (bias + sum(wt * x[j] for j, wt in enumerate(weights))) >> 8
+    assert ((0 <= x) & (x <= top)).all()
     return x.reshape(len(chans), height * width)

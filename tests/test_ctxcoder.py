@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.codec.codec import Codec, CodecConfig, CodecParams, calibrate_codec, checksum, row_bytes
 from pipeline.codec.compress import decompress, encode_codes
-from pipeline.codec.ctxcoder import SCALE_BITS, CtxCoder, CtxModel, RowError, fit
+from pipeline.codec.ctxcoder import SCALE_BITS, CtxCoder, CtxModel, RowError, encode_varints, fit
 from pipeline.codec.format import ArchiveMeta, read_meta
 from pipeline.codec.quantize import QuantizerConfig
 from pipeline.core.errors import InputError
@@ -150,7 +150,7 @@ def test_a_table_of_the_escape_alone_round_trips():
 def test_a_bad_model_is_refused(edit, match):
     import zstandard
 
-    blob = fit([(smooth_codes(10, 2, 4, 4, 10), 4)]).to_bytes()
+    blob = fit([(smooth_codes(10, 2, 4, 4, 10), 4)], predict_channels=False).to_bytes()
     raw = zstandard.ZstdDecompressor().decompress(blob)
     with pytest.raises(ValueError, match=match):
         CtxModel.from_bytes(zstandard.ZstdCompressor().compress(edit(raw)))
@@ -158,6 +158,60 @@ def test_a_bad_model_is_refused(edit, match):
     bad_sum[-1] ^= 1  # the last table's escape frequency: its table no longer sums to 2**n
     with pytest.raises(ValueError, match="does not sum"):
         CtxModel.from_bytes(zstandard.ZstdCompressor().compress(bytes(bad_sum)))
+
+
+def test_channel_prediction_shrinks_codes_whose_channels_move_together():
+    """Version 2 codes each channel less its prediction from the earlier channels; a model
+    of channels that do not move together stays version 1."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(60, 1, 8, 8)).cumsum(axis=2).cumsum(axis=3)
+    field = base * np.array([1.0, 0.8, -0.6, 1.2])[None, :, None, None] + 0.15 * rng.normal(
+        size=(60, 4, 8, 8)
+    )
+    codes = np.rint(128 + field * 100 / np.abs(field).max()).astype(np.uint8).reshape(60, 4, 64)
+    sizes = {}
+    for predict in (True, False):
+        model = CtxModel.from_bytes(fit([(codes[:30], 8)], predict_channels=predict).to_bytes())
+        assert model.version == (2 if predict else 1)
+        coder = CtxCoder(model)
+        streams = coder.encode(codes, 8)
+        assert np.array_equal(coder.decode(streams, 4, 64, 8, np.dtype(np.uint8)), codes)
+        sizes[predict] = sum(map(len, streams))
+    assert sizes[True] < 0.85 * sizes[False]  # 0.78 when written
+    apart = np.concatenate([smooth_codes(60, 1, 8, 8, 200, seed=s) for s in range(4)], axis=1)
+    assert fit([(apart, 8)]).version == 1
+
+
+def test_a_prediction_that_leaves_the_code_type_is_refused_by_row():
+    """Codes put back from their channel prediction must still be codes of the type."""
+    codes = smooth_codes(9, 3, 4, 4, 50)
+    m = fit([(codes, 4)])
+    assert m.weights is not None and m.bias is not None
+    streams = CtxCoder(m).encode(codes, 4)
+    bias = m.bias.copy()
+    bias[2] += 300 << 8  # channel 2 put back 300 higher: past 255 wherever it was above -45
+    shifted = CtxCoder(CtxModel(m.centers, m.edges, m.sizes, m.freqs, m.weights, bias))
+    with pytest.raises(RowError, match="outside the code type") as err:
+        shifted.decode(streams, 3, 16, 4, np.dtype(np.uint8))
+    assert err.value.row == 0
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda raw: raw[:-1], "truncated"),
+        (lambda raw: raw + b"\x00", "trailing"),
+        (lambda raw: raw[:-1] + encode_varints([(1 << 17) * 2]), "channel prediction out of range"),
+    ],
+)
+def test_a_bad_channel_prediction_is_refused(edit, match):
+    import zstandard
+
+    m = fit([(smooth_codes(20, 2, 4, 4, 60), 4)])
+    raw = zstandard.ZstdDecompressor().decompress(m.to_bytes())
+    assert raw[0] == 2  # the last varint is channel 1's one weight
+    with pytest.raises(ValueError, match=match):
+        CtxModel.from_bytes(zstandard.ZstdCompressor().compress(edit(raw)))
 
 
 @pytest.fixture(scope="module")
@@ -263,17 +317,17 @@ def test_a_model_bomb_is_refused_from_its_header():
     such a frame): refused from the channel count, before any table is read or built."""
     import zstandard
 
-    from pipeline.codec.ctxcoder import GROUPS, MAX_CHANNELS, MODEL_VERSION, SIGNS, declared_channels
+    from pipeline.codec.ctxcoder import GROUPS, MAX_CHANNELS, SIGNS, declared_channels
     from pipeline.codec.ctxcoder import encode_varints as _varints
 
     channel = _varints([0, 1, *([0] * (GROUPS - 1)), *([1 << SCALE_BITS] * (GROUPS * SIGNS))])
-    raw = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + _varints([3000]) + channel * 3000
+    raw = bytes([1, SCALE_BITS, GROUPS, SIGNS]) + _varints([3000]) + channel * 3000
     bomb = zstandard.ZstdCompressor(level=19).compress(raw)
     assert len(bomb) < 8_000
     for parse in (CtxModel.from_bytes, declared_channels):
         with pytest.raises(ValueError, match=f"has 3000 channels \\(at most {MAX_CHANNELS}\\)"):
             parse(bomb)
-    ok = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + _varints([MAX_CHANNELS]) + channel * MAX_CHANNELS
+    ok = bytes([1, SCALE_BITS, GROUPS, SIGNS]) + _varints([MAX_CHANNELS]) + channel * MAX_CHANNELS
     assert CtxModel.from_bytes(zstandard.ZstdCompressor().compress(ok)).channels == MAX_CHANNELS
     huge = zstandard.ZstdCompressor().compress(bytes(17 << 20))  # decompresses past the bound
     with pytest.raises(ValueError, match="does not decompress"):

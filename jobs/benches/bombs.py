@@ -69,13 +69,14 @@ def deflated_npz(path: str, shape: tuple[int, ...]) -> None:
 
 
 def model_bomb(channels: int) -> bytes:
-    """A rans context model declaring ``channels`` channels of full tables, zstd-compressed."""
-    from pipeline.codec.ctxcoder import GROUPS, MAX_ALPHABET, MODEL_VERSION, SCALE_BITS, SIGNS
+    """A rans context model (version 1) declaring ``channels`` channels of full tables,
+    zstd-compressed."""
+    from pipeline.codec.ctxcoder import GROUPS, MAX_ALPHABET, SCALE_BITS, SIGNS
     from pipeline.codec.ctxcoder import encode_varints as varints
 
     table = [1] * (MAX_ALPHABET - 1) + [(1 << SCALE_BITS) - (MAX_ALPHABET - 1)]
     channel = varints([0, MAX_ALPHABET, *([0] * (GROUPS - 1)), *(table * (GROUPS * SIGNS))])
-    raw = bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]) + varints([channels]) + channel * channels
+    raw = bytes([1, SCALE_BITS, GROUPS, SIGNS]) + varints([channels]) + channel * channels
     return zstandard.ZstdCompressor(level=19).compress(raw)
 
 

@@ -11,6 +11,13 @@ chosen by what the decoder already knows:
 - the sign of the residual at the same position in the previous channel (latent channels
   move together).
 
+Before that, where the channels move together (model version 2), each channel's codes are
+coded less a linear prediction from the earlier channels' codes at the same position, fitted
+by least squares on the calibration codes' residuals (``_fit_lift``) and put back after a
+row is decoded (``CtxModel.unlift``, outside the compiled loops). On an SD-layout VAE's
+latents (4 channels, correlated at 0.6-0.98) it took the coder from 4.57 to 3.88 bits a value
+at 1% latent error, 7.15 to 6.16 at 0.2% (4 x 32 x 32 latents of 256 x 256 photo tiles).
+
 The tables are fitted once per job on the calibration codes and stored in every file's
 footer; a row is one rANS stream of its own (its 4-byte final state opens it), so a row
 decodes alone, as with every other framing. Residuals a table has no room for are escaped
@@ -60,7 +67,11 @@ GROUPS = 6  # activity buckets per channel
 SIGNS = 3  # previous channel's residual: negative, zero, positive
 MAX_ALPHABET = 1024  # residual symbols per table at most; larger ones are escaped
 ACT_MAX = 4095  # activities above this share the last bucket
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # what ``fit`` writes when the channels predict each other; 1 otherwise
+VERSIONS = (1, 2)
+LIFT_BITS = 8  # channel prediction weights are in units of 2**-LIFT_BITS
+MAX_WEIGHT = 1 << 16  # |weight| a stored model may declare (256.0)
+MAX_BIAS = 1 << 40
 # What a stored model may declare, checked before anything is built from it: a latent has a
 # few to a few dozen channels (SD 4, FLUX 16, DC-AE 32-128), and a model of 256 channels of
 # full tables holds about 4.7 M entries of one or two bytes
@@ -80,14 +91,38 @@ class CtxModel:
     edges: np.ndarray  # (A, GROUPS - 1) int64, ascending: bucket = how many edges < activity
     sizes: np.ndarray  # (A,) int64: each channel's table length, escape included
     freqs: np.ndarray  # (A * GROUPS * SIGNS, K) int64
+    # channel prediction (version 2; None in version 1): channel k's codes are coded less
+    # (bias[k] + weights[k, :k] . codes[:k]) >> LIFT_BITS, the earlier channels' codes at
+    # the same position (``lift``); weights (A, A) strictly lower triangular, bias (A,)
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
         return len(self.centers)
 
+    @property
+    def version(self) -> int:
+        return 1 if self.weights is None else 2
+
+    def lift(self, codes: np.ndarray) -> np.ndarray:
+        """(N, A, ...) int64 codes -> what the context coder codes: each channel less its
+        prediction from the earlier channels' codes (the codes themselves in version 1)."""
+        if self.weights is None or self.bias is None:
+            return codes
+        return _lift(codes, self.weights, self.bias)
+
+    def unlift(self, coded: np.ndarray) -> np.ndarray:
+        """``lift`` undone in place, channel by channel (each needs the earlier ones back)."""
+        if self.weights is None or self.bias is None:
+            return coded
+        for k in range(1, self.channels):
+            coded[:, k] += _prediction(coded, self.weights[k, :k], int(self.bias[k]))
+        return coded
+
     def to_bytes(self) -> bytes:
         """The model as FORMAT.md stores it: a zstd frame of unsigned LEB128 varints."""
-        out = bytearray([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS])
+        out = bytearray([self.version, SCALE_BITS, GROUPS, SIGNS])
         _varint(out, self.channels)
         for k in range(self.channels):
             _varint(out, int(self.centers[k]))
@@ -98,6 +133,11 @@ class CtxModel:
                 for s in range(SIGNS):
                     for f in self.freqs[(k * GROUPS + g) * SIGNS + s, : self.sizes[k]]:
                         _varint(out, int(f))
+        if self.weights is not None and self.bias is not None:
+            for k in range(1, self.channels):
+                _varint(out, _zigzag(int(self.bias[k])))
+                for wt in self.weights[k, :k]:
+                    _varint(out, _zigzag(int(wt)))
         return zstandard.ZstdCompressor(level=19).compress(bytes(out))
 
     @classmethod
@@ -110,6 +150,7 @@ class CtxModel:
     @classmethod
     def _parse(cls, data: bytes) -> CtxModel:
         raw = _raw(data)
+        version = raw[0]
         vals = _varints(raw, 4)
         a = int(vals[0]) if len(vals) else 0
         if not 0 < a <= MAX_CHANNELS:
@@ -130,6 +171,21 @@ class CtxModel:
                 raise ValueError("context model is truncated")
             tables.append(vals[pos : pos + GROUPS * SIGNS * size].reshape(GROUPS * SIGNS, size))
             pos += GROUPS * SIGNS * size
+        weights = bias = None
+        if version == 2:
+            lifts = a * (a + 1) // 2 - 1  # per channel k > 0: a bias and k weights
+            if pos + lifts > len(vals):
+                raise ValueError("context model is truncated")
+            signed = _zigzag_back(vals[pos : pos + lifts])
+            pos += lifts
+            weights, bias = np.zeros((a, a), dtype=np.int64), np.zeros(a, dtype=np.int64)
+            at = 0
+            for k in range(1, a):
+                bias[k] = signed[at]
+                weights[k, :k] = signed[at + 1 : at + 1 + k]
+                at += 1 + k
+            if np.abs(weights).max() > MAX_WEIGHT or np.abs(bias).max() > MAX_BIAS:
+                raise ValueError("context model channel prediction out of range")
         if pos != len(vals):
             raise ValueError("context model has trailing bytes")
         width = max(sizes)
@@ -144,10 +200,33 @@ class CtxModel:
         e = np.asarray(edges, dtype=np.int64).reshape(a, GROUPS - 1)
         if np.any(np.diff(e, axis=1) < 0):
             raise ValueError("context model bucket edges are not ascending")
-        model = cls(np.asarray(centers, dtype=np.int64), e, np.asarray(sizes, dtype=np.int64), freqs)
-        for arr in (model.centers, model.edges, model.sizes, model.freqs):
-            arr.flags.writeable = False
+        model = cls(
+            np.asarray(centers, dtype=np.int64), e, np.asarray(sizes, dtype=np.int64), freqs, weights, bias
+        )
+        for arr in (model.centers, model.edges, model.sizes, model.freqs, weights, bias):
+            if arr is not None:
+                arr.flags.writeable = False
         return model
+
+
+def _lift(codes: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = codes.copy()
+    for k in range(1, codes.shape[1]):
+        out[:, k] -= _prediction(codes, weights[k, :k], int(bias[k]))
+    return out
+
+
+def _prediction(codes: np.ndarray, weights: np.ndarray, bias: int) -> np.ndarray:
+    """(bias + weights . codes[:, :k]) >> LIFT_BITS at every position (floor division)."""
+    acc = np.full(codes.shape[:1] + codes.shape[2:], bias, dtype=np.int64)
+    for j, wt in enumerate(weights.tolist()):
+        if wt:
+            acc += wt * codes[:, j]
+    return acc >> LIFT_BITS
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
 
 
 def _raw(data: bytes) -> bytes:
@@ -166,9 +245,9 @@ def _raw(data: bytes) -> bytes:
     except zstandard.ZstdError as err:
         raise ValueError(f"context model does not decompress ({err})") from err
     raw = b"".join(chunks)
-    if raw[:4] != bytes([MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS]):
+    if len(raw) < 4 or raw[0] not in VERSIONS or raw[1:4] != bytes([SCALE_BITS, GROUPS, SIGNS]):
         raise ValueError(
-            f"context model header {list(raw[:4])} is not {MODEL_VERSION, SCALE_BITS, GROUPS, SIGNS}"
+            f"context model header {list(raw[:4])} is not (1 or 2, {SCALE_BITS}, {GROUPS}, {SIGNS})"
         )
     return raw
 
@@ -494,18 +573,18 @@ def _start(data, starts, ends, r):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
-def _finish(x, out, top):  # pragma: no cover - compiled
-    """A decoded row into ``out`` (the code type); False if a code falls outside it."""
-    acc = np.int64(0)  # any code < 0 or > top sets its sign bit
+def _finish(x, out, lo, top):  # pragma: no cover - compiled
+    """A decoded row into ``out``; False if a code falls outside ``lo ... top``."""
+    acc = np.int64(0)  # any code < lo or > top sets its sign bit
     for q in range(out.size):
         c = x[q]
-        acc |= c | (top - c)
+        acc |= (c - lo) | (top - c)
         out[q] = c
     return acc >= 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - compiled
+def _pair(streams, model, lo, top, out, ra, rb, work, tabs):  # pragma: no cover - compiled
     """Rows ra and rb decoded side by side: each symbol waits on the one before through the
     rANS state, so two rows' chains keep one core twice as busy (three or four rows ran no
     faster: the loop runs out of registers). ra == rb decodes one row. Returns 0, or why a
@@ -574,7 +653,7 @@ def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - c
                 nb = ub
             if pa > ea or pb > eb:  # read past the end (at most 3 words a symbol: the padding)
                 return 1
-    if not _finish(xa, out[ra].ravel(), top) or not _finish(xb, out[rb].ravel(), top):
+    if not _finish(xa, out[ra].ravel(), lo, top) or not _finish(xb, out[rb].ravel(), lo, top):
         return 3
     if sa != np.uint64(_LOW) or sb != np.uint64(_LOW):
         return 4
@@ -584,8 +663,8 @@ def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode(streams, model, top, out):  # pragma: no cover - compiled
-    """Rows' streams -> (N, A, H, W) codes in ``out``, of the code type. ``streams``: the
+def _decode(streams, model, lo, top, out):  # pragma: no cover - compiled
+    """Rows' streams -> (N, A, H, W) codes in ``out``, within ``lo ... top``. ``streams``: the
     rows' bytes, the same as 16-bit words (padded by ``_padding``), each row's first and end
     byte; ``model``: the channels' centers, bucket tables and escape values, and the packed
     tables. Returns (-1, 0), or the first bad row's index and why (``_REASONS``): a pair
@@ -595,9 +674,9 @@ def _decode(streams, model, top, out):  # pragma: no cover - compiled
     tabs = np.zeros((3, w), dtype=np.uint64)
     for r in range(0, n, 2):
         rb = min(r + 1, n - 1)  # an odd row out is decoded beside itself
-        if _pair(streams, model, top, out, r, rb, work, tabs):
+        if _pair(streams, model, lo, top, out, r, rb, work, tabs):
             for row in range(r, rb + 1):
-                bad = _pair(streams, model, top, out, row, row, work, tabs)
+                bad = _pair(streams, model, lo, top, out, row, row, work, tabs)
                 if bad:
                     return row, bad
     return -1, 0
@@ -630,23 +709,19 @@ def _grid(codes: np.ndarray, width: int) -> np.ndarray:
     return codes.reshape(n, a, p // width, width)
 
 
-def fit(groups: Sequence[tuple[np.ndarray, int]]) -> CtxModel:
-    """Tables from calibration codes: ``groups`` of ((N, A, P) codes, latent width)."""
-    grids = [_grid(np.asarray(c), w) for c, w in groups if np.asarray(c).size]
+def fit(groups: Sequence[tuple[np.ndarray, int]], predict_channels: bool = True) -> CtxModel:
+    """Tables from calibration codes: ``groups`` of ((N, A, P) codes, latent width). Where
+    the channels' residuals predict each other (``_fit_lift``; unless ``predict_channels``
+    is False), the model (version 2) codes each channel less that prediction."""
+    grids = [_grid(np.asarray(c), w).astype(np.int64) for c, w in groups if np.asarray(c).size]
     if not grids:
         raise ValueError("no calibration codes to fit a context model on")
     a = grids[0].shape[1]
-    flat = np.concatenate([g.transpose(1, 0, 2, 3).reshape(a, -1) for g in grids], axis=1)
-    centers = np.rint(np.median(flat, axis=1)).astype(np.int64)
-    feats = []
-    for grid in grids:
-        res = np.zeros(grid.shape, dtype=np.int64)
-        act = np.zeros(grid.shape, dtype=np.int64)
-        tab = np.zeros(grid.shape, dtype=np.int64)
-        # with every activity in bucket 0, a table number is k * GROUPS * SIGNS + the sign class
-        _features(grid.astype(np.int64), centers, np.zeros((a, ACT_MAX + 1), dtype=np.uint8), res, act, tab)
-        sgn = tab % SIGNS
-        feats.append([x.transpose(1, 0, 2, 3).reshape(a, -1) for x in (res, act, sgn)])
+    weights, bias = _fit_lift(grids, _centers(grids)) if predict_channels else (None, None)
+    if weights is not None and bias is not None:
+        grids = [_lift(g, weights, bias) for g in grids]
+    centers = _centers(grids)
+    feats = [_residual_features(g, centers) for g in grids]
     res, act, sgn = (np.concatenate([f[i] for f in feats], axis=1) for i in range(3))
     sym = np.where(res >= 0, 2 * res, -2 * res - 1)
     act = np.minimum(act, ACT_MAX)
@@ -667,7 +742,56 @@ def fit(groups: Sequence[tuple[np.ndarray, int]]) -> CtxModel:
                 sel = (bucket == g) & (sgn[k] == sg)
                 counts = np.bincount(s[sel], minlength=sizes[k]).astype(np.float64)
                 freqs[(k * GROUPS + g) * SIGNS + sg, : sizes[k]] = _quantize(counts, channel)
-    return CtxModel(centers, edges, sizes, freqs)
+    return CtxModel(centers, edges, sizes, freqs, weights, bias)
+
+
+def _centers(grids: list[np.ndarray]) -> np.ndarray:
+    a = grids[0].shape[1]
+    flat = np.concatenate([g.transpose(1, 0, 2, 3).reshape(a, -1) for g in grids], axis=1)
+    return np.rint(np.median(flat, axis=1)).astype(np.int64)
+
+
+def _residual_features(grid: np.ndarray, centers: np.ndarray) -> list[np.ndarray]:
+    """(residuals, activities, sign classes) of a grid's codes, each (A, N * H * W)."""
+    a = grid.shape[1]
+    res = np.zeros(grid.shape, dtype=np.int64)
+    act = np.zeros(grid.shape, dtype=np.int64)
+    tab = np.zeros(grid.shape, dtype=np.int64)
+    # with every activity in bucket 0, a table number is k * GROUPS * SIGNS + the sign class
+    _features(grid, centers, np.zeros((a, ACT_MAX + 1), dtype=np.uint8), res, act, tab)
+    return [x.transpose(1, 0, 2, 3).reshape(a, -1) for x in (res, act, tab % SIGNS)]
+
+
+LIFT_SAMPLE = 1 << 18  # positions the channel prediction is fitted on, at most
+_LIFT_CLIP = 4 << LIFT_BITS  # weights within +-4.0
+
+
+def _fit_lift(grids: list[np.ndarray], centers: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Channel prediction weights: channel k's residuals (after the neighbours' median
+    prediction) regressed on the earlier channels' at the same position (least squares,
+    rounded to 2**-LIFT_BITS); a channel keeps its weights only if they take at least 10% off
+    its residuals' variance, rounding's noise counted. Applied to the codes, not to the
+    residuals: on the SD-layout cache model's codes (4 x 32 x 32 at 1% latent error) the
+    coder then stores 3.87 bits a value against 4.57 without, where weights fitted on the
+    codes themselves gave 4.16. (None, None) where no channel gains."""
+    res = np.concatenate([_residual_features(g, centers)[0] for g in grids], axis=1).astype(np.float64)
+    a, m = res.shape
+    if a < 2 or m < 16:
+        return None, None
+    res = res[:, :: max(1, m // LIFT_SAMPLE)]
+    weights = np.zeros((a, a), dtype=np.int64)
+    for k in range(1, a):
+        x, y = res[:k].T, res[k]
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        wt = np.clip(np.rint(coef * (1 << LIFT_BITS)), -_LIFT_CLIP, _LIFT_CLIP).astype(np.int64)
+        left = y - x @ (wt / (1 << LIFT_BITS))
+        if left.var() + 0.25 < 0.9 * y.var():
+            weights[k, :k] = wt
+    if not weights.any():
+        return None, None
+    bias = (1 << (LIFT_BITS - 1)) - weights @ centers  # predictions around each channel's center
+    bias[0] = 0
+    return weights, bias
 
 
 def _quantize(counts: np.ndarray, channel: np.ndarray) -> np.ndarray:
@@ -718,7 +842,9 @@ class CtxCoder:
             raise ValueError(f"{grid.shape[1]} channels of codes, the model has {self.model.channels}")
         n = grid.shape[0]
         out = np.empty(max(grid[0].size * 2 + 64, 256) * max(n, 1), dtype=np.uint8)
-        grid = grid.astype(np.int64, copy=False)
+        grid = self.model.lift(grid.astype(np.int64, copy=False))
+        if self.model.weights is not None and grid.size and np.abs(grid).max() >= 1 << 29:
+            raise ValueError("codes less their channel prediction fall past 2^29")
         ends = np.zeros(n, dtype=np.int64)
         t = self._t
         while not _encode(grid, t.centers, t.buckets, t.sizes, t.freqs, t.cums, out, ends):
@@ -744,11 +870,21 @@ class CtxCoder:
         joined += bytes(_padding(width) + len(joined) % 2)
         data = np.frombuffer(joined, dtype=np.uint8)
         words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)  # native order
-        out = np.empty((n, channels, positions // width, width), dtype=dtype)
+        shape = (n, channels, positions // width, width)
         t = self._t
         top = int(np.iinfo(dtype).max)
         model = (t.centers, t.buckets, t.escapes, t.packed)
-        bad, reason = _decode((data, words, starts, ends), model, top, out)
+        if self.model.weights is None:
+            out = np.empty(shape, dtype=dtype)
+            bad, reason = _decode((data, words, starts, ends), model, 0, top, out)
+        else:  # channel prediction: decoded as int64, unlifted, then checked against the type
+            coded = np.empty(shape, dtype=np.int64)
+            bad, reason = _decode((data, words, starts, ends), model, -(1 << 62), 1 << 62, coded)
+            codes = self.model.unlift(coded).reshape(n, -1)
+            outside = np.flatnonzero(((codes < 0) | (codes > top)).any(axis=1))
+            if len(outside) and (bad < 0 or outside[0] < bad):
+                bad, reason = outside[0], 3
+            out = codes.astype(dtype).reshape(shape)
         if bad >= 0:
             raise RowError(int(bad), _REASONS[int(reason)])
         return out.reshape(n, channels, positions)
@@ -851,14 +987,17 @@ def _given_step(packed, words, t, state, p, last):  # pragma: no cover - compile
 
 
 @numba.njit(inline="always")
-def _given_value(packed, words, tabs, out, q, state, p, last):  # pragma: no cover - compiled
-    """Value q decoded into ``out``: (the state, the next word)."""
-    e, state, p = _given_step(packed, words, np.uint64(tabs[q]), state, p, last)
+def _given_value(packed, words, tabs, base, top, out, q, state, p, last):  # pragma: no cover
+    """Value q decoded into ``out`` under table ``base + tabs[q]``: (the state, the next
+    word, whether that table exists: ``top`` is their count; a negative index wraps past it)."""
+    t = np.uint64(base + np.int64(tabs[q]))
+    ok = t < top
+    e, state, p = _given_step(packed, words, t if ok else np.uint64(0), state, p, last)
     if (e >> 25) & 1:
         out[q], state, p = _given_escape(words, state, p, last)
     else:
         out[q] = e >> 26
-    return state, p
+    return state, p, ok
 
 
 @numba.njit(inline="always")
@@ -871,51 +1010,60 @@ def _given_start(words, starts, ends, r):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _given_pair(words, starts, ends, tabs, row_ends, packed, out, ra, rb):  # pragma: no cover
+def _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, ra, rb):  # pragma: no cover
     """Rows ra and rb decoded side by side (their common length, then the longer one's
     rest): each symbol waits on the one before through its row's state, and two rows' chains
-    keep the core busy (1.5-1.7x one row's speed). ra == rb decodes one row. False if either
-    row does not decode exactly."""
+    keep the core busy (1.5-1.7x one row's speed). ra == rb decodes one row. 0 if both decode
+    exactly, 1 if either does not, 2 if a value names a table that does not exist."""
     last = np.uint64(words.size - 1)
+    top = np.uint64(packed.size >> GIVEN_BITS)
     sa, pa, ea, bad_a = _given_start(words, starts, ends, ra)
     sb, pb, eb, bad_b = _given_start(words, starts, ends, rb)
     if bad_a or bad_b:
-        return False
+        return 1
+    known = True
     qa = np.uint64(row_ends[ra - 1] if ra > 0 else 0)
     qb = np.uint64(row_ends[rb - 1] if rb > 0 else 0)
     end_a = np.uint64(row_ends[ra])
     end_b = np.uint64(row_ends[rb])
     for _ in range(min(end_a - qa, end_b - qb)):
-        sa, pa = _given_value(packed, words, tabs, out, qa, sa, pa, last)
-        sb, pb = _given_value(packed, words, tabs, out, qb, sb, pb, last)
+        sa, pa, ok_a = _given_value(packed, words, tabs, base, top, out, qa, sa, pa, last)
+        sb, pb, ok_b = _given_value(packed, words, tabs, base, top, out, qb, sb, pb, last)
+        known &= ok_a & ok_b
         qa += np.uint64(1)
         qb += np.uint64(1)
     while qa < end_a:
-        sa, pa = _given_value(packed, words, tabs, out, qa, sa, pa, last)
+        sa, pa, ok_a = _given_value(packed, words, tabs, base, top, out, qa, sa, pa, last)
+        known &= ok_a
         qa += np.uint64(1)
     while qb < end_b:
-        sb, pb = _given_value(packed, words, tabs, out, qb, sb, pb, last)
+        sb, pb, ok_b = _given_value(packed, words, tabs, base, top, out, qb, sb, pb, last)
+        known &= ok_b
         qb += np.uint64(1)
-    return pa == ea and pb == eb and sa == np.uint64(_LOW) and sb == np.uint64(_LOW)
+    if not known:
+        return 2
+    return 0 if pa == ea and pb == eb and sa == np.uint64(_LOW) and sb == np.uint64(_LOW) else 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_given(words, starts, ends, tabs, row_ends, packed, out):  # pragma: no cover
+def _decode_given(words, starts, ends, tabs, base, row_ends, packed, out):  # pragma: no cover
     """Rows' streams (16-bit words; row r from byte ``starts[r]`` to ``ends[r]``) -> their
-    values in ``out``. Returns -1, or the first row whose stream does not decode exactly (a
-    pair with a bad row in it is decoded again a row at a time). ``packed[(t << GIVEN_BITS)
-    | slot]`` holds the value table t's slot stands for (above bit 26), whether it is the
-    escape (bit 25), the symbol's frequency and the slot's offset in it: one load a symbol.
-    Positions and tables are unsigned: numba tests a signed index for a negative value at
-    every use."""
+    values in ``out``, value q under table ``base + tabs[q]``. Returns (-1, 0), or the first
+    row whose stream does not decode exactly and 1, or one with a value under a table that
+    does not exist and 2 (a pair with a bad row in it is decoded again a row at a time).
+    ``packed[(t << GIVEN_BITS) | slot]`` holds the value table t's slot stands for (above
+    bit 26), whether it is the escape (bit 25), the symbol's frequency and the slot's offset
+    in it: one load a symbol. Positions and tables are unsigned: numba tests a signed index
+    for a negative value at every use."""
     n = row_ends.size
     for r in range(0, n, 2):
         rb = min(r + 1, n - 1)  # an odd row out is decoded beside itself
-        if not _given_pair(words, starts, ends, tabs, row_ends, packed, out, r, rb):
+        if _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, r, rb):
             for row in range(r, rb + 1):
-                if not _given_pair(words, starts, ends, tabs, row_ends, packed, out, row, row):
-                    return row
-    return -1
+                why = _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, row, row)
+                if why:
+                    return row, why
+    return -1, 0
 
 
 class GivenTables:
@@ -958,19 +1106,26 @@ class GivenTables:
         starts = [0, *ends[:-1].tolist()]
         return [data[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
 
-    def decode(self, streams: Sequence[bytes], tabs: np.ndarray, row_ends: np.ndarray) -> np.ndarray:
-        """Values of every row, flat; RowError naming the first row that does not decode."""
+    def decode(
+        self, streams: Sequence[bytes], tabs: np.ndarray, row_ends: np.ndarray, base: int = 0
+    ) -> np.ndarray:
+        """Values of every row, flat, value q under table ``base + tabs[q]`` (``tabs`` of any
+        integer type, used as it is when contiguous: the loop checks each index); RowError
+        naming the first row that does not decode."""
         lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=len(streams))
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        joined = b"".join(streams)
-        words = np.frombuffer(joined + bytes(len(joined) % 2 + 4), dtype="<u2").astype(np.uint16, copy=False)
+        size = int(ends[-1]) if len(ends) else 0
+        joined = b"".join([*streams, bytes(size % 2 + 4)])
+        words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)
         out = np.empty(int(row_ends[-1]) if len(row_ends) else 0, dtype=np.int64)
-        tabs = np.ascontiguousarray(tabs, dtype=np.int64)
-        if tabs.size and not (tabs.min() >= 0 and tabs.max() < len(self.sizes)):
-            raise ValueError("a table index outside the tables")
+        tabs = np.ascontiguousarray(tabs)
+        if tabs.dtype.kind not in "iu" or tabs.size < out.size:
+            raise ValueError("an integer table index for every value")
         row_ends = np.ascontiguousarray(row_ends, dtype=np.int64)
-        bad = _decode_given(words, starts, ends, tabs, row_ends, self.packed, out)
+        bad, why = _decode_given(words, starts, ends, tabs, np.int64(base), row_ends, self.packed, out)
+        if why == 2:
+            raise ValueError("a table index outside the tables")
         if bad >= 0:
             raise RowError(int(bad), "the stream does not decode to its row's values (corrupt or cut)")
         return out
