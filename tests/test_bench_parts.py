@@ -190,6 +190,58 @@ def test_the_calibration_section_reports_the_ratio_against_its_target():
     assert calibration_section({}, ".") == [] and calibration_targets({}) == []
 
 
+def test_the_cache_targets_judge_each_latent_size_apart():
+    """The byte targets are judged at 256x256 tiles and at 64x64 crops, each by its smallest
+    store within the bound; a store whose measured error is past the bound does not count."""
+    from jobs.benches.report.cache import cache_section, cache_targets
+
+    def store(bound, codec, x, error):
+        return {
+            "store": f"vaezip --max-latent-error {bound} {codec}",
+            "bound": bound,
+            "codec": codec,
+            "bytes": 512 * x,
+            "x_fp16": x,
+            "error": error,
+        }
+
+    crops = [
+        store(0.01, "zstd", 0.52, 0.0099),
+        store(0.01, "rans", 0.30, 0.0099),
+        store(0.002, "rans", 0.55, 0.002),
+    ]
+    tiles = [store(0.01, "rans", 0.24, 0.0099), store(0.002, "rans", 0.40, 0.0025)]
+    reads = {
+        name: {"median": m, "low": m, "high": m}
+        for name, m in [
+            ("ArchiveDataset (--max-latent-error 0.01)", 300.0),
+            ("fp16 .npy per sample", 100.0),
+            ("fp16 safetensors per sample", 250.0),
+        ]
+    }
+    results = {
+        "cache": {
+            "blocks": [32],
+            "train_s": 1.0,
+            "rows": 3,
+            "latent_shape": [4, 8, 8],
+            "stores": crops,
+            "tiles": {"rows": 2, "latent_shape": [4, 32, 32], "stores": tiles},
+            "read_latents_s": reads,
+            "calibration": {"rows": 8, "seconds": 1.0, "encoder_seconds": 1.0, "ratio": 1.0},
+        }
+    }
+    got = {what.split(": bytes")[0]: (round(x, 2), met) for what, x, met, _ in cache_targets(results)[:4]}
+    assert got == {
+        "latent cache at <= 1% error, 256x256 tiles": (0.24, True),
+        "latent cache at <= 1% error, 64x64 crops": (0.30, False),
+        "latent cache at <= 0.2% error, 256x256 tiles": (0.40, False),  # its error is past the bound
+        "latent cache at <= 0.2% error, 64x64 crops": (0.55, False),
+    }
+    text = "\n".join(cache_section(results, "."))
+    assert "2 tiles of 256x256" in text and "| vaezip --max-latent-error 0.01 rans | 122.9 | 0.240 |" in text
+
+
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_a_childs_peak_memory_is_its_own_not_its_parents():
     """ru_maxrss of a process started by this one begins at this one's peak; the benchmark's

@@ -3,7 +3,8 @@
 The model: an AutoencoderKL of the SD-1.x layout (four blocks, factor 8, 4 latent channels),
 trained briefly on the demo's photo crops (``jobs.benches.sdlike``) so its latents have real
 structure, imported as a user imports one. The data: the demo's 64x64 photo crops, training and
-held-out (each crop's latent is 4 x 8 x 8).
+held-out (each crop's latent is 4 x 8 x 8); for bytes also the demo's photos cut into 256 x 256
+tiles (4 x 32 x 32 latents, the size the trainers' caches keep).
 
 - bytes per sample: vaezip at ``--max-latent-error`` 0.01 and 0.002, with the default codec
   (zstd) and ``--codec rans`` (real encode jobs), against
@@ -116,7 +117,6 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
         latents_of(ckpt, crops[:512])
         encoder_s_per_row = (time.perf_counter() - t1) / 512
         fp16 = z.astype(np.float16).astype(np.float32)
-        bf16 = torch.from_numpy(z).to(torch.bfloat16).float().numpy()
         # per-sample files as the trainers' caches keep them
         npy_dir, st_dir = os.path.join(tmp, "npy"), os.path.join(tmp, "st")
         os.makedirs(npy_dir)
@@ -137,43 +137,15 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
                 "bytes": per_file(st_dir),
                 "error": relative_error(z, fp16),
             },
-            {"store": "fp16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, fp16)},
-            {"store": "bf16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, bf16)},
+            *_fp16_stores(z),
         ]
-        archives = {}
-        for bound in BOUNDS:
-            for codec in CODECS:
-                arch = os.path.join(tmp, f"arch-{bound}-{codec}")
-                argv = ["--input", data, "--checkpoint", ckpt, "--output", arch, "--codec", codec]
-                t2 = time.perf_counter()
-                if run_main(encode_job.main, [*argv, "--max-latent-error", str(bound)]) != 0:
-                    raise RuntimeError(f"encode at --max-latent-error {bound} --codec {codec} failed")
-                wall = time.perf_counter() - t2
-                with open(os.path.join(arch, "job.json")) as f:
-                    q = json.load(f)["quantizer"]
-                with open(os.path.join(arch, "manifest.json")) as f:
-                    size = json.load(f)["bytes"]
-                items = ArchiveDataset(arch, remainder="keep", columns=[])
-                got = {item["key"]: item["latent"] for item in items}
-                back = np.stack([got[f"crops-{i // 256:03d}:{i % 256}"] for i in range(len(z))])
-                stores.append(
-                    {
-                        "store": _label(bound, codec),
-                        "bound": bound,
-                        "codec": codec,
-                        "bytes": size / len(z),
-                        "error": relative_error(z, back),
-                        "job_error": q["measured_latent_error"],
-                        "encode_wall_s": wall,
-                        **{k: v / len(z) for k, v in where_bytes_go(arch).items()},
-                    }
-                )
-                archives[bound, codec] = arch
-        fp16_bytes = 2.0 * z[0].size
-        for s in stores:
-            s["x_fp16"] = s["bytes"] / fp16_bytes
+        keys = [f"crops-{i // 256:03d}:{i % 256}" for i in range(len(z))]
+        found, archives = vaezip_stores(ckpt, data, z, keys, tmp, "crops")
+        stores += found
+        _per_fp16(stores, z)
         out["stores"] = stores
         out["entropy"] = {str(bound): code_entropies(z, bound) for bound in BOUNDS}
+        out["tiles"] = tiles_256(ckpt, tmp)
         out["calibration"] = calibration_cost(ckpt, data, encoder_s_per_row)
         # reading: batch 32, one process
         npy_files = sorted(os.path.join(npy_dir, f) for f in os.listdir(npy_dir))
@@ -204,6 +176,84 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
             ),
         }
     return out
+
+
+def vaezip_stores(
+    ckpt: str, data: str, z: np.ndarray, keys: list[str], tmp: str, tag: str
+) -> tuple[list[dict], dict]:
+    """Encode jobs of ``data`` at each bound with each codec: a store each (bytes a sample,
+    the latent error against ``z``, whose rows are keyed ``keys``), and the archives' folders."""
+    from pipeline.loaders.torch_data import ArchiveDataset
+
+    stores, archives = [], {}
+    for bound in BOUNDS:
+        for codec in CODECS:
+            arch = os.path.join(tmp, f"arch-{tag}-{bound}-{codec}")
+            argv = ["--input", data, "--checkpoint", ckpt, "--output", arch, "--codec", codec]
+            t2 = time.perf_counter()
+            if run_main(encode_job.main, [*argv, "--max-latent-error", str(bound)]) != 0:
+                raise RuntimeError(f"encode at --max-latent-error {bound} --codec {codec} failed")
+            wall = time.perf_counter() - t2
+            with open(os.path.join(arch, "job.json")) as f:
+                q = json.load(f)["quantizer"]
+            with open(os.path.join(arch, "manifest.json")) as f:
+                size = json.load(f)["bytes"]
+            got = {item["key"]: item["latent"] for item in ArchiveDataset(arch, remainder="keep", columns=[])}
+            back = np.stack([got[k] for k in keys])
+            stores.append(
+                {
+                    "store": _label(bound, codec),
+                    "bound": bound,
+                    "codec": codec,
+                    "bytes": size / len(z),
+                    "error": relative_error(z, back),
+                    "job_error": q["measured_latent_error"],
+                    "encode_wall_s": wall,
+                    **{k: v / len(z) for k, v in where_bytes_go(arch).items()},
+                }
+            )
+            archives[bound, codec] = arch
+    return stores, archives
+
+
+def _fp16_stores(z: np.ndarray) -> list[dict]:
+    """Raw fp16 and bf16, with the latent error each has."""
+    fp16 = z.astype(np.float16).astype(np.float32)
+    bf16 = torch.from_numpy(z).to(torch.bfloat16).float().numpy()
+    return [
+        {"store": "fp16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, fp16)},
+        {"store": "bf16 raw", "bytes": 2.0 * z[0].size, "error": relative_error(z, bf16)},
+    ]
+
+
+def _per_fp16(stores: list[dict], z: np.ndarray) -> None:
+    for s in stores:
+        s["x_fp16"] = s["bytes"] / (2.0 * z[0].size)
+
+
+def tiles_256(ckpt: str, tmp: str) -> dict:
+    """The same stores at the size latent caches keep (SD-1.x's 256 x 256 and up): the demo's
+    photos, training and held-out, cut into 256 x 256 tiles side by side (each a 4 x 32 x 32
+    latent). The footers' share shrinks with the latents (the rans model is per file), and the
+    neighbours predict more of a larger latent."""
+    from pipeline.data.demo_data import HELDOUT_PHOTOS, TRAIN_PHOTOS, crops, photo
+
+    tiles = np.stack(
+        [t for name in TRAIN_PHOTOS + HELDOUT_PHOTOS for _, _, t in crops(photo(name), 256, 256)]
+    )
+    data = os.path.join(tmp, "tiles")
+    os.makedirs(data)
+    np.save(os.path.join(data, "tiles-000.npy"), tiles)
+    z = latents_of(ckpt, tiles)
+    found, _ = vaezip_stores(ckpt, data, z, [f"tiles-000:{i}" for i in range(len(z))], tmp, "tiles")
+    stores = _fp16_stores(z) + found
+    _per_fp16(stores, z)
+    return {
+        "rows": len(z),
+        "latent_shape": list(z.shape[1:]),
+        "stores": stores,
+        "entropy": {str(bound): code_entropies(z, bound) for bound in BOUNDS},
+    }
 
 
 def where_bytes_go(arch: str) -> dict[str, float]:

@@ -23,32 +23,17 @@ def cache_section(results: dict, out: str) -> list[str]:
         "beside it).",
         "",
     ]
-    rows = []
-    values = math.prod(c["latent_shape"])
-    for s in c["stores"]:
-        job = f" (job: {100 * s['job_error']:.3g}%)" if "job_error" in s else ""
-        split = (
-            f"{s['codes_bytes']:,.1f} ({8 * s['codes_bytes'] / values:.2f}) / {s['footer_bytes']:,.1f}"
-            if "codes_bytes" in s
-            else "-"
-        )
-        rows.append(
-            [s["store"], f"{s['bytes']:,.1f}", f"{s['x_fp16']:.3f}", f"{100 * s['error']:.3g}%{job}", split]
-        )
-    heads = ["store", "bytes/sample", "x fp16 raw", "latent error", "codes (bits/value) / footers, B/sample"]
-    lines += table(heads, rows)
-    if "entropy" in c:
+    lines += _stores_table(c["stores"], c["latent_shape"]) + _entropies(c)
+    if "tiles" in c:
+        t = c["tiles"]
         lines += [
-            "Order-0 entropy of the codes at each bound, bits a value (what a coder with one table a "
-            "channel would need; against the codes' own bits a value in the table above): "
-            + "; ".join(
-                f"{100 * float(b):g}%: {e['alone']:.2f} alone, {e['neighbours']:.2f} after the neighbours' "
-                f"prediction (rans's), {e['neighbours_and_channels']:.2f} after the earlier channels' too"
-                for b, e in c["entropy"].items()
-            )
-            + ". 0.25x fp16 is 4 bits a value in all.",
+            f"The same at the size the trainers' caches keep: the demo's photos cut into {t['rows']} tiles "
+            f"of 256x256 side by side (training and held-out photos), each a "
+            f"{'x'.join(map(str, t['latent_shape']))} latent; every tile is a calibration row here "
+            "(the rans model is fitted on them all):",
             "",
         ]
+        lines += _stores_table(t["stores"], t["latent_shape"]) + _entropies(t)
     reads = c["read_latents_s"]
     base = reads["fp16 .npy per sample"]["median"]
     lines += [
@@ -77,6 +62,39 @@ def cache_section(results: dict, out: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def _stores_table(stores: list[dict], latent_shape: list[int]) -> list[str]:
+    rows = []
+    values = math.prod(latent_shape)
+    for s in stores:
+        job = f" (job: {100 * s['job_error']:.3g}%)" if "job_error" in s else ""
+        split = (
+            f"{s['codes_bytes']:,.1f} ({8 * s['codes_bytes'] / values:.2f}) / {s['footer_bytes']:,.1f}"
+            if "codes_bytes" in s
+            else "-"
+        )
+        rows.append(
+            [s["store"], f"{s['bytes']:,.1f}", f"{s['x_fp16']:.3f}", f"{100 * s['error']:.3g}%{job}", split]
+        )
+    heads = ["store", "bytes/sample", "x fp16 raw", "latent error", "codes (bits/value) / footers, B/sample"]
+    return table(heads, rows)
+
+
+def _entropies(c: dict) -> list[str]:
+    if "entropy" not in c:
+        return []
+    return [
+        "Order-0 entropy of the codes at each bound, bits a value (what a coder with one table a "
+        "channel would need; against the codes' own bits a value in the table above): "
+        + "; ".join(
+            f"{100 * float(b):g}%: {e['alone']:.2f} alone, {e['neighbours']:.2f} after the neighbours' "
+            f"prediction (rans's), {e['neighbours_and_channels']:.2f} after the earlier channels' too"
+            for b, e in c["entropy"].items()
+        )
+        + ". 0.25x fp16 is 4 bits a value in all.",
+        "",
+    ]
 
 
 def calibration_section(results: dict, out: str) -> list[str]:
@@ -136,13 +154,17 @@ def cache_targets(results: dict) -> list[tuple[str, float, bool, str]]:
         return []
     c = results["cache"]
     out = []
+    sizes = [("256x256 tiles", c["tiles"]["stores"])] if "tiles" in c else []
     for bound, most in ((0.01, 0.25), (0.002, 0.5)):
-        mine = [s for s in c["stores"] if s.get("bound", _bound_of(s["store"])) == bound]
-        if mine:
-            s = min(mine, key=lambda s: s["x_fp16"])
-            ok = s["x_fp16"] <= most and s["error"] <= 1.05 * bound
-            what = f"latent cache at <= {100 * bound:g}% error: bytes <= {most}x fp16 ({s['store']})"
-            out.append((what, s["x_fp16"], ok, ".3f"))
+        for size, stores in [*sizes, ("64x64 crops", c["stores"])]:
+            mine = [s for s in stores if s.get("bound", _bound_of(s["store"])) == bound]
+            if mine:
+                s = min(mine, key=lambda s: s["x_fp16"])
+                ok = s["x_fp16"] <= most and s["error"] <= 1.05 * bound
+                what = (
+                    f"latent cache at <= {100 * bound:g}% error, {size}: bytes <= {most}x fp16 ({s['store']})"
+                )
+                out.append((what, s["x_fp16"], ok, ".3f"))
     reads = c["read_latents_s"]
     mine = reads["ArchiveDataset (--max-latent-error 0.01)"]["median"]
     r1 = mine / reads["fp16 .npy per sample"]["median"]
