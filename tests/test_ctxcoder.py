@@ -214,6 +214,19 @@ def test_a_bad_channel_prediction_is_refused(edit, match):
         CtxModel.from_bytes(zstandard.ZstdCompressor().compress(edit(raw)))
 
 
+def test_a_channel_predicted_from_more_than_three_is_refused():
+    """Decode's cost per value is bounded by the predictors a channel may have."""
+    m = fit([(smooth_codes(20, 5, 4, 4, 60), 4)], predict_channels=False)
+    weights, bias = np.zeros((5, 5), dtype=np.int64), np.zeros(5, dtype=np.int64)
+    weights[3, :3] = 64
+    ok = CtxModel(m.centers, m.edges, m.sizes, m.freqs, weights, bias)
+    assert CtxModel.from_bytes(ok.to_bytes()).version == 2
+    weights[4, :4] = 64
+    crowded = CtxModel(m.centers, m.edges, m.sizes, m.freqs, weights, bias)
+    with pytest.raises(ValueError, match="from more than 3 channels"):
+        CtxModel.from_bytes(crowded.to_bytes())
+
+
 @pytest.fixture(scope="module")
 def rans_archive(tmp_path_factory, photos, photos_ckpt):
     """Held-out photo crops of the conv test model, written by the worker in codec rans and zstd."""

@@ -14,7 +14,7 @@ chosen by what the decoder already knows:
 Before that, where the channels move together (model version 2), each channel's codes are
 coded less a linear prediction from the earlier channels' codes at the same position, fitted
 by least squares on the calibration codes' residuals (``_fit_lift``) and put back after a
-row is decoded (``CtxModel.unlift``, outside the compiled loops). On an SD-layout VAE's
+row is decoded (``_unlift_row``, before its codes are checked). On an SD-layout VAE's
 latents (4 channels, correlated at 0.6-0.98) it took the coder from 4.57 to 3.88 bits a value
 at 1% latent error, 7.15 to 6.16 at 0.2% (4 x 32 x 32 latents of 256 x 256 photo tiles).
 
@@ -112,13 +112,21 @@ class CtxModel:
             return codes
         return _lift(codes, self.weights, self.bias)
 
-    def unlift(self, coded: np.ndarray) -> np.ndarray:
-        """``lift`` undone in place, channel by channel (each needs the earlier ones back)."""
-        if self.weights is None or self.bias is None:
-            return coded
-        for k in range(1, self.channels):
-            coded[:, k] += _prediction(coded, self.weights[k, :k], int(self.bias[k]))
-        return coded
+    def lift_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The channel prediction as the decoder puts it back: each channel's picked earlier
+        channels (A, PREDICTORS), their weights, how many it has (0: none; all in version 1),
+        and its bias."""
+        a = self.channels
+        picks = np.zeros((a, PREDICTORS), dtype=np.int64)
+        weights = np.zeros((a, PREDICTORS), dtype=np.int64)
+        counts = np.zeros(a, dtype=np.int64)
+        bias = np.zeros(a, dtype=np.int64) if self.bias is None else np.asarray(self.bias, dtype=np.int64)
+        if self.weights is not None:
+            for k in range(a):
+                (js,) = np.nonzero(self.weights[k])
+                counts[k] = len(js)
+                picks[k, : len(js)], weights[k, : len(js)] = js, self.weights[k, js]
+        return picks, weights, counts, bias
 
     def to_bytes(self) -> bytes:
         """The model as FORMAT.md stores it: a zstd frame of unsigned LEB128 varints."""
@@ -186,6 +194,8 @@ class CtxModel:
                 at += 1 + k
             if np.abs(weights).max() > MAX_WEIGHT or np.abs(bias).max() > MAX_BIAS:
                 raise ValueError("context model channel prediction out of range")
+            if ((weights != 0).sum(axis=1) > PREDICTORS).any():
+                raise ValueError(f"context model predicts a channel from more than {PREDICTORS} channels")
         if pos != len(vals):
             raise ValueError("context model has trailing bytes")
         width = max(sizes)
@@ -324,6 +334,7 @@ class _Tables:
     cums: np.ndarray  # (T, K) uint32
     packed: np.ndarray  # (T * 2**SCALE_BITS,) int32: residual, frequency, offset (``_tables``)
     escapes: np.ndarray  # (A,) int64: the residual ``packed`` gives a channel's escape
+    lift: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # ``CtxModel.lift_tables``
 
 
 def _zigzag_back(v: np.ndarray) -> np.ndarray:
@@ -343,7 +354,8 @@ def _tables(model: CtxModel) -> _Tables:
     bias = np.arange(1 << SCALE_BITS)[None, :] - np.take_along_axis(cums.astype(np.int64), slots, axis=1)
     packed = (_zigzag_back(slots) << _RES_SHIFT) + (f << SCALE_BITS) + bias
     escapes = _zigzag_back(model.sizes - 1)
-    return _Tables(model.centers, buckets, model.sizes, freqs, cums, packed.astype(np.int32).ravel(), escapes)
+    flat = packed.astype(np.int32).ravel()
+    return _Tables(model.centers, buckets, model.sizes, freqs, cums, flat, escapes, model.lift_tables())
 
 
 # ---- the compiled loops ------------------------------------------------------------------
@@ -573,25 +585,43 @@ def _start(data, starts, ends, r):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
-def _finish(x, out, lo, top):  # pragma: no cover - compiled
-    """A decoded row into ``out``; False if a code falls outside ``lo ... top``."""
-    acc = np.int64(0)  # any code < lo or > top sets its sign bit
+def _unlift_row(x, a, hw, lift):  # pragma: no cover - compiled
+    """A decoded row's channel prediction put back in place (model version 2; ``lift``:
+    each channel's picked earlier channels, their weights, how many, its bias), channel by
+    channel: each uses the channels already put back."""
+    picks, weights, counts, bias = lift
+    for k in range(a):
+        c = counts[k]
+        if c == 0:
+            continue
+        base = k * hw
+        for q in range(hw):
+            s = bias[k]
+            for i in range(c):
+                s += weights[k, i] * x[picks[k, i] * hw + q]
+            x[base + q] += s >> LIFT_BITS
+
+
+@numba.njit(inline="always")
+def _finish(x, out, top):  # pragma: no cover - compiled
+    """A decoded row into ``out`` (the code type); False if a code falls outside it."""
+    acc = np.int64(0)  # any code < 0 or > top sets its sign bit
     for q in range(out.size):
         c = x[q]
-        acc |= (c - lo) | (top - c)
+        acc |= c | (top - c)
         out[q] = c
     return acc >= 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _pair(streams, model, lo, top, out, ra, rb, work, tabs):  # pragma: no cover - compiled
+def _pair(streams, model, top, out, ra, rb, work, tabs):  # pragma: no cover - compiled
     """Rows ra and rb decoded side by side: each symbol waits on the one before through the
     rANS state, so two rows' chains keep one core twice as busy (three or four rows ran no
     faster: the loop runs out of registers). ra == rb decodes one row. Returns 0, or why a
     row is bad (``_REASONS``; which row, only when ra == rb). ``streams`` and ``model`` are
     ``_decode``'s."""
     data, words, starts, ends = streams
-    centers, buckets, escapes, packed = model
+    centers, buckets, escapes, packed, lift = model
     _, a, h, w = out.shape
     hw = h * w
     uw = np.uint64(w)
@@ -653,7 +683,9 @@ def _pair(streams, model, lo, top, out, ra, rb, work, tabs):  # pragma: no cover
                 nb = ub
             if pa > ea or pb > eb:  # read past the end (at most 3 words a symbol: the padding)
                 return 1
-    if not _finish(xa, out[ra].ravel(), lo, top) or not _finish(xb, out[rb].ravel(), lo, top):
+    _unlift_row(xa, a, hw, lift)
+    _unlift_row(xb, a, hw, lift)
+    if not _finish(xa, out[ra].ravel(), top) or not _finish(xb, out[rb].ravel(), top):
         return 3
     if sa != np.uint64(_LOW) or sb != np.uint64(_LOW):
         return 4
@@ -663,8 +695,8 @@ def _pair(streams, model, lo, top, out, ra, rb, work, tabs):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode(streams, model, lo, top, out):  # pragma: no cover - compiled
-    """Rows' streams -> (N, A, H, W) codes in ``out``, within ``lo ... top``. ``streams``: the
+def _decode(streams, model, top, out):  # pragma: no cover - compiled
+    """Rows' streams -> (N, A, H, W) codes in ``out``, of the code type. ``streams``: the
     rows' bytes, the same as 16-bit words (padded by ``_padding``), each row's first and end
     byte; ``model``: the channels' centers, bucket tables and escape values, and the packed
     tables. Returns (-1, 0), or the first bad row's index and why (``_REASONS``): a pair
@@ -674,9 +706,9 @@ def _decode(streams, model, lo, top, out):  # pragma: no cover - compiled
     tabs = np.zeros((3, w), dtype=np.uint64)
     for r in range(0, n, 2):
         rb = min(r + 1, n - 1)  # an odd row out is decoded beside itself
-        if _pair(streams, model, lo, top, out, r, rb, work, tabs):
+        if _pair(streams, model, top, out, r, rb, work, tabs):
             for row in range(r, rb + 1):
-                bad = _pair(streams, model, lo, top, out, row, row, work, tabs)
+                bad = _pair(streams, model, top, out, row, row, work, tabs)
                 if bad:
                     return row, bad
     return -1, 0
@@ -763,30 +795,49 @@ def _residual_features(grid: np.ndarray, centers: np.ndarray) -> list[np.ndarray
 
 
 LIFT_SAMPLE = 1 << 18  # positions the channel prediction is fitted on, at most
+PREDICTORS = 3  # earlier channels a channel is predicted from, at most (what decode costs)
 _LIFT_CLIP = 4 << LIFT_BITS  # weights within +-4.0
 
 
 def _fit_lift(grids: list[np.ndarray], centers: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Channel prediction weights: channel k's residuals (after the neighbours' median
-    prediction) regressed on the earlier channels' at the same position (least squares,
-    rounded to 2**-LIFT_BITS); a channel keeps its weights only if they take at least 10% off
-    its residuals' variance, rounding's noise counted. Applied to the codes, not to the
-    residuals: on the SD-layout cache model's codes (4 x 32 x 32 at 1% latent error) the
-    coder then stores 3.87 bits a value against 4.57 without, where weights fitted on the
-    codes themselves gave 4.16. (None, None) where no channel gains."""
+    prediction) regressed on at most ``PREDICTORS`` earlier channels' at the same position,
+    picked one at a time by what each takes off (least squares on the residuals' second
+    moments, rounded to 2**-LIFT_BITS); a channel keeps its weights only if they take at
+    least 10% off its residuals' variance, rounding's noise counted. Applied to the codes,
+    not to the residuals: on the SD-layout cache model's codes (4 x 32 x 32 at 1% latent
+    error) the coder then stores 3.87 bits a value against 4.57 without, where weights fitted
+    on the codes themselves gave 4.16. (None, None) where no channel gains."""
     res = np.concatenate([_residual_features(g, centers)[0] for g in grids], axis=1).astype(np.float64)
     a, m = res.shape
     if a < 2 or m < 16:
         return None, None
     res = res[:, :: max(1, m // LIFT_SAMPLE)]
+    res -= res.mean(axis=1, keepdims=True)
+    cov = res @ res.T / res.shape[1]
     weights = np.zeros((a, a), dtype=np.int64)
     for k in range(1, a):
-        x, y = res[:k].T, res[k]
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        chosen: list[int] = []
+        coef = np.zeros(0)
+        left = cov[k, k]
+        for _ in range(min(PREDICTORS, k)):
+            best = None
+            for j in set(range(k)) - set(chosen):
+                pick = [*chosen, j]
+                c = np.linalg.lstsq(cov[np.ix_(pick, pick)], cov[pick, k], rcond=None)[0]
+                v = cov[k, k] - cov[pick, k] @ c
+                if best is None or v < best[0]:
+                    best = (v, j, c)
+            assert best is not None
+            if best[0] > left - 0.02 * cov[k, k]:
+                break
+            left, coef = best[0], best[2]
+            chosen.append(best[1])
         wt = np.clip(np.rint(coef * (1 << LIFT_BITS)), -_LIFT_CLIP, _LIFT_CLIP).astype(np.int64)
-        left = y - x @ (wt / (1 << LIFT_BITS))
-        if left.var() + 0.25 < 0.9 * y.var():
-            weights[k, :k] = wt
+        if chosen:
+            err = res[k] - (wt / (1 << LIFT_BITS)) @ res[chosen]
+            if err.var() + 0.25 < 0.9 * res[k].var():
+                weights[k, chosen] = wt
     if not weights.any():
         return None, None
     bias = (1 << (LIFT_BITS - 1)) - weights @ centers  # predictions around each channel's center
@@ -870,21 +921,11 @@ class CtxCoder:
         joined += bytes(_padding(width) + len(joined) % 2)
         data = np.frombuffer(joined, dtype=np.uint8)
         words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)  # native order
-        shape = (n, channels, positions // width, width)
+        out = np.empty((n, channels, positions // width, width), dtype=dtype)
         t = self._t
         top = int(np.iinfo(dtype).max)
-        model = (t.centers, t.buckets, t.escapes, t.packed)
-        if self.model.weights is None:
-            out = np.empty(shape, dtype=dtype)
-            bad, reason = _decode((data, words, starts, ends), model, 0, top, out)
-        else:  # channel prediction: decoded as int64, unlifted, then checked against the type
-            coded = np.empty(shape, dtype=np.int64)
-            bad, reason = _decode((data, words, starts, ends), model, -(1 << 62), 1 << 62, coded)
-            codes = self.model.unlift(coded).reshape(n, -1)
-            outside = np.flatnonzero(((codes < 0) | (codes > top)).any(axis=1))
-            if len(outside) and (bad < 0 or outside[0] < bad):
-                bad, reason = outside[0], 3
-            out = codes.astype(dtype).reshape(shape)
+        model = (t.centers, t.buckets, t.escapes, t.packed, t.lift)
+        bad, reason = _decode((data, words, starts, ends), model, top, out)
         if bad >= 0:
             raise RowError(int(bad), _REASONS[int(reason)])
         return out.reshape(n, channels, positions)
