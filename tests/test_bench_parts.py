@@ -228,6 +228,12 @@ def test_the_cache_targets_judge_each_latent_size_apart():
             "stores": crops,
             "tiles": {"rows": 2, "latent_shape": [4, 32, 32], "stores": tiles},
             "read_latents_s": reads,
+            "remote": {
+                "first_epoch": reads["fp16 .npy per sample"],
+                "later_epochs": reads["fp16 .npy per sample"],
+                "local": reads["fp16 safetensors per sample"],
+                "ratio": 2.5,
+            },
             "calibration": {"rows": 8, "seconds": 1.0, "encoder_seconds": 1.0, "ratio": 1.0},
         }
     }
@@ -238,6 +244,8 @@ def test_the_cache_targets_judge_each_latent_size_apart():
         "latent cache at <= 0.2% error, 256x256 tiles": (0.40, False),  # its error is past the bound
         "latent cache at <= 0.2% error, 64x64 crops": (0.55, False),
     }
+    remote = [(round(x, 2), met) for what, x, met, _ in cache_targets(results) if "remote" in what]
+    assert remote == [(2.5, False)]
     text = "\n".join(cache_section(results, "."))
     assert "2 tiles of 256x256" in text and "| vaezip --max-latent-error 0.01 rans | 122.9 | 0.240 |" in text
 

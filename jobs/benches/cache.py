@@ -14,6 +14,8 @@ tiles (4 x 32 x 32 latents, the size the trainers' caches keep).
   alone, after prediction from the neighbours, and after prediction across channels too;
 - reading: latents a second into a DataLoader (batch 32, one process) from ``ArchiveDataset``,
   per-sample fp16 ``.npy``, per-sample safetensors and one memory-mapped fp16 array;
+- a remote archive: read from moto's S3 server with a local ``cache_dir``, its second epoch
+  against the same archive read from local disk;
 - calibration: ``--max-latent-error``'s calibration time against the encoder's own time on its
   rows.
 """
@@ -34,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from jobs import encode as encode_job
 from jobs._cli import run_main
 from jobs.benches import sdlike
+from jobs.benches.moto import s3_env
 from pipeline.model.checkpoint import load_checkpoint
 
 BLOCKS = (32, 64, 64, 64)
@@ -175,6 +178,7 @@ def measure(train_crops: np.ndarray, heldout: np.ndarray, repeats: int = 3) -> d
                 lambda: DataLoader(_Mapped(mapped), batch_size=32), repeats
             ),
         }
+        out["remote"] = remote_epochs(archives[0.01, "rans"], repeats)
     return out
 
 
@@ -253,6 +257,37 @@ def tiles_256(ckpt: str, tmp: str) -> dict:
         "latent_shape": list(z.shape[1:]),
         "stores": stores,
         "entropy": {str(bound): code_entropies(z, bound) for bound in BOUNDS},
+    }
+
+
+def remote_epochs(arch: str, repeats: int) -> dict:
+    """The archive served from S3 (moto's server on loopback) and read with a local
+    ``cache_dir``, as a trainer reads a bucket: latents a second in its first epoch (the files
+    fetched and kept) and in later ones (read from the cache, each file's sha256 checked
+    again), against the same archive on local disk, passes taken in turn (batch 32, fp16)."""
+    from pipeline.loaders.torch_data import ArchiveDataset
+
+    def loader(ds: ArchiveDataset) -> DataLoader:
+        return DataLoader(ds, batch_size=None)
+
+    with tempfile.TemporaryDirectory(prefix="vzbench-remote-") as tmp, s3_env() as (fs, _):
+        fs.mkdir("cache-bench")
+        fs.put(arch + "/", "cache-bench/arch/", recursive=True)
+        local = ArchiveDataset(arch, batch_size=32, dtype=torch.float16)
+        remote = ArchiveDataset(
+            "s3://cache-bench/arch", batch_size=32, dtype=torch.float16, cache_dir=os.path.join(tmp, "cache")
+        )
+        first = _rate(lambda: loader(remote), 1)
+        later, here = [], []
+        for _ in range(repeats):
+            later.append(_rate(lambda: loader(remote), 1)["median"])
+            here.append(_rate(lambda: loader(local), 1)["median"])
+    spread = [{"median": statistics.median(r), "low": min(r), "high": max(r)} for r in (later, here)]
+    return {
+        "first_epoch": first,
+        "later_epochs": spread[0],
+        "local": spread[1],
+        "ratio": spread[1]["median"] / spread[0]["median"],
     }
 
 

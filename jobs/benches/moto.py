@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 def free_port() -> int:
@@ -49,3 +51,28 @@ def moto_server(log: str | None = None) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@contextmanager
+def s3_env(log: str | None = None) -> Iterator[tuple[Any, dict[str, str]]]:
+    """moto's server with this process's AWS variables pointed at it (put back afterwards):
+    (an s3fs filesystem on it, the variables, for the jobs this starts)."""
+    with moto_server(log) as endpoint:
+        env = {
+            "AWS_ACCESS_KEY_ID": "vz-bench",
+            "AWS_SECRET_ACCESS_KEY": "vz-bench-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import s3fs
+
+            yield s3fs.S3FileSystem(skip_instance_cache=True), env
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

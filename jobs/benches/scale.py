@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jobs.benches.moto import moto_server
+from jobs.benches.moto import s3_env
 
 START_SHARDS = 10
 ROWS_PER_SHARD = 2
@@ -227,18 +227,7 @@ def s3(sizes: list[int]) -> dict:
     with tempfile.TemporaryDirectory(prefix="vzbench-scale-s3-") as tmp:
         ckpt = stand_in(tmp)
         log_path = os.path.join(tmp, "moto.log")
-        with moto_server(log_path) as endpoint:
-            env = {
-                "AWS_ACCESS_KEY_ID": "vz-bench",
-                "AWS_SECRET_ACCESS_KEY": "vz-bench-secret",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": endpoint,
-            }
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            import s3fs
-
-            fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        with s3_env(log_path) as (fs, env):
             for n in sizes:
                 bucket = f"in{n}"
                 fs.mkdir(bucket)
@@ -267,11 +256,6 @@ def s3(sizes: list[int]) -> dict:
                     }
                 phases["half_done_rerun"] = half_done(fs, tmp, ckpt, env, log_path, n)
                 out["runs"].append({"shards": n, **phases})
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     return out
 
 
