@@ -1172,18 +1172,19 @@ class GivenTables:
         return out
 
 
-def quantize_pmf(p: np.ndarray) -> np.ndarray:
+def quantize_pmf(p: np.ndarray, unit: float = 1 / 32) -> np.ndarray:
     """Probabilities (the escape last) -> frequencies summing to 2**GIVEN_BITS: a symbol with
-    at least ``1/32`` of a unit of mass gets at least 1 (one with less is sent as an escape,
+    at least ``unit`` of a unit of mass gets at least 1 (one with less is sent as an escape,
     32 bits more), the escape at least 1; the rounding's excess or shortfall is taken from or
     given to the largest. (With half a unit as the floor, the values next to a sharp peak,
     e.g. +-1 under a Gaussian of deviation 0.13, a quarter of a unit, were escapes: a demo
-    photo rd model's main streams took 236 bytes a held-out crop, 220 with this floor, where
-    the priors' own likelihoods (floored at 1e-9) sum to 184.)"""
+    photo rd model's main streams took 236 bytes a held-out crop, 220 with 1/32, where the
+    priors' own likelihoods (floored at 1e-9) sum to 184. The hyperprior's tables take
+    1/256: ``pipeline.codec.learned``.)"""
     total = 1 << GIVEN_BITS
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
     p = p / p.sum()
-    f = np.where(p * total >= 1 / 32, np.maximum(1, np.round(p * total)), 0).astype(np.int64)
+    f = np.where(p * total >= unit, np.maximum(1, np.round(p * total)), 0).astype(np.int64)
     f[-1] = max(f[-1], 1)
     while (diff := total - int(f.sum())) != 0:
         i = int(np.argmax(f))
