@@ -104,9 +104,9 @@ def build_parser() -> Parser:
     m.add_argument(
         "--downsample-factor",
         type=int,
-        choices=(4, 8),
-        default=4,
-        help="conv: pixels per latent position along each side",
+        choices=(4, 8, 16),
+        help="pixels per latent position along each side: conv 4 (default) or 8; rd 16 (default), "
+        "or 4 or 8 for small images such as the 8x8 digits",
     )
     m.add_argument("--base-channels", type=int, default=32, help="conv: width of the first stage")
     m.add_argument(
@@ -214,6 +214,7 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
             latent_channels=args.latent or 96,
             hidden_channels=args.hidden_channels,
             prior=args.prior,
+            downsample_factor=args.downsample_factor or 16,
         )
     if kind == "mlp":
         return MLPConfig(
@@ -227,7 +228,7 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
     return ConvConfig(
         in_channels=shape["in_channels"],
         latent_channels=args.latent or 8,
-        downsample_factor=args.downsample_factor,
+        downsample_factor=args.downsample_factor or 4,
         base_channels=args.base_channels,
         likelihood=args.likelihood,
     )

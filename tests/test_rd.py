@@ -16,6 +16,7 @@ from pipeline.codec.learned import (
     encode_factorized,
     encode_gaussian,
 )
+from pipeline.core.errors import ConfigError
 from pipeline.data.rd_rows import RDCoder
 from pipeline.model.checkpoint import load_checkpoint
 from pipeline.model.entropy import FactorizedDensity, gaussian_likelihood, scale_indexes, scale_ladder
@@ -121,20 +122,32 @@ def test_likely_values_cost_few_bits_and_unlikely_ones_many():
     assert len(encode_factorized(zeros, t)[0]) * 3 < len(encode_factorized(far, t)[0])
 
 
-def _model(prior: str, gain: float = 40.0):
+def _model(prior: str, gain: float = 40.0, factor: int = 16, channels: int = 3):
     """Random weights scaled so the rounded latents are not all zero."""
     torch.manual_seed(0)
-    model = build_model(RDConfig(latent_channels=8, hidden_channels=16, prior=prior)).eval()
+    config = RDConfig(
+        in_channels=channels, latent_channels=8, hidden_channels=16, prior=prior, downsample_factor=factor
+    )
+    model = build_model(config).eval()
     with torch.no_grad():
         model.g_a[-1].weight.mul_(gain)
     return model
 
 
-@pytest.mark.parametrize("prior", ["hyperprior", "factorized"])
-def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior):
-    model = _model(prior)
+@pytest.mark.parametrize(
+    "prior, factor, shape",
+    [
+        ("hyperprior", 16, (3, 70, 40)),
+        ("factorized", 16, (3, 70, 40)),
+        ("hyperprior", 4, (1, 8, 8)),  # the digits' size: y 4x4 (padded to 16x16 for z), z 1x1
+        ("factorized", 4, (1, 8, 8)),  # y 2x2
+        ("hyperprior", 8, (1, 20, 12)),
+    ],
+)
+def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior, factor, shape):
+    model = _model(prior, factor=factor, channels=shape[0])
     coder = RDCoder(model)
-    x = torch.rand(5, 3, 70, 40)
+    x = torch.rand(5, *shape)
     rows = coder.encode(x)
     with torch.no_grad():
         y = torch.round(model.encode(x).mean).numpy().astype(np.int64)
@@ -143,8 +156,9 @@ def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior):
     assert np.array_equal(coder.latents(rows[2:3]), y[2:3])  # a row decodes alone
     assert all((len(r.side) > 0) == (prior == "hyperprior") for r in rows)
     with torch.no_grad():
-        direct = model.decode(torch.from_numpy(y).float(), (70, 40))
-    assert torch.equal(coder.decode(rows, (70, 40)), direct)
+        direct = model.decode(torch.from_numpy(y).float(), shape[1:])
+    assert y.shape[1:] == model.latent_shape(shape[1:])
+    assert torch.equal(coder.decode(rows, shape[1:]), direct)
 
 
 def test_rd_training_lowers_the_loss_and_lambda_trades_bits_for_error(photos):
@@ -186,3 +200,24 @@ def test_train_job_writes_an_rd_checkpoint(tmp_path, photos, capsys):
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_main(train_job.main, [*argv, "--model", "conv"]) == 2  # a conv VAE has no rate term
     assert "--objective rd needs --model rd" in capsys.readouterr().err
+
+
+def test_train_job_fits_an_rd_codec_to_the_digits_at_a_factor_of_4(tmp_path, digits_dir, capsys):
+    out = tmp_path / "rd-digits"
+    argv = ["--input", digits_dir, "--output", str(out), "--objective", "rd", "--max-steps", "3"]
+    small = ["--downsample-factor", "4", "--latent", "8", "--hidden-channels", "8"]
+    assert run_main(train_job.main, [*argv, *small]) == 0
+    ckpt = load_checkpoint(str(out))
+    assert (ckpt.config.downsample_factor, ckpt.config.in_channels) == (4, 1)
+    assert ckpt.model.latent_shape((8, 8)) == (8, 4, 4)  # padded to 16x16 so z is whole: 1x1
+    capsys.readouterr()
+    # a conv VAE does not downsample by 16
+    conv = ["--input", digits_dir, "--output", str(tmp_path / "c"), "--model", "conv"]
+    conv += ["--downsample-factor", "16"]
+    assert run_main(train_job.main, conv) == 2
+    assert "downsample_factor must be 4 or 8" in capsys.readouterr().err
+
+
+def test_an_rd_model_refuses_a_factor_it_has_no_stages_for():
+    with pytest.raises(ConfigError, match=r"downsample_factor must be one of \(4, 8, 16\), got 2"):
+        RDConfig(downsample_factor=2)

@@ -99,11 +99,15 @@ class DiffusersConfig:
 PRIORS = ("hyperprior", "factorized")
 
 
+RD_FACTORS = (4, 8, 16)  # two, three or four stride-2 stages
+
+
 @dataclass(frozen=True)
 class RDConfig:
     """A learned image codec trained for rate and distortion (pipeline.model.nets.rd): latents
-    at 1/16 of each side, coded under a learned prior; ``prior`` "hyperprior" adds side
-    information at 1/64 that predicts each latent's scale."""
+    at 1/``downsample_factor`` of each side (16 for photos; 4 or 8 for small images such as the
+    8x8 digits), coded under a learned prior; ``prior`` "hyperprior" adds side information at
+    a further 1/4 that predicts each latent's scale."""
 
     in_channels: int = 3
     latent_channels: int = 96  # M
@@ -116,8 +120,10 @@ class RDConfig:
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
             raise ConfigError(f"in_channels must be 1 or 3, got {self.in_channels}")
-        if self.downsample_factor != 16:
-            raise ConfigError(f"the rd model downsamples by 16, got {self.downsample_factor}")
+        if self.downsample_factor not in RD_FACTORS:
+            raise ConfigError(
+                f"the rd model's downsample_factor must be one of {RD_FACTORS}, got {self.downsample_factor}"
+            )
         if self.latent_channels < 1 or self.hidden_channels < 1:
             raise ConfigError("latent_channels and hidden_channels must be positive")
         if self.prior not in PRIORS:

@@ -1,6 +1,7 @@
 """A learned image codec trained for rate and distortion (Ballé et al., ICLR 2018).
 
     x -g_a-> y            4 stride-2 5x5 convolutions with GDN between them: y at 1/16
+                          (2 or 3 for a downsample_factor of 4 or 8: small images)
     y -h_a-> z            |y| -> 3x3 conv, 2 stride-2 5x5 convolutions: z at 1/64 (hyperprior)
     z -round-> z_hat      coded under a learned factorized prior (side information)
     z_hat -h_s-> sigma    2 stride-2 transposed convolutions, 3x3 conv: a scale per element of y
@@ -63,10 +64,12 @@ class RDModel(ImageVAE):
     def __init__(self, config: RDConfig) -> None:
         super().__init__(config)
         n, m, c = config.hidden_channels, config.latent_channels, config.in_channels
-        self.g_a = nn.Sequential(_down(c, n), GDN(n), _down(n, n), GDN(n), _down(n, n), GDN(n), _down(n, m))
-        self.g_s = nn.Sequential(
-            _up(m, n), GDN(n, True), _up(n, n), GDN(n, True), _up(n, n), GDN(n, True), _up(n, c)
-        )
+        stages = config.downsample_factor.bit_length() - 1  # stride-2 convolutions each way
+        inner = stages - 2  # the n -> n stages (made in this order: seeded weights as before)
+        down = [_down(c, n)] + [layer for _ in range(inner) for layer in (GDN(n), _down(n, n))]
+        self.g_a = nn.Sequential(*down, GDN(n), _down(n, m))
+        up = [_up(m, n)] + [layer for _ in range(inner) for layer in (GDN(n, True), _up(n, n))]
+        self.g_s = nn.Sequential(*up, GDN(n, True), _up(n, c))
         if config.prior == "hyperprior":
             self.h_a = nn.Sequential(
                 nn.Conv2d(m, n, 3, padding=1), nn.ReLU(), _down(n, n), nn.ReLU(), _down(n, n)
