@@ -106,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="... and against moto's S3 server (none: skip it)",
     )
     p.add_argument(
+        "--learned-minutes",
+        type=float,
+        default=30.0,
+        help="the learned section's longer training, in minutes of wall time (0: skip it)",
+    )
+    p.add_argument(
         "--page-only",
         action="store_true",
         help="measure nothing: redraw the plots "
@@ -240,11 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         train = load_arrays(f"{args.data}/photos/train", max_rows=2048)
         results["cache"] = cache_bench.measure(train, heldout, args.repeats)
     if "learned" in sections:
-        with open(os.path.join(args.photos_checkpoint, "report.json")) as f:
-            trained = json.load(f)  # the ELBO model's own steps and batch: the same budget for each
+        # each domain's ELBO model's own steps and batch: the same budget for each rd model
         crops = load_arrays(f"{args.data}/photos/train")
-        batch = json.loads(open(os.path.join(args.photos_checkpoint, "train_args.json")).read())["batch_size"]
-        results["learned"] = learned_bench.measure(crops, heldout, photos_ck, trained["steps"], batch)
+        results["learned"] = learned_bench.measure(
+            crops, heldout, photos_ck, *budget(args.photos_checkpoint), minutes=args.learned_minutes
+        )
+        results["learned"]["digits"] = learned_bench.measure_digits(
+            digits, digits_ck, *budget(args.digits_checkpoint)
+        )
     if "calibration" in sections:
         results["calibration"] = calibration_bench.measure(
             {
@@ -262,6 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_page(results, args.page, args.output)
     print(f"wrote {results_path} and {args.page}")
     return 0
+
+
+def budget(checkpoint: str) -> tuple[int, int]:
+    """The optimiser steps and batch size a checkpoint was trained with."""
+    with open(os.path.join(checkpoint, "report.json")) as f:
+        steps = json.load(f)["steps"]
+    with open(os.path.join(checkpoint, "train_args.json")) as f:
+        return steps, json.load(f)["batch_size"]
 
 
 def rd(

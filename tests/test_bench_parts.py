@@ -268,3 +268,26 @@ def test_a_childs_peak_memory_is_its_own_not_its_parents():
     assert held.sum() == held.size
     assert own < 200 < inherited  # a bare interpreter is tens of MiB; the parent holds over 256
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 256
+
+
+def test_the_digits_judge_against_the_best_classic_codec_at_each_psnr():
+    """x_best is the ratio against the codec that needs the fewest bytes at the point's PSNR; a
+    codec whose lowest quality is already sharper gives a lower bound, one that never gets as
+    sharp does not compete; the target counts only measured ratios."""
+    from jobs.benches.learned import classic_ratios
+    from jobs.benches.report.learned import digits_best
+
+    curves = {
+        "jpeg": [{"psnr": 20.0, "bpp": 2.0}, {"psnr": 30.0, "bpp": 4.0}],  # 3.0 bpp at 25 dB
+        "webp": [{"psnr": 22.0, "bpp": 1.0}, {"psnr": 26.0, "bpp": 2.0}],  # 1.75 at 25, floor 22 dB
+        "png": [{"psnr": 24.0, "bpp": 9.0}],  # never as sharp as 25 dB
+    }
+    at25 = classic_ratios({"psnr": 25.0, "bpp": 1.4}, curves)
+    assert at25["x_jpeg"] == pytest.approx(1.4 / 3.0) and at25["x_webp"] == pytest.approx(1.4 / 1.75)
+    assert at25["x_png"] is None
+    assert at25["x_best"] == pytest.approx(0.8) and at25["x_best_bound"] == "="
+    at21 = classic_ratios({"psnr": 21.0, "bpp": 0.5}, curves)  # below WebP's lowest quality
+    assert at21["x_webp"] == pytest.approx(0.5) and at21["x_webp_bound"] == ">="
+    assert at21["x_best"] == pytest.approx(0.5) and at21["x_best_bound"] == ">="
+    results = {"learned": {"digits": {"points": [at25 | {"psnr": 25.0}, at21 | {"psnr": 21.0}]}}}
+    assert digits_best(results) == pytest.approx(0.8)  # the bound at 21 dB does not count

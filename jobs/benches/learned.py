@@ -32,9 +32,16 @@ from pipeline.train.training import TrainSettings, train
 
 LAMBDAS = (0.0018, 0.0067, 0.025)
 FACTORIZED_LAMBDA = 0.0067
+# the digits: (downsample factor, lambda), factorized prior; 1/8 (one 32-value latent a digit)
+# for the low rates, 1/4 (2x2 positions) for the high ones
+DIGITS_RUNS = ((8, 0.001), (8, 0.003), (8, 0.01), (4, 0.01), (4, 0.05))
+LONG_LAMBDA = 0.0483  # CompressAI's quality 6: the longer training aims at WebP's PSNR
+DIGITS_SPLIT = 1200  # trained on the first 1,200 digits, scored on the other 597
 
 
 def _nchw(crops: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) or grey (N, H, W) uint8 -> (N, C, H, W) float32 in [0, 1]."""
+    crops = crops if crops.ndim == 4 else crops[..., None]
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
@@ -79,12 +86,12 @@ def _coder_speed(coder: RDCoder, x: torch.Tensor, repeats: int = 3, copies: int 
     }
 
 
-def rd_point(model, heldout: np.ndarray) -> tuple[dict, list]:
+def rd_point(model, heldout: np.ndarray, speed: bool = True) -> tuple[dict, list]:
     coder = RDCoder(model.eval())
     x = torch.from_numpy(_nchw(heldout))
     rows = coder.encode(x)
     back = coder.decode(rows, (heldout.shape[1], heldout.shape[2])).clamp(0, 1)
-    back8 = np.round(back.numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+    back8 = np.round(back.numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8).reshape(heldout.shape)
     main = sum(len(r.main) for r in rows) / len(rows)
     side = sum(len(r.side) for r in rows) / len(rows)
     pixels = heldout.shape[1] * heldout.shape[2]
@@ -93,7 +100,7 @@ def rd_point(model, heldout: np.ndarray) -> tuple[dict, list]:
         "side_bytes_per_sample": side,
         "bpp": 8 * (main + side) / pixels,
         "psnr": psnr(back8, heldout),
-        **_coder_speed(coder, x),
+        **(_coder_speed(coder, x) if speed else {}),
     }
     return point, rows
 
@@ -114,35 +121,135 @@ def add_gains(points: list[dict], elbo: list[dict]) -> None:
         p["gain_over_elbo_db"] = None if at is None else p["psnr"] - at
 
 
-def measure(
-    train_crops: np.ndarray, heldout: np.ndarray, elbo: Checkpoint, steps: int, batch: int, threads: int = 2
+def _trained(
+    config: RDConfig,
+    data: np.ndarray,
+    steps: int | None,
+    batch: int,
+    lmbda: float,
+    seconds: float | None = None,
+) -> tuple:
+    """A model of ``config`` trained from seed 0 for ``steps`` steps (or ``seconds`` of wall
+    time) of ``batch`` rows of ``data`` at ``lmbda``; with its steps, CPU and wall seconds."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    settings = TrainSettings(
+        epochs=10**6,
+        max_steps=steps,
+        max_seconds=seconds,
+        batch_size=batch,
+        objective="rd",
+        lmbda=lmbda,
+        val_fraction=0.0,
+    )
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    r = train(model, data, settings, torch.device("cpu"))
+    spent = {"train_steps": r.steps, "train_cpu_s": time.process_time() - cpu0}
+    return model, {**spent, "train_wall_s": time.perf_counter() - wall0}
+
+
+def classic_ratios(point: dict, curves: dict[str, list[dict]]) -> dict:
+    """The point's bytes over each classic codec's at its PSNR (``x_<name>``; interpolated),
+    and over the best of them (``x_best``: the largest ratio, against the codec that needs the
+    fewest bytes). Where a codec's lowest quality already gives a higher PSNR its bytes there
+    are at most its lowest setting's, so the ratio is a lower bound (``x_<name>_bound`` ">=");
+    a codec that never reaches the PSNR does not compete there (None)."""
+    out: dict = {}
+    best, bound = None, "="
+    for name, curve in curves.items():
+        b, mark = rd_bench.bpp_at(curve, point["psnr"]), "="
+        if b is None and point["psnr"] < min(c["psnr"] for c in curve):
+            b, mark = min(c["bpp"] for c in curve), ">="
+        out[f"x_{name}"], out[f"x_{name}_bound"] = (None if b is None else point["bpp"] / b), mark
+        if b is not None and (best is None or point["bpp"] / b > best):
+            best = point["bpp"] / b
+        if b is not None and mark == ">=":
+            bound = ">="
+    out["x_best"], out["x_best_bound"] = best, bound
+    return out
+
+
+def measure_digits(
+    digits: np.ndarray, elbo: Checkpoint, steps: int, batch: int, split: int = DIGITS_SPLIT, threads: int = 2
 ) -> dict:
+    """rd models for the 8x8 digits (factorized prior, 32 latent channels at 1/8 or 1/4 of a
+    side, width 32), each trained from scratch on the first ``split`` digits for the demo
+    digits VAE's own steps and batch, and scored on the rest; against the demo digits VAE (the
+    ELBO model, trained on all 1,797, these included) and JPEG/WebP per digit and tiled."""
+    torch.set_num_threads(threads)
+    data, heldout = _nchw(digits[:split]), digits[split:]
+    points = []
+    for factor, lmbda in DIGITS_RUNS:
+        config = RDConfig(
+            in_channels=1,
+            prior="factorized",
+            downsample_factor=factor,
+            latent_channels=32,
+            hidden_channels=32,
+        )
+        model, spent = _trained(config, data, steps, batch, lmbda)
+        point, _ = rd_point(model, heldout, speed=False)
+        points.append({"prior": "factorized", "factor": factor, "lmbda": lmbda, **spent, **point})
+    classic = {
+        "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
+        "webp": rd_bench.classic_curve(heldout, "WEBP"),
+        "jpeg_tiled": rd_bench.tiled_curve(heldout, "JPEG"),
+        "webp_tiled": rd_bench.tiled_curve(heldout, "WEBP"),
+    }
+    elbo_curve = rd_bench.vaezip_curve(elbo, heldout)
+    for p in points:
+        p.update(classic_ratios(p, classic))
+        b = rd_bench.bpp_at(elbo_curve, p["psnr"])
+        p["x_elbo"] = None if b is None else p["bpp"] / b
+    add_gains(points, elbo_curve)
+    return {
+        "steps": steps,
+        "batch": batch,
+        "train_rows": split,
+        "heldout_rows": len(heldout),
+        "threads": threads,
+        "points": points,
+        "elbo": elbo_curve,
+        **classic,
+    }
+
+
+def measure(
+    train_crops: np.ndarray,
+    heldout: np.ndarray,
+    elbo: Checkpoint,
+    steps: int,
+    batch: int,
+    threads: int = 2,
+    minutes: float = 0.0,
+) -> dict:
+    """The rd models at the ELBO model's budget, and (``minutes`` > 0) one hyperprior model
+    trained for that many minutes of wall time; against the ELBO VAE, WebP and JPEG."""
     torch.set_num_threads(threads)
     data = _nchw(train_crops)
     runs = [("hyperprior", lm) for lm in LAMBDAS] + [("factorized", FACTORIZED_LAMBDA)]
     points = []
     for prior, lmbda in runs:
-        torch.manual_seed(0)
-        model = build_model(RDConfig(in_channels=3, prior=prior))  # type: ignore[arg-type]
-        settings = TrainSettings(
-            epochs=10**6, max_steps=steps, batch_size=batch, objective="rd", lmbda=lmbda, val_fraction=0.0
-        )
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        train(model, data, settings, torch.device("cpu"))
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        model, spent = _trained(RDConfig(in_channels=3, prior=prior), data, steps, batch, lmbda)  # type: ignore[arg-type]
         point, _ = rd_point(model, heldout)
-        points.append({"prior": prior, "lmbda": lmbda, "train_cpu_s": cpu, "train_wall_s": wall, **point})
+        points.append({"prior": prior, "lmbda": lmbda, **spent, **point})
+    longer = []
+    if minutes:  # one model trained for longer, at the top of CompressAI's lambdas
+        model, spent = _trained(RDConfig(in_channels=3), data, None, batch, LONG_LAMBDA, seconds=60 * minutes)
+        point, _ = rd_point(model, heldout, speed=False)
+        longer.append({"prior": "hyperprior", "lmbda": LONG_LAMBDA, "minutes": minutes, **spent, **point})
     others = {
         "elbo": rd_bench.vaezip_curve(elbo, heldout),
         "webp": rd_bench.classic_curve(heldout, "WEBP"),
         "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
     }
-    for p in points:
+    for p in points + longer:
         for name, curve in others.items():
             b = rd_bench.bpp_at(curve, p["psnr"])
             p[f"x_{name}"] = None if b is None else p["bpp"] / b
-    add_gains(points, others["elbo"])
+    add_gains(points + longer, others["elbo"])
     return {
+        "longer": longer,
         "steps": steps,
         "batch": batch,
         "train_rows": len(train_crops),
