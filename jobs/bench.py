@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the learned section's longer training, in minutes of wall time (0: skip it)",
     )
     p.add_argument(
+        "--compressai-python",
+        help="the learned section: an interpreter with CompressAI installed (it pins numpy<2, so it "
+        "lives apart), to train its models beside vaezip's; without it they are not measured",
+    )
+    p.add_argument(
         "--page-only",
         action="store_true",
         help="measure nothing: redraw the plots "
@@ -249,7 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # each domain's ELBO model's own steps and batch: the same budget for each rd model
         crops = load_arrays(f"{args.data}/photos/train")
         results["learned"] = learned_bench.measure(
-            crops, heldout, photos_ck, *budget(args.photos_checkpoint), minutes=args.learned_minutes
+            crops,
+            heldout,
+            photos_ck,
+            *budget(args.photos_checkpoint),
+            minutes=args.learned_minutes,
+            peer_python=args.compressai_python,
         )
         results["learned"]["digits"] = learned_bench.measure_digits(
             digits, digits_ck, *budget(args.digits_checkpoint)

@@ -291,3 +291,55 @@ def test_the_digits_judge_against_the_best_classic_codec_at_each_psnr():
     assert at21["x_best"] == pytest.approx(0.5) and at21["x_best_bound"] == ">="
     results = {"learned": {"digits": {"points": [at25 | {"psnr": 25.0}, at21 | {"psnr": 21.0}]}}}
     assert digits_best(results) == pytest.approx(0.8)  # the bound at 21 dB does not count
+
+
+def test_the_learned_section_judges_the_hyperprior_against_compressais():
+    """The target takes the worst of vaezip's hyperprior points against CompressAI's hyperprior
+    curve (a factorized point is not judged against it); the page compares each CompressAI
+    point with vaezip's curve of its prior, and says so when CompressAI was not run."""
+    from jobs.benches.report.learned import compressai_worst, learned_section
+
+    def point(prior, lmbda, nbytes, db, x=None):
+        return {
+            "prior": prior,
+            "lmbda": lmbda,
+            "bytes_per_sample": nbytes,
+            "side_bytes_per_sample": 10.0,
+            "bpp": 8 * nbytes / 4096,
+            "psnr": db,
+            "x_elbo": None,
+            "x_webp": None,
+            "x_jpeg": None,
+            "x_compressai": x,
+            "train_cpu_s": 1.0,
+            "encode_codes_mb_s": 90.0,
+            "decode_codes_mb_s": 200.0,
+        }
+
+    ours = [
+        point("hyperprior", 0.0018, 100.0, 22.0, 0.9),
+        point("hyperprior", 0.025, 300.0, 23.0, 1.1),
+        point("factorized", 0.0067, 300.0, 22.5, 0.5),
+    ]
+    peer = {"compressai": "1.2.8", "torch": "2", "points": [point("hyperprior", 0.0067, 150.0, 22.5)]}
+    results = {
+        "learned": {
+            "points": ours,
+            "compressai": peer,
+            "steps": 2,
+            "batch": 2,
+            "train_rows": 4,
+            "heldout_rows": 2,
+            "threads": 1,
+            "elbo": [],
+            "webp": [point("webp", 0, 200.0, 29.0) | {"quality": 5}],
+            "longer": [],
+        }
+    }
+    assert compressai_worst(results) == 1.1
+    text = "\n".join(learned_section(results, "."))
+    # vaezip's hyperprior curve holds 200 bytes at 22.5 dB: CompressAI's 150 are 0.75x of them
+    assert "| hyperprior | 0.0067 | 150.0 | 10.0 | 22.50 | 0.75 | 1 |" in text
+    results["learned"]["compressai"] = None
+    assert compressai_worst(results) is None
+    assert "were not trained in this run" in "\n".join(learned_section(results, "."))

@@ -17,6 +17,10 @@ latent's table.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -35,6 +39,7 @@ FACTORIZED_LAMBDA = 0.0067
 # the digits: (downsample factor, lambda), factorized prior; 1/8 (one 32-value latent a digit)
 # for the low rates, 1/4 (2x2 positions) for the high ones
 DIGITS_RUNS = ((8, 0.001), (8, 0.003), (8, 0.01), (4, 0.01), (4, 0.05))
+PEER_SCRIPT = os.path.join(os.path.dirname(__file__), "compressai_peer.py")
 LONG_LAMBDA = 0.0483  # CompressAI's quality 6: the longer training aims at WebP's PSNR
 DIGITS_SPLIT = 1200  # trained on the first 1,200 digits, scored on the other 597
 
@@ -148,6 +153,21 @@ def _trained(
     return model, {**spent, "train_wall_s": time.perf_counter() - wall0}
 
 
+def compressai_points(
+    python: str, train_crops: np.ndarray, heldout: np.ndarray, steps: int, batch: int, threads: int
+) -> dict:
+    """CompressAI's models trained for the same steps and batch on the same crops and scored on
+    the same held-out crops, by ``python`` (an interpreter of its own: compressai_peer.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, name) for name in ("train.npy", "heldout.npy", "out.json")]
+        np.save(paths[0], np.ascontiguousarray(train_crops))
+        np.save(paths[1], np.ascontiguousarray(heldout))
+        args = [paths[0], paths[1], str(steps), str(batch), str(threads), paths[2]]
+        subprocess.run([python, PEER_SCRIPT, *args], check=True)
+        with open(paths[2]) as f:
+            return json.load(f)
+
+
 def classic_ratios(point: dict, curves: dict[str, list[dict]]) -> dict:
     """The point's bytes over each classic codec's at its PSNR (``x_<name>``; interpolated),
     and over the best of them (``x_best``: the largest ratio, against the codec that needs the
@@ -222,9 +242,11 @@ def measure(
     batch: int,
     threads: int = 2,
     minutes: float = 0.0,
+    peer_python: str | None = None,
 ) -> dict:
     """The rd models at the ELBO model's budget, and (``minutes`` > 0) one hyperprior model
-    trained for that many minutes of wall time; against the ELBO VAE, WebP and JPEG."""
+    trained for that many minutes of wall time; against the ELBO VAE, WebP and JPEG, and
+    (``peer_python``: an interpreter with CompressAI) CompressAI's models trained alike."""
     torch.set_num_threads(threads)
     data = _nchw(train_crops)
     runs = [("hyperprior", lm) for lm in LAMBDAS] + [("factorized", FACTORIZED_LAMBDA)]
@@ -243,12 +265,19 @@ def measure(
         "webp": rd_bench.classic_curve(heldout, "WEBP"),
         "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
     }
+    peer = (
+        compressai_points(peer_python, train_crops, heldout, steps, batch, threads) if peer_python else None
+    )
     for p in points + longer:
         for name, curve in others.items():
             b = rd_bench.bpp_at(curve, p["psnr"])
             p[f"x_{name}"] = None if b is None else p["bpp"] / b
+        if peer:  # against CompressAI's model of the same prior
+            b = rd_bench.bpp_at([c for c in peer["points"] if c["prior"] == p["prior"]], p["psnr"])
+            p["x_compressai"] = None if b is None else p["bpp"] / b
     add_gains(points + longer, others["elbo"])
     return {
+        "compressai": peer,
         "longer": longer,
         "steps": steps,
         "batch": batch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jobs.benches import rd as rd_bench
 from jobs.benches.report.common import table
 
 
@@ -40,6 +41,7 @@ def learned_section(results: dict, out: str) -> list[str]:
             f"{p['bpp']:.3f}",
             f"{p['psnr']:.2f}",
             _x(p["x_elbo"]),
+            *([_x(p.get("x_compressai"))] if r.get("compressai") else []),
             _x(p["x_webp"]),
             _x(p["x_jpeg"]),
             f"{p['train_cpu_s']:.0f}",
@@ -57,6 +59,7 @@ def learned_section(results: dict, out: str) -> list[str]:
             "bpp",
             "PSNR dB",
             "x ELBO",
+            *(["x CompressAI"] if r.get("compressai") else []),
             "x WebP",
             "x JPEG",
             "train CPU s",
@@ -87,7 +90,54 @@ def learned_section(results: dict, out: str) -> list[str]:
         + ".",
         "",
     ]
-    return lines + _longer_lines(r) + _digits_lines(r.get("digits"))
+    return lines + _peer_lines(r) + _longer_lines(r) + _digits_lines(r.get("digits"))
+
+
+def _peer_lines(r: dict) -> list[str]:
+    peer = r.get("compressai")
+    if not peer:
+        return [
+            "CompressAI's models were not trained in this run (`jobs.bench --compressai-python` names "
+            "an interpreter that has CompressAI; it pins numpy below 2, so it lives apart).",
+            "",
+        ]
+    lines = [
+        f"CompressAI {peer['compressai']} (torch {peer['torch']}, its own interpreter) in the same run: "
+        "`ScaleHyperprior` (bmshj2018_hyperprior) and `FactorizedPrior` (bmshj2018_factorized) at "
+        "N=64, M=96, each trained from seed 0 for the same steps of the same crops at the same "
+        "learning rate, then `compress()` on the same held-out crops. x vaezip: these bytes over the "
+        "vaezip rd models' (same prior) at the same PSNR.",
+        "",
+    ]
+    rows = []
+    for c in peer["points"]:
+        ours = [p for p in r["points"] if p["prior"] == c["prior"]]
+        b = rd_bench.bpp_at(ours, c["psnr"]) if len(ours) > 1 else None
+        rows.append(
+            [
+                c["prior"],
+                f"{c['lmbda']:g}",
+                f"{c['bytes_per_sample']:.1f}",
+                f"{c['side_bytes_per_sample']:.1f}",
+                f"{c['psnr']:.2f}",
+                _x(None if b is None else c["bpp"] / b),
+                f"{c['train_cpu_s']:.0f}",
+            ]
+        )
+    lines += table(["prior", "lambda", "bytes/crop", "side", "PSNR dB", "x vaezip", "train CPU s"], rows)
+    return lines
+
+
+def compressai_worst(results: dict) -> float | None:
+    """The largest of vaezip's hyperprior points' bytes over CompressAI's hyperprior curve's at
+    the same PSNR (the curve is at or below CompressAI's where this is <= 1)."""
+    r = results.get("learned", {})
+    xs = [
+        p["x_compressai"]
+        for p in r.get("points", [])
+        if p["prior"] == "hyperprior" and p.get("x_compressai") is not None
+    ]
+    return max(xs) if xs and r.get("compressai") else None
 
 
 def webp_gap(r: dict, p: dict) -> float | None:
@@ -223,6 +273,10 @@ def learned_targets(results: dict) -> list[tuple[str, float, bool, str]]:
         if gap is not None:
             what = f"photos, rd codec trained {p['minutes']:g} min: PSNR less WebP's at equal bytes >= 0 dB"
             out.append((what, gap, gap >= 0, "+.2f"))
+    worst = compressai_worst(results)
+    if worst is not None:
+        what = "rd codec bytes at equal PSNR <= 1.0x CompressAI's hyperprior, same steps (worst point)"
+        out.append((what, worst, worst <= 1.0, ".2f"))
     best = digits_best(results)
     if best is not None:
         out.append(
