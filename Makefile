@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo
 RUNS := runs
 
-.PHONY: install demo test lint clean bench
+.PHONY: install demo test lint clean bench compressai-peer
 
 $(STAMP): pyproject.toml constraints-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,22 @@ test: lint
 	$(BIN)/python -m pytest -q --durations=15
 
 # Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
-# they are missing. jobs.bench alone took about 5 minutes on 2 CPU cores.
+# they are missing. Every section together takes hours on 2 CPU cores (the learned section
+# alone took 56 minutes, its 30-minute training and CompressAI's models included). With the
+# CompressAI peer below installed, the learned section trains CompressAI's models beside vaezip's.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints-dev.txt -e ".[bench]"
 	test -f $(RUNS)/photos-conv/config.json || $(MAKE) demo
-	$(BIN)/python -m jobs.bench
+	$(BIN)/python -m jobs.bench $(if $(wildcard $(PEER)/bin/python),--compressai-python $(PEER)/bin/python)
+
+# CompressAI in an interpreter of its own (it pins numpy<2 and needs a torchvision built for
+# its torch): the benchmark's peer codec. On this machine torch 2.14.1 and torchvision 0.29.1
+# lie on disk; elsewhere set PEER_TORCH to a matching pair.
+PEER ?= .venv-compressai
+PEER_TORCH ?= torch==2.14.1 torchvision==0.29.1
+compressai-peer:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install -q $(PEER_TORCH) compressai==1.2.8
 
 # Lint, formatting and types: ruff (lint + format check) and mypy (config in pyproject.toml).
 lint: $(STAMP)
