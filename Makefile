@@ -45,8 +45,8 @@ test: lint
 	$(BIN)/python -m pytest -q --durations=15
 
 # Benchmarks: regenerates BENCHMARKS.md (and runs/bench/); trains the demo models first if
-# they are missing. Every section together takes hours on 2 CPU cores (the learned section
-# alone took 56 minutes, its 30-minute training and CompressAI's models included). With the
+# they are missing. On 2 CPU cores the learned section alone took 56 minutes (its 30-minute
+# training and CompressAI's models included) and the cache section about 14. With the
 # CompressAI peer below installed, the learned section trains CompressAI's models beside vaezip's.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints-dev.txt -e ".[bench]"

@@ -110,19 +110,11 @@ def rd_point(model, heldout: np.ndarray, speed: bool = True) -> tuple[dict, list
     return point, rows
 
 
-def psnr_at(curve: list[dict], bpp: float) -> float | None:
-    """The curve's PSNR at ``bpp``, interpolated linearly; None outside its range."""
-    pts = sorted((c["bpp"], c["psnr"]) for c in curve)
-    if not pts or not pts[0][0] <= bpp <= pts[-1][0]:
-        return None
-    return float(np.interp(bpp, [b for b, _ in pts], [q for _, q in pts]))
-
-
 def add_gains(points: list[dict], elbo: list[dict]) -> None:
     """Each point's PSNR less the ELBO VAE's at the point's bytes (interpolated on its curve;
     None outside it), as ``gain_over_elbo_db``."""
     for p in points:
-        at = psnr_at(elbo, p["bpp"])
+        at = rd_bench.psnr_at(elbo, p["bpp"])
         p["gain_over_elbo_db"] = None if at is None else p["psnr"] - at
 
 
@@ -171,15 +163,12 @@ def compressai_points(
 def classic_ratios(point: dict, curves: dict[str, list[dict]]) -> dict:
     """The point's bytes over each classic codec's at its PSNR (``x_<name>``; interpolated),
     and over the best of them (``x_best``: the largest ratio, against the codec that needs the
-    fewest bytes). Where a codec's lowest quality already gives a higher PSNR its bytes there
-    are at most its lowest setting's, so the ratio is a lower bound (``x_<name>_bound`` ">=");
-    a codec that never reaches the PSNR does not compete there (None)."""
+    fewest bytes); ``x_<name>_bound`` ">=" where the ratio is a lower bound
+    (``rd.bpp_against``); a codec that never reaches the PSNR does not compete there (None)."""
     out: dict = {}
     best, bound = None, "="
     for name, curve in curves.items():
-        b, mark = rd_bench.bpp_at(curve, point["psnr"]), "="
-        if b is None and point["psnr"] < min(c["psnr"] for c in curve):
-            b, mark = min(c["bpp"] for c in curve), ">="
+        b, mark = rd_bench.bpp_against(curve, point["psnr"])
         out[f"x_{name}"], out[f"x_{name}_bound"] = (None if b is None else point["bpp"] / b), mark
         if b is not None and (best is None or point["bpp"] / b > best):
             best = point["bpp"] / b

@@ -140,22 +140,34 @@ def bpp_at(curve: list[dict], target_psnr: float) -> float | None:
     return float(np.interp(target_psnr, ps, bs))
 
 
-def ratios(vaezip: list[dict], others: dict[str, list[dict]]) -> list[dict]:
-    """For each vaezip point: its bpp over each codec's bpp at the same PSNR.
+def psnr_at(curve: list[dict], bpp: float) -> float | None:
+    """The curve's PSNR at ``bpp``, interpolated linearly; None outside its range."""
+    pts = sorted((c["bpp"], c["psnr"]) for c in curve)
+    if not pts or not pts[0][0] <= bpp <= pts[-1][0]:
+        return None
+    return float(np.interp(bpp, [b for b, _ in pts], [q for _, q in pts]))
 
-    Where the codec's lowest setting already gives a higher PSNR, its bpp at vaezip's PSNR is
-    at most that setting's, so the ratio is at least vaezip's bpp over it: reported as a
-    lower bound (``<name>_bound`` = ">="). Where the codec never reaches vaezip's PSNR: None.
-    """
+
+def bpp_against(curve: list[dict], target_psnr: float) -> tuple[float | None, str]:
+    """The codec's bpp to set a point's against at ``target_psnr``, and what a ratio over it is.
+
+    Where the codec's lowest setting already gives a higher PSNR, its bpp at the target is at
+    most that setting's, so a ratio over it is a lower bound (">="); else interpolated ("=").
+    Where the codec never reaches the target: None."""
+    b = bpp_at(curve, target_psnr)
+    if b is None and target_psnr < min(c["psnr"] for c in curve):
+        return min(c["bpp"] for c in curve), ">="
+    return b, "="
+
+
+def ratios(vaezip: list[dict], others: dict[str, list[dict]]) -> list[dict]:
+    """For each vaezip point: its bpp over each codec's bpp at the same PSNR (``bpp_against``:
+    ``<name>_bound`` says whether it is a lower bound)."""
     out = []
     for v in vaezip:
         row = {"step_sigmas": v["step_sigmas"], "psnr": v["psnr"], "bpp": v["bpp"]}
         for name, curve in others.items():
-            b = bpp_at(curve, v["psnr"])
-            row[f"{name}_bound"] = "="
-            if b is None and v["psnr"] < min(c["psnr"] for c in curve):
-                b = min(c["bpp"] for c in curve)
-                row[f"{name}_bound"] = ">="
+            b, row[f"{name}_bound"] = bpp_against(curve, v["psnr"])
             row[name] = None if b is None else v["bpp"] / b
         out.append(row)
     return out

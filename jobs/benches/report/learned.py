@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from jobs.benches import rd as rd_bench
 from jobs.benches.report.common import table
 
@@ -142,10 +140,8 @@ def compressai_worst(results: dict) -> float | None:
 
 def webp_gap(r: dict, p: dict) -> float | None:
     """The point's PSNR less WebP's (per crop) at the point's bytes; None outside WebP's curve."""
-    pts = sorted((c["bpp"], c["psnr"]) for c in r["webp"])
-    if not pts[0][0] <= p["bpp"] <= pts[-1][0]:
-        return None
-    return p["psnr"] - float(np.interp(p["bpp"], [b for b, _ in pts], [q for _, q in pts]))
+    at = rd_bench.psnr_at(r["webp"], p["bpp"])
+    return None if at is None else p["psnr"] - at
 
 
 def _longer_lines(r: dict) -> list[str]:
