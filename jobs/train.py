@@ -29,7 +29,7 @@ from pipeline.data.readers import ReadOptions
 from pipeline.data.samples import SampleLayout
 from pipeline.model.checkpoint import save_checkpoint
 from pipeline.model.nets import VAE, ConvConfig, MLPConfig, ModelConfig, RDConfig, build_model, config_to_dict
-from pipeline.model.nets.config import PRIORS
+from pipeline.model.nets.config import GDN_PARAMS, PRIORS
 from pipeline.train.dataset import (
     RawSample,
     choose_range,
@@ -97,6 +97,19 @@ def build_parser() -> Parser:
         help="rd: hyperprior (side information predicts each latent's scale) or factorized",
     )
     m.add_argument("--hidden-channels", type=int, default=64, help="rd: width of the transforms (N)")
+    m.add_argument(
+        "--gdn",
+        choices=GDN_PARAMS,
+        default="abs",
+        help="rd: how GDN keeps its terms positive: abs (per-channel in effect: the cross terms "
+        "start at 0 and get no gradient) or squared (Balle's and CompressAI's: they learn)",
+    )
+    m.add_argument(
+        "--density-filters",
+        type=int_tuple,
+        default=(3, 3, 3),
+        help="rd: hidden widths of the factorized prior's cumulative functions (CompressAI: 3,3,3,3)",
+    )
     m.add_argument(
         "--latent", type=int, help="latent size: units (mlp, default 16) or channels (conv, default 8)"
     )
@@ -215,6 +228,8 @@ def model_config(args: argparse.Namespace, samples: list[RawSample]) -> ModelCon
             hidden_channels=args.hidden_channels,
             prior=args.prior,
             downsample_factor=args.downsample_factor or 16,
+            gdn=args.gdn,
+            density_filters=args.density_filters,
         )
     if kind == "mlp":
         return MLPConfig(

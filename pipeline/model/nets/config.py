@@ -100,6 +100,7 @@ PRIORS = ("hyperprior", "factorized")
 
 
 RD_FACTORS = (4, 8, 16)  # two, three or four stride-2 stages
+GDN_PARAMS = ("squared", "abs")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class RDConfig:
     prior: Literal["hyperprior", "factorized"] = "hyperprior"
     downsample_factor: int = 16
     likelihood: Likelihood = "gaussian"
+    # how GDN keeps its terms positive (pipeline.model.nets.rd.GDN), and the hidden widths of
+    # the factorized prior's cumulative functions. The defaults are the first rd models' (so a
+    # checkpoint written before these fields existed builds the same model); CompressAI's
+    # "squared" and (3, 3, 3, 3) were no better at 500 steps (docs/BENCHMARK_NOTES.md)
+    gdn: Literal["squared", "abs"] = "abs"
+    density_filters: tuple[int, ...] = (3, 3, 3)
     kind: Literal["rd"] = "rd"
 
     def __post_init__(self) -> None:
@@ -130,6 +137,14 @@ class RDConfig:
             raise ConfigError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.likelihood != "gaussian":
             raise ConfigError("the rd model's distortion is squared error: likelihood must be gaussian")
+        if self.gdn not in GDN_PARAMS:
+            raise ConfigError(f"gdn must be one of {GDN_PARAMS}, got {self.gdn!r}")
+        filters = tuple(self.density_filters)
+        if not 1 <= len(filters) <= 8 or any(not isinstance(f, int) or not 1 <= f <= 64 for f in filters):
+            raise ConfigError(
+                f"density_filters must be 1 to 8 widths of 1 to 64, got {self.density_filters!r}"
+            )
+        object.__setattr__(self, "density_filters", filters)
 
 
 ModelConfig = MLPConfig | ConvConfig | DiffusersConfig | RDConfig
@@ -138,8 +153,9 @@ _KINDS: dict[str, type] = {"mlp": MLPConfig, "conv": ConvConfig, "diffusers": Di
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     out = dataclasses.asdict(config)
-    if "hidden_dims" in out:
-        out["hidden_dims"] = list(out["hidden_dims"])
+    for key in ("hidden_dims", "density_filters"):
+        if key in out:
+            out[key] = list(out[key])
     return out
 
 
@@ -158,6 +174,8 @@ def config_from_dict(data: object) -> ModelConfig:
     values = dict(data)
     if "hidden_dims" in values:
         values["hidden_dims"] = tuple(values["hidden_dims"])
+    if isinstance(values.get("density_filters"), list):
+        values["density_filters"] = tuple(values["density_filters"])
     try:
         return cls(**values)
     except TypeError as err:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.model.entropy import FactorizedDensity, gaussian_likelihood, noisy
+from pipeline.model.entropy import FactorizedDensity, gaussian_likelihood, lower_bound, noisy
 from pipeline.model.nets.base import ImageVAE, Posterior
 from pipeline.model.nets.config import RDConfig
 
@@ -35,17 +35,36 @@ BOX_LOGVAR = math.log(1.0 / 12.0)  # the variance of a unit-width uniform
 
 class GDN(nn.Module):
     """Generalized divisive normalization: ``x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)``
-    (``inverse``: times it), with beta and gamma kept positive by reparameterization."""
+    (``inverse``: times it), with beta and gamma kept positive by reparameterization.
 
-    def __init__(self, channels: int, inverse: bool = False) -> None:
+    ``param`` "squared" (Ballé's, as CompressAI keeps it): each is stored as the square root
+    of itself plus a tiny pedestal and read back squared, so a gamma that starts at zero off
+    the diagonal still gets a gradient and learns how channels mask one another. "abs" (the
+    first rd models'): each is ``abs`` of its parameter, which has no gradient at 0, so the
+    off-diagonal terms stay 0 and the normalization is per channel."""
+
+    PEDESTAL = 2.0**-36  # (2^-18)^2
+    BETA_MIN = 1e-6
+
+    def __init__(self, channels: int, inverse: bool = False, param: str = "abs") -> None:
         super().__init__()
         self.inverse = inverse
-        self.beta = nn.Parameter(torch.ones(channels))
-        self.gamma = nn.Parameter(0.1 * torch.eye(channels))
+        self.param = param
+        beta, gamma = torch.ones(channels), 0.1 * torch.eye(channels)
+        if param == "squared":
+            beta, gamma = (beta + self.PEDESTAL).sqrt(), (gamma + self.PEDESTAL).sqrt()
+        self.beta = nn.Parameter(beta)
+        self.gamma = nn.Parameter(gamma)
+
+    def _positive(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.param == "squared":
+            p = self.PEDESTAL
+            beta = lower_bound(self.beta, (self.BETA_MIN + p) ** 0.5) ** 2 - p
+            return beta, lower_bound(self.gamma, p**0.5) ** 2 - p
+        return self.beta.abs() + self.BETA_MIN, self.gamma.abs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta.abs() + 1e-6
-        gamma = self.gamma.abs()
+        beta, gamma = self._positive()
         norm = F.conv2d(x * x, gamma[:, :, None, None], beta).sqrt()
         return x * norm if self.inverse else x / norm
 
@@ -64,12 +83,13 @@ class RDModel(ImageVAE):
     def __init__(self, config: RDConfig) -> None:
         super().__init__(config)
         n, m, c = config.hidden_channels, config.latent_channels, config.in_channels
+        gdn = config.gdn
         stages = config.downsample_factor.bit_length() - 1  # stride-2 convolutions each way
         inner = stages - 2  # the n -> n stages (made in this order: seeded weights as before)
-        down = [_down(c, n)] + [layer for _ in range(inner) for layer in (GDN(n), _down(n, n))]
-        self.g_a = nn.Sequential(*down, GDN(n), _down(n, m))
-        up = [_up(m, n)] + [layer for _ in range(inner) for layer in (GDN(n, True), _up(n, n))]
-        self.g_s = nn.Sequential(*up, GDN(n, True), _up(n, c))
+        down = [_down(c, n)] + [layer for _ in range(inner) for layer in (GDN(n, param=gdn), _down(n, n))]
+        self.g_a = nn.Sequential(*down, GDN(n, param=gdn), _down(n, m))
+        up = [_up(m, n)] + [layer for _ in range(inner) for layer in (GDN(n, True, gdn), _up(n, n))]
+        self.g_s = nn.Sequential(*up, GDN(n, True, gdn), _up(n, c))
         if config.prior == "hyperprior":
             self.h_a = nn.Sequential(
                 nn.Conv2d(m, n, 3, padding=1), nn.ReLU(), _down(n, n), nn.ReLU(), _down(n, n)
@@ -77,9 +97,9 @@ class RDModel(ImageVAE):
             self.h_s = nn.Sequential(
                 _up(n, n), nn.ReLU(), _up(n, n), nn.ReLU(), nn.Conv2d(n, m, 3, padding=1), nn.ReLU()
             )
-            self.prior = FactorizedDensity(n)
+            self.prior = FactorizedDensity(n, config.density_filters)
         else:
-            self.prior = FactorizedDensity(m)
+            self.prior = FactorizedDensity(m, config.density_filters)
 
     @property
     def hyper(self) -> bool:
