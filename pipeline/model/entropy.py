@@ -154,8 +154,8 @@ def gaussian_likelihood(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """p of each element of ``y`` under N(0, sigma) convolved with the unit box.
 
     Both ends are lower tails, ``Phi(t) = erfc(-t / sqrt 2) / 2``, which keeps its precision
-    far out where ``(1 + erf) / 2`` rounds to 0 in float32: a latent a dozen sigmas out still
-    gets a likelihood, and a gradient that widens its sigma, not the floor and none."""
+    down to the bits' floor (``LIKELIHOOD_FLOOR``), where ``(1 + erf) / 2`` has no float32
+    step between 1 - 6e-8 and 1: a likelihood of 2.5e-8 came out as 3e-8 or 0."""
     sigma = lower_bound(sigma, SCALE_MIN)
     v = y.abs()
     c = -(2.0**-0.5)

@@ -174,8 +174,6 @@ def config_from_dict(data: object) -> ModelConfig:
     values = dict(data)
     if "hidden_dims" in values:
         values["hidden_dims"] = tuple(values["hidden_dims"])
-    if isinstance(values.get("density_filters"), list):
-        values["density_filters"] = tuple(values["density_filters"])
     try:
         return cls(**values)
     except TypeError as err:
