@@ -293,11 +293,37 @@ def test_the_digits_judge_against_the_best_classic_codec_at_each_psnr():
     assert digits_best(results) == pytest.approx(0.8)  # the bound at 21 dB does not count
 
 
+def test_the_learned_codec_is_set_against_compressais_curve_beyond_its_ends():
+    """Below the peer's lowest PSNR a point's ratio is a lower bound over the peer's smallest
+    bytes (the peer does as well for fewer); inside its curve it is interpolated; above it there
+    is none. The PSNR at equal bytes is taken on the peer's curve of the same prior."""
+    from jobs.benches.learned import compare
+
+    def at(prior, nbytes, db):
+        return {"prior": prior, "bpp": 8 * nbytes / 4096, "psnr": db}
+
+    hyper = [at("hyperprior", 80.0, 22.0), at("hyperprior", 180.0, 23.0)]
+    peer = {"points": [*hyper, at("factorized", 250.0, 22.0)]}
+    low, inside = at("hyperprior", 100.0, 21.9), at("hyperprior", 150.0, 22.5)
+    high, fact = at("hyperprior", 300.0, 23.5), at("factorized", 250.0, 22.0)
+    webp = [at("webp", 120.0, 26.0), at("webp", 200.0, 28.0)]
+    compare([low, inside, high, fact], {"webp": webp}, peer)
+    assert low["x_compressai"] == pytest.approx(100 / 80) and low["x_compressai_bound"] == ">="
+    assert low["db_over_compressai"] == pytest.approx(21.9 - 22.2)  # 100 B: a fifth of the way up
+    assert inside["x_compressai"] == pytest.approx(150 / 130) and inside["x_compressai_bound"] == "="
+    assert inside["db_over_compressai"] == pytest.approx(22.5 - 22.7)
+    assert high["x_compressai"] is None and high["db_over_compressai"] is None
+    assert fact["x_compressai"] == pytest.approx(1.0) and fact["db_over_compressai"] == pytest.approx(0.0)
+    assert low["x_webp"] == pytest.approx(100 / 120) and low["x_webp_bound"] == ">="
+    compare([low], {}, None)  # without the peer the fields stay as they were
+    assert low["x_compressai"] == pytest.approx(100 / 80)
+
+
 def test_the_learned_section_judges_the_hyperprior_against_compressais():
     """The target takes the worst of vaezip's hyperprior points against CompressAI's hyperprior
     curve (a factorized point is not judged against it); the page compares each CompressAI
     point with vaezip's curve of its prior, and says so when CompressAI was not run."""
-    from jobs.benches.report.learned import compressai_worst, learned_section
+    from jobs.benches.report.learned import compressai_worst, learned_section, learned_targets
 
     def point(prior, lmbda, nbytes, db, x=None):
         return {
@@ -336,10 +362,15 @@ def test_the_learned_section_judges_the_hyperprior_against_compressais():
             "longer": [],
         }
     }
-    assert compressai_worst(results) == 1.1
+    assert compressai_worst(results) == (1.1, False)
     text = "\n".join(learned_section(results, "."))
     # vaezip's hyperprior curve holds 200 bytes at 22.5 dB: CompressAI's 150 are 0.75x of them
     assert "| hyperprior | 0.0067 | 150.0 | 10.0 | 22.50 | 0.75 | 1 |" in text
+    ours[1]["x_compressai_bound"] = ">="  # a lower bound is never a pass, even under 1.0
+    ours[1]["x_compressai"] = 0.8
+    assert compressai_worst(results) == (0.9, True)
+    row = [t for t in learned_targets(results) if "CompressAI" in t[0]]
+    assert row[0][1:3] == (0.9, False) and "lower bounds" in row[0][0]
     results["learned"]["compressai"] = None
     assert compressai_worst(results) is None
     assert "were not trained in this run" in "\n".join(learned_section(results, "."))

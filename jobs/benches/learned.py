@@ -160,6 +160,23 @@ def compressai_points(
             return json.load(f)
 
 
+def compare(points: list[dict], others: dict[str, list[dict]], peer: dict | None) -> None:
+    """Each point's bytes over each curve's at its PSNR (``x_<name>``, with ``x_<name>_bound``
+    ">=" where that is a lower bound: ``rd.bpp_against``), and where CompressAI ran, over its
+    model of the same prior (``x_compressai``) and its PSNR less CompressAI's at its bytes
+    (``db_over_compressai``; None outside CompressAI's curve)."""
+    for p in points:
+        for name, curve in others.items():
+            b, p[f"x_{name}_bound"] = rd_bench.bpp_against(curve, p["psnr"])
+            p[f"x_{name}"] = None if b is None else p["bpp"] / b
+        if peer:
+            curve = [c for c in peer["points"] if c["prior"] == p["prior"]]
+            b, p["x_compressai_bound"] = rd_bench.bpp_against(curve, p["psnr"])
+            p["x_compressai"] = None if b is None else p["bpp"] / b
+            at = rd_bench.psnr_at(curve, p["bpp"])
+            p["db_over_compressai"] = None if at is None else p["psnr"] - at
+
+
 def classic_ratios(point: dict, curves: dict[str, list[dict]]) -> dict:
     """The point's bytes over each classic codec's at its PSNR (``x_<name>``; interpolated),
     and over the best of them (``x_best``: the largest ratio, against the codec that needs the
@@ -257,13 +274,7 @@ def measure(
     peer = (
         compressai_points(peer_python, train_crops, heldout, steps, batch, threads) if peer_python else None
     )
-    for p in points + longer:
-        for name, curve in others.items():
-            b = rd_bench.bpp_at(curve, p["psnr"])
-            p[f"x_{name}"] = None if b is None else p["bpp"] / b
-        if peer:  # against CompressAI's model of the same prior
-            b = rd_bench.bpp_at([c for c in peer["points"] if c["prior"] == p["prior"]], p["psnr"])
-            p["x_compressai"] = None if b is None else p["bpp"] / b
+    compare(points + longer, others, peer)
     add_gains(points + longer, others["elbo"])
     return {
         "compressai": peer,
