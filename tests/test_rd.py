@@ -285,3 +285,35 @@ def test_train_job_builds_compressais_parameterization_when_asked(tmp_path, digi
     assert run_main(train_job.main, args) == 0
     config = load_checkpoint(str(out)).config
     assert (config.gdn, config.density_filters) == ("squared", (3, 3, 3, 3))
+
+
+def test_the_side_information_is_of_the_latents_before_rounding_in_the_archive_and_the_row_coder():
+    """h_a was trained on y unrounded: the row coder and the archive's codec both take z of it
+    (given the latents the codes came from), store the same streams, and read back the codes."""
+    from pipeline.codec.codec import Codec
+    from pipeline.codec.compress import compress
+    from pipeline.data.rd_rows import hyper_of, learned_params
+
+    model = _model("hyperprior", gain=10.0)
+    x = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        model.h_a[-1].weight.mul_(100.0)  # side latents away from zero
+        y = model.encode(x).mean
+        z_float = torch.round(model.hyper_latent(y)).numpy().astype(np.int64)
+        z_rounded = torch.round(model.hyper_latent(torch.round(y))).numpy().astype(np.int64)
+    assert not np.array_equal(z_float, z_rounded)  # the two inputs give other side information
+    rows = RDCoder(model).encode(x)
+    side = encode_factorized(z_float.reshape(6, z_float.shape[1], -1), RDCoder(model).tables)
+    assert [r.side for r in rows] == side
+
+    quantizer, params = learned_params(model)
+    codec = Codec(params, hyper_of(model))
+    means = [m.reshape(m.shape[0], -1) for m in y.numpy()]
+    payloads, _, _ = compress(means, quantizer, codec, [y.shape[3]] * 6)
+    for row, payload in zip(rows, payloads, strict=True):  # side length, side, main
+        assert payload == bytes([len(row.side)]) + row.side + row.main
+    codes = np.stack([np.rint(m).astype(np.int64) + 32768 for m in means])
+    raws = codec.raws(payloads, [(8, 16, 4)] * 6, np.dtype(np.uint16))
+    assert np.array_equal(np.stack([np.frombuffer(r, "<u2") for r in raws]).reshape(codes.shape), codes)
+    with pytest.raises(ValueError, match="latents"):
+        codec.encode(codes.astype(np.uint16), 4, np.zeros((6, 8, 15), np.float32))

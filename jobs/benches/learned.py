@@ -56,8 +56,8 @@ def _coder_speed(coder: RDCoder, x: torch.Tensor, repeats: int = 3, copies: int 
     the coding of given latents and table indexes, decode the decoding of both streams given
     the indexes; the hyper-synthesis that picks the indexes is timed apart."""
     with torch.no_grad():
-        y_t = torch.round(coder.model.encode(x).mean)
-        y = np.tile(y_t.numpy().astype(np.int64), (copies, 1, 1, 1))
+        y_t = coder.model.encode(x).mean
+        y = np.tile(torch.round(y_t).numpy().astype(np.int64), (copies, 1, 1, 1))
         z = (
             np.tile(torch.round(coder.model.hyper_latent(y_t)).numpy().astype(np.int64), (copies, 1, 1, 1))
             if coder.model.hyper

@@ -305,13 +305,17 @@ class Codec:
         )
         self._d = zstandard.ZstdDecompressor(dict_data=d)
 
-    def encode(self, codes: np.ndarray, width: int = 0) -> tuple[list[bytes], list[int]]:
+    def encode(
+        self, codes: np.ndarray, width: int = 0, latents: np.ndarray | None = None
+    ) -> tuple[list[bytes], list[int]]:
         """(N, C, P) codes, lines of ``width`` positions (0: one line), -> N payloads for
-        ``vz_codes`` and the N checksums (of the raw code bytes)."""
+        ``vz_codes`` and the N checksums (of the raw code bytes). ``latents``: the (N, C, P)
+        latents the codes were quantized from, where the caller has them: an rd hyperprior
+        takes its side information from them (from the codes it costs more bytes)."""
         rows = row_bytes(codes, self.params.layout, self.params.centers)
         crcs = [checksum(r) for r in rows]
         if self._learned is not None:
-            return self._encode_learned(codes, width or codes.shape[2]), crcs
+            return self._encode_learned(codes, width or codes.shape[2], latents), crcs
         if self._ctx is not None:
             return self._ctx.encode(codes, width or codes.shape[2]), crcs
         return [self.encode_raw(r) for r in rows], crcs
@@ -355,7 +359,7 @@ class Codec:
             )
         return self._hyper if tables.hyper_channels else None
 
-    def _encode_learned(self, codes: np.ndarray, width: int) -> list[bytes]:
+    def _encode_learned(self, codes: np.ndarray, width: int, latents: np.ndarray | None) -> list[bytes]:
         assert self._learned is not None
         t = self._learned
         n, c, p = codes.shape
@@ -366,7 +370,9 @@ class Codec:
         if hyper is None:
             return [b"\x00" + m for m in encode_factorized(values, t)]
         y = values.reshape(n, c, p // width, width)
-        z = hyper.side(y)
+        if latents is not None and latents.shape != codes.shape:
+            raise ValueError(f"latents {latents.shape} for codes {codes.shape}")
+        z = hyper.side(y if latents is None else latents.reshape(y.shape))
         mains = encode_gaussian(y, hyper.indexes(z, y.shape[2], width), t)
         sides = encode_factorized(z.reshape(n, z.shape[1], -1), t)
         return [encode_varints([len(s)]) + s + m for s, m in zip(sides, mains, strict=True)]

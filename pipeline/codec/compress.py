@@ -46,19 +46,24 @@ def compress(
         clipped += n
         for j, i in enumerate(idx):
             codes[i] = group[j]
-    return *encode_codes(codes, codec, widths), clipped
+    return *encode_codes(codes, codec, widths, means), clipped
 
 
 def encode_codes(
-    codes: list[np.ndarray], codec: Codec, widths: list[int] | None = None
+    codes: list[np.ndarray],
+    codec: Codec,
+    widths: list[int] | None = None,
+    means: list[np.ndarray] | None = None,
 ) -> tuple[list[bytes], list[int]]:
     """Per-row (C_active, P) codes (quantized already, e.g. on the device), with their
-    latents' line ``widths``, -> ``vz_codes`` payloads and their checksums."""
+    latents' line ``widths``, -> ``vz_codes`` payloads and their checksums. ``means``: the
+    latents they were quantized from, where there (``Codec.encode``'s ``latents``)."""
     payloads: list[bytes] = [b""] * len(codes)
     crcs = [0] * len(codes)
     ws = widths if widths is not None else [c.shape[-1] for c in codes]
     for key, idx in _by_shape([(*c.shape, ws[i]) for i, c in enumerate(codes)]).items():
-        group_payloads, group_crcs = codec.encode(np.stack([codes[i] for i in idx]), key[-1])
+        latents = None if means is None else np.stack([means[i] for i in idx])
+        group_payloads, group_crcs = codec.encode(np.stack([codes[i] for i in idx]), key[-1], latents)
         for j, i in enumerate(idx):
             payloads[i], crcs[i] = group_payloads[j], group_crcs[j]
     return payloads, crcs

@@ -91,7 +91,8 @@ class Hyper(Protocol):
     """An rd hyperprior's two steps the codec needs of the model (pipeline.data.rd_rows)."""
 
     def side(self, y: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) rounded latents -> (N, Cz, ceil(h/4), ceil(w/4)) rounded side latents."""
+        """(N, C, h, w) latents, before rounding where the caller has them (the hyper-analysis
+        was trained on those) -> (N, Cz, ceil(h/4), ceil(w/4)) rounded side latents."""
         ...
 
     def indexes(self, z: np.ndarray, height: int, width: int) -> np.ndarray:

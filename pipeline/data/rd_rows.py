@@ -1,7 +1,8 @@
 """Rows through an RD model's own coder: images -> (main stream, side stream) per row -> images.
 
     encode: y = g_a(x) -> y_hat = round(y)
-            hyperprior: z_hat = round(h_a(y_hat)) -> side stream (factorized prior)
+            hyperprior: z_hat = round(h_a(y)) -> side stream (factorized prior); h_a of the
+                        latent before rounding, as it was trained
                         sigma = h_s(z_hat) in float64 on the CPU -> ladder indexes
                         -> main stream (Gaussian conditional)
             factorized: main stream (factorized prior), no side stream
@@ -43,7 +44,8 @@ class CodedRow:
 
 class Hyper:
     """What the learned codec needs of an rd hyperprior: the side information of a latent
-    (``side``: z = round(h_a(y)), computed once at encode and stored) and each latent's table
+    (``side``: z = round(h_a(y)) of y before rounding, computed once at encode and stored; the
+    decoder never recomputes it, so it need not be exact across devices) and each latent's table
     from the side information (``indexes``: h_s in float64 on the CPU, at both ends)."""
 
     def __init__(self, model: RDModel) -> None:
@@ -54,7 +56,8 @@ class Hyper:
 
     @torch.no_grad()
     def side(self, y: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) rounded latents -> (N, Cz, h/4, w/4) rounded hyper-latents."""
+        """(N, C, h, w) latents as the encoder gave them (rounded ones work, at more bytes)
+        -> (N, Cz, h/4, w/4) rounded hyper-latents."""
         z = self._h_a(torch.from_numpy(y.astype(np.float32)).abs())
         return torch.round(z).numpy().astype(np.int64)
 
@@ -80,12 +83,12 @@ class RDCoder:
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> list[CodedRow]:
         """``x`` (N, C, H, W) in 0..1 on the model's device."""
-        y_hat = torch.round(self.model.encode(x).mean)
-        y = y_hat.cpu().numpy().astype(np.int64)
+        y_float = self.model.encode(x).mean
+        y = torch.round(y_float).cpu().numpy().astype(np.int64)
         n, m, h, w = y.shape
         if not self.model.hyper:
             return [CodedRow(s, b"", (m, h, w)) for s in encode_factorized(y.reshape(n, m, -1), self.tables)]
-        z = torch.round(self.model.hyper_latent(y_hat)).cpu().numpy().astype(np.int64)
+        z = torch.round(self.model.hyper_latent(y_float)).cpu().numpy().astype(np.int64)
         indexes = self._indexes(z.astype(np.float64), h, w)
         mains = encode_gaussian(y, indexes, self.tables)
         sides = encode_factorized(z.reshape(n, z.shape[1], -1), self.tables)

@@ -153,9 +153,10 @@ def evaluate_rd(model: VAE, data: torch.Tensor, batch_size: int = 256) -> RDEval
     ps, y_bits, z_bits, per_channel = [], [], [], []
     for i in range(0, len(data), batch_size):
         x = data[i : i + batch_size]
-        y_hat = torch.round(model.encode(x).mean)
-        if model.hyper:
-            z_hat = torch.round(model.hyper_latent(y_hat))
+        y = model.encode(x).mean
+        y_hat = torch.round(y)
+        if model.hyper:  # the side information of y before rounding, as the coder takes it
+            z_hat = torch.round(model.hyper_latent(y))
             p_y = gaussian_likelihood(y_hat, model.scales(z_hat, y_hat.shape[2], y_hat.shape[3]))
             z_bits.append(
                 -torch.log2(model.prior.likelihood(z_hat).clamp_min(LIKELIHOOD_FLOOR)).flatten(1).sum(1)

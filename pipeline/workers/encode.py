@@ -280,8 +280,9 @@ class EncodeWorker(ModelWorker):
                     return len(rows), clipped
 
                 # an accelerator quantizes beside its model and copies codes back; on a CPU
-                # the writer thread quantizes, on another core than the model's
-                on_device = job.quantizer if self.device.type != "cpu" else None
+                # the writer thread quantizes, on another core than the model's; an rd
+                # hyperprior's side information is of the latents before rounding: they come back
+                on_device = job.quantizer if self.device.type != "cpu" and self._hyper is None else None
                 counts = one_behind(self.encoder.encoded(shard, on_device), write)
             return Written(rows=sum(n for n, _ in counts), clipped=sum(c for _, c in counts))
 
