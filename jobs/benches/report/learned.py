@@ -7,6 +7,14 @@ from jobs.benches import rd as rd_bench
 from jobs.benches.report.common import table
 
 
+def _db_per_point(points: list[dict], key: str) -> str:
+    """``prior lambda: +x.xx dB`` for each point's ``key`` ("-" where it is None)."""
+    return ", ".join(
+        f"{p['prior']} {p['lmbda']:g}: " + ("-" if p.get(key) is None else f"{p[key]:+.2f} dB")
+        for p in points
+    )
+
+
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -70,11 +78,7 @@ def learned_section(results: dict, out: str) -> list[str]:
     lines += [
         "Gain: the point's PSNR less the ELBO VAE's (the demo photo model, its archive bytes per row, "
         'the "rd" section\'s curve) at the same bytes: '
-        + ", ".join(
-            f"{p['prior']} {p['lmbda']:g}: "
-            + ("-" if p.get("gain_over_elbo_db") is None else f"{p['gain_over_elbo_db']:+.2f} dB")
-            for p in r["points"]
-        )
+        + _db_per_point(r["points"], "gain_over_elbo_db")
         + ". The ELBO VAE: "
         + ", ".join(
             f"{e['bpp']:.3f} bpp {e['psnr']:.2f} dB" for e in sorted(r["elbo"], key=lambda e: e["bpp"])
@@ -107,13 +111,7 @@ def _peer_lines(r: dict) -> list[str]:
         "learning rate, then `compress()` on the same held-out crops. x vaezip: these bytes over the "
         "vaezip rd models' (same prior) at the same PSNR (&ge; as above). vaezip's PSNR less "
         "CompressAI's at vaezip's bytes (interpolated on CompressAI's curve of the same prior; - "
-        "outside it): "
-        + ", ".join(
-            f"{p['prior']} {p['lmbda']:g}: "
-            + ("-" if p.get("db_over_compressai") is None else f"{p['db_over_compressai']:+.2f} dB")
-            for p in r["points"]
-        )
-        + ".",
+        "outside it): " + _db_per_point(r["points"], "db_over_compressai") + ".",
         "",
     ]
     rows = []
