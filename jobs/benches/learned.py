@@ -167,12 +167,10 @@ def compare(points: list[dict], others: dict[str, list[dict]], peer: dict | None
     (``db_over_compressai``; None outside CompressAI's curve)."""
     for p in points:
         for name, curve in others.items():
-            b, p[f"x_{name}_bound"] = rd_bench.bpp_against(curve, p["psnr"])
-            p[f"x_{name}"] = None if b is None else p["bpp"] / b
+            p[f"x_{name}"], p[f"x_{name}_bound"] = rd_bench.ratio_against(curve, p)
         if peer:
             curve = [c for c in peer["points"] if c["prior"] == p["prior"]]
-            b, p["x_compressai_bound"] = rd_bench.bpp_against(curve, p["psnr"])
-            p["x_compressai"] = None if b is None else p["bpp"] / b
+            p["x_compressai"], p["x_compressai_bound"] = rd_bench.ratio_against(curve, p)
             at = rd_bench.psnr_at(curve, p["bpp"])
             p["db_over_compressai"] = None if at is None else p["psnr"] - at
 
@@ -185,11 +183,11 @@ def classic_ratios(point: dict, curves: dict[str, list[dict]]) -> dict:
     out: dict = {}
     best, bound = None, "="
     for name, curve in curves.items():
-        b, mark = rd_bench.bpp_against(curve, point["psnr"])
-        out[f"x_{name}"], out[f"x_{name}_bound"] = (None if b is None else point["bpp"] / b), mark
-        if b is not None and (best is None or point["bpp"] / b > best):
-            best = point["bpp"] / b
-        if b is not None and mark == ">=":
+        x, mark = rd_bench.ratio_against(curve, point)
+        out[f"x_{name}"], out[f"x_{name}_bound"] = x, mark
+        if x is not None and (best is None or x > best):
+            best = x
+        if x is not None and mark == ">=":
             bound = ">="
     out["x_best"], out["x_best_bound"] = best, bound
     return out

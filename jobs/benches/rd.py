@@ -160,6 +160,13 @@ def bpp_against(curve: list[dict], target_psnr: float) -> tuple[float | None, st
     return b, "="
 
 
+def ratio_against(curve: list[dict], point: dict) -> tuple[float | None, str]:
+    """The point's bpp over the codec's at the point's PSNR, and whether that is a lower bound
+    (``bpp_against``); None where the codec never reaches the PSNR."""
+    b, mark = bpp_against(curve, point["psnr"])
+    return (None if b is None else point["bpp"] / b), mark
+
+
 def ratios(vaezip: list[dict], others: dict[str, list[dict]]) -> list[dict]:
     """For each vaezip point: its bpp over each codec's bpp at the same PSNR (``bpp_against``:
     ``<name>_bound`` says whether it is a lower bound)."""
@@ -167,8 +174,7 @@ def ratios(vaezip: list[dict], others: dict[str, list[dict]]) -> list[dict]:
     for v in vaezip:
         row = {"step_sigmas": v["step_sigmas"], "psnr": v["psnr"], "bpp": v["bpp"]}
         for name, curve in others.items():
-            b, row[f"{name}_bound"] = bpp_against(curve, v["psnr"])
-            row[name] = None if b is None else v["bpp"] / b
+            row[name], row[f"{name}_bound"] = ratio_against(curve, v)
         out.append(row)
     return out
 

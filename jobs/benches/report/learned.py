@@ -117,7 +117,7 @@ def _peer_lines(r: dict) -> list[str]:
     rows = []
     for c in peer["points"]:
         ours = [p for p in r["points"] if p["prior"] == c["prior"]]
-        b, bound = rd_bench.bpp_against(ours, c["psnr"]) if ours else (None, "=")
+        x, bound = rd_bench.ratio_against(ours, c) if ours else (None, "=")
         rows.append(
             [
                 c["prior"],
@@ -125,7 +125,7 @@ def _peer_lines(r: dict) -> list[str]:
                 f"{c['bytes_per_sample']:.1f}",
                 f"{c['side_bytes_per_sample']:.1f}",
                 f"{c['psnr']:.2f}",
-                _xb({"x_vaezip": None if b is None else c["bpp"] / b, "x_vaezip_bound": bound}, "vaezip"),
+                _xb({"x_vaezip": x, "x_vaezip_bound": bound}, "vaezip"),
                 f"{c['train_cpu_s']:.0f}",
             ]
         )
