@@ -190,7 +190,7 @@ def rd_sweep(
         coded = coder.encode(x)
         back = coder.decode(coded, (x.shape[-2], x.shape[-1])).clamp(0, 1).numpy()
         back8 = np.rint(np.moveaxis(back, 1, -1) * 255).astype(np.uint8).reshape(originals.shape)
-        per = sum(len(r.main) + len(r.side) for r in coded) / len(coded)
+        per = sum(len(r.stream) for r in coded) / len(coded)
         rows.append(
             {
                 "latent": config.latent_channels,  # type: ignore[union-attr]

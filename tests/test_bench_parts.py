@@ -330,7 +330,8 @@ def test_the_learned_section_judges_the_hyperprior_against_compressais():
             "prior": prior,
             "lmbda": lmbda,
             "bytes_per_sample": nbytes,
-            "side_bytes_per_sample": 10.0,
+            "side_bytes_per_sample": 10.0,  # CompressAI's side string
+            "side_ideal_bytes_per_sample": 9.0,  # vaezip's side information under its prior
             "bpp": 8 * nbytes / 4096,
             "psnr": db,
             "x_elbo": None,

@@ -116,6 +116,39 @@ def test_rows_of_unequal_lengths_decode_two_at_a_time_and_a_bad_one_is_named():
         assert err.value.row == row
 
 
+def test_a_row_decodes_in_two_parts_from_one_stream_and_a_bad_row_is_named_in_either():
+    """The head of every row first (its side information), then the rest from where each row
+    stopped, under tables the head may choose: the same values as one decode, a bad row named
+    whether the damage shows in the head or only at the end, a pair's retry not misled by it."""
+    t = _tables()
+    g = t.given
+    rng = np.random.default_rng(5)
+    head, lengths = 6, [20, 9, 31, 6, 17]
+    row_ends = np.cumsum(lengths)
+    values = np.round(rng.normal(0, 4, row_ends[-1])).astype(np.int64)
+    values[3] = 70000  # an escape in the first row's head
+    tabs = rng.integers(0, len(g.sizes), row_ends[-1])
+    streams = g.encode(values, tabs, row_ends)
+    starts = row_ends - lengths
+    first = np.concatenate([np.arange(s, s + head) for s in starts])
+    rest = np.concatenate([np.arange(s + head, e) for s, e in zip(starts, row_ends, strict=True)])
+    got, stop = g.decode_head(streams, tabs[first], np.arange(1, 6) * head)
+    assert np.array_equal(got, values[first])
+    tail = g.decode(streams, tabs[rest], np.cumsum(np.array(lengths) - head), after=stop)
+    assert np.array_equal(tail, values[rest])
+    with pytest.raises(RowError):  # the whole row is not the rest of it
+        g.decode(streams, tabs, row_ends, after=stop)
+    with pytest.raises(ValueError, match="stopped"):
+        g.decode(streams[:4], tabs[rest], np.cumsum(np.array(lengths) - head)[:4], after=stop)
+    for row, cut in ((2, lambda b: b[:6]), (3, lambda b: b[:-2]), (0, lambda b: b[:-2] + b"\x7f\x00")):
+        bad = list(streams)
+        bad[row] = cut(bad[row])
+        with pytest.raises(RowError) as err:
+            _, stop_bad = g.decode_head(bad, tabs[first], np.arange(1, 6) * head)
+            g.decode(bad, tabs[rest], np.cumsum(np.array(lengths) - head), after=stop_bad)
+        assert err.value.row == row
+
+
 def test_likely_values_cost_few_bits_and_unlikely_ones_many():
     t = _tables()
     zeros = np.zeros((1, 4, 64), dtype=np.int64)
@@ -155,7 +188,6 @@ def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior, factor, sha
     assert np.abs(y).max() > 2  # the check below is not only of zeros
     assert np.array_equal(coder.latents(rows), y)
     assert np.array_equal(coder.latents(rows[2:3]), y[2:3])  # a row decodes alone
-    assert all((len(r.side) > 0) == (prior == "hyperprior") for r in rows)
     with torch.no_grad():
         direct = model.decode(torch.from_numpy(y).float(), shape[1:])
     assert y.shape[1:] == model.latent_shape(shape[1:])
@@ -302,18 +334,65 @@ def test_the_side_information_is_of_the_latents_before_rounding_in_the_archive_a
         z_float = torch.round(model.hyper_latent(y)).numpy().astype(np.int64)
         z_rounded = torch.round(model.hyper_latent(torch.round(y))).numpy().astype(np.int64)
     assert not np.array_equal(z_float, z_rounded)  # the two inputs give other side information
-    rows = RDCoder(model).encode(x)
-    side = encode_factorized(z_float.reshape(6, z_float.shape[1], -1), RDCoder(model).tables)
-    assert [r.side for r in rows] == side
+    coder = RDCoder(model)
+    rows = coder.encode(x)
+    cz, per = z_float.shape[1], z_float[0].size  # each stream begins with the side information
+    tabs = np.repeat(np.arange(cz), per // cz)
+    head, _ = coder.tables.given.decode_head(
+        [r.stream for r in rows], np.tile(tabs, 6), np.arange(1, 7) * per
+    )
+    assert np.array_equal(head.reshape(z_float.shape), z_float)
 
     quantizer, params = learned_params(model)
     codec = Codec(params, hyper_of(model))
     means = [m.reshape(m.shape[0], -1) for m in y.numpy()]
     payloads, _, _ = compress(means, quantizer, codec, [y.shape[3]] * 6)
-    for row, payload in zip(rows, payloads, strict=True):  # side length, side, main
-        assert payload == bytes([len(row.side)]) + row.side + row.main
+    assert payloads == [r.stream for r in rows]
     codes = np.stack([np.rint(m).astype(np.int64) + 32768 for m in means])
     raws = codec.raws(payloads, [(8, 16, 4)] * 6, np.dtype(np.uint16))
     assert np.array_equal(np.stack([np.frombuffer(r, "<u2") for r in raws]).reshape(codes.shape), codes)
     with pytest.raises(ValueError, match="latents"):
         codec.encode(codes.astype(np.uint16), 4, np.zeros((6, 8, 15), np.float32))
+
+
+@pytest.mark.parametrize("prior", ["hyperprior", "factorized"])
+def test_rows_of_the_two_stream_layout_still_decode_and_one_stream_a_row_is_smaller(prior):
+    """Archives written before the tables' version 2 hold a side stream's length, the side
+    stream and the main stream a row: they read back exactly, an encode that goes on with such
+    an archive writes them alike, and the one stream a row that version 2 writes is smaller
+    by the varint and (under a hyperprior) a final state."""
+    import dataclasses
+
+    from pipeline.codec.codec import Codec
+    from pipeline.codec.learned import tables_from_bytes, tables_to_bytes
+    from pipeline.data.rd_rows import hyper_of, learned_params
+
+    model = _model(prior, gain=10.0)
+    x = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        y = model.encode(x).mean.numpy()
+    codes = (np.rint(y).astype(np.int64) + 32768).reshape(6, 8, -1)
+    _, params = learned_params(model)
+    stored = tables_from_bytes(params.model)
+    old = dataclasses.replace(
+        params, model=tables_to_bytes(stored.given, 8, stored.hyper_channels, version=1)
+    )
+    new_codec, old_codec = Codec(params, hyper_of(model)), Codec(old, hyper_of(model))
+    latents = y.reshape(codes.shape)
+    new, _ = new_codec.encode(codes.astype(np.uint16), 4, latents)
+    before, _ = old_codec.encode(codes.astype(np.uint16), 4, latents)
+    rounded = np.rint(y).astype(np.int64)
+    if prior == "hyperprior":  # the layout FORMAT.md gives for version 1, byte for byte
+        hyper = hyper_of(model)
+        z = hyper.side(y)
+        sides = encode_factorized(z.reshape(6, z.shape[1], -1), stored)
+        mains = encode_gaussian(rounded, hyper.indexes(z, 4, 4), stored)
+        assert before == [bytes([len(s)]) + s + m for s, m in zip(sides, mains, strict=True)]
+        assert sum(map(len, before)) - sum(map(len, new)) >= 4 * 6
+    else:
+        assert before == [b"\x00" + m for m in new]
+    for codec, payloads in ((old_codec, before), (new_codec, new)):
+        raws = codec.raws(payloads, [(8, 16, 4)] * 6, np.dtype(np.uint16))
+        assert np.array_equal(np.stack([np.frombuffer(r, "<u2") for r in raws]).reshape(codes.shape), codes)
+    with pytest.raises(ValueError, match="version 3"):
+        tables_to_bytes(stored.given, 8, stored.hyper_channels, version=3)

@@ -39,8 +39,10 @@ from pipeline.codec.learned import (
     Hyper,
     StoredTables,
     decode_rows,
+    decode_streams,
     encode_factorized,
     encode_gaussian,
+    encode_rows,
     split_varint,
     tables_from_bytes,
 )
@@ -367,12 +369,15 @@ class Codec:
             raise ValueError(f"({c}, {p}) codes in lines of {width}: tables for {t.channels} channels")
         values = codes.astype(np.int64) - LEARNED_ZERO
         hyper = self._hyper_for(t)
-        if hyper is None:
-            return [b"\x00" + m for m in encode_factorized(values, t)]
         y = values.reshape(n, c, p // width, width)
         if latents is not None and latents.shape != codes.shape:
             raise ValueError(f"latents {latents.shape} for codes {codes.shape}")
-        z = hyper.side(y if latents is None else latents.reshape(y.shape))
+        unrounded = None if latents is None else latents.reshape(y.shape)
+        if t.version >= 2:
+            return encode_rows(y, t, hyper, unrounded)
+        if hyper is None:  # version 1 (an archive begun before 2026-12-03 goes on as it began)
+            return [b"\x00" + m for m in encode_factorized(values, t)]
+        z = hyper.side(y if unrounded is None else unrounded)
         mains = encode_gaussian(y, hyper.indexes(z, y.shape[2], width), t)
         sides = encode_factorized(z.reshape(n, z.shape[1], -1), t)
         return [encode_varints([len(s)]) + s + m for s, m in zip(sides, mains, strict=True)]
@@ -392,16 +397,11 @@ class Codec:
         for (c, p, w), idx in groups.items():
             if c != t.channels or w < 1 or p % w:
                 raise RowError(idx[0], f"({c}, {p}) codes do not fit the tables' {t.channels} channels")
-            sides, mains = [], []
-            for i in idx:
-                try:
-                    side_len, start = split_varint(payloads[i])
-                except ValueError as err:
-                    raise RowError(i, str(err)) from err
-                sides.append(payloads[i][start : start + side_len])
-                mains.append(payloads[i][start + side_len :])
             try:
-                values = decode_rows(sides, mains, t, hyper, p // w, w)
+                if t.version >= 2:
+                    values = decode_streams([payloads[i] for i in idx], t, hyper, p // w, w)
+                else:
+                    values = _decode_two_streams([payloads[i] for i in idx], idx, t, hyper, p // w, w)
             except RowError as err:
                 raise RowError(idx[err.row], str(err)) from err
             codes = values + LEARNED_ZERO
@@ -434,6 +434,22 @@ class Codec:
 
     def decompress(self, frame: bytes) -> bytes:
         return self._d.decompress(frame)
+
+
+def _decode_two_streams(
+    payloads: list[bytes], idx: list[int], t: StoredTables, hyper: Hyper | None, height: int, width: int
+) -> np.ndarray:
+    """Rows of the learned tables' version 1: the side stream's length, the side stream, the
+    main stream."""
+    sides, mains = [], []
+    for payload, i in zip(payloads, idx, strict=True):
+        try:
+            side_len, start = split_varint(payload)
+        except ValueError as err:
+            raise RowError(i, str(err)) from err
+        sides.append(payload[start : start + side_len])
+        mains.append(payload[start + side_len :])
+    return decode_rows(sides, mains, t, hyper, height, width)
 
 
 @functools.lru_cache(maxsize=8)

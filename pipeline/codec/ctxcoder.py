@@ -1041,24 +1041,39 @@ def _given_value(packed, words, tabs, base, top, out, q, state, p, last):  # pra
 
 
 @numba.njit(inline="always")
-def _given_start(words, starts, ends, r):  # pragma: no cover - compiled
-    """Row r's first state, its next word, its end word, and whether it cannot start."""
+def _given_start(words, starts, ends, r, states, nexts):  # pragma: no cover - compiled
+    """Row r's first state, its next word, its end word, and whether it cannot start: read
+    from the stream's head, or where an earlier part of the row stopped (``states[r]`` not 0;
+    a state is never below 2**16)."""
     bad = ends[r] - starts[r] < 4 or (ends[r] - starts[r]) % 2 != 0 or starts[r] % 2 != 0
+    if states[r] != 0:
+        return states[r], nexts[r], np.uint64(ends[r] // 2), bad
     p = np.uint64(starts[r] // 2)
     state = np.uint64(words[p]) | (np.uint64(words[p + np.uint64(1)]) << np.uint64(16))
     return state, p + np.uint64(2), np.uint64(ends[r] // 2), bad or state < np.uint64(_LOW)
 
 
+@numba.njit(inline="always")
+def _given_end(state, p, end, finish):  # pragma: no cover - compiled
+    """Whether a row's part ended well: at the row's end, the state back at 2**16 with every
+    word used (``finish``); else within the stream (the next part resumes there)."""
+    return (p == end and state == np.uint64(_LOW)) if finish else p <= end
+
+
 @numba.njit(cache=True, nogil=True)
-def _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, ra, rb):  # pragma: no cover
+def _given_pair(
+    words, starts, ends, tabs, base, row_ends, packed, out, ra, rb, states, nexts, finish
+):  # pragma: no cover
     """Rows ra and rb decoded side by side (their common length, then the longer one's
     rest): each symbol waits on the one before through its row's state, and two rows' chains
     keep the core busy (1.5-1.7x one row's speed). ra == rb decodes one row. 0 if both decode
-    exactly, 1 if either does not, 2 if a value names a table that does not exist."""
+    exactly, 1 if either does not, 2 if a value names a table that does not exist. A row's
+    part starts and (``finish`` False) stops where ``states`` and ``nexts`` say
+    (``_given_start``, ``_given_end``)."""
     last = np.uint64(words.size - 1)
     top = np.uint64(packed.size >> GIVEN_BITS)
-    sa, pa, ea, bad_a = _given_start(words, starts, ends, ra)
-    sb, pb, eb, bad_b = _given_start(words, starts, ends, rb)
+    sa, pa, ea, bad_a = _given_start(words, starts, ends, ra, states, nexts)
+    sb, pb, eb, bad_b = _given_start(words, starts, ends, rb, states, nexts)
     if bad_a or bad_b:
         return 1
     known = True
@@ -1082,13 +1097,21 @@ def _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, ra, rb):
         qb += np.uint64(1)
     if not known:
         return 2
-    return 0 if pa == ea and pb == eb and sa == np.uint64(_LOW) and sb == np.uint64(_LOW) else 1
+    if not (_given_end(sa, pa, ea, finish) and _given_end(sb, pb, eb, finish)):
+        return 1
+    if not finish:  # only a pair that ended well says where its rows resume
+        states[ra], nexts[ra], states[rb], nexts[rb] = sa, pa, sb, pb
+    return 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_given(words, starts, ends, tabs, base, row_ends, packed, out):  # pragma: no cover
+def _decode_given(
+    words, starts, ends, tabs, base, row_ends, packed, out, states, nexts, finish
+):  # pragma: no cover
     """Rows' streams (16-bit words; row r from byte ``starts[r]`` to ``ends[r]``) -> their
-    values in ``out``, value q under table ``base + tabs[q]``. Returns (-1, 0), or the first
+    values in ``out``, value q under table ``base + tabs[q]``; each row from its stream's
+    head or from where ``states``/``nexts`` say an earlier part stopped, and to its stream's
+    end (``finish``) or to a stop they then record (``_given_pair``). Returns (-1, 0), or the first
     row whose stream does not decode exactly and 1, or one with a value under a table that
     does not exist and 2 (a pair with a bad row in it is decoded again a row at a time).
     ``packed[(t << GIVEN_BITS) | slot]`` holds the value table t's slot stands for (above
@@ -1098,9 +1121,10 @@ def _decode_given(words, starts, ends, tabs, base, row_ends, packed, out):  # pr
     n = row_ends.size
     for r in range(0, n, 2):
         rb = min(r + 1, n - 1)  # an odd row out is decoded beside itself
-        if _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, r, rb):
+        args = (states, nexts, finish)
+        if _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, r, rb, *args):
             for row in range(r, rb + 1):
-                why = _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, row, row)
+                why = _given_pair(words, starts, ends, tabs, base, row_ends, packed, out, row, row, *args)
                 if why:
                     return row, why
     return -1, 0
@@ -1147,11 +1171,36 @@ class GivenTables:
         return [data[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
 
     def decode(
-        self, streams: Sequence[bytes], tabs: np.ndarray, row_ends: np.ndarray, base: int = 0
+        self,
+        streams: Sequence[bytes],
+        tabs: np.ndarray,
+        row_ends: np.ndarray,
+        base: int = 0,
+        after: Stop | None = None,
     ) -> np.ndarray:
         """Values of every row, flat, value q under table ``base + tabs[q]`` (``tabs`` of any
-        integer type, used as it is when contiguous: the loop checks each index); RowError
+        integer type, used as it is when contiguous: the loop checks each index), to each
+        stream's end: from its head, or ``after`` a first part (``decode_head``); RowError
         naming the first row that does not decode."""
+        out, _ = self._decode(streams, tabs, row_ends, base, after, finish=True)
+        return out
+
+    def decode_head(
+        self, streams: Sequence[bytes], tabs: np.ndarray, row_ends: np.ndarray, base: int = 0
+    ) -> tuple[np.ndarray, Stop]:
+        """The first values of every row's stream, as ``decode``, and where each row stopped:
+        the rest, coded under tables that these values choose, decodes ``after`` it."""
+        return self._decode(streams, tabs, row_ends, base, None, finish=False)
+
+    def _decode(
+        self,
+        streams: Sequence[bytes],
+        tabs: np.ndarray,
+        row_ends: np.ndarray,
+        base: int,
+        after: Stop | None,
+        finish: bool,
+    ) -> tuple[np.ndarray, Stop]:
         lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=len(streams))
         ends = np.cumsum(lengths)
         starts = ends - lengths
@@ -1162,13 +1211,27 @@ class GivenTables:
         tabs = np.ascontiguousarray(tabs)
         if tabs.dtype.kind not in "iu" or tabs.size < out.size:
             raise ValueError("an integer table index for every value")
+        if after is not None and len(after.states) != len(streams):
+            raise ValueError(f"where {len(after.states)} rows stopped, for {len(streams)} streams")
         row_ends = np.ascontiguousarray(row_ends, dtype=np.int64)
-        bad, why = _decode_given(words, starts, ends, tabs, np.int64(base), row_ends, self.packed, out)
+        states = np.zeros(len(streams), np.uint64) if after is None else after.states.copy()
+        nexts = np.zeros(len(streams), np.uint64) if after is None else after.nexts.copy()
+        args = (self.packed, out, states, nexts, finish)
+        bad, why = _decode_given(words, starts, ends, tabs, np.int64(base), row_ends, *args)
         if why == 2:
             raise ValueError("a table index outside the tables")
         if bad >= 0:
             raise RowError(int(bad), "the stream does not decode to its row's values (corrupt or cut)")
-        return out
+        return out, Stop(states, nexts)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where each row's stream stopped after its first part (``GivenTables.decode_head``): its
+    rANS state and next 16-bit word, counted across the rows' streams as one decode joins them."""
+
+    states: np.ndarray  # (N,) uint64
+    nexts: np.ndarray  # (N,) uint64
 
 
 def quantize_pmf(p: np.ndarray, unit: float = 1 / 32) -> np.ndarray:

@@ -141,12 +141,53 @@ def decode_gaussian(streams: list[bytes], indexes: np.ndarray, tables: Tables) -
     return out.reshape(indexes.shape)
 
 
+def encode_rows(
+    y: np.ndarray, tables: Tables, hyper: Hyper | None, latents: np.ndarray | None = None
+) -> list[bytes]:
+    """Rounded latents ``y`` (N, C, h, w) -> one stream a row (the tables' version 2): under
+    the factorized prior; or, under a hyperprior, the side information z (of ``latents``, the
+    latents before rounding, where the caller has them) and then y under the tables h_s(z)
+    picks, one rANS state running through both (a row pays for one final state, not two)."""
+    n, c, h, w = y.shape
+    if hyper is None:
+        return encode_factorized(y.reshape(n, c, h * w), tables)
+    z = hyper.side(y if latents is None else latents)
+    cz = tables.prior_channels
+    if z.shape[1] != cz:
+        raise ValueError(f"{z.shape[1]} side channels, the prior has {cz}")
+    ztabs = np.broadcast_to(np.repeat(np.arange(cz), z[0, 0].size)[None, :], (n, z[0].size))
+    values = np.concatenate([z.reshape(n, -1), y.reshape(n, -1)], axis=1)
+    tabs = np.concatenate([ztabs, cz + hyper.indexes(z, h, w).reshape(n, -1)], axis=1)
+    return tables.given.encode(values.reshape(-1), tabs.reshape(-1), _row_ends(n, values.shape[1]))
+
+
+def decode_streams(
+    streams: list[bytes], tables: Tables, hyper: Hyper | None, height: int, width: int
+) -> np.ndarray:
+    """Rows of one latent shape coded by ``encode_rows`` -> their latents (N, C, height * width):
+    under a hyperprior every row's side information first, one hyper-synthesis for all of them,
+    then the rest of each stream under the tables it picks."""
+    if hyper is None:
+        return decode_factorized(streams, tables, height * width)
+    n, cz = len(streams), tables.prior_channels
+    per = cz * -(-height // 4) * -(-width // 4)
+    kind = np.uint8 if cz <= 256 else np.int64
+    ztabs = np.broadcast_to(np.arange(cz, dtype=kind)[:, None], (n, cz, per // cz)).reshape(-1)
+    z, stop = tables.given.decode_head(streams, ztabs, _row_ends(n, per))
+    indexes = hyper.indexes(z.reshape(n, cz, -(-height // 4), -(-width // 4)), height, width)
+    y = tables.given.decode(
+        streams, indexes.reshape(-1), _row_ends(n, indexes[0].size), tables.prior_channels, stop
+    )
+    return y.reshape(n, -1, height * width)
+
+
 def decode_rows(
     sides: list[bytes], mains: list[bytes], tables: Tables, hyper: Hyper | None, height: int, width: int
 ) -> np.ndarray:
-    """Rows of one latent shape -> their latents (N, C, height * width): under the factorized
-    prior, or every side stream first, one hyper-synthesis for all of them, then the main
-    streams under the tables it picks."""
+    """Rows of one latent shape in two streams each (the tables' version 1: archives written
+    before 2026-12-03) -> their latents (N, C, height * width): under the factorized prior, or
+    every side stream first, one hyper-synthesis for all of them, then the main streams under
+    the tables it picks."""
     if hyper is None:
         return decode_factorized(mains, tables, height * width)
     zh, zw = -(-height // 4), -(-width // 4)
@@ -159,17 +200,25 @@ def decode_rows(
 # ---- what an archive stores of them (codec "learned", FORMAT.md) --------------------------
 
 ZERO = 32768  # a stored code is the rounded latent plus this (the "rounded" quantizer's codes)
-BLOB_VERSION = 1
+# 2 (since 2026-12-03): one stream a row (``encode_rows``); 1: a side and a main stream, the
+# side's length first as a varint (``decode_rows``). Both read; an archive keeps its own.
+BLOB_VERSION = 2
+BLOB_VERSIONS = (1, 2)
 MAX_TABLES = 4096
 MAX_TABLE_WIDTH = 1 << 16
 
 
-def tables_to_bytes(given: GivenTables, channels: int, hyper_channels: int) -> bytes:
+def tables_to_bytes(
+    given: GivenTables, channels: int, hyper_channels: int, version: int = BLOB_VERSION
+) -> bytes:
     """The integer tables and the latent's layout, for the archive's footer: JSON, the
-    frequencies as little-endian uint16 (a 12-bit frequency fits), zstd-compressed."""
+    frequencies as little-endian uint16 (a 12-bit frequency fits), zstd-compressed;
+    ``version`` says how its rows are laid out (``BLOB_VERSION``)."""
+    if version not in BLOB_VERSIONS:
+        raise ValueError(f"learned tables version {version}")
     freqs = given.freqs.astype("<u2")
     header = {
-        "version": BLOB_VERSION,
+        "version": version,
         "channels": channels,
         "hyper_channels": hyper_channels,
         "zero": ZERO,
@@ -188,6 +237,7 @@ class StoredTables:
     given: GivenTables
     channels: int  # of the latent y
     hyper_channels: int  # of the hyper-latent z; 0 for a factorized prior
+    version: int = BLOB_VERSION  # how a row is laid out: one stream (2) or two (1)
 
     @property
     def prior_channels(self) -> int:
@@ -200,7 +250,7 @@ def tables_from_bytes(data: bytes) -> StoredTables:
     try:
         n = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + n])
-        if header.get("version") != BLOB_VERSION or header.get("bits") != GIVEN_BITS:
+        if header.get("version") not in BLOB_VERSIONS or header.get("bits") != GIVEN_BITS:
             raise ValueError(f"learned tables version {header.get('version')}, {header.get('bits')}-bit")
         lows, sizes = np.array(header["lows"], np.int64), np.array(header["sizes"], np.int64)
         width, channels, hyper = int(header["width"]), int(header["channels"]), int(header["hyper_channels"])
@@ -210,7 +260,7 @@ def tables_from_bytes(data: bytes) -> StoredTables:
             raise ValueError("channel counts do not fit the tables")
         raw = zstandard.ZstdDecompressor().decompress(data[4 + n :], max_output_size=2 * width * len(lows))
         freqs = np.frombuffer(raw, dtype="<u2").reshape(len(lows), width)
-        return StoredTables(GivenTables(lows, sizes, freqs), channels, hyper)
+        return StoredTables(GivenTables(lows, sizes, freqs), channels, hyper, int(header["version"]))
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as err:
         raise ValueError(f"unreadable learned-codec tables ({err})") from err
 

@@ -1,12 +1,12 @@
-"""Rows through an RD model's own coder: images -> (main stream, side stream) per row -> images.
+"""Rows through an RD model's own coder: images -> one stream per row -> images.
 
     encode: y = g_a(x) -> y_hat = round(y)
-            hyperprior: z_hat = round(h_a(y)) -> side stream (factorized prior); h_a of the
-                        latent before rounding, as it was trained
+            hyperprior: z_hat = round(h_a(y)) (factorized prior); h_a of the latent before
+                        rounding, as it was trained
                         sigma = h_s(z_hat) in float64 on the CPU -> ladder indexes
-                        -> main stream (Gaussian conditional)
-            factorized: main stream (factorized prior), no side stream
-    decode: the side stream -> z_hat -> the same indexes -> the main stream -> y_hat -> g_s
+                        -> y_hat (Gaussian conditional), in the same stream after z_hat
+            factorized: y_hat under the factorized prior
+    decode: the stream's z_hat -> the same indexes -> the rest of it: y_hat -> g_s
 
 The hyper-synthesis that chooses each latent's table runs in float64 on the CPU at both ends,
 whatever device runs the transforms, so the encoder's indexes are the decoder's: a scale a
@@ -25,9 +25,8 @@ import torch
 from pipeline.codec.codec import CodecParams
 from pipeline.codec.learned import (
     LearnedTables,
-    decode_rows,
-    encode_factorized,
-    encode_gaussian,
+    decode_streams,
+    encode_rows,
     tables_to_bytes,
 )
 from pipeline.codec.quantize import QuantizerParams, rounded
@@ -37,8 +36,7 @@ from pipeline.model.nets.rd import RDModel
 
 @dataclass(frozen=True)
 class CodedRow:
-    main: bytes  # y under its prior or conditional
-    side: bytes  # z under the factorized prior (empty without a hyperprior)
+    stream: bytes  # z under the factorized prior (a hyperprior's), then y under its prior or conditional
     latent_shape: tuple[int, int, int]  # y's (channels, height, width)
 
 
@@ -85,23 +83,18 @@ class RDCoder:
         """``x`` (N, C, H, W) in 0..1 on the model's device."""
         y_float = self.model.encode(x).mean
         y = torch.round(y_float).cpu().numpy().astype(np.int64)
-        n, m, h, w = y.shape
-        if not self.model.hyper:
-            return [CodedRow(s, b"", (m, h, w)) for s in encode_factorized(y.reshape(n, m, -1), self.tables)]
-        z = torch.round(self.model.hyper_latent(y_float)).cpu().numpy().astype(np.int64)
-        indexes = self._indexes(z.astype(np.float64), h, w)
-        mains = encode_gaussian(y, indexes, self.tables)
-        sides = encode_factorized(z.reshape(n, z.shape[1], -1), self.tables)
-        return [CodedRow(a, b, (m, h, w)) for a, b in zip(mains, sides, strict=True)]
+        streams = encode_rows(y, self.tables, self.hyper, y_float.cpu().numpy())
+        return [CodedRow(s, y.shape[1:]) for s in streams]
 
     def latents(self, rows: list[CodedRow]) -> np.ndarray:
         """The rounded latents y of rows of one latent shape, (N, channels, height, width) int64:
-        every side stream first, then one hyper-synthesis for all of them, then the main streams."""
+        every row's side information first, then one hyper-synthesis for all of them, then the
+        rest of each stream."""
         shapes = {r.latent_shape for r in rows}
         if len(shapes) != 1:
             raise ValueError(f"rows of one latent shape at a time, got {sorted(shapes)}")
         ((m, h, w),) = shapes
-        values = decode_rows([r.side for r in rows], [r.main for r in rows], self.tables, self.hyper, h, w)
+        values = decode_streams([r.stream for r in rows], self.tables, self.hyper, h, w)
         return values.reshape(len(rows), m, h, w)
 
     @torch.no_grad()

@@ -30,7 +30,9 @@ def learned_section(results: dict, out: str) -> list[str]:
         f"trained from scratch for {r['steps']} steps of {r['batch']} crops (the demo photo VAE's own "
         f"budget) on {r['train_rows']:,} training crops, {r['threads']} torch threads; then the "
         f"{r['heldout_rows']} held-out 64x64 crops through their own coder (rANS under the integer "
-        "tables of the learned priors). Bytes per crop: the main and side streams a row stores. "
+        "tables of the learned priors). Bytes per crop: the one stream a row stores (a hyperprior's side "
+        "information, then the latent); side: the side information's share, its code length under its "
+        "prior (one state runs through the stream, so it has no bytes of its own). "
         "x ELBO, x CompressAI (its model of the same prior), x WebP, x JPEG: "
         "these bytes over that codec's at the same PSNR (interpolated; &ge;: a lower bound, where that "
         "codec's lowest setting is already sharper; - where its curve does not reach it). "
@@ -44,7 +46,7 @@ def learned_section(results: dict, out: str) -> list[str]:
             p["prior"],
             f"{p['lmbda']:g}",
             f"{p['bytes_per_sample']:.1f}",
-            f"{p['side_bytes_per_sample']:.1f}",
+            f"{p['side_ideal_bytes_per_sample']:.1f}",
             f"{p['bpp']:.3f}",
             f"{p['psnr']:.2f}",
             _xb(p, "elbo"),
@@ -62,7 +64,7 @@ def learned_section(results: dict, out: str) -> list[str]:
             "prior",
             "lambda",
             "bytes/crop",
-            "side",
+            "side (ideal)",
             "bpp",
             "PSNR dB",
             "x ELBO",
@@ -129,7 +131,9 @@ def _peer_lines(r: dict) -> list[str]:
                 f"{c['train_cpu_s']:.0f}",
             ]
         )
-    lines += table(["prior", "lambda", "bytes/crop", "side", "PSNR dB", "x vaezip", "train CPU s"], rows)
+    lines += table(
+        ["prior", "lambda", "bytes/crop", "side string", "PSNR dB", "x vaezip", "train CPU s"], rows
+    )
     return lines
 
 
@@ -162,7 +166,8 @@ def _longer_lines(r: dict) -> list[str]:
             f"Trained longer: a hyperprior model at lambda {p['lmbda']:g} for {p['minutes']:g} minutes "
             f"({p['train_steps']:,} steps of {r['batch']}, {p['train_cpu_s']:.0f} CPU s; "
             f"{p['train_steps'] / r['steps']:.1f}x the budget above): {p['bytes_per_sample']:.1f} bytes a "
-            f"crop ({p['side_bytes_per_sample']:.1f} side), {p['bpp']:.3f} bpp, {p['psnr']:.2f} dB; "
+            f"crop ({p['side_ideal_bytes_per_sample']:.1f} of side information), {p['bpp']:.3f} bpp, "
+            f"{p['psnr']:.2f} dB; "
             + (
                 "WebP's curve does not span these bytes"
                 if gap is None
