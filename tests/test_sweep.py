@@ -50,7 +50,16 @@ def test_a_lambda_sweep_trains_and_measures_an_rd_model_per_lambda(tmp_path, pho
     out = tmp_path / "sweep"
     argv = ["--input", str(photos / "train"), "--eval-input", str(photos / "heldout"), "--output", str(out)]
     argv += ["--objective", "rd", "--lmbdas", "0.001,0.05", "--max-rows", "512", "--epochs", "6"]
-    argv += ["--latent", "12", "--hidden-channels", "16", "--batch-size", "32", "--threads", "1"]  # as in the suite
+    argv += [
+        "--latent",
+        "12",
+        "--hidden-channels",
+        "16",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    ]  # as in the suite
     assert run_main(sweep.main, argv) == 0
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert [r["lmbda"] for r in rows] == [0.001, 0.05]
