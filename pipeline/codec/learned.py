@@ -13,6 +13,9 @@ and integer arrays, so encoder and decoder agree bit for bit:
   escape and then as two 16-bit words.
 
 Every row is one stream of its own, so a row decodes alone; many rows are coded in one call.
+Under a hyperprior a row's stream holds its side information and then its latent, one rANS
+state running through both: the decoder takes every row's side information, runs one
+hyper-synthesis for all of them, and goes on with each row from where it stopped.
 Why not a library coder: constriction (a well-kept Rust ANS coder, tried first) coded these
 rows at 4-11 MB/s of streams from Python, a call per row, where the loops here code whole
 batches of rows in one compiled call, as CompressAI's C++ coder does with its tables.
