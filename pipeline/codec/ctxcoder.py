@@ -1201,18 +1201,21 @@ class GivenTables:
         after: Stop | None,
         finish: bool,
     ) -> tuple[np.ndarray, Stop]:
-        lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=len(streams))
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        size = int(ends[-1]) if len(ends) else 0
-        joined = b"".join([*streams, bytes(size % 2 + 4)])
-        words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)
+        if after is None:
+            lengths = np.fromiter((len(s) for s in streams), dtype=np.int64, count=len(streams))
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+            size = int(ends[-1]) if len(ends) else 0
+            joined = b"".join([*streams, bytes(size % 2 + 4)])
+            words = np.frombuffer(joined, dtype="<u2").astype(np.uint16, copy=False)
+        else:  # the streams as the first part joined them: not joined again
+            if len(after.states) != len(streams):
+                raise ValueError(f"where {len(after.states)} rows stopped, for {len(streams)} streams")
+            words, starts, ends = after.words, after.starts, after.ends
         out = np.empty(int(row_ends[-1]) if len(row_ends) else 0, dtype=np.int64)
         tabs = np.ascontiguousarray(tabs)
         if tabs.dtype.kind not in "iu" or tabs.size < out.size:
             raise ValueError("an integer table index for every value")
-        if after is not None and len(after.states) != len(streams):
-            raise ValueError(f"where {len(after.states)} rows stopped, for {len(streams)} streams")
         row_ends = np.ascontiguousarray(row_ends, dtype=np.int64)
         states = np.zeros(len(streams), np.uint64) if after is None else after.states.copy()
         nexts = np.zeros(len(streams), np.uint64) if after is None else after.nexts.copy()
@@ -1222,16 +1225,20 @@ class GivenTables:
             raise ValueError("a table index outside the tables")
         if bad >= 0:
             raise RowError(int(bad), "the stream does not decode to its row's values (corrupt or cut)")
-        return out, Stop(states, nexts)
+        return out, Stop(states, nexts, words, starts, ends)
 
 
 @dataclass(frozen=True)
 class Stop:
     """Where each row's stream stopped after its first part (``GivenTables.decode_head``): its
-    rANS state and next 16-bit word, counted across the rows' streams as one decode joins them."""
+    rANS state and next 16-bit word in the rows' streams as that decode joined them (kept, so
+    the rest decodes from the same words)."""
 
     states: np.ndarray  # (N,) uint64
-    nexts: np.ndarray  # (N,) uint64
+    nexts: np.ndarray  # (N,) uint64: word positions in ``words``
+    words: np.ndarray  # the rows' streams joined, as 16-bit words
+    starts: np.ndarray  # (N,) int64: each row's first byte in them
+    ends: np.ndarray  # (N,) int64: the byte after its last
 
 
 def quantize_pmf(p: np.ndarray, unit: float = 1 / 32) -> np.ndarray:

@@ -111,20 +111,27 @@ class Tables(Protocol):
     def prior_channels(self) -> int: ...
 
 
+def _channel_tabs(rows: int, channels: int, positions: int) -> np.ndarray:
+    """Flat table indexes of ``rows`` rows of ``channels`` x ``positions`` values, channel c
+    under table c (uint8 where they fit: the decoder reads them as they are)."""
+    kind = np.uint8 if channels <= 256 else np.int64
+    return np.broadcast_to(
+        np.arange(channels, dtype=kind)[None, :, None], (rows, channels, positions)
+    ).reshape(-1)
+
+
 def encode_factorized(values: np.ndarray, tables: Tables) -> list[bytes]:
     """``values`` (N, C, P) int64: each row's channels of P rounded latents -> N streams."""
     n, c, p = values.shape
     if c != tables.prior_channels:
         raise ValueError(f"{c} channels of values, the prior has {tables.prior_channels}")
-    tabs = np.broadcast_to(np.arange(c)[None, :, None], values.shape)
-    return tables.given.encode(values.reshape(-1), tabs.reshape(-1), _row_ends(n, c * p))
+    return tables.given.encode(values.reshape(-1), _channel_tabs(n, c, p), _row_ends(n, c * p))
 
 
 def decode_factorized(streams: list[bytes], tables: Tables, positions: int) -> np.ndarray:
     """N streams -> (N, C, positions) values."""
     n, c = len(streams), tables.prior_channels
-    kind = np.uint8 if c <= 256 else np.int64
-    tabs = np.broadcast_to(np.arange(c, dtype=kind)[None, :, None], (n, c, positions)).reshape(-1)
+    tabs = _channel_tabs(n, c, positions)
     return tables.given.decode(streams, tabs, _row_ends(n, c * positions)).reshape(n, c, positions)
 
 
@@ -158,7 +165,7 @@ def encode_rows(
     cz = tables.prior_channels
     if z.shape[1] != cz:
         raise ValueError(f"{z.shape[1]} side channels, the prior has {cz}")
-    ztabs = np.broadcast_to(np.repeat(np.arange(cz), z[0, 0].size)[None, :], (n, z[0].size))
+    ztabs = _channel_tabs(n, cz, z[0, 0].size).reshape(n, -1)
     values = np.concatenate([z.reshape(n, -1), y.reshape(n, -1)], axis=1)
     tabs = np.concatenate([ztabs, cz + hyper.indexes(z, h, w).reshape(n, -1)], axis=1)
     return tables.given.encode(values.reshape(-1), tabs.reshape(-1), _row_ends(n, values.shape[1]))
@@ -173,11 +180,9 @@ def decode_streams(
     if hyper is None:
         return decode_factorized(streams, tables, height * width)
     n, cz = len(streams), tables.prior_channels
-    per = cz * -(-height // 4) * -(-width // 4)
-    kind = np.uint8 if cz <= 256 else np.int64
-    ztabs = np.broadcast_to(np.arange(cz, dtype=kind)[:, None], (n, cz, per // cz)).reshape(-1)
-    z, stop = tables.given.decode_head(streams, ztabs, _row_ends(n, per))
-    indexes = hyper.indexes(z.reshape(n, cz, -(-height // 4), -(-width // 4)), height, width)
+    zh, zw = -(-height // 4), -(-width // 4)
+    z, stop = tables.given.decode_head(streams, _channel_tabs(n, cz, zh * zw), _row_ends(n, cz * zh * zw))
+    indexes = hyper.indexes(z.reshape(n, cz, zh, zw), height, width)
     y = tables.given.decode(
         streams, indexes.reshape(-1), _row_ends(n, indexes[0].size), tables.prior_channels, stop
     )
