@@ -77,10 +77,38 @@ def crop_shards(tmp_path_factory, photos):
     return str(out)
 
 
+LOCAL_RAY = dict(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False)
+_shared: dict = {}  # set while the Ray that local_ray started is up
+
+
+def _stop_shared_ray() -> None:
+    if _shared and ray.is_initialized():
+        ray.shutdown()
+    _shared.clear()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    """A real local Ray for one test module: 2 CPUs and no GPU, as on the CI machine, even on
-    a GPU machine (tests/test_cuda.py starts its own with the GPUs)."""
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False)
+    """A real local Ray: 2 CPUs and no GPU, as on the CI machine, even on a GPU machine
+    (tests/test_cuda.py starts its own with the GPUs). Modules that use it one after another
+    share one (starting Ray costs seconds a module); a module that does not use it finds no Ray
+    running (``_no_shared_ray``), so it starts its own, or its jobs do, as before."""
+    if not (_shared and ray.is_initialized()):
+        ray.init(**LOCAL_RAY)
+        _shared["up"] = True
     yield
-    ray.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_shared_ray(request):
+    """Stops the shared Ray before a module none of whose tests use ``local_ray``."""
+    mine = [item for item in request.session.items if item.module is request.module]
+    if not any("local_ray" in item.fixturenames for item in mine):
+        _stop_shared_ray()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray_at_the_end():
+    yield
+    _stop_shared_ray()
