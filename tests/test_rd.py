@@ -194,7 +194,9 @@ def test_the_row_coder_gives_back_the_rounded_latents_exactly(prior, factor, sha
     assert torch.equal(coder.decode(rows, shape[1:]), direct)
 
 
-def test_rd_training_lowers_the_loss_and_lambda_trades_bits_for_error(photos):
+def test_rd_training_lowers_the_loss_and_a_larger_lambda_spends_more_bits(photos):
+    """64 steps a lambda. That the larger lambda also buys less error, on coded held-out
+    crops, is tests/test_sweep.py's (a sweep's two models)."""
     from pipeline.train.dataset import read_samples, stack_for_model
 
     config = RDConfig(latent_channels=16, hidden_channels=16, prior="hyperprior")
@@ -211,14 +213,11 @@ def test_rd_training_lowers_the_loss_and_lambda_trades_bits_for_error(photos):
         torch.manual_seed(0)
         model = build_model(config)
         before = objective(model, lmbda)
-        settings = TrainSettings(epochs=40, batch_size=32, objective="rd", lmbda=lmbda, val_fraction=0.0)
+        settings = TrainSettings(epochs=8, batch_size=32, objective="rd", lmbda=lmbda, val_fraction=0.0)
         r = train(model, data, settings, torch.device("cpu"))
-        assert objective(model, lmbda) < before and r.evaluation.bpp > 0
+        assert objective(model, lmbda) < before / 10 and r.evaluation.bpp > 0
         models[lmbda] = model
-    low, high = models[0.001], models[0.05]
-    # each model is the better of the two at its own trade-off, and the larger lambda buys bits
-    assert objective(high, 0.05) < objective(low, 0.05) and objective(low, 0.001) < objective(high, 0.001)
-    assert evaluate_rd(high, x).bpp > evaluate_rd(low, x).bpp
+    assert evaluate_rd(models[0.05], x).bpp > 2 * evaluate_rd(models[0.001], x).bpp
 
 
 def test_train_job_writes_an_rd_checkpoint(tmp_path, photos, capsys):
