@@ -112,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the learned section's longer training, in minutes of wall time (0: skip it)",
     )
     p.add_argument(
+        "--learned-seeds",
+        type=int,
+        default=1,
+        help="the learned section: train each hyperprior lambda (vaezip's and CompressAI's) from this "
+        "many seeds and compare their means (a 500-step model's PSNR moves tenths of a dB with its seed)",
+    )
+    p.add_argument(
         "--compressai-python",
         help="the learned section: an interpreter with CompressAI installed (it pins numpy<2, so it "
         "lives apart), to train its models beside vaezip's; without it they are not measured",
@@ -260,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *budget(args.photos_checkpoint),
             minutes=args.learned_minutes,
             peer_python=args.compressai_python,
+            seeds=args.learned_seeds,
         )
         results["learned"]["digits"] = learned_bench.measure_digits(
             digits, digits_ck, *budget(args.digits_checkpoint)

@@ -375,3 +375,31 @@ def test_the_learned_section_judges_the_hyperprior_against_compressais():
     results["learned"]["compressai"] = None
     assert compressai_worst(results) is None
     assert "were not trained in this run" in "\n".join(learned_section(results, "."))
+
+
+def test_a_lambda_trained_from_several_seeds_is_judged_by_their_mean():
+    """Each (prior, lambda) becomes one point: the mean of its seeds' bytes, bpp and PSNR, with
+    their range and count (the rest is the first seed's); the page lists each seed's model."""
+    from jobs.benches.learned import mean_points
+    from jobs.benches.report.learned import _seed_lines
+
+    raw = [
+        {"prior": "hyperprior", "lmbda": lmbda, "seed": s, "bytes_per_sample": nbytes, "psnr": db}
+        | {"bpp": 8 * nbytes / 4096, "encode_codes_mb_s": 50.0 + s}
+        for lmbda, s, nbytes, db in (
+            (0.0018, 0, 80.0, 22.0),
+            (0.0018, 1, 90.0, 22.6),
+            (0.025, 0, 250.0, 23.0),
+        )
+    ]
+    low, high = mean_points(raw)
+    assert (low["lmbda"], low["seeds"], high["seeds"]) == (0.0018, 2, 1)
+    assert low["bytes_per_sample"] == pytest.approx(85.0) and low["psnr"] == pytest.approx(22.3)
+    assert low["bpp"] == pytest.approx(8 * 85.0 / 4096) and low["psnr_range"] == [22.0, 22.6]
+    assert low["bytes_per_sample_range"] == [80.0, 90.0] and low["encode_codes_mb_s"] == 50.0
+    assert "seed" not in low and high["bytes_per_sample"] == 250.0
+    peer = [p | {"bytes_per_sample": p["bytes_per_sample"] - 5} for p in raw]
+    lines = _seed_lines({"seeds": 2, "seed_points": raw, "compressai": {"seed_points": peer}})
+    assert "| vaezip | 0.0018 | 1 | 90.0 | 22.60 |" in lines
+    assert "| CompressAI | 0.0018 | 1 | 85.0 | 22.60 |" in lines
+    assert _seed_lines({"seeds": 1, "seed_points": raw}) == []

@@ -5,12 +5,13 @@ interpreter of its own (``jobs.bench --compressai-python``): this file is run by
 interpreter as a script, imports nothing of vaezip's, and talks to the benchmark through files:
 the crops as ``.npy`` (read with ``allow_pickle=False``) and its results as JSON.
 
-    python compressai_peer.py TRAIN.npy HELDOUT.npy STEPS BATCH THREADS OUT.json
+    python compressai_peer.py TRAIN.npy HELDOUT.npy STEPS BATCH THREADS OUT.json [SEEDS]
 
-Each model (``bmshj2018_hyperprior`` at each lambda of vaezip's hyperprior runs, and
-``bmshj2018_factorized`` at vaezip's factorized lambda; N=64, M=96, vaezip's widths) is trained
-from seed 0 for STEPS steps of BATCH crops on uniform noise with the rate-distortion loss
-``lambda * 255^2 * MSE + bpp`` (Adam at vaezip's learning rate 1e-3, gradients clipped at 1 as
+Each model (``bmshj2018_hyperprior`` at each lambda of vaezip's hyperprior runs, from each of
+SEEDS seeds (1 unless given), and ``bmshj2018_factorized`` at vaezip's factorized lambda from
+seed 0; N=64, M=96, vaezip's widths) is trained from its seed (weights and batches) for STEPS
+steps of BATCH crops on uniform noise with the rate-distortion loss ``lambda * 255^2 * MSE +
+bpp`` (Adam at vaezip's learning rate 1e-3, gradients clipped at 1 as
 CompressAI's example does, its auxiliary loss for the factorized prior's quantiles at 1e-3),
 then ``update()`` and ``compress()`` / ``decompress()`` on the held-out crops: the bytes are
 its strings' bytes, the PSNR that of the decoded crops rounded to 8 bits.
@@ -38,11 +39,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-12))))
 
 
-def _train(model, data: torch.Tensor, steps: int, batch: int, lmbda: float) -> None:
+def _train(model, data: torch.Tensor, steps: int, batch: int, lmbda: float, seed: int) -> None:
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt, aux_opt = torch.optim.Adam(main, lr=1e-3), torch.optim.Adam(aux, lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     pixels = data.shape[2] * data.shape[3]
     model.train()
     perm, i = torch.arange(0), len(data)
@@ -82,7 +83,8 @@ def _point(model, heldout: np.ndarray) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    train_path, heldout_path, steps, batch, threads, out_path = argv
+    train_path, heldout_path, steps, batch, threads, out_path = argv[:6]
+    seeds = int(argv[6]) if len(argv) > 6 else 1
     import compressai
     from compressai.models import FactorizedPrior, ScaleHyperprior  # bmshj2018_factorized, _hyperprior
 
@@ -90,13 +92,14 @@ def main(argv: list[str]) -> int:
     data = _nchw(np.load(train_path, allow_pickle=False))
     heldout = np.load(heldout_path, allow_pickle=False)
     points = []
-    for prior, lmbda in RUNS:
-        torch.manual_seed(0)
+    runs = [(prior, lmbda, s) for prior, lmbda in RUNS for s in range(seeds if prior == "hyperprior" else 1)]
+    for prior, lmbda, seed in runs:
+        torch.manual_seed(seed)
         model = (ScaleHyperprior if prior == "hyperprior" else FactorizedPrior)(N=64, M=96)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        _train(model, data, int(steps), int(batch), lmbda)
+        _train(model, data, int(steps), int(batch), lmbda, seed)
         spent = {"train_cpu_s": time.process_time() - cpu0, "train_wall_s": time.perf_counter() - wall0}
-        points.append({"prior": prior, "lmbda": lmbda, **spent, **_point(model, heldout)})
+        points.append({"prior": prior, "lmbda": lmbda, "seed": seed, **spent, **_point(model, heldout)})
         print(json.dumps(points[-1]), flush=True)
     result = {"compressai": compressai.__version__, "torch": torch.__version__, "points": points}
     with open(out_path, "w") as f:

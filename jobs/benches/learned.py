@@ -132,10 +132,12 @@ def _trained(
     batch: int,
     lmbda: float,
     seconds: float | None = None,
+    seed: int = 0,
 ) -> tuple:
-    """A model of ``config`` trained from seed 0 for ``steps`` steps (or ``seconds`` of wall
-    time) of ``batch`` rows of ``data`` at ``lmbda``; with its steps, CPU and wall seconds."""
-    torch.manual_seed(0)
+    """A model of ``config`` trained from ``seed`` (its weights and its batches) for ``steps``
+    steps (or ``seconds`` of wall time) of ``batch`` rows of ``data`` at ``lmbda``; with its
+    steps, CPU and wall seconds."""
+    torch.manual_seed(seed)
     model = build_model(config)
     settings = TrainSettings(
         epochs=10**6,
@@ -145,6 +147,7 @@ def _trained(
         objective="rd",
         lmbda=lmbda,
         val_fraction=0.0,
+        seed=seed,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     r = train(model, data, settings, torch.device("cpu"))
@@ -152,19 +155,53 @@ def _trained(
     return model, {**spent, "train_wall_s": time.perf_counter() - wall0}
 
 
+MEANS = ("bytes_per_sample", "side_ideal_bytes_per_sample", "side_bytes_per_sample", "bpp", "psnr")
+MEANS += ("train_steps", "train_cpu_s", "train_wall_s")
+
+
+def mean_points(points: list[dict]) -> list[dict]:
+    """One point per (prior, lambda): the mean over its seeds of bytes, bpp, PSNR and the
+    training's cost (the rest, such as coder speeds, is the first seed's), with ``seeds`` and
+    the seeds' lowest and highest PSNR and bytes. A 500-step model's PSNR moves by tenths of a
+    dB with its seed, which on these flat curves is tens of percent in bytes at equal PSNR."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["prior"], p["lmbda"]), []).append(p)
+    out = []
+    for group in groups.values():
+        mean = {k: v for k, v in group[0].items() if k != "seed"}
+        mean.update({k: float(np.mean([p[k] for p in group])) for k in MEANS if k in group[0]})
+        mean["seeds"] = len(group)
+        for k in ("psnr", "bytes_per_sample"):
+            mean[f"{k}_range"] = [min(p[k] for p in group), max(p[k] for p in group)]
+        out.append(mean)
+    return out
+
+
 def compressai_points(
-    python: str, train_crops: np.ndarray, heldout: np.ndarray, steps: int, batch: int, threads: int
+    python: str,
+    train_crops: np.ndarray,
+    heldout: np.ndarray,
+    steps: int,
+    batch: int,
+    threads: int,
+    seeds: int = 1,
 ) -> dict:
     """CompressAI's models trained for the same steps and batch on the same crops and scored on
-    the same held-out crops, by ``python`` (an interpreter of its own: compressai_peer.py)."""
+    the same held-out crops, by ``python`` (an interpreter of its own: compressai_peer.py);
+    the hyperprior's from each of ``seeds`` seeds, averaged as vaezip's are (``mean_points``;
+    each seed's in ``seed_points``)."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.join(tmp, name) for name in ("train.npy", "heldout.npy", "out.json")]
         np.save(paths[0], np.ascontiguousarray(train_crops))
         np.save(paths[1], np.ascontiguousarray(heldout))
-        args = [paths[0], paths[1], str(steps), str(batch), str(threads), paths[2]]
+        args = [paths[0], paths[1], str(steps), str(batch), str(threads), paths[2], str(seeds)]
         subprocess.run([python, PEER_SCRIPT, *args], check=True)
         with open(paths[2]) as f:
-            return json.load(f)
+            peer = json.load(f)
+    peer["seed_points"] = peer["points"]
+    peer["points"] = mean_points(peer["points"])
+    return peer
 
 
 def compare(points: list[dict], others: dict[str, list[dict]], peer: dict | None) -> None:
@@ -254,18 +291,24 @@ def measure(
     threads: int = 2,
     minutes: float = 0.0,
     peer_python: str | None = None,
+    seeds: int = 1,
 ) -> dict:
     """The rd models at the ELBO model's budget, and (``minutes`` > 0) one hyperprior model
     trained for that many minutes of wall time; against the ELBO VAE, WebP and JPEG, and
-    (``peer_python``: an interpreter with CompressAI) CompressAI's models trained alike."""
+    (``peer_python``: an interpreter with CompressAI) CompressAI's models trained alike. Each
+    hyperprior lambda is trained from ``seeds`` seeds and its point is their mean
+    (``mean_points``; each seed's in ``seed_points``); the factorized prior from seed 0."""
     torch.set_num_threads(threads)
     data = _nchw(train_crops)
-    runs = [("hyperprior", lm) for lm in LAMBDAS] + [("factorized", FACTORIZED_LAMBDA)]
-    points = []
-    for prior, lmbda in runs:
-        model, spent = _trained(RDConfig(in_channels=3, prior=prior), data, steps, batch, lmbda)  # type: ignore[arg-type]
-        point, _ = rd_point(model, heldout)
-        points.append({"prior": prior, "lmbda": lmbda, **spent, **point})
+    runs = [("hyperprior", lm, s) for lm in LAMBDAS for s in range(seeds)]
+    runs.append(("factorized", FACTORIZED_LAMBDA, 0))
+    seed_points = []
+    for prior, lmbda, seed in runs:
+        config = RDConfig(in_channels=3, prior=prior)  # type: ignore[arg-type]
+        model, spent = _trained(config, data, steps, batch, lmbda, seed=seed)
+        point, _ = rd_point(model, heldout, speed=seed == 0)
+        seed_points.append({"prior": prior, "lmbda": lmbda, "seed": seed, **spent, **point})
+    points = mean_points(seed_points)
     longer = []
     if minutes:  # one model trained for longer, at the top of CompressAI's lambdas
         model, spent = _trained(RDConfig(in_channels=3), data, None, batch, LONG_LAMBDA, seconds=60 * minutes)
@@ -277,7 +320,9 @@ def measure(
         "jpeg": rd_bench.classic_curve(heldout, "JPEG"),
     }
     peer = (
-        compressai_points(peer_python, train_crops, heldout, steps, batch, threads) if peer_python else None
+        compressai_points(peer_python, train_crops, heldout, steps, batch, threads, seeds)
+        if peer_python
+        else None
     )
     compare(points + longer, others, peer)
     add_gains(points + longer, others["elbo"])
@@ -289,6 +334,8 @@ def measure(
         "train_rows": len(train_crops),
         "heldout_rows": len(heldout),
         "threads": threads,
+        "seeds": seeds,
         "points": points,
+        "seed_points": seed_points,
         **others,
     }

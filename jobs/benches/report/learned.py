@@ -23,11 +23,18 @@ def learned_section(results: dict, out: str) -> list[str]:
     if "learned" not in results:
         return []
     r = results["learned"]
+    seeds = r.get("seeds", 1)
     lines = [
         "## A learned codec trained for bytes",
         "",
-        f"rd models (`jobs.train --objective rd`: GDN transforms at 1/16, 96 latent channels, width 64) "
-        f"trained from scratch for {r['steps']} steps of {r['batch']} crops (the demo photo VAE's own "
+        "rd models (`jobs.train --objective rd`: GDN transforms at 1/16, 96 latent channels, width 64) "
+        + (
+            f"trained from scratch from each of {seeds} seeds (each hyperprior point below is their mean; "
+            "each seed's are in the table after CompressAI's) "
+            if seeds > 1
+            else "trained from scratch "
+        )
+        + f"for {r['steps']} steps of {r['batch']} crops (the demo photo VAE's own "
         f"budget) on {r['train_rows']:,} training crops, {r['threads']} torch threads; then the "
         f"{r['heldout_rows']} held-out 64x64 crops through their own coder (rANS under the integer "
         "tables of the learned priors). Bytes per crop: the one stream a row stores (a hyperprior's side "
@@ -95,7 +102,30 @@ def learned_section(results: dict, out: str) -> list[str]:
         + ".",
         "",
     ]
-    return lines + _peer_lines(r) + _longer_lines(r) + _digits_lines(r.get("digits"))
+    return lines + _peer_lines(r) + _seed_lines(r) + _longer_lines(r) + _digits_lines(r.get("digits"))
+
+
+def _seed_lines(r: dict) -> list[str]:
+    """Each seed's hyperprior point, vaezip's and CompressAI's, where the points are means."""
+    if r.get("seeds", 1) < 2:
+        return []
+    peer = (r.get("compressai") or {}).get("seed_points", [])
+    rows = [
+        [name, f"{p['lmbda']:g}", str(p["seed"]), f"{p['bytes_per_sample']:.1f}", f"{p['psnr']:.2f}"]
+        for name, points in (("vaezip", r["seed_points"]), ("CompressAI", peer))
+        for p in points
+        if p["prior"] == "hyperprior"
+    ]
+    return [
+        f"Each seed's hyperprior model ({r['seeds']} seeds a lambda; the points above are their means):",
+        "",
+        *table(["system", "lambda", "seed", "bytes/crop", "PSNR dB"], rows),
+    ]
+
+
+def _seeds_said(r: dict) -> str:
+    n = r.get("seeds", 1)
+    return "seed 0" if n == 1 else f"the same {n} seeds (a hyperprior point: their mean)"
 
 
 def _peer_lines(r: dict) -> list[str]:
@@ -109,7 +139,7 @@ def _peer_lines(r: dict) -> list[str]:
     lines = [
         f"CompressAI {peer['compressai']} (torch {peer['torch']}, its own interpreter) in the same run: "
         "`ScaleHyperprior` (bmshj2018_hyperprior) and `FactorizedPrior` (bmshj2018_factorized) at "
-        "N=64, M=96, each trained from seed 0 for the same steps of the same crops at the same "
+        f"N=64, M=96, each trained from {_seeds_said(r)} for the same steps of the same crops at the same "
         "learning rate, then `compress()` on the same held-out crops. x vaezip: these bytes over the "
         "vaezip rd models' (same prior) at the same PSNR (&ge; as above). vaezip's PSNR less "
         "CompressAI's at vaezip's bytes (interpolated on CompressAI's curve of the same prior; - "
