@@ -155,8 +155,16 @@ def _trained(
     return model, {**spent, "train_wall_s": time.perf_counter() - wall0}
 
 
-MEANS = ("bytes_per_sample", "side_ideal_bytes_per_sample", "side_bytes_per_sample", "bpp", "psnr")
-MEANS += ("train_steps", "train_cpu_s", "train_wall_s")
+MEANS = (  # what a seed's points are averaged over; the rest is the first seed's
+    "bytes_per_sample",
+    "side_ideal_bytes_per_sample",
+    "side_bytes_per_sample",
+    "bpp",
+    "psnr",
+    "train_steps",
+    "train_cpu_s",
+    "train_wall_s",
+)
 
 
 def mean_points(points: list[dict]) -> list[dict]:
