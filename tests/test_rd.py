@@ -220,6 +220,32 @@ def test_rd_training_lowers_the_loss_and_a_larger_lambda_spends_more_bits(photos
     assert evaluate_rd(models[0.05], x).bpp > 2 * evaluate_rd(models[0.001], x).bpp
 
 
+def test_each_epochs_figures_take_a_few_rows_and_the_result_all_of_them_the_weights_unchanged():
+    """The per-epoch evaluation on ``epoch_eval_rows`` rows is a cheaper look, not another
+    training: the weights and the final figures are those of a run that evaluates every row."""
+    from pipeline.train.training import split
+
+    config = RDConfig(latent_channels=8, hidden_channels=16, prior="hyperprior")
+    data = np.random.default_rng(0).random((48, 3, 32, 32), dtype=np.float32)
+    runs = {}
+    for rows in (16, None):
+        torch.manual_seed(0)
+        model = build_model(config)
+        settings = TrainSettings(
+            epochs=2, batch_size=16, objective="rd", lmbda=0.01, val_fraction=0.0, epoch_eval_rows=rows
+        )
+        runs[rows] = model, train(model, data, settings, torch.device("cpu"))
+    (capped, r), (full, r_all) = runs[16], runs[None]
+    weights = zip(capped.state_dict().values(), full.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    val = torch.from_numpy(data[split(48, 0.0, 0)[0]])
+    assert r.history[-1]["val_bpp"] == evaluate_rd(capped, val[:16]).bpp
+    assert r.history[-1]["val_bpp"] != r_all.history[-1]["val_bpp"]  # another look, on fewer rows
+    assert r.evaluation == r_all.evaluation == evaluate_rd(capped, val)
+    with pytest.raises(ConfigError, match="epoch_eval_rows"):
+        TrainSettings(epoch_eval_rows=0)
+
+
 def test_train_job_writes_an_rd_checkpoint(tmp_path, photos, capsys):
     out = tmp_path / "rd"
     argv = ["--input", str(photos / "train"), "--output", str(out), "--objective", "rd", "--max-rows", "128"]
