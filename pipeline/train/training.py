@@ -4,7 +4,7 @@ on rate and distortion (``objective="rd"``, an RD model: pipeline.model.rd_loss)
 dataset URI -> read_samples -> model arrays -> shuffle/split (seeded)
     -> epochs of minibatches: loss = recon NLL + beta_t * KL,  beta_t = beta * min(1, t / warmup)
                           or  loss = lambda * 255^2 * MSE + bits per pixel
-    -> after each epoch, evaluate on (the first EPOCH_EVAL_ROWS rows of) the validation split
+    -> after each epoch, evaluate on (the first ``epoch_eval_rows`` rows of) the validation split
        (beta = 1): ELBO, PSNR, KL per latent channel; or bits per pixel and PSNR at the rounded
        latents, and bits per latent channel; at the end, on all of it
 """
